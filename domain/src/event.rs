@@ -1,0 +1,129 @@
+//! Events: what happened to an order, in the past tense. Each has a stable
+//! type name and a schema version; a released event is never edited. A change
+//! of shape gets a new schema version and an upcast in [`Event::decode`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::DecodeError;
+use crate::status::Status;
+use crate::values::{CoffeeName, OrderId, Price, Quantity, UserId, Won};
+
+/// Everything that can happen to an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A customer placed the order; it is now `received`.
+    OrderPlaced(OrderPlaced),
+    /// Staff started making it; it is now `preparing`.
+    OrderPreparationStarted,
+    /// Staff sent it out; it is now `delivering`.
+    OrderOutForDelivery,
+    /// It reached the customer; it is now `delivered` (final).
+    OrderDelivered,
+    /// The customer or staff cancelled it; it is now `cancelled` (final).
+    OrderCancelled(OrderCancelled),
+}
+
+/// The payload of [`Event::OrderPlaced`]. Carries everything downstream
+/// consumers (the delivery side sees only the topic) need about the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub order_id: OrderId,
+    pub user_id: UserId,
+    pub coffee_name: CoffeeName,
+    pub coffee_price: Price,
+    pub coffee_qty: Quantity,
+    pub total_price: Won,
+}
+
+/// The payload of [`Event::OrderCancelled`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub by: CancelledBy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelledBy {
+    Customer,
+    Staff,
+}
+
+/// Payload of the events that carry no data of their own.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+impl Event {
+    pub const PLACED: &'static str = "OrderPlaced";
+    pub const PREPARATION_STARTED: &'static str = "OrderPreparationStarted";
+    pub const OUT_FOR_DELIVERY: &'static str = "OrderOutForDelivery";
+    pub const DELIVERED: &'static str = "OrderDelivered";
+    pub const CANCELLED: &'static str = "OrderCancelled";
+
+    /// The stable name stored with the event and sent as a Kafka header.
+    pub const fn event_type(&self) -> &'static str {
+        match self {
+            Event::OrderPlaced(_) => Self::PLACED,
+            Event::OrderPreparationStarted => Self::PREPARATION_STARTED,
+            Event::OrderOutForDelivery => Self::OUT_FOR_DELIVERY,
+            Event::OrderDelivered => Self::DELIVERED,
+            Event::OrderCancelled(_) => Self::CANCELLED,
+        }
+    }
+
+    /// The version of this event's payload shape that [`Event::payload`] writes.
+    pub const fn schema_version(&self) -> u16 {
+        1
+    }
+
+    /// The status an order is in right after this event.
+    pub const fn status_after(&self) -> Status {
+        match self {
+            Event::OrderPlaced(_) => Status::Received,
+            Event::OrderPreparationStarted => Status::Preparing,
+            Event::OrderOutForDelivery => Status::Delivering,
+            Event::OrderDelivered => Status::Delivered,
+            Event::OrderCancelled(_) => Status::Cancelled,
+        }
+    }
+
+    /// The JSON payload, in the current schema version.
+    pub fn payload(&self) -> Value {
+        let result = match self {
+            Event::OrderPlaced(p) => serde_json::to_value(p),
+            Event::OrderCancelled(c) => serde_json::to_value(c),
+            Event::OrderPreparationStarted | Event::OrderOutForDelivery | Event::OrderDelivered => {
+                serde_json::to_value(Empty {})
+            }
+        };
+        // Serialising plain structs of strings and integers to a Value cannot fail.
+        result.unwrap_or(Value::Null)
+    }
+
+    /// Reads a stored event of any schema version this code knows, upcasting
+    /// older versions to the current shape.
+    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Event, DecodeError> {
+        let bad_payload = |source| DecodeError::Payload {
+            event_type: event_type.to_owned(),
+            schema_version,
+            source,
+        };
+        let empty = |payload| serde_json::from_value::<Empty>(payload).map_err(bad_payload);
+        match (event_type, schema_version) {
+            (Self::PLACED, 1) => serde_json::from_value(payload)
+                .map(Event::OrderPlaced)
+                .map_err(bad_payload),
+            (Self::PREPARATION_STARTED, 1) => empty(payload).map(|_| Event::OrderPreparationStarted),
+            (Self::OUT_FOR_DELIVERY, 1) => empty(payload).map(|_| Event::OrderOutForDelivery),
+            (Self::DELIVERED, 1) => empty(payload).map(|_| Event::OrderDelivered),
+            (Self::CANCELLED, 1) => serde_json::from_value(payload)
+                .map(Event::OrderCancelled)
+                .map_err(bad_payload),
+            _ => Err(DecodeError::UnknownType {
+                event_type: event_type.to_owned(),
+                schema_version,
+            }),
+        }
+    }
+}

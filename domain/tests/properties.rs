@@ -1,0 +1,233 @@
+//! Property tests: the invariants hold for any command sequence, replaying the
+//! emitted events reproduces the state, events round-trip through JSON, and
+//! input parsing accepts exactly what API.md allows.
+
+use domain::{
+    decide, evolve, fold, whole_number, CoffeeName, Command, Event, EventEnvelope, Metadata,
+    OrderId, OrderState, PlaceOrder, Price, Quantity, Status, UserId, ValueError,
+};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+fn arb_status() -> impl Strategy<Value = Status> {
+    prop::sample::select(Status::ALL.to_vec())
+}
+
+fn arb_place() -> impl Strategy<Value = PlaceOrder> {
+    (
+        "[A-Za-z0-9._-]{1,100}",
+        "[^\\p{Cc}]{0,20}[a-z가-힣][^\\p{Cc}]{0,20}",
+        0u64..=Price::MAX,
+        Quantity::MIN..=Quantity::MAX,
+        any::<u128>(),
+    )
+        .prop_map(|(user, name, price, qty, bits)| PlaceOrder {
+            order_id: v7(bits),
+            user_id: UserId::parse(&user).expect("generated valid"),
+            coffee_name: CoffeeName::parse(&name).expect("generated valid"),
+            coffee_price: Price::try_from(price).expect("in range"),
+            coffee_qty: Quantity::try_from(qty).expect("in range"),
+        })
+}
+
+/// A UUID v7 made from arbitrary bits (the timestamp from the high ones).
+fn v7(bits: u128) -> OrderId {
+    let random: [u8; 10] = bits.to_le_bytes()[..10].try_into().expect("10 bytes");
+    let uuid = uuid::Builder::from_unix_timestamp_millis((bits >> 80) as u64, &random).into_uuid();
+    OrderId::try_from(uuid).expect("a v7 uuid")
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        1 => arb_place().prop_map(Command::Place),
+        4 => arb_status().prop_map(|to| Command::MoveTo { to }),
+        1 => Just(Command::Cancel),
+    ]
+}
+
+/// Runs every command in turn against the evolving state, as the store would.
+fn run(commands: Vec<Command>) -> (OrderState, Vec<Event>, Vec<OrderState>) {
+    let mut state = OrderState::NotPlaced;
+    let mut log = Vec::new();
+    let mut states = vec![state.clone()];
+    for command in commands {
+        if let Ok(events) = decide(&state, command) {
+            for event in events {
+                state = evolve(state, &event);
+                log.push(event);
+                states.push(state.clone());
+            }
+        }
+    }
+    (state, log, states)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn any_command_sequence_keeps_the_invariants(
+        first in arb_place(),
+        rest in prop::collection::vec(arb_command(), 0..40),
+    ) {
+        let mut commands = vec![Command::Place(first)];
+        commands.extend(rest);
+        let (_, log, states) = run(commands);
+        for pair in states.windows(2) {
+            let (before, after) = (&pair[0], &pair[1]);
+            // Versions are contiguous: every event adds exactly one.
+            prop_assert_eq!(after.version(), before.version() + 1);
+            let after = after.order().expect("placed after the first event");
+            // Totals are price × quantity, always.
+            prop_assert_eq!(after.total_price.0, u64::from(after.coffee_price) * after.coffee_qty.get());
+            if let Some(before) = before.order() {
+                // Nothing ever leaves a final state, and every move is allowed.
+                prop_assert!(!before.status.is_final());
+                prop_assert!(before.status.can_move_to(after.status));
+                // The order's facts never change after placement.
+                prop_assert_eq!(&before.coffee_name, &after.coffee_name);
+                prop_assert_eq!(before.total_price, after.total_price);
+            }
+        }
+        // Only the first event of a stream is a placement.
+        prop_assert!(log.iter().skip(1).all(|e| !matches!(e, Event::OrderPlaced(_))));
+    }
+
+    #[test]
+    fn replaying_the_emitted_events_reproduces_the_state(
+        first in arb_place(),
+        rest in prop::collection::vec(arb_command(), 0..40),
+    ) {
+        let mut commands = vec![Command::Place(first)];
+        commands.extend(rest);
+        let (state, log, _) = run(commands);
+        prop_assert_eq!(fold(&log), state);
+    }
+
+    #[test]
+    fn a_rejected_command_changes_nothing(
+        first in arb_place(),
+        rest in prop::collection::vec(arb_command(), 0..20),
+        probe in arb_command(),
+    ) {
+        let mut commands = vec![Command::Place(first)];
+        commands.extend(rest);
+        let (state, _, _) = run(commands);
+        if let Err(_rejection) = decide(&state, probe.clone()) {
+            // decide is pure: the same question gets the same answer.
+            prop_assert!(decide(&state, probe).is_err());
+        }
+    }
+
+    #[test]
+    fn every_event_round_trips_through_json(
+        first in arb_place(),
+        rest in prop::collection::vec(arb_command(), 0..20),
+        request in proptest::option::of("[a-z0-9-]{1,36}"),
+    ) {
+        let mut commands = vec![Command::Place(first)];
+        commands.extend(rest);
+        let (_, log, _) = run(commands);
+        let stream_id = match &log[0] { Event::OrderPlaced(p) => p.order_id, _ => unreachable!() };
+        for (i, event) in log.into_iter().enumerate() {
+            // Through the stored form (type, schema version, payload)…
+            let decoded = Event::decode(event.event_type(), event.schema_version(), event.payload());
+            let decoded = decoded.ok();
+            prop_assert_eq!(decoded.as_ref(), Some(&event));
+            // …and through the envelope's wire form.
+            let envelope = EventEnvelope {
+                event_id: Uuid::now_v7(),
+                stream_id,
+                version: i as u64 + 1,
+                position: Some(i as i64 + 10),
+                event,
+                metadata: Metadata { request_id: request.clone(), correlation_id: request.clone(), ..Metadata::default() },
+                recorded_at: OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("valid"),
+            };
+            let json = serde_json::to_string(&envelope).expect("serialises");
+            let back: EventEnvelope = serde_json::from_str(&json).expect("deserialises");
+            prop_assert_eq!(back, envelope);
+        }
+    }
+
+    // --- parsing accepts exactly what API.md allows ---
+
+    #[test]
+    fn prices_accept_whole_won_from_0_to_1_000_000_as_numbers_or_strings(n in -2_000_000i64..3_000_000) {
+        let ok = (0..=1_000_000).contains(&n);
+        prop_assert_eq!(Price::from_json(&json!(n)).is_ok(), ok);
+        let as_text = Price::from_json(&json!(n.to_string()));
+        // Strings are digits only: a minus sign is never a number here.
+        prop_assert_eq!(as_text.is_ok(), ok);
+        if ok {
+            prop_assert_eq!(u64::from(as_text.expect("ok")), n as u64);
+            prop_assert_eq!(u64::from(Price::from_json(&json!(format!(" {n} "))).expect("trimmed")), n as u64);
+        }
+    }
+
+    #[test]
+    fn quantities_accept_1_to_1000_as_numbers_or_strings(n in -10i64..2_000) {
+        let ok = (1..=1_000).contains(&n);
+        prop_assert_eq!(Quantity::from_json(Some(&json!(n))).is_ok(), ok);
+        prop_assert_eq!(Quantity::from_json(Some(&json!(n.to_string()))).is_ok(), ok);
+    }
+
+    #[test]
+    fn numeric_text_is_only_ascii_digits(s in "\\PC{0,12}") {
+        let digits = s.trim();
+        let expected = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+        prop_assert_eq!(whole_number(&Value::String(s.clone())).is_ok(), expected);
+    }
+
+    #[test]
+    fn fractional_numbers_are_rejected(whole in 0u32..1000, frac in 1u32..1000) {
+        let x: f64 = f64::from(whole) + f64::from(frac) / 1000.0;
+        prop_assert_eq!(whole_number(&json!(x)), Err(ValueError::NotAWholeNumber));
+        let text = format!("{whole}.{frac}");
+        prop_assert!(whole_number(&json!(text)).is_err());
+    }
+
+    #[test]
+    fn user_ids_are_1_to_100_safe_characters(s in "\\PC{0,120}") {
+        let expected = (1..=100).contains(&s.chars().count())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        prop_assert_eq!(UserId::parse(&s).is_ok(), expected);
+    }
+
+    #[test]
+    fn coffee_names_are_1_to_100_characters_after_trimming(s in "\\PC{0,120}") {
+        let t = s.trim();
+        let expected = !t.is_empty() && t.chars().count() <= 100 && !t.chars().any(char::is_control);
+        let parsed = CoffeeName::parse(&s);
+        prop_assert_eq!(parsed.is_ok(), expected);
+        if let Ok(name) = parsed {
+            prop_assert_eq!(name.as_str(), t);
+        }
+    }
+
+    #[test]
+    fn order_ids_are_uuid_v7_only(bits in any::<u128>()) {
+        let random = uuid::Builder::from_random_bytes(bits.to_le_bytes()).into_uuid(); // v4
+        prop_assert!(OrderId::parse(&random.to_string()).is_err());
+        let id = v7(bits);
+        prop_assert_eq!(OrderId::parse(&id.to_string()), Ok(id));
+    }
+}
+
+#[test]
+fn absent_or_null_quantity_means_one() {
+    assert_eq!(Quantity::from_json(None).map(Quantity::get), Ok(1));
+    assert_eq!(Quantity::from_json(Some(&Value::Null)).map(Quantity::get), Ok(1));
+}
+
+#[test]
+fn non_numbers_are_not_whole_numbers() {
+    for v in [json!(true), json!([1]), json!({"n": 1}), json!(""), json!("1e3"), json!("+5"), json!("0x10"), json!("５")] {
+        assert_eq!(whole_number(&v), Err(ValueError::NotAWholeNumber), "{v}");
+    }
+    assert_eq!(whole_number(&json!(3.0)), Ok(3));
+    assert!(Price::from_json(&json!(1e300)).is_err());
+    assert!(Price::from_json(&json!("99999999999999999999999999999999999999999")).is_err());
+}
