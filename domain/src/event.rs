@@ -103,7 +103,11 @@ impl Event {
 
     /// Reads a stored event of any schema version this code knows, upcasting
     /// older versions to the current shape.
-    pub fn decode(event_type: &str, schema_version: u16, payload: Value) -> Result<Event, DecodeError> {
+    pub fn decode(
+        event_type: &str,
+        schema_version: u16,
+        payload: Value,
+    ) -> Result<Event, DecodeError> {
         let bad_payload = |source| DecodeError::Payload {
             event_type: event_type.to_owned(),
             schema_version,
@@ -114,7 +118,9 @@ impl Event {
             (Self::PLACED, 1) => serde_json::from_value(payload)
                 .map(Event::OrderPlaced)
                 .map_err(bad_payload),
-            (Self::PREPARATION_STARTED, 1) => empty(payload).map(|_| Event::OrderPreparationStarted),
+            (Self::PREPARATION_STARTED, 1) => {
+                empty(payload).map(|_| Event::OrderPreparationStarted)
+            }
             (Self::OUT_FOR_DELIVERY, 1) => empty(payload).map(|_| Event::OrderOutForDelivery),
             (Self::DELIVERED, 1) => empty(payload).map(|_| Event::OrderDelivered),
             (Self::CANCELLED, 1) => serde_json::from_value(payload)

@@ -83,12 +83,15 @@ pub fn decide(state: &OrderState, command: Command) -> Result<Vec<Event>, Domain
             })])
         }
         (OrderState::Placed(_), Command::Place(_)) => Err(DomainError::AlreadyPlaced),
-        (OrderState::NotPlaced, Command::MoveTo { .. } | Command::Cancel) => Err(DomainError::NotPlaced),
+        (OrderState::NotPlaced, Command::MoveTo { .. } | Command::Cancel) => {
+            Err(DomainError::NotPlaced)
+        }
         (OrderState::Placed(order), Command::MoveTo { to }) => {
             transition(order.status, to, CancelledBy::Staff).map(|event| vec![event])
         }
         (OrderState::Placed(order), Command::Cancel) => {
-            transition(order.status, Status::Cancelled, CancelledBy::Customer).map(|event| vec![event])
+            transition(order.status, Status::Cancelled, CancelledBy::Customer)
+                .map(|event| vec![event])
         }
     }
 }

@@ -86,8 +86,12 @@ fn an_order_cannot_be_placed_twice() {
 
 #[test]
 fn moves_and_cancels_need_a_placed_order() {
-    given([]).when(move_to(Status::Preparing)).then_rejected(DomainError::NotPlaced);
-    given([]).when(Command::Cancel).then_rejected(DomainError::NotPlaced);
+    given([])
+        .when(move_to(Status::Preparing))
+        .then_rejected(DomainError::NotPlaced);
+    given([])
+        .when(Command::Cancel)
+        .then_rejected(DomainError::NotPlaced);
 }
 
 #[test]
@@ -134,14 +138,23 @@ fn preparing_moves_to_delivering_or_is_cancelled() {
 
 #[test]
 fn delivering_can_only_be_delivered() {
-    let history = [placed(), Event::OrderPreparationStarted, Event::OrderOutForDelivery];
+    let history = [
+        placed(),
+        Event::OrderPreparationStarted,
+        Event::OrderOutForDelivery,
+    ];
     given(history.clone())
         .when(move_to(Status::Delivered))
         .then([Event::OrderDelivered]);
     given(history.clone())
         .when(Command::Cancel)
         .then_rejected(invalid(Status::Delivering, Status::Cancelled));
-    for to in [Status::Received, Status::Preparing, Status::Delivering, Status::Cancelled] {
+    for to in [
+        Status::Received,
+        Status::Preparing,
+        Status::Delivering,
+        Status::Cancelled,
+    ] {
         given(history.clone())
             .when(move_to(to))
             .then_rejected(invalid(Status::Delivering, to));
@@ -181,7 +194,11 @@ fn cancelled_is_final() {
 
 #[test]
 fn folding_a_history_gives_its_status_and_version() {
-    let state = fold(&[placed(), Event::OrderPreparationStarted, Event::OrderOutForDelivery]);
+    let state = fold(&[
+        placed(),
+        Event::OrderPreparationStarted,
+        Event::OrderOutForDelivery,
+    ]);
     let order = state.order().expect("placed");
     assert_eq!(order.status, Status::Delivering);
     assert_eq!(order.version, 3);

@@ -230,12 +230,24 @@ proptest! {
 #[test]
 fn absent_or_null_quantity_means_one() {
     assert_eq!(Quantity::from_json(None).map(Quantity::get), Ok(1));
-    assert_eq!(Quantity::from_json(Some(&Value::Null)).map(Quantity::get), Ok(1));
+    assert_eq!(
+        Quantity::from_json(Some(&Value::Null)).map(Quantity::get),
+        Ok(1)
+    );
 }
 
 #[test]
 fn non_numbers_are_not_whole_numbers() {
-    for v in [json!(true), json!([1]), json!({"n": 1}), json!(""), json!("1e3"), json!("+5"), json!("0x10"), json!("５")] {
+    for v in [
+        json!(true),
+        json!([1]),
+        json!({"n": 1}),
+        json!(""),
+        json!("1e3"),
+        json!("+5"),
+        json!("0x10"),
+        json!("５"),
+    ] {
         assert_eq!(whole_number(&v), Err(ValueError::NotAWholeNumber), "{v}");
     }
     assert_eq!(whole_number(&json!(3.0)), Ok(3));

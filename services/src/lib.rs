@@ -1,1 +1,13 @@
+//! The services of the coffee-order system: the event store's write side, the
+//! command handler, the HTTP APIs and the configuration of the `orders` binary.
 
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod orders;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod view;

@@ -1,1 +1,314 @@
+//! Test harness for the end-to-end tests: every test gets its own fresh
+//! database (migrated), the real HTTP server on an ephemeral port, and a typed
+//! client. Postgres must be reachable through `DATABASE_URL` (`just test`
+//! makes it so); a test without it fails loudly, it never skips.
 
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use services::http::{self, Apis, AppState};
+use services::orders::Orders;
+use services::store::EventStore;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The server's `DATABASE_URL`, or a panic that says how to get one.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!("DATABASE_URL is not set: run the tests with `just test`, which starts PostgreSQL first")
+    })
+}
+
+/// A fresh, migrated database of its own for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let base =
+            PgConnectOptions::from_str(&database_url()).expect("DATABASE_URL is not a valid URL");
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = base
+            .clone()
+            .database("postgres")
+            .connect()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot reach PostgreSQL at DATABASE_URL ({e}); run `just test`")
+            });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+        let options = base.database(&name);
+        let url = options.to_url_lossy().to_string();
+        let pool = PgPoolOptions::new()
+            .max_connections(40)
+            .connect_with(options)
+            .await
+            .expect("connect to the test database");
+        services::db::migrate(&pool)
+            .await
+            .expect("migrate the test database");
+        TestDb { name, url, pool }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect(sql)
+    }
+
+    /// Rows in the event log.
+    pub async fn events(&self) -> i64 {
+        self.count("SELECT count(*) FROM events").await
+    }
+
+    /// Rows waiting in the outbox.
+    pub async fn outbox(&self) -> i64 {
+        self.count("SELECT count(*) FROM outbox").await
+    }
+}
+
+/// The application, served on 127.0.0.1 at an ephemeral port.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Apis::All).await
+}
+
+pub async fn spawn_app_with(apis: Apis) -> TestApp {
+    let db = TestDb::create().await;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind an ephemeral port");
+    let port = listener.local_addr().expect("local addr").port();
+    let state = AppState {
+        orders: Orders::new(EventStore::new(db.pool.clone())),
+        pool: db.pool.clone(),
+        port,
+    };
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(http::serve(listener, state, apis, shutdown.clone()));
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client"),
+        db,
+        shutdown,
+        server: Some(server),
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an RFC 9457 problem with this status, and returns its body.
+    #[track_caller]
+    pub fn problem(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "errors are problem+json"
+        );
+        let body = self.json();
+        for member in ["type", "title", "status", "detail"] {
+            assert!(
+                body.get(member).is_some(),
+                "problem lacks {member:?}: {body}"
+            );
+        }
+        assert_eq!(body["status"], status);
+        body
+    }
+
+    #[track_caller]
+    pub fn ok(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        self.json()
+    }
+}
+
+impl TestApp {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        for (name, value) in headers {
+            req = req.header(
+                HeaderName::from_str(name).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        self.send(req).await
+    }
+
+    /// Sends a raw body with the given content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header(CONTENT_TYPE, ct);
+        }
+        self.send(req).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.send().await.expect("the server answers");
+        Reply {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            text: resp.text().await.expect("a readable body"),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn place(&self, user: &str, body: Value) -> Reply {
+        self.request(
+            Method::POST,
+            &format!("/order-ms/{user}/orders"),
+            Some(&body),
+            &[],
+        )
+        .await
+    }
+
+    /// Places a valid order and returns its id.
+    pub async fn place_ok(&self, user: &str) -> String {
+        let reply = self
+            .place(
+                user,
+                serde_json::json!({"coffee_name": "americano", "coffee_price": "4500", "coffee_qty": "2"}),
+            )
+            .await;
+        reply.ok(201)["order_id"]
+            .as_str()
+            .expect("order_id")
+            .to_owned()
+    }
+
+    pub async fn order(&self, user: &str, order_id: &str) -> Reply {
+        self.get(&format!("/order-ms/{user}/orders/{order_id}"))
+            .await
+    }
+
+    pub async fn cancel(&self, user: &str, order_id: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request(
+            Method::POST,
+            &format!("/order-ms/{user}/orders/{order_id}/cancel"),
+            None,
+            headers,
+        )
+        .await
+    }
+
+    pub async fn move_to(
+        &self,
+        user: &str,
+        order_id: &str,
+        status: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let body = serde_json::json!({ "status": status });
+        self.request(
+            Method::POST,
+            &format!("/delivery-ms/{user}/{order_id}/status"),
+            Some(&body),
+            headers,
+        )
+        .await
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The `orders` binary, for tests that need a real process (signals, crashes).
+/// `just test` builds it; `ORDERS_BIN` overrides where it is looked for.
+pub fn orders_bin() -> PathBuf {
+    let path = std::env::var_os("ORDERS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join("debug")
+                .join("orders")
+        });
+    assert!(
+        path.exists(),
+        "the orders binary is missing at {}: run `cargo build -p services` (or `just test`)",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,39 @@
+# The coffee-order system. `just` lists the recipes.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Start the whole system locally on 127.0.0.1:8080 (starts Postgres first if needed).
+run *ARGS:
+    eval "$(scripts/postgres.sh)"; cargo run --release -p services --bin orders -- serve {{ARGS}}
+
+# Run every test (starts Postgres first if needed).
+test:
+    eval "$(scripts/postgres.sh)"; scripts/drop-test-databases.sh; cargo test --workspace --all-targets --no-fail-fast
+
+# What CI runs: formatting, lints, then every test.
+ci: lint test
+
+# Check formatting and lints (clippy with warnings as errors).
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Apply database migrations to DATABASE_URL (or the project-local cluster).
+migrate:
+    eval "$(scripts/postgres.sh)"; cargo run -p services --bin orders -- migrate
+
+# Open psql on the project's database.
+psql:
+    eval "$(scripts/postgres.sh)"; psql "$DATABASE_URL"
+
+# Stop the project-local Postgres cluster.
+stop:
+    scripts/postgres.sh stop

@@ -1,0 +1,286 @@
+//! The one HTTP error type. Every failure a handler can meet becomes an
+//! `ApiError`; its `status_code()` is the single place that decides the HTTP
+//! status, and `IntoResponse` writes an RFC 9457 `application/problem+json`
+//! body. 5xx are logged with their cause chain and never shown to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use domain::{DomainError, Status};
+use serde::Serialize;
+
+use crate::orders::Rejection;
+use crate::store::StoreError;
+
+/// One field at fault in a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl ToString) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A path segment that cannot name anything (e.g. a malformed user id).
+    #[error("invalid {field} in the path: {message}")]
+    InvalidPath {
+        field: &'static str,
+        message: String,
+    },
+    #[error("invalid {header} header: {message}")]
+    InvalidHeader {
+        header: &'static str,
+        message: String,
+    },
+    /// The body is not JSON (or form data) at all, or not an object.
+    #[error("{0}")]
+    MalformedBody(String),
+    /// Well-formed, but some fields are invalid; lists every one of them.
+    #[error("the request has invalid fields")]
+    Validation(Vec<FieldError>),
+    #[error("{given:?} is not a known status")]
+    UnknownStatus { given: String },
+    #[error("the body must be application/json")]
+    UnsupportedMediaType,
+    #[error("the body is larger than the limit")]
+    PayloadTooLarge,
+    #[error("no such order")]
+    OrderNotFound,
+    #[error("no such resource")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Rejected(DomainError),
+    #[error("the order is being changed by others; retry")]
+    Contended,
+    #[error("the order is at version {current}, not the one in If-Match")]
+    PreconditionFailed { current: u64 },
+    #[error("the idempotency key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("the service is temporarily unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The problem details body (RFC 9457), with this API's extension members.
+#[derive(Debug, Serialize)]
+struct Problem {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_statuses: Option<Vec<ValidStatus>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_version: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ValidStatus {
+    code: &'static str,
+    label: &'static str,
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidPath { .. }
+            | ApiError::InvalidHeader { .. }
+            | ApiError::MalformedBody(_)
+            | ApiError::UnknownStatus { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) | ApiError::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::OrderNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Rejected(_) | ApiError::Contended => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem `type` (a URI reference) and `title`: stable per kind.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::InvalidPath { .. } => (
+                "/problems/invalid-path",
+                "The path names nothing that can exist",
+            ),
+            ApiError::InvalidHeader { .. } => {
+                ("/problems/invalid-header", "A request header is not valid")
+            }
+            ApiError::MalformedBody(_) => (
+                "/problems/malformed-body",
+                "The request body cannot be read",
+            ),
+            ApiError::Validation(_) => ("/problems/validation", "The request has invalid fields"),
+            ApiError::UnknownStatus { .. } => ("/problems/unknown-status", "Unknown order status"),
+            ApiError::UnsupportedMediaType => {
+                ("/problems/unsupported-media-type", "Unsupported media type")
+            }
+            ApiError::PayloadTooLarge => ("/problems/payload-too-large", "Request body too large"),
+            ApiError::OrderNotFound => ("/problems/order-not-found", "Order not found"),
+            ApiError::RouteNotFound => ("about:blank", "Not Found"),
+            ApiError::MethodNotAllowed => ("about:blank", "Method Not Allowed"),
+            ApiError::Rejected(_) => (
+                "/problems/transition-not-allowed",
+                "The order's lifecycle does not allow this",
+            ),
+            ApiError::Contended => (
+                "/problems/concurrent-modification",
+                "The order is being changed concurrently",
+            ),
+            ApiError::PreconditionFailed { .. } => {
+                ("/problems/version-mismatch", "The order has changed")
+            }
+            ApiError::IdempotencyKeyReused => {
+                ("/problems/idempotency-key-reused", "Idempotency key reused")
+            }
+            ApiError::Unavailable(_) => {
+                ("/problems/unavailable", "Service temporarily unavailable")
+            }
+            ApiError::Internal(_) => ("/problems/internal", "Internal server error"),
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ApiError::Validation(errors) => errors
+                .iter()
+                .map(|e| format!("{} {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            ApiError::UnknownStatus { given } => {
+                format!(
+                    "{given:?} is not a known status; valid statuses are {}",
+                    Status::valid_list()
+                )
+            }
+            ApiError::PayloadTooLarge => format!(
+                "the request body must be at most {} bytes",
+                super::BODY_LIMIT
+            ),
+            ApiError::UnsupportedMediaType => {
+                "send the body as application/json (or application/x-www-form-urlencoded)"
+                    .to_owned()
+            }
+            ApiError::OrderNotFound => "no order with this id exists for this user".to_owned(),
+            ApiError::Unavailable(_) => {
+                "the database cannot be reached right now; retry shortly".to_owned()
+            }
+            ApiError::Internal(_) => {
+                "the server failed to handle the request; it has been logged".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        if status.is_server_error() {
+            match &self {
+                ApiError::Unavailable(cause) => {
+                    tracing::warn!(error = format!("{cause:#}"), "dependency unavailable")
+                }
+                ApiError::Internal(cause) => {
+                    tracing::error!(error = format!("{cause:#}"), "request failed")
+                }
+                _ => {}
+            }
+        }
+        let (kind, title) = self.kind();
+        let current_version = match &self {
+            ApiError::PreconditionFailed { current } => Some(*current),
+            _ => None,
+        };
+        let problem = Problem {
+            kind,
+            title,
+            status: status.as_u16(),
+            detail: self.detail(),
+            errors: match self {
+                ApiError::Validation(errors) => errors,
+                ApiError::InvalidPath { field, ref message } => {
+                    vec![FieldError::new(field, message)]
+                }
+                ApiError::InvalidHeader {
+                    header,
+                    ref message,
+                } => vec![FieldError::new(header, message)],
+                ApiError::UnknownStatus { .. } => {
+                    vec![FieldError::new("status", "is not a known status")]
+                }
+                _ => Vec::new(),
+            },
+            valid_statuses: matches!(kind, "/problems/unknown-status").then(|| {
+                Status::ALL
+                    .iter()
+                    .map(|s| ValidStatus {
+                        code: s.code(),
+                        label: s.label(),
+                    })
+                    .collect()
+            }),
+            current_version,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(current) = current_version {
+            if let Ok(etag) = HeaderValue::from_str(&super::etag(current)) {
+                headers.insert(header::ETAG, etag);
+            }
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            ApiError::Unavailable(e.into())
+        } else {
+            ApiError::Internal(e.into())
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::NotFound => ApiError::OrderNotFound,
+            Rejection::PreconditionFailed { current } => ApiError::PreconditionFailed { current },
+            Rejection::Domain(DomainError::NotPlaced) => ApiError::OrderNotFound,
+            Rejection::Domain(e) => ApiError::Rejected(e),
+            Rejection::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
+            Rejection::Contended => ApiError::Contended,
+        }
+    }
+}

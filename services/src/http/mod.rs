@@ -1,0 +1,127 @@
+//! The HTTP APIs (axum): one shared state, a `router()` per resource, and the
+//! middleware every request passes through (trailing-slash normalisation,
+//! request ids, tracing, body limit).
+
+mod delivery;
+pub mod error;
+mod extract;
+mod ops;
+mod orders;
+
+use std::io;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Router, ServiceExt};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::Layer;
+use tower_http::normalize_path::NormalizePathLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::orders::{Handled, Orders, Outcome};
+use error::ApiError;
+
+/// Largest request body accepted (413 beyond).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// The request id header: accepted from the client or generated, returned in
+/// the response, recorded as the correlation id of the events it causes.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The global log position of a write, for read-your-writes on the read models.
+pub const LOG_POSITION: HeaderName = HeaderName::from_static("x-log-position");
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub orders: Orders,
+    pub pool: PgPool,
+    /// The port the server listens on (the original health check names it).
+    pub port: u16,
+}
+
+/// Which APIs a process serves (`orders serve --api …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Apis {
+    Order,
+    Delivery,
+    #[default]
+    All,
+}
+
+/// The application: every route of the selected APIs plus operations.
+pub fn router(state: AppState, apis: Apis) -> Router {
+    let mut router = Router::new().merge(ops::router());
+    if matches!(apis, Apis::Order | Apis::All) {
+        router = router.merge(orders::router());
+    }
+    if matches!(apis, Apis::Delivery | Apis::All) {
+        router = router.merge(delivery::router());
+    }
+    router
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let request_id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id)
+        }).on_response(DefaultOnResponse::new().level(Level::INFO)))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` is cancelled, then stops accepting and lets
+/// in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    apis: Apis,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    // Normalising must wrap the router: routing happens inside it.
+    let app = NormalizePathLayer::trim_trailing_slash().layer(router(state, apis));
+    tracing::info!(addr = %listener.local_addr()?, ?apis, "serving HTTP");
+    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// A strong ETag for an order version.
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// Unfolds a command's result into its outcome or the error to answer with.
+fn settle(handled: Handled) -> Result<Outcome, ApiError> {
+    match handled {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(rejection)) => Err(rejection.into()),
+        Err(store) => Err(store.into()),
+    }
+}
+
+/// A write's response: the body, its `ETag` and the `X-Log-Position`.
+fn order_response(
+    status: StatusCode,
+    version: u64,
+    position: i64,
+    body: impl IntoResponse,
+) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&etag(version)) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(LOG_POSITION, HeaderValue::from(position));
+    response
+}

@@ -1,0 +1,188 @@
+//! The order service, `/order-ms`: customers place, read and cancel orders.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use domain::{CoffeeName, Command, OrderId, PlaceOrder, Price, Quantity, UserId};
+use serde_json::{Map, Value};
+
+use super::error::{ApiError, ApiResult, FieldError};
+use super::extract::{self, ApiPath, Fields, IdempotencyKeyHeader, IfMatch, RequestContext};
+use super::{order_response, settle, AppState};
+use crate::store::IdempotencyKey;
+use crate::view::OrderView;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/order-ms", get(welcome))
+        .route("/order-ms/{user_id}/orders", post(place_order))
+        .route("/order-ms/{user_id}/orders/{order_id}", get(order_detail))
+        .route(
+            "/order-ms/{user_id}/orders/{order_id}/cancel",
+            post(cancel_order),
+        )
+}
+
+/// As the original service greeted.
+async fn welcome() -> &'static str {
+    "Welcome to ORDER Microservice!"
+}
+
+/// The place-order body, parsed: every invalid field is reported at once.
+struct PlaceOrderInput {
+    coffee_name: CoffeeName,
+    coffee_price: Price,
+    coffee_qty: Quantity,
+}
+
+impl TryFrom<Map<String, Value>> for PlaceOrderInput {
+    type Error = ApiError;
+
+    fn try_from(body: Map<String, Value>) -> Result<Self, ApiError> {
+        let mut errors = Vec::new();
+        let name = match body.get("coffee_name") {
+            None | Some(Value::Null) => required(&mut errors, "coffee_name"),
+            Some(v) => check(&mut errors, "coffee_name", CoffeeName::from_json(v)),
+        };
+        let price = match body.get("coffee_price") {
+            None | Some(Value::Null) => required(&mut errors, "coffee_price"),
+            Some(v) => check(&mut errors, "coffee_price", Price::from_json(v)),
+        };
+        let qty = check(
+            &mut errors,
+            "coffee_qty",
+            Quantity::from_json(body.get("coffee_qty")),
+        );
+        match (name, price, qty) {
+            (Some(coffee_name), Some(coffee_price), Some(coffee_qty)) if errors.is_empty() => {
+                Ok(PlaceOrderInput {
+                    coffee_name,
+                    coffee_price,
+                    coffee_qty,
+                })
+            }
+            _ => Err(ApiError::Validation(errors)),
+        }
+    }
+}
+
+/// Records a field's error, if any, and passes its value on.
+fn check<T>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Result<T, domain::ValueError>,
+) -> Option<T> {
+    value
+        .map_err(|e| errors.push(FieldError::new(field, e)))
+        .ok()
+}
+
+fn required<T>(errors: &mut Vec<FieldError>, field: &str) -> Option<T> {
+    errors.push(FieldError::new(field, "is required"));
+    None
+}
+
+impl PlaceOrderInput {
+    /// The request in normal form: `"5000"` and `5000` are the same request.
+    fn fingerprint(&self) -> String {
+        serde_json::json!([self.coffee_name, self.coffee_price, self.coffee_qty]).to_string()
+    }
+}
+
+async fn place_order(
+    State(state): State<AppState>,
+    ApiPath(user): ApiPath<String>,
+    ctx: RequestContext,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    Fields(body): Fields,
+) -> ApiResult<Response> {
+    let user_id = extract::user_id(&user)?;
+    let input = PlaceOrderInput::try_from(body)?;
+    let key = key.map(|key| IdempotencyKey {
+        scope: user_id.to_string(),
+        key,
+        fingerprint: input.fingerprint(),
+    });
+    let metadata = ctx.metadata(format!("customer:{user_id}"));
+    let place = PlaceOrder {
+        order_id: OrderId::generate(),
+        user_id,
+        coffee_name: input.coffee_name,
+        coffee_price: input.coffee_price,
+        coffee_qty: input.coffee_qty,
+    };
+    let outcome = settle(state.orders.place(place, &metadata, key).await)?;
+    let view = OrderView::from_stream(&outcome.stream)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a placed order folded to nothing")))?;
+    let location = format!("/order-ms/{}/orders/{}", view.user_id, view.order_id);
+    let mut response = order_response(
+        StatusCode::CREATED,
+        view.version,
+        outcome.log_position,
+        Json(&view),
+    );
+    let headers = response.headers_mut();
+    if let Ok(location) = location.parse() {
+        headers.insert(header::LOCATION, location);
+    }
+    if outcome.replayed {
+        headers.insert(
+            "idempotent-replayed",
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+async fn order_detail(
+    State(state): State<AppState>,
+    ApiPath((user, order)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let user_id: UserId = extract::user_id(&user)?;
+    let order_id = extract::order_id(&order)?;
+    let stream = state
+        .orders
+        .load_owned(order_id, &user_id)
+        .await?
+        .ok_or(ApiError::OrderNotFound)?;
+    let view = OrderView::from_stream(&stream).ok_or(ApiError::OrderNotFound)?;
+    let etag = super::etag(view.version);
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| extract::parse_etag(t) == Some(view.version) || t.trim() == "*")
+        });
+    if not_modified {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    Ok(([(header::ETAG, etag)], Json(view)).into_response())
+}
+
+async fn cancel_order(
+    State(state): State<AppState>,
+    ApiPath((user, order)): ApiPath<(String, String)>,
+    IfMatch(if_match): IfMatch,
+    ctx: RequestContext,
+) -> ApiResult<Response> {
+    let user_id = extract::user_id(&user)?;
+    let order_id = extract::order_id(&order)?;
+    let metadata = ctx.metadata(format!("customer:{user_id}"));
+    let outcome = settle(
+        state
+            .orders
+            .handle(order_id, &user_id, Command::Cancel, if_match, &metadata)
+            .await,
+    )?;
+    let view = OrderView::from_stream(&outcome.stream).ok_or(ApiError::OrderNotFound)?;
+    Ok(order_response(
+        StatusCode::OK,
+        view.version,
+        outcome.log_position,
+        Json(&view),
+    ))
+}

@@ -1,0 +1,187 @@
+//! Command handling, the one place where the pure domain meets the store:
+//! load the stream, fold it, `decide`, append with the version that was read.
+//! Business rejections and infrastructure failures are different types:
+//! `Result<Result<Outcome, Rejection>, StoreError>`.
+
+use domain::{
+    decide, fold, Command, DomainError, EventEnvelope, Metadata, OrderId, OrderState, PlaceOrder,
+    UserId,
+};
+use tracing::instrument;
+
+use crate::store::{EventStore, IdempotencyKey, IdempotencyRecord, StoreError};
+
+/// How often a command without `If-Match` is re-decided after losing a race.
+/// Each retry re-reads the stream, so the decision is always made on fresh state.
+const MAX_ATTEMPTS: usize = 5;
+
+/// Why a command was not carried out. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// No such order, or not this user's (indistinguishable on purpose).
+    NotFound,
+    /// `If-Match` named a version the order is no longer (or not yet) at.
+    PreconditionFailed { current: u64 },
+    /// The lifecycle does not allow it.
+    Domain(DomainError),
+    /// The idempotency key was first used for a different request.
+    IdempotencyKeyReused,
+    /// Lost the optimistic-concurrency race on every attempt.
+    Contended,
+}
+
+/// A command that took effect (or, for an idempotent retry, had taken effect).
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The order's stream up to and including this command's events.
+    pub stream: Vec<EventEnvelope>,
+    /// Global log position of the last event this command wrote.
+    pub log_position: i64,
+    /// True when an earlier request with the same idempotency key did the work.
+    pub replayed: bool,
+}
+
+pub type Handled = Result<Result<Outcome, Rejection>, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct Orders {
+    store: EventStore,
+}
+
+impl Orders {
+    pub fn new(store: EventStore) -> Self {
+        Orders { store }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    /// Places a new order. With an idempotency key, a retry returns the first
+    /// result and appends nothing; a different request under the same key is
+    /// rejected.
+    #[instrument(skip_all, fields(order_id = %place.order_id, user_id = %place.user_id), err)]
+    pub async fn place(
+        &self,
+        place: PlaceOrder,
+        metadata: &Metadata,
+        key: Option<IdempotencyKey>,
+    ) -> Handled {
+        if let Some(key) = &key {
+            if let Some(record) = self.store.idempotency_record(&key.scope, &key.key).await? {
+                return self.replay(record, key).await;
+            }
+        }
+        let stream = place.order_id;
+        let events = match decide(&OrderState::NotPlaced, Command::Place(place)) {
+            Ok(events) => events,
+            Err(rejection) => return Ok(Err(Rejection::Domain(rejection))),
+        };
+        match self
+            .store
+            .append(stream, 0, &events, metadata, key.as_ref())
+            .await
+        {
+            Ok(appended) => Ok(Ok(Outcome {
+                stream: appended.events,
+                log_position: appended.last_position,
+                replayed: false,
+            })),
+            Err(StoreError::IdempotencyKeyTaken) => {
+                // A concurrent request with the same key committed first.
+                let key = key.as_ref().ok_or(StoreError::IdempotencyKeyTaken)?;
+                let record = self
+                    .store
+                    .idempotency_record(&key.scope, &key.key)
+                    .await?
+                    .ok_or(StoreError::IdempotencyKeyTaken)?;
+                self.replay(record, key).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn replay(&self, record: IdempotencyRecord, key: &IdempotencyKey) -> Handled {
+        if record.fingerprint != key.fingerprint {
+            return Ok(Err(Rejection::IdempotencyKeyReused));
+        }
+        let id = OrderId::try_from(record.stream_id).map_err(|e| StoreError::Corrupt {
+            position: record.log_position,
+            what: format!("idempotency record names {}: {e}", record.stream_id),
+        })?;
+        let mut stream = self.store.load(id).await?;
+        stream.retain(|e| e.version <= record.version);
+        Ok(Ok(Outcome {
+            stream,
+            log_position: record.log_position,
+            replayed: true,
+        }))
+    }
+
+    /// Runs a command against an existing order that must belong to `owner`.
+    /// `if_match` is the version the caller last saw (HTTP `If-Match`); without
+    /// it, a lost race is retried on fresh state.
+    #[instrument(skip_all, fields(order_id = %id, ?command), err)]
+    pub async fn handle(
+        &self,
+        id: OrderId,
+        owner: &UserId,
+        command: Command,
+        if_match: Option<u64>,
+        metadata: &Metadata,
+    ) -> Handled {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut stream = self.store.load(id).await?;
+            let state = fold(stream.iter().map(|e| &e.event));
+            match state.order() {
+                Some(order) if &order.user_id == owner => {}
+                _ => return Ok(Err(Rejection::NotFound)),
+            }
+            let current = state.version();
+            if if_match.is_some_and(|v| v != current) {
+                return Ok(Err(Rejection::PreconditionFailed { current }));
+            }
+            let events = match decide(&state, command.clone()) {
+                Ok(events) => events,
+                Err(rejection) => return Ok(Err(Rejection::Domain(rejection))),
+            };
+            match self
+                .store
+                .append(id, current, &events, metadata, None)
+                .await
+            {
+                Ok(appended) => {
+                    stream.extend(appended.events);
+                    return Ok(Ok(Outcome {
+                        stream,
+                        log_position: appended.last_position,
+                        replayed: false,
+                    }));
+                }
+                Err(StoreError::Conflict { .. }) if if_match.is_some() => {
+                    // The version the caller saw is gone; report where it is now.
+                    let now = self.store.load(id).await?;
+                    let current = now.last().map_or(0, |e| e.version);
+                    return Ok(Err(Rejection::PreconditionFailed { current }));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Err(Rejection::Contended))
+    }
+
+    /// The stream of an order that belongs to `owner`, or `None`.
+    pub async fn load_owned(
+        &self,
+        id: OrderId,
+        owner: &UserId,
+    ) -> Result<Option<Vec<EventEnvelope>>, StoreError> {
+        let stream = self.store.load(id).await?;
+        let state = fold(stream.iter().map(|e| &e.event));
+        Ok(match state.order() {
+            Some(order) if &order.user_id == owner => Some(stream),
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,74 @@
+//! Errors of the event store. A lost optimistic-concurrency race is a typed
+//! [`StoreError::Conflict`], recognised by the violated constraint's name,
+//! never by the text of a message.
+
+use domain::OrderId;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the stream since it was read.
+    #[error("stream {stream} is no longer at version {expected}")]
+    Conflict { stream: OrderId, expected: u64 },
+    /// The idempotency key belongs to a request that committed first.
+    #[error("the idempotency key was used by another request")]
+    IdempotencyKeyTaken,
+    #[error("stream {stream} would exceed the largest version")]
+    VersionOverflow { stream: OrderId },
+    /// A stored row this code cannot read: a bug or a foreign writer.
+    #[error("the event at position {position} cannot be read: {what}")]
+    Corrupt { position: i64, what: String },
+    #[error("cannot encode event metadata")]
+    Encode(#[source] serde_json::Error),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Constraints whose violation means "someone else wrote this version first".
+const CONCURRENCY_CONSTRAINTS: &[&str] = &["events_stream_version_key"];
+
+impl StoreError {
+    /// Classifies an error from the event insert.
+    pub(crate) fn from_append(error: sqlx::Error, stream: OrderId, expected: u64) -> StoreError {
+        match violated_constraint(&error) {
+            Some(name) if CONCURRENCY_CONSTRAINTS.contains(&name) => {
+                StoreError::Conflict { stream, expected }
+            }
+            _ => StoreError::Database(error),
+        }
+    }
+
+    /// True when the database could not be reached or answered too slowly;
+    /// callers answer 503 and retry later rather than report a bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => is_unavailable(e),
+            _ => false,
+        }
+    }
+}
+
+/// The name of the unique/check/foreign-key constraint an error violated.
+pub fn violated_constraint(error: &sqlx::Error) -> Option<&str> {
+    match error {
+        sqlx::Error::Database(db) => db.constraint(),
+        _ => None,
+    }
+}
+
+/// Connection-level failures: the database is down, restarting or overloaded.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
+        // 53300 too_many_connections, 08xxx connection exceptions.
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300") || c.starts_with("08")
+        }),
+        _ => false,
+    }
+}

@@ -1,0 +1,93 @@
+//! The JSON shapes of API.md: an order, and an order's delivery status. Built
+//! here by folding a stream's envelopes (the domain state plus the timestamps
+//! the envelopes carry).
+
+use domain::{fold, EventEnvelope, Status};
+use serde::{Serialize, Serializer};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// An order as API.md shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderView {
+    pub order_id: Uuid,
+    pub user_id: String,
+    pub coffee_name: String,
+    pub coffee_price: u64,
+    pub coffee_qty: u64,
+    pub total_price: u64,
+    pub status: Status,
+    pub status_label: &'static str,
+    #[serde(serialize_with = "api_time")]
+    pub ordered_at: OffsetDateTime,
+    #[serde(serialize_with = "api_time")]
+    pub updated_at: OffsetDateTime,
+    pub version: u64,
+}
+
+/// An order's delivery status as API.md shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryStatusView {
+    pub order_id: Uuid,
+    pub user_id: String,
+    pub coffee_name: String,
+    pub coffee_qty: u64,
+    pub status: Status,
+    pub status_label: &'static str,
+    #[serde(serialize_with = "api_time")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl OrderView {
+    /// Folds a stream (oldest first). `None` for an empty stream.
+    pub fn from_stream(stream: &[EventEnvelope]) -> Option<OrderView> {
+        let state = fold(stream.iter().map(|e| &e.event));
+        let order = state.order()?;
+        let first = stream.first()?;
+        let last = stream.last()?;
+        Some(OrderView {
+            order_id: order.order_id.as_uuid(),
+            user_id: order.user_id.to_string(),
+            coffee_name: order.coffee_name.to_string(),
+            coffee_price: order.coffee_price.into(),
+            coffee_qty: order.coffee_qty.get(),
+            total_price: order.total_price.0,
+            status: order.status,
+            status_label: order.status.label(),
+            ordered_at: first.recorded_at,
+            updated_at: last.recorded_at,
+            version: order.version,
+        })
+    }
+
+    pub fn delivery_status(&self) -> DeliveryStatusView {
+        DeliveryStatusView {
+            order_id: self.order_id,
+            user_id: self.user_id.clone(),
+            coffee_name: self.coffee_name.clone(),
+            coffee_qty: self.coffee_qty,
+            status: self.status,
+            status_label: self.status_label,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// `2026-11-22T12:00:00.123Z`: UTC, milliseconds, as API.md shows.
+pub fn format_api_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+fn api_time<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_api_time(*t))
+}
