@@ -12,6 +12,8 @@ run *ARGS:
 
 # Run every test (starts Postgres first if needed).
 test:
+    # The process tests (signals, crashes) run the real binary: build it first.
+    cargo build -p services --bin orders
     eval "$(scripts/postgres.sh)"; scripts/drop-test-databases.sh; cargo test --workspace --all-targets --no-fail-fast
 
 # What CI runs: formatting, lints, then every test.
