@@ -299,11 +299,14 @@ pub fn orders_bin() -> PathBuf {
     let path = std::env::var_os("ORDERS_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-                .join("debug")
-                .join("orders")
+            // A test executable lives in `<target>/<profile>/deps/`; the binary
+            // one level up. This holds whatever CARGO_TARGET_DIR says.
+            let exe = std::env::current_exe().expect("the test executable's path");
+            let profile_dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("the test executable lives in <target>/<profile>/deps");
+            profile_dir.join("orders")
         });
     assert!(
         path.exists(),
