@@ -110,7 +110,9 @@ port=$(cat "$base/port")
 url="postgres://postgres@127.0.0.1:$port/$db_name"
 
 if ! as_owner "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && ! answers "postgres://postgres@127.0.0.1:$port/postgres"; then
+    # Our cluster is down, so whatever holds its port (another checkout's
+    # cluster, another program) is not ours: move to a free port.
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         port=$(free_port); echo "$port" > "$base/port"
         url="postgres://postgres@127.0.0.1:$port/$db_name"
         log "port taken by something else; moved to $port"
