@@ -6,7 +6,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Start the whole system locally on 127.0.0.1:8080 (starts Postgres first if needed).
+# Start the whole system (API + projection workers) on 127.0.0.1:8080; starts Postgres first if needed.
 run *ARGS:
     eval "$(scripts/postgres.sh)"; cargo run --release -p services --bin orders -- serve {{ARGS}}
 

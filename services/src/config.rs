@@ -29,10 +29,70 @@ pub struct DbArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Serve the HTTP APIs (migrates the database first).
+    /// Everything in one process: the HTTP APIs and the projection workers.
+    All(AllArgs),
+    /// Serve the HTTP APIs only (migrates the database first).
     Serve(ServeArgs),
+    /// Run projection workers only (every known projection when none is named).
+    Project(ProjectArgs),
+    /// Operators' tools: list, status, replay, rebuild.
+    #[command(subcommand)]
+    Projections(ProjectionsCmd),
     /// Apply pending database migrations, then exit.
     Migrate,
+}
+
+#[derive(Debug, Args)]
+pub struct AllArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
+    /// Projections to run (see `orders projections list`); all when none given.
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Events a projection worker applies per transaction.
+    #[arg(long, env = "PROJECTION_BATCH_SIZE", default_value_t = 1000,
+          value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub batch_size: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCmd {
+    /// The known projections and the generation readers see.
+    List,
+    /// Each projection's position, the log head and the lag.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-apply the log to the live read model from a position (idempotent).
+    Replay {
+        name: String,
+        /// The log position to replay from (default: the beginning).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        from: Option<i64>,
+        /// Events per transaction.
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch_size: i64,
+    },
+    /// Build a new generation beside the live one, then switch atomically.
+    Rebuild {
+        name: String,
+        /// Events per transaction.
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch_size: i64,
+    },
 }
 
 #[derive(Debug, Args)]

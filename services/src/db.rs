@@ -18,8 +18,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
-/// Applies pending migrations. Safe to run from several processes at once:
-/// sqlx serialises them with an advisory lock.
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+/// Applies pending migrations, then installs the projections (their first
+/// generation's tables and the readers' views) that are not installed yet.
+/// Safe to run from several processes at once: both steps take advisory locks.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await?;
+    projections::install_all(pool).await?;
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod db;
 pub mod http;
@@ -11,3 +12,4 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod view;
+pub mod workers;

@@ -1,45 +1,125 @@
 //! `orders`: parses the configuration, connects, migrates, starts the
 //! requested parts and waits for a shutdown signal.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::Parser;
-use services::config::{Cli, Cmd};
+use projections::runner::WorkerOptions;
+use services::config::{Cli, Cmd, ServeArgs, WorkerArgs};
 use services::http::{self, AppState};
-use services::orders::Orders;
-use services::store::EventStore;
-use services::{db, shutdown, telemetry};
+use services::{admin, db, shutdown, telemetry, workers};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(orders(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line (with its causes) for operators; the logs
+            // already hold the details.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn orders(cli: Cli) -> anyhow::Result<()> {
+    telemetry::init(match cli.command {
+        Cmd::Projections(_) | Cmd::Migrate => telemetry::COMMAND_LOGS,
+        _ => telemetry::SERVICE_LOGS,
+    });
     let pool = db::connect(cli.db.url()?, cli.db.db_max_connections)
         .await
         .context("cannot connect to PostgreSQL (is DATABASE_URL right, and is the server up?)")?;
     db::migrate(&pool)
         .await
         .context("cannot apply migrations")?;
-    match cli.command {
+    let result = match cli.command {
         Cmd::Migrate => {
-            tracing::info!("migrations applied");
+            println!("migrations applied");
             Ok(())
         }
-        Cmd::Serve(args) => {
-            let token = CancellationToken::new();
-            shutdown::on_signal(token.clone());
+        Cmd::Projections(cmd) => admin::run(&pool, cmd).await,
+        Cmd::Serve(args) => run(&pool, Some(args), None).await,
+        Cmd::Project(args) => {
+            let names = workers::select(&args.names)?;
+            run(&pool, None, Some((names, args.worker))).await
+        }
+        Cmd::All(args) => {
+            run(
+                &pool,
+                Some(args.serve),
+                Some((workers::KNOWN.to_vec(), args.worker)),
+            )
+            .await
+        }
+    };
+    pool.close().await;
+    result
+}
+
+/// Runs the HTTP server and/or projection workers until SIGINT or SIGTERM,
+/// then stops them all and waits for them.
+async fn run(
+    pool: &PgPool,
+    serve: Option<ServeArgs>,
+    project: Option<(Vec<&'static str>, WorkerArgs)>,
+) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    shutdown::on_signal(token.clone());
+    let mut workers = match &project {
+        Some((names, args)) => {
+            let options = WorkerOptions {
+                batch_size: args.batch_size,
+                ..WorkerOptions::default()
+            };
+            tracing::info!(projections = ?names, "starting projection workers");
+            workers::spawn(pool, names, &options, &token)
+        }
+        None => tokio::task::JoinSet::new(),
+    };
+    let server = match serve {
+        Some(args) => {
             let listener = tokio::net::TcpListener::bind(args.http_addr)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.http_addr))?;
-            let state = AppState {
-                orders: Orders::new(EventStore::new(pool.clone())),
-                port: listener.local_addr()?.port(),
-                pool: pool.clone(),
-            };
-            http::serve(listener, state, args.api, token).await?;
-            pool.close().await;
-            tracing::info!("stopped");
-            Ok(())
+            let state = AppState::new(pool.clone(), listener.local_addr()?.port());
+            Some(tokio::spawn(http::serve(
+                listener,
+                state,
+                args.api,
+                token.clone(),
+            )))
+        }
+        None => None,
+    };
+    // A worker that ends on its own (a corrupt event it refuses to skip)
+    // takes the process down with it, so a supervisor notices and restarts.
+    let mut failure = None;
+    tokio::select! {
+        () = token.cancelled() => {}
+        Some(ended) = workers.join_next() => {
+            failure = Some(match ended {
+                Ok(Ok(())) => anyhow::anyhow!("a projection worker stopped unexpectedly"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("a projection worker failed"),
+                Err(e) => anyhow::Error::new(e).context("a projection worker panicked"),
+            });
+            token.cancel();
         }
     }
+    while workers.join_next().await.is_some() {}
+    if let Some(server) = server {
+        server.await.context("the HTTP server task failed")??;
+    }
+    tracing::info!("stopped");
+    failure.map_or(Ok(()), Err)
 }

@@ -1,15 +1,22 @@
-//! Logging: `RUST_LOG` filters; human-readable on a terminal, JSON lines
-//! otherwise (for log shippers).
+//! Logging to stderr (stdout is for commands' output): `RUST_LOG` filters;
+//! human-readable on a terminal, JSON lines otherwise (for log shippers).
 
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if std::io::stdout().is_terminal() {
+/// The filter when `RUST_LOG` is not set, for long-running processes.
+pub const SERVICE_LOGS: &str = "info,sqlx=warn,tower_http=info";
+/// The filter when `RUST_LOG` is not set, for operators' one-shot commands.
+pub const COMMAND_LOGS: &str = "warn";
+
+pub fn init(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
         builder.init();
     } else {
         builder

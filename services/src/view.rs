@@ -3,6 +3,7 @@
 //! the envelopes carry).
 
 use domain::{fold, EventEnvelope, Status};
+use projections::OrderRow;
 use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -69,6 +70,24 @@ impl OrderView {
             status: self.status,
             status_label: self.status_label,
             updated_at: self.updated_at,
+        }
+    }
+}
+
+impl From<&OrderRow> for OrderView {
+    fn from(row: &OrderRow) -> Self {
+        OrderView {
+            order_id: row.order_id,
+            user_id: row.user_id.clone(),
+            coffee_name: row.coffee_name.clone(),
+            coffee_price: u64::try_from(row.coffee_price).unwrap_or_default(),
+            coffee_qty: u64::try_from(row.coffee_qty).unwrap_or_default(),
+            total_price: u64::try_from(row.total_price).unwrap_or_default(),
+            status: row.status,
+            status_label: row.status.label(),
+            ordered_at: row.ordered_at,
+            updated_at: row.updated_at,
+            version: u64::try_from(row.version).unwrap_or_default(),
         }
     }
 }

@@ -11,8 +11,6 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use services::http::{self, Apis, AppState};
-use services::orders::Orders;
-use services::store::EventStore;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tokio::net::TcpListener;
@@ -89,6 +87,7 @@ pub struct TestApp {
     pub db: TestDb,
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
+    workers: tokio::task::JoinSet<Result<(), projections::ProjectionError>>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -96,18 +95,55 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(apis: Apis) -> TestApp {
+    spawn_app_opts(AppOptions {
+        apis,
+        ..AppOptions::default()
+    })
+    .await
+}
+
+/// How a test's application is set up.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    pub apis: Apis,
+    /// Run the projection workers beside the API, as `orders all` does.
+    pub workers: bool,
+    /// How long read-your-writes reads wait for the read model.
+    pub read_wait: Duration,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            apis: Apis::All,
+            workers: true,
+            read_wait: http::READ_YOUR_WRITES_WAIT,
+        }
+    }
+}
+
+pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
+    let apis = opts.apis;
     let db = TestDb::create().await;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind an ephemeral port");
     let port = listener.local_addr().expect("local addr").port();
-    let state = AppState {
-        orders: Orders::new(EventStore::new(db.pool.clone())),
-        pool: db.pool.clone(),
-        port,
-    };
+    let mut state = AppState::new(db.pool.clone(), port);
+    state.read_wait = opts.read_wait;
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(http::serve(listener, state, apis, shutdown.clone()));
+    // As `orders all` does: the projection workers beside the API.
+    let options = projections::runner::WorkerOptions {
+        poll_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let names: &[&str] = if opts.workers {
+        services::workers::KNOWN
+    } else {
+        &[]
+    };
+    let workers = services::workers::spawn(&db.pool, names, &options, &shutdown);
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
         http: reqwest::Client::builder()
@@ -117,6 +153,7 @@ pub async fn spawn_app_with(apis: Apis) -> TestApp {
         db,
         shutdown,
         server: Some(server),
+        workers,
     }
 }
 
@@ -284,6 +321,9 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server ran");
         }
+        while let Some(ended) = self.workers.join_next().await {
+            ended.expect("worker task").expect("worker ran");
+        }
     }
 }
 
@@ -291,6 +331,69 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The payload of an `OrderPlaced` event, for tests that write the log directly.
+pub fn placed_payload(
+    order_id: uuid::Uuid,
+    user_id: &str,
+    name: &str,
+    price: u64,
+    qty: u64,
+) -> Value {
+    let event = domain::Event::OrderPlaced(domain::OrderPlaced {
+        order_id: domain::OrderId::try_from(order_id).expect("a v7 order id"),
+        user_id: domain::UserId::parse(user_id).expect("a valid user id"),
+        coffee_name: domain::CoffeeName::parse(name).expect("a valid coffee name"),
+        coffee_price: domain::Price::from_json(&Value::from(price)).expect("a valid price"),
+        coffee_qty: domain::Quantity::from_json(Some(&Value::from(qty))).expect("a valid quantity"),
+        total_price: domain::Won(price * qty),
+    });
+    event.payload()
+}
+
+/// The active checkpoint of a projection: (position, events applied).
+pub async fn checkpoint(pool: &PgPool, name: &str) -> projections::checkpoint::Checkpoint {
+    let mut conn = pool.acquire().await.expect("a connection");
+    projections::checkpoint::load_active(&mut conn, name)
+        .await
+        .expect("the active checkpoint")
+}
+
+/// Waits until the projection `name` has applied every committed event
+/// (its checkpoint is at the head of the log), or panics after `timeout`.
+pub async fn wait_caught_up(pool: &PgPool, name: &str, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut conn = pool.acquire().await.expect("a connection");
+        let head = projections::log::head(&mut conn)
+            .await
+            .expect("the log head");
+        let at = checkpoint(pool, name).await.cursor;
+        if head.is_none_or(|h| at >= h) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "projection {name} did not catch up within {timeout:?}: at {at:?}, head {head:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The order read model (published view) and the fold of the log, both by
+/// order id.
+pub async fn order_model_and_fold(
+    pool: &PgPool,
+) -> (Vec<projections::OrderRow>, Vec<projections::OrderRow>) {
+    let model = projections::order_view::all_rows(pool, None)
+        .await
+        .expect("read the order read model");
+    let mut conn = pool.acquire().await.expect("a connection");
+    let fold = projections::order_view::fold_log(&mut conn)
+        .await
+        .expect("fold the log");
+    (model, fold)
 }
 
 /// The `orders` binary, for tests that need a real process (signals, crashes).

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::orders::Rejection;
 use crate::store::StoreError;
+use projections::ProjectionError;
 
 /// One field at fault in a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,6 +49,15 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{given:?} is not a known status")]
     UnknownStatus { given: String },
+    #[error("invalid query parameter {field}: {message}")]
+    InvalidQuery {
+        field: &'static str,
+        message: String,
+    },
+    /// A read asked for its own writes and the read model did not catch up
+    /// within the wait.
+    #[error("the read model has not caught up with the requested writes yet")]
+    NotCaughtUp,
     #[error("the body must be application/json")]
     UnsupportedMediaType,
     #[error("the body is larger than the limit")]
@@ -101,6 +111,7 @@ impl ApiError {
         match self {
             ApiError::InvalidPath { .. }
             | ApiError::InvalidHeader { .. }
+            | ApiError::InvalidQuery { .. }
             | ApiError::MalformedBody(_)
             | ApiError::UnknownStatus { .. } => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) | ApiError::IdempotencyKeyReused => {
@@ -112,7 +123,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Rejected(_) | ApiError::Contended => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::NotCaughtUp => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -127,6 +138,13 @@ impl ApiError {
             ApiError::InvalidHeader { .. } => {
                 ("/problems/invalid-header", "A request header is not valid")
             }
+            ApiError::InvalidQuery { .. } => {
+                ("/problems/invalid-query", "A query parameter is not valid")
+            }
+            ApiError::NotCaughtUp => (
+                "/problems/read-model-behind",
+                "The read model has not caught up yet",
+            ),
             ApiError::MalformedBody(_) => (
                 "/problems/malformed-body",
                 "The request body cannot be read",
@@ -186,6 +204,10 @@ impl ApiError {
             ApiError::Unavailable(_) => {
                 "the database cannot be reached right now; retry shortly".to_owned()
             }
+            ApiError::NotCaughtUp => {
+                "the read model did not reach the requested log position in time; retry shortly"
+                    .to_owned()
+            }
             ApiError::Internal(_) => {
                 "the server failed to handle the request; it has been logged".to_owned()
             }
@@ -227,6 +249,9 @@ impl IntoResponse for ApiError {
                     header,
                     ref message,
                 } => vec![FieldError::new(header, message)],
+                ApiError::InvalidQuery { field, ref message } => {
+                    vec![FieldError::new(field, message)]
+                }
                 ApiError::UnknownStatus { .. } => {
                     vec![FieldError::new("status", "is not a known status")]
                 }
@@ -268,6 +293,21 @@ impl From<StoreError> for ApiError {
             ApiError::Unavailable(e.into())
         } else {
             ApiError::Internal(e.into())
+        }
+    }
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(e: ProjectionError) -> Self {
+        match e {
+            ProjectionError::NoSuchPosition(position) => ApiError::InvalidHeader {
+                header: "x-log-position",
+                message: format!("no committed event is at log position {position}"),
+            },
+            ProjectionError::Database(db) if crate::store::is_unavailable(&db) => {
+                ApiError::Unavailable(db.into())
+            }
+            other => ApiError::Internal(other.into()),
         }
     }
 }

@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use domain::{Metadata, OrderId, UserId};
+use projections::consistency::Freshness;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -217,5 +218,80 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
                 message: "must be 1 to 255 visible ASCII characters".into(),
             })?;
         Ok(IdempotencyKeyHeader(Some(key.to_owned())))
+    }
+}
+
+/// What a read asks of the read model: `X-Log-Position: N` (the header a
+/// write returned) or `Prefer: consistency=strong` (RFC 7240 preference).
+pub struct ReadFreshness(pub Freshness);
+
+impl<S: Send + Sync> FromRequestParts<S> for ReadFreshness {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        if let Some(value) = parts.headers.get(super::LOG_POSITION) {
+            let position = value
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse::<i64>().ok())
+                .filter(|p| *p > 0)
+                .ok_or_else(|| ApiError::InvalidHeader {
+                    header: "X-Log-Position",
+                    message: "must be a log position a write returned (a positive integer)".into(),
+                })?;
+            return Ok(ReadFreshness(Freshness::Position(position)));
+        }
+        let strong = parts
+            .headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split([',', ';']))
+            .any(|pref| {
+                pref.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("consistency")
+                        && v.trim().trim_matches('"').eq_ignore_ascii_case("strong")
+                })
+            });
+        Ok(ReadFreshness(if strong {
+            Freshness::Strong
+        } else {
+            Freshness::Any
+        }))
+    }
+}
+
+/// The query string as name → value pairs; a query that is not
+/// `application/x-www-form-urlencoded` is a 400, not a silent default.
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query)
+            .map(QueryPairs)
+            .map_err(|e| ApiError::InvalidQuery {
+                field: "query",
+                message: e.to_string(),
+            })
+    }
+}
+
+impl QueryPairs {
+    /// The value of `name`; given twice is an error (which one would win?).
+    pub fn get(&self, name: &'static str) -> Result<Option<&str>, ApiError> {
+        let mut values = self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(ApiError::InvalidQuery {
+                field: name,
+                message: "is given more than once".into(),
+            });
+        }
+        Ok(first.map(String::as_str))
     }
 }

@@ -9,6 +9,7 @@ mod ops;
 mod orders;
 
 use std::io;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
@@ -24,6 +25,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::orders::{Handled, Orders, Outcome};
+use crate::store::EventStore;
 use error::ApiError;
 
 /// Largest request body accepted (413 beyond).
@@ -36,6 +38,10 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The global log position of a write, for read-your-writes on the read models.
 pub const LOG_POSITION: HeaderName = HeaderName::from_static("x-log-position");
 
+/// How long a read that asks for its own writes (`X-Log-Position`,
+/// `Prefer: consistency=strong`) waits for the read model before it answers 503.
+pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
+
 /// State shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -43,6 +49,19 @@ pub struct AppState {
     pub pool: PgPool,
     /// The port the server listens on (the original health check names it).
     pub port: u16,
+    /// See [`READ_YOUR_WRITES_WAIT`].
+    pub read_wait: Duration,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, port: u16) -> Self {
+        AppState {
+            orders: Orders::new(EventStore::new(pool.clone())),
+            pool,
+            port,
+            read_wait: READ_YOUR_WRITES_WAIT,
+        }
+    }
 }
 
 /// Which APIs a process serves (`orders serve --api …`).

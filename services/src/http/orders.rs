@@ -6,10 +6,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use domain::{CoffeeName, Command, OrderId, PlaceOrder, Price, Quantity, UserId};
+use projections::{consistency, order_view};
 use serde_json::{Map, Value};
 
 use super::error::{ApiError, ApiResult, FieldError};
-use super::extract::{self, ApiPath, Fields, IdempotencyKeyHeader, IfMatch, RequestContext};
+use super::extract::{
+    self, ApiPath, Fields, IdempotencyKeyHeader, IfMatch, QueryPairs, ReadFreshness, RequestContext,
+};
 use super::{order_response, settle, AppState};
 use crate::store::IdempotencyKey;
 use crate::view::OrderView;
@@ -17,7 +20,10 @@ use crate::view::OrderView;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/order-ms", get(welcome))
-        .route("/order-ms/{user_id}/orders", post(place_order))
+        .route(
+            "/order-ms/{user_id}/orders",
+            post(place_order).get(list_orders),
+        )
         .route("/order-ms/{user_id}/orders/{order_id}", get(order_detail))
         .route(
             "/order-ms/{user_id}/orders/{order_id}/cancel",
@@ -132,6 +138,66 @@ async fn place_order(
             "idempotent-replayed",
             header::HeaderValue::from_static("true"),
         );
+    }
+    Ok(response)
+}
+
+/// Page sizes of the order list (API.md).
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 500;
+
+/// A user's orders from the order read model, newest first. The body stays a
+/// JSON array (as the original clients expect); the cursor of the next page
+/// travels in `Link: <…>; rel="next"` and `X-Next-Cursor`.
+async fn list_orders(
+    State(state): State<AppState>,
+    ApiPath(user): ApiPath<String>,
+    query: QueryPairs,
+    ReadFreshness(freshness): ReadFreshness,
+) -> ApiResult<Response> {
+    let user_id = extract::user_id(&user)?;
+    let limit = match query.get("limit")? {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::InvalidQuery {
+                field: "limit",
+                message: format!("must be a whole number from 1 to {MAX_LIMIT}"),
+            })?,
+    };
+    let before = match query.get("next")? {
+        None => None,
+        Some(text) => Some(
+            OrderId::parse(text.trim())
+                .map_err(|_| ApiError::InvalidQuery {
+                    field: "next",
+                    message: "must be the cursor a previous page returned".into(),
+                })?
+                .as_uuid(),
+        ),
+    };
+    if !consistency::wait_until(&state.pool, order_view::NAME, freshness, state.read_wait).await? {
+        return Err(ApiError::NotCaughtUp);
+    }
+    let mut rows =
+        order_view::list_for_user(&state.pool, user_id.as_str(), before, limit + 1).await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let views: Vec<OrderView> = rows.iter().map(OrderView::from).collect();
+    let next = views.last().filter(|_| more).map(|v| v.order_id);
+    let mut response = Json(views).into_response();
+    if let Some(next) = next {
+        let link = format!("</order-ms/{user_id}/orders?limit={limit}&next={next}>; rel=\"next\"");
+        let headers = response.headers_mut();
+        if let Ok(link) = header::HeaderValue::from_str(&link) {
+            headers.insert(header::LINK, link);
+        }
+        if let Ok(cursor) = header::HeaderValue::from_str(&next.to_string()) {
+            headers.insert("x-next-cursor", cursor);
+        }
     }
     Ok(response)
 }

@@ -25,6 +25,21 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+impl From<projections::ProjectionError> for StoreError {
+    fn from(e: projections::ProjectionError) -> Self {
+        match e {
+            projections::ProjectionError::Corrupt { position, what } => {
+                StoreError::Corrupt { position, what }
+            }
+            projections::ProjectionError::Database(e) => StoreError::Database(e),
+            other => StoreError::Corrupt {
+                position: 0,
+                what: other.to_string(),
+            },
+        }
+    }
+}
+
 /// Constraints whose violation means "someone else wrote this version first".
 const CONCURRENCY_CONSTRAINTS: &[&str] = &["events_stream_version_key"];
 

@@ -5,13 +5,13 @@
 mod error;
 
 use domain::{Event, EventEnvelope, Metadata, OrderId};
-use sqlx::postgres::PgRow;
+use projections::{decode_event_row, EVENT_COLUMNS};
 use sqlx::{PgPool, Row};
 use time::OffsetDateTime;
 use tracing::instrument;
 use uuid::Uuid;
 
-pub use error::{Result, StoreError};
+pub use error::{is_unavailable, Result, StoreError};
 
 /// A request's idempotency key, scoped (per user) and with the normalised
 /// request it stands for.
@@ -58,15 +58,15 @@ impl EventStore {
     /// Every event of one stream, oldest first.
     #[instrument(skip_all, fields(order_id = %stream), err)]
     pub async fn load(&self, stream: OrderId) -> Result<Vec<EventEnvelope>> {
-        let rows = sqlx::query(
-            "SELECT position, stream_id, version, event_id, event_type, schema_version,
-                    payload, metadata, recorded_at
-               FROM events WHERE stream_id = $1 ORDER BY version",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"
+        ))
         .bind(stream.as_uuid())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(decode_row).collect()
+        rows.iter()
+            .map(|row| decode_event_row(row).map_err(StoreError::from))
+            .collect()
     }
 
     /// Appends `events` to `stream`, which must be at exactly `expected`
@@ -213,32 +213,4 @@ impl EventStore {
         })
         .transpose()
     }
-}
-
-/// Decodes one `events` row (columns in the order `load` selects them).
-pub fn decode_row(row: &PgRow) -> Result<EventEnvelope> {
-    let position: i64 = row.try_get("position")?;
-    let stream_id: Uuid = row.try_get("stream_id")?;
-    let event_type: String = row.try_get("event_type")?;
-    let schema_version: i16 = row.try_get("schema_version")?;
-    let payload: serde_json::Value = row.try_get("payload")?;
-    let metadata: serde_json::Value = row.try_get("metadata")?;
-    let version: i32 = row.try_get("version")?;
-    let corrupt = |what: String| StoreError::Corrupt { position, what };
-    let event = Event::decode(
-        &event_type,
-        u16::try_from(schema_version).unwrap_or(0),
-        payload,
-    )
-    .map_err(|e| corrupt(e.to_string()))?;
-    Ok(EventEnvelope {
-        event_id: row.try_get("event_id")?,
-        stream_id: OrderId::try_from(stream_id).map_err(|e| corrupt(format!("stream id: {e}")))?,
-        version: u64::try_from(version).map_err(|_| corrupt("negative version".into()))?,
-        position: Some(position),
-        event,
-        metadata: serde_json::from_value(metadata)
-            .map_err(|e| corrupt(format!("metadata: {e}")))?,
-        recorded_at: row.try_get("recorded_at")?,
-    })
 }

@@ -1,0 +1,206 @@
+//! The registry of projections (which generation readers see) and their
+//! checkpoints (how far each generation has read), both in Postgres so they
+//! commit with the read model's changes.
+
+use sqlx::{Acquire, PgConnection, PgPool, Row};
+use time::OffsetDateTime;
+
+use crate::error::{ProjectionError, Result};
+use crate::log::Cursor;
+use crate::projection::Projection;
+
+/// Advisory lock namespaces (first key of the two-key form); the second key
+/// is `hashtext(name)`.
+pub(crate) const WORKER_LOCK: i32 = 0x6f72_0001;
+pub(crate) const REBUILD_LOCK: i32 = 0x6f72_0002;
+const INSTALL_LOCK: i64 = 0x6f72_0003;
+
+/// How far one generation of a projection has read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub name: String,
+    pub generation: i32,
+    pub cursor: Cursor,
+    /// Events handed to `apply` since the generation was created (replays
+    /// count again).
+    pub events_applied: i64,
+    pub updated_at: OffsetDateTime,
+}
+
+/// Registers `projection` with generation 1 and publishes it, unless it is
+/// registered already. Safe to run from several processes at once.
+pub async fn install<P: Projection>(pool: &PgPool, projection: &P) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(INSTALL_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let registered = sqlx::query("SELECT 1 FROM projections WHERE name = $1")
+        .bind(projection.name())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+    if !registered {
+        projection.create_generation(&mut tx, 1).await?;
+        sqlx::query("INSERT INTO projections (name, active_generation) VALUES ($1, 1)")
+            .bind(projection.name())
+            .execute(&mut *tx)
+            .await?;
+        create_checkpoint(&mut tx, projection.name(), 1).await?;
+        projection.publish(&mut tx, 1).await?;
+        tracing::info!(projection = projection.name(), "projection installed");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) async fn create_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    generation: i32,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name, generation) VALUES ($1, $2)
+         ON CONFLICT (name, generation) DO UPDATE
+            SET transaction_id = '0', position = 0, events_applied = 0,
+                updated_at = clock_timestamp()",
+    )
+    .bind(name)
+    .bind(generation)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The generation readers of `name` see now.
+pub async fn active_generation(conn: &mut PgConnection, name: &str) -> Result<i32> {
+    sqlx::query_scalar("SELECT active_generation FROM projections WHERE name = $1")
+        .bind(name)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))
+}
+
+/// Like [`active_generation`], holding a share lock on the registry row until
+/// the transaction ends: a rebuild cannot switch generations under it.
+pub(crate) async fn active_generation_locked(conn: &mut PgConnection, name: &str) -> Result<i32> {
+    sqlx::query_scalar("SELECT active_generation FROM projections WHERE name = $1 FOR SHARE")
+        .bind(name)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))
+}
+
+const CHECKPOINT_COLUMNS: &str = "name, generation, transaction_id::text::bigint AS tx, position, \
+     events_applied, updated_at";
+
+fn decode(row: &sqlx::postgres::PgRow) -> Result<Checkpoint> {
+    Ok(Checkpoint {
+        name: row.try_get("name")?,
+        generation: row.try_get("generation")?,
+        cursor: Cursor {
+            transaction_id: row.try_get("tx")?,
+            position: row.try_get("position")?,
+        },
+        events_applied: row.try_get("events_applied")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// One generation's checkpoint.
+pub async fn load(conn: &mut PgConnection, name: &str, generation: i32) -> Result<Checkpoint> {
+    let row = sqlx::query(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints WHERE name = $1 AND generation = $2"
+    ))
+    .bind(name)
+    .bind(generation)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))?;
+    decode(&row)
+}
+
+/// The checkpoint of the generation readers see: what the read model reflects.
+pub async fn load_active(conn: &mut PgConnection, name: &str) -> Result<Checkpoint> {
+    let row = sqlx::query(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints c
+          WHERE (c.name, c.generation) =
+                (SELECT name, active_generation FROM projections WHERE name = $1)"
+    ))
+    .bind(name)
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))?;
+    decode(&row)
+}
+
+/// Every registered projection's active checkpoint, by name.
+pub async fn load_all_active(conn: &mut PgConnection) -> Result<Vec<Checkpoint>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints c
+          WHERE (c.name, c.generation) IN (SELECT name, active_generation FROM projections)
+          ORDER BY name"
+    ))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(decode).collect()
+}
+
+/// Moves a checkpoint from `from` to `to`, counting `applied` events, only if
+/// it is still at `from` (compare-and-set): a checkpoint moved by someone
+/// else is [`ProjectionError::CheckpointMoved`] and the caller rolls back.
+pub(crate) async fn advance(
+    conn: &mut PgConnection,
+    name: &str,
+    generation: i32,
+    from: Cursor,
+    to: Cursor,
+    applied: i64,
+) -> Result<()> {
+    let updated = sqlx::query(
+        "UPDATE projection_checkpoints
+            SET transaction_id = $5::bigint::text::xid8, position = $6,
+                events_applied = events_applied + $7, updated_at = clock_timestamp()
+          WHERE name = $1 AND generation = $2
+            AND transaction_id = $3::bigint::text::xid8 AND position = $4",
+    )
+    .bind(name)
+    .bind(generation)
+    .bind(from.transaction_id)
+    .bind(from.position)
+    .bind(to.transaction_id)
+    .bind(to.position)
+    .bind(applied)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    if updated == 1 {
+        Ok(())
+    } else {
+        Err(ProjectionError::CheckpointMoved {
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Sets a checkpoint to `to` unconditionally (an operator's replay).
+pub(crate) async fn rewind(
+    conn: &mut PgConnection,
+    name: &str,
+    generation: i32,
+    to: Cursor,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE projection_checkpoints
+            SET transaction_id = $3::bigint::text::xid8, position = $4, updated_at = clock_timestamp()
+          WHERE name = $1 AND generation = $2",
+    )
+    .bind(name)
+    .bind(generation)
+    .bind(to.transaction_id)
+    .bind(to.position)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

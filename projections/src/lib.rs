@@ -1,0 +1,36 @@
+//! Read models built from the event log.
+//!
+//! - [`log`]: the gap-safe reader: hands out events in an order no late
+//!   commit can slip under (transaction-id visibility).
+//! - [`runner`]: applies batches and commits each with its checkpoint
+//!   (exactly-once effect); one worker per projection at a time.
+//! - [`order_view`]: the order read model behind the list endpoint.
+//! - [`operate`]: status, replay and rebuild-with-atomic-switch.
+//! - [`consistency`]: read-your-writes waits.
+
+#![deny(unsafe_code)]
+
+pub mod checkpoint;
+pub mod consistency;
+mod error;
+pub mod failpoint;
+pub mod log;
+pub mod operate;
+pub mod order_view;
+mod projection;
+mod row;
+pub mod runner;
+
+pub use error::{ProjectionError, Result};
+pub use log::{Cursor, LogEvent, ReadMode};
+pub use order_view::{OrderReadModel, OrderRow};
+pub use projection::Projection;
+pub use row::{decode_event_row, EVENT_COLUMNS};
+
+use sqlx::PgPool;
+
+/// Registers every projection this code knows (generation 1, published) if
+/// it is not registered yet. Run after the migrations.
+pub async fn install_all(pool: &PgPool) -> Result<()> {
+    checkpoint::install(pool, &OrderReadModel).await
+}

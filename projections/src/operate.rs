@@ -1,0 +1,341 @@
+//! Operators' work on projections: status (position, head, lag), replay from
+//! a position, and rebuild beside the live model with an atomic switch.
+
+use std::time::{Duration, Instant};
+
+use sqlx::{Acquire, PgPool};
+use time::OffsetDateTime;
+
+use crate::checkpoint::{self, REBUILD_LOCK};
+use crate::error::{ProjectionError, Result};
+use crate::log::{self, Cursor, ReadMode};
+use crate::projection::Projection;
+use crate::runner::{self, apply_batch, try_lock, unlock};
+
+/// Where a projection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub name: String,
+    pub generation: i32,
+    /// The log position of the last event applied (0: none yet).
+    pub position: i64,
+    /// The highest position in the log.
+    pub head: i64,
+    /// Committed events not applied yet.
+    pub lag_events: i64,
+    /// How long ago the oldest event not applied yet was recorded.
+    pub lag: Duration,
+    pub events_applied: i64,
+    pub updated_at: OffsetDateTime,
+}
+
+/// The status of every registered projection.
+pub async fn status(pool: &PgPool) -> Result<Vec<Status>> {
+    let mut conn = pool.acquire().await?;
+    let checkpoints = checkpoint::load_all_active(&mut conn).await?;
+    let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+        .fetch_one(&mut *conn)
+        .await?;
+    let now = OffsetDateTime::now_utc();
+    let mut out = Vec::with_capacity(checkpoints.len());
+    for c in checkpoints {
+        let (lag_events, oldest) = log::lag(&mut conn, c.cursor).await?;
+        let lag = oldest.map_or(Duration::ZERO, |t| {
+            Duration::try_from(now - t).unwrap_or(Duration::ZERO)
+        });
+        out.push(Status {
+            name: c.name,
+            generation: c.generation,
+            position: c.cursor.position,
+            head,
+            lag_events,
+            lag,
+            events_applied: c.events_applied,
+            updated_at: c.updated_at,
+        });
+    }
+    Ok(out)
+}
+
+/// Progress of long work, reported after every batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: Phase,
+    /// Events applied so far.
+    pub done: u64,
+    /// Events to apply in all, as estimated when the work started (grows if
+    /// the log does).
+    pub total: u64,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Applying the log to the new generation while the live one serves.
+    CatchingUp,
+    /// Applying the last events and switching, under the registry lock.
+    Switching,
+    /// Re-applying the log from the replay position.
+    Replaying,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildReport {
+    pub old_generation: i32,
+    pub new_generation: i32,
+    pub events: u64,
+    pub elapsed: Duration,
+}
+
+/// Rebuilds `projection` from the whole log without downtime:
+///
+/// 1. creates the next generation's tables beside the live ones;
+/// 2. applies the log to it in batches, each committed with the new
+///    generation's checkpoint (so an interrupted rebuild can be re-run);
+/// 3. in one transaction holding the registry row exclusively (live batches
+///    wait for it): applies what the live generation had applied beyond the
+///    new one, makes the new generation active and repoints the readers'
+///    view. Readers see the old model until that commit and the new one,
+///    complete, after it;
+/// 4. drops the old generation.
+///
+/// Only one rebuild of a projection runs at a time ([`ProjectionError::Busy`]).
+pub async fn rebuild<P: Projection>(
+    pool: &PgPool,
+    projection: &P,
+    batch_size: i64,
+    mut progress: impl FnMut(Progress),
+) -> Result<RebuildReport> {
+    let name = projection.name();
+    let started = Instant::now();
+    let mut lock_conn = pool.acquire().await?;
+    if !try_lock(&mut lock_conn, REBUILD_LOCK, name).await? {
+        return Err(ProjectionError::Busy {
+            name: name.to_owned(),
+            what: "rebuilding",
+        });
+    }
+
+    // 1. The new generation, after any a crashed rebuild left behind.
+    let mut conn = pool.acquire().await?;
+    let old = checkpoint::active_generation(&mut conn, name).await?;
+    let leftovers: Vec<i32> = sqlx::query_scalar(
+        "SELECT generation FROM projection_checkpoints WHERE name = $1 AND generation <> $2",
+    )
+    .bind(name)
+    .bind(old)
+    .fetch_all(&mut *conn)
+    .await?;
+    let new = leftovers.iter().copied().chain([old]).max().unwrap_or(old) + 1;
+    {
+        let mut tx = conn.begin().await?;
+        for g in &leftovers {
+            projection.drop_generation(&mut tx, *g).await?;
+            sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1 AND generation = $2")
+                .bind(name)
+                .bind(g)
+                .execute(&mut *tx)
+                .await?;
+        }
+        projection.create_generation(&mut tx, new).await?;
+        checkpoint::create_checkpoint(&mut tx, name, new).await?;
+        tx.commit().await?;
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut total = u64::try_from(total).unwrap_or(0);
+    let mut done = 0u64;
+    tracing::info!(
+        projection = name,
+        old,
+        new,
+        events = total,
+        "rebuild started"
+    );
+
+    // 2. Catch up while the live generation serves.
+    let mut cursor = Cursor::START;
+    loop {
+        let mut tx = conn.begin().await?;
+        let events = log::read_after(&mut tx, cursor, batch_size, ReadMode::GapSafe).await?;
+        let n = events.len();
+        apply_batch(&mut tx, projection, new, cursor, &events).await?;
+        tx.commit().await?;
+        if let Some(last) = events.last() {
+            cursor = last.cursor;
+        }
+        done += n as u64;
+        total = total.max(done);
+        progress(Progress {
+            phase: Phase::CatchingUp,
+            done,
+            total,
+            elapsed: started.elapsed(),
+        });
+        if i64::try_from(n).unwrap_or(0) < batch_size {
+            break;
+        }
+    }
+
+    // 3. Switch.
+    {
+        let mut tx = conn.begin().await?;
+        sqlx::query("SELECT 1 FROM projections WHERE name = $1 FOR UPDATE")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let live = checkpoint::load(&mut tx, name, old).await?.cursor;
+        loop {
+            if cursor >= live {
+                break;
+            }
+            let events = log::read_range(&mut tx, cursor, live, batch_size).await?;
+            let Some(last) = events.last() else { break };
+            let last = last.cursor;
+            apply_batch(&mut tx, projection, new, cursor, &events).await?;
+            cursor = last;
+            done += events.len() as u64;
+            total = total.max(done);
+            progress(Progress {
+                phase: Phase::Switching,
+                done,
+                total,
+                elapsed: started.elapsed(),
+            });
+        }
+        sqlx::query(
+            "UPDATE projections SET active_generation = $2, switched_at = clock_timestamp()
+              WHERE name = $1",
+        )
+        .bind(name)
+        .bind(new)
+        .execute(&mut *tx)
+        .await?;
+        projection.publish(&mut tx, new).await?;
+        tx.commit().await?;
+    }
+    tracing::info!(
+        projection = name,
+        old,
+        new,
+        "switched to the rebuilt generation"
+    );
+
+    // 4. The old generation has no readers left.
+    {
+        let mut tx = conn.begin().await?;
+        projection.drop_generation(&mut tx, old).await?;
+        sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1 AND generation = $2")
+            .bind(name)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    unlock(&mut lock_conn, REBUILD_LOCK, name).await?;
+    let report = RebuildReport {
+        old_generation: old,
+        new_generation: new,
+        events: done,
+        elapsed: started.elapsed(),
+    };
+    progress(Progress {
+        phase: Phase::Done,
+        done,
+        total: done,
+        elapsed: report.elapsed,
+    });
+    Ok(report)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// The checkpoint's position before the replay.
+    pub from_position: i64,
+    /// Events re-applied by this command (0 when a running worker does it).
+    pub events: u64,
+    /// True when a running worker holds the projection and re-applies the
+    /// events itself.
+    pub handed_to_worker: bool,
+}
+
+/// Re-applies the log to the live generation from the event at `from` (from
+/// the start when `None`), in reading order. The read model's version guards
+/// make events it already reflects no-ops, so a replay is always safe; it
+/// brings forward rows restored from an older backup, for instance.
+///
+/// The checkpoint is rewound at once; if a worker runs the projection it
+/// carries on from there, otherwise this call applies the events itself.
+pub async fn replay<P: Projection>(
+    pool: &PgPool,
+    projection: &P,
+    from: Option<i64>,
+    batch_size: i64,
+    mut progress: impl FnMut(Progress),
+) -> Result<ReplayReport> {
+    let name = projection.name();
+    let started = Instant::now();
+    let mut conn = pool.acquire().await?;
+    let target = match from {
+        None | Some(..=1) => Cursor::START,
+        Some(position) => {
+            let at = log::cursor_of(&mut conn, position).await?;
+            Cursor {
+                transaction_id: at.transaction_id,
+                position: at.position - 1,
+            }
+        }
+    };
+    let (previous, generation) = {
+        let mut tx = conn.begin().await?;
+        let generation = checkpoint::active_generation_locked(&mut tx, name).await?;
+        let previous = checkpoint::load(&mut tx, name, generation).await?.cursor;
+        checkpoint::rewind(&mut tx, name, generation, target).await?;
+        tx.commit().await?;
+        (previous, generation)
+    };
+    tracing::info!(projection = name, generation, from = ?from, "checkpoint rewound for replay");
+    let (total, _) = log::lag(&mut conn, target).await?;
+    let total = u64::try_from(total).unwrap_or(0);
+
+    let Some(mut locked) = runner::try_worker_lock(pool, name).await? else {
+        return Ok(ReplayReport {
+            from_position: previous.position,
+            events: 0,
+            handed_to_worker: true,
+        });
+    };
+    let mut done = 0u64;
+    loop {
+        let n =
+            match runner::step(&mut locked.conn, projection, batch_size, ReadMode::GapSafe).await {
+                Ok(n) => n,
+                Err(ProjectionError::CheckpointMoved { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+        done += n as u64;
+        progress(Progress {
+            phase: Phase::Replaying,
+            done,
+            total: total.max(done),
+            elapsed: started.elapsed(),
+        });
+        if i64::try_from(n).unwrap_or(0) < batch_size {
+            break;
+        }
+    }
+    locked.release(name).await?;
+    progress(Progress {
+        phase: Phase::Done,
+        done,
+        total: done,
+        elapsed: started.elapsed(),
+    });
+    Ok(ReplayReport {
+        from_position: previous.position,
+        events: done,
+        handed_to_worker: false,
+    })
+}

@@ -1,0 +1,54 @@
+//! What a projection is: a name, tables of its own (in numbered generations,
+//! so a rebuild can fill a new one beside the live one), and a way to apply
+//! events to them.
+
+use std::future::Future;
+
+use sqlx::PgConnection;
+
+use crate::error::Result;
+use crate::log::LogEvent;
+
+/// A read model built from the event log.
+///
+/// Every method runs inside a transaction the caller owns: the runner commits
+/// `apply`'s changes together with the checkpoint, and a rebuild's switch
+/// commits `publish` together with the registry's new active generation.
+pub trait Projection: Send + Sync {
+    /// The stable name: the registry key and the CLI's argument.
+    fn name(&self) -> &'static str;
+
+    /// One line for `orders projections list`.
+    fn description(&self) -> &'static str;
+
+    /// Creates the (empty) tables of `generation`. Idempotent.
+    fn create_generation(
+        &self,
+        conn: &mut PgConnection,
+        generation: i32,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Points the names readers use (views) at `generation`.
+    fn publish(
+        &self,
+        conn: &mut PgConnection,
+        generation: i32,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes the tables of a generation no reader uses any more.
+    fn drop_generation(
+        &self,
+        conn: &mut PgConnection,
+        generation: i32,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Applies a batch of events, in reading order, to `generation`. Must be
+    /// idempotent per event: applying an event the tables already reflect
+    /// changes nothing (replays and rebuild catch-ups rely on it).
+    fn apply(
+        &self,
+        conn: &mut PgConnection,
+        generation: i32,
+        events: &[LogEvent],
+    ) -> impl Future<Output = Result<()>> + Send;
+}

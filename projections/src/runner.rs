@@ -1,0 +1,309 @@
+//! The projection runner: reads the log in batches and commits each batch's
+//! read-model changes together with the checkpoint, so every event takes
+//! effect exactly once however the process dies.
+//!
+//! One worker per projection applies at a time. A worker holds a session-level
+//! advisory lock on its own connection for as long as it runs; a second worker
+//! for the same projection waits for that lock (and takes over within a second
+//! when the first dies: Postgres releases the lock with the connection).
+
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgListener;
+use sqlx::{Acquire, PgConnection, PgPool, Postgres};
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{self, WORKER_LOCK};
+use crate::error::{ProjectionError, Result};
+use crate::failpoint;
+use crate::log::{self, Cursor, LogEvent, ReadMode};
+use crate::projection::Projection;
+
+/// The channel every append notifies at commit (see migrations/0002_outbox.sql).
+pub const LOG_CHANNEL: &str = "outbox";
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Events per transaction.
+    pub batch_size: i64,
+    /// How often to look at the log when no notification came.
+    pub poll_interval: Duration,
+    /// How often a waiting worker tries the lock again.
+    pub lock_retry: Duration,
+    pub read_mode: ReadMode,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            batch_size: 1000,
+            poll_interval: Duration::from_millis(250),
+            lock_retry: Duration::from_secs(1),
+            read_mode: ReadMode::GapSafe,
+        }
+    }
+}
+
+/// Applies `events` to `generation` and moves its checkpoint from `from` to
+/// the last event, inside the caller's transaction.
+pub(crate) async fn apply_batch<P: Projection>(
+    conn: &mut PgConnection,
+    projection: &P,
+    generation: i32,
+    from: Cursor,
+    events: &[LogEvent],
+) -> Result<()> {
+    let Some(last) = events.last() else {
+        return Ok(());
+    };
+    projection.apply(conn, generation, events).await?;
+    checkpoint::advance(
+        conn,
+        projection.name(),
+        generation,
+        from,
+        last.cursor,
+        i64::try_from(events.len()).unwrap_or(i64::MAX),
+    )
+    .await?;
+    failpoint::hit(failpoint::PROJECTION_BEFORE_COMMIT);
+    Ok(())
+}
+
+/// One batch for the live (active) generation, in one transaction. Returns
+/// how many events it applied; 0 when nothing is safe to read yet.
+pub async fn step<P: Projection>(
+    conn: &mut PgConnection,
+    projection: &P,
+    batch_size: i64,
+    mode: ReadMode,
+) -> Result<usize> {
+    let name = projection.name();
+    let mut tx = conn.begin().await?;
+    // Read before taking any lock: a transaction that holds a row lock has a
+    // transaction id of its own, which would hold the visibility horizon back.
+    let generation = checkpoint::active_generation(&mut tx, name).await?;
+    let from = checkpoint::load(&mut tx, name, generation).await?.cursor;
+    let events = log::read_after(&mut tx, from, batch_size, mode).await?;
+    if events.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    // A rebuild switches generations under an exclusive lock of this row;
+    // hold it shared until commit, and start over if a switch came first.
+    if checkpoint::active_generation_locked(&mut tx, name).await? != generation {
+        tx.rollback().await?;
+        return Err(ProjectionError::CheckpointMoved {
+            name: name.to_owned(),
+        });
+    }
+    apply_batch(&mut tx, projection, generation, from, &events).await?;
+    tx.commit().await?;
+    tracing::debug!(
+        projection = name,
+        generation,
+        events = events.len(),
+        position = events.last().map(|e| e.cursor.position),
+        "batch applied"
+    );
+    Ok(events.len())
+}
+
+/// Tries to take the session-level advisory lock `(namespace, name)` on `conn`.
+pub(crate) async fn try_lock(conn: &mut PgConnection, namespace: i32, name: &str) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(namespace)
+            .bind(name)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+pub(crate) async fn unlock(conn: &mut PgConnection, namespace: i32, name: &str) -> Result<()> {
+    sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+        .bind(namespace)
+        .bind(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A connection holding a projection's worker lock. The lock goes with the
+/// connection: closed (or dead) connection, released lock.
+pub(crate) struct Locked {
+    pub conn: PoolConnection<Postgres>,
+}
+
+/// Takes the worker lock of `name` if it is free.
+pub(crate) async fn try_worker_lock(pool: &PgPool, name: &str) -> Result<Option<Locked>> {
+    let mut conn = pool.acquire().await?;
+    if try_lock(&mut conn, WORKER_LOCK, name).await? {
+        Ok(Some(Locked { conn }))
+    } else {
+        Ok(None)
+    }
+}
+
+impl Locked {
+    pub async fn release(mut self, name: &str) -> Result<()> {
+        unlock(&mut self.conn, WORKER_LOCK, name).await
+    }
+}
+
+/// Runs one projection until `shutdown`: waits for the worker lock, then
+/// applies batches as the log grows, waking on the append notification and
+/// polling as a fallback. Database errors are logged and retried with backoff;
+/// only a corrupt event (which it will not skip) or an unknown projection end
+/// it with an error.
+pub async fn run_worker<P: Projection>(
+    pool: PgPool,
+    projection: P,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let name = projection.name();
+    let mut backoff = Backoff::new();
+    let mut waiting_logged = false;
+    while !shutdown.is_cancelled() {
+        let locked = match try_worker_lock(&pool, name).await {
+            Ok(Some(locked)) => locked,
+            Ok(None) => {
+                if !waiting_logged {
+                    tracing::info!(
+                        projection = name,
+                        "another worker runs this projection; waiting for its lock"
+                    );
+                    waiting_logged = true;
+                }
+                sleep_or_cancel(options.lock_retry, &shutdown).await;
+                continue;
+            }
+            Err(e) => {
+                let delay = backoff.next();
+                tracing::warn!(projection = name, error = %e, ?delay, "cannot take the worker lock; retrying");
+                sleep_or_cancel(delay, &shutdown).await;
+                continue;
+            }
+        };
+        waiting_logged = false;
+        tracing::info!(projection = name, "projection worker running");
+        match run_locked(
+            &pool,
+            locked,
+            &projection,
+            &options,
+            &shutdown,
+            &mut backoff,
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(e @ (ProjectionError::Corrupt { .. } | ProjectionError::Unknown(_))) => {
+                tracing::error!(projection = name, error = %e, "projection stopped");
+                return Err(e);
+            }
+            Err(e) => {
+                let delay = backoff.next();
+                tracing::warn!(projection = name, error = %e, ?delay, "projection worker failed; retrying");
+                sleep_or_cancel(delay, &shutdown).await;
+            }
+        }
+    }
+    tracing::info!(projection = name, "projection worker stopped");
+    Ok(())
+}
+
+async fn run_locked<P: Projection>(
+    pool: &PgPool,
+    mut locked: Locked,
+    projection: &P,
+    options: &WorkerOptions,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> Result<()> {
+    let name = projection.name();
+    let mut listener = match PgListener::connect_with(pool).await {
+        Ok(mut l) => match l.listen(LOG_CHANNEL).await {
+            Ok(()) => Some(l),
+            Err(e) => {
+                tracing::warn!(projection = name, error = %e, "cannot LISTEN; polling only");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(projection = name, error = %e, "cannot LISTEN; polling only");
+            None
+        }
+    };
+    while !shutdown.is_cancelled() {
+        match step(
+            &mut locked.conn,
+            projection,
+            options.batch_size,
+            options.read_mode,
+        )
+        .await
+        {
+            Ok(n) => {
+                backoff.reset();
+                if i64::try_from(n).unwrap_or(i64::MAX) >= options.batch_size {
+                    continue; // more is waiting
+                }
+            }
+            Err(ProjectionError::CheckpointMoved { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+        wait_for_news(&mut listener, options.poll_interval, shutdown).await;
+    }
+    locked.release(name).await
+}
+
+/// Waits for an append notification, the poll interval, or shutdown.
+async fn wait_for_news(
+    listener: &mut Option<PgListener>,
+    poll: Duration,
+    shutdown: &CancellationToken,
+) {
+    let Some(l) = listener else {
+        sleep_or_cancel(poll, shutdown).await;
+        return;
+    };
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(poll) => {}
+        received = l.recv() => {
+            if let Err(e) = received {
+                // PgListener reconnects on the next call; until then, poll.
+                tracing::debug!(error = %e, "notification listener failed");
+                tokio::time::sleep(poll.min(Duration::from_millis(100))).await;
+            }
+            // Several appends may have notified; one read takes them all.
+            while l.next_buffered().is_some() {}
+        }
+    }
+}
+
+pub(crate) async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(duration) => {}
+    }
+}
+
+/// Exponential backoff from 100 ms to 5 s.
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    pub fn new() -> Self {
+        Backoff(Duration::ZERO)
+    }
+    pub fn next(&mut self) -> Duration {
+        self.0 = (self.0 * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        self.0
+    }
+    pub fn reset(&mut self) {
+        self.0 = Duration::ZERO;
+    }
+}

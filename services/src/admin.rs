@@ -1,0 +1,203 @@
+//! `orders projections …`: the operators' commands, with progress on a
+//! terminal (a bar: events done, events/s, ETA) and plain progress lines
+//! otherwise (logs, CI).
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use projections::operate::{self, Phase, Progress};
+use projections::order_view::{self, OrderReadModel};
+use projections::{checkpoint, ProjectionError};
+use sqlx::PgPool;
+
+use crate::config::ProjectionsCmd;
+use crate::workers;
+
+pub async fn run(pool: &PgPool, cmd: ProjectionsCmd) -> anyhow::Result<()> {
+    match cmd {
+        ProjectionsCmd::List => list(pool).await,
+        ProjectionsCmd::Status { json } => status(pool, json).await,
+        ProjectionsCmd::Replay {
+            name,
+            from,
+            batch_size,
+        } => {
+            let mut reporter = Reporter::new("replay", &name);
+            let report = match workers::select(std::slice::from_ref(&name))?[0] {
+                order_view::NAME => {
+                    operate::replay(pool, &OrderReadModel, from, batch_size, |p| {
+                        reporter.report(p)
+                    })
+                    .await?
+                }
+                other => return Err(ProjectionError::Unknown(other.to_owned()).into()),
+            };
+            reporter.finish();
+            if report.handed_to_worker {
+                println!(
+                    "{name}: checkpoint rewound from position {} to {}; the running worker re-applies from there",
+                    report.from_position,
+                    from.map_or_else(|| "the start".to_owned(), |p| format!("just before position {p}"))
+                );
+            } else {
+                println!(
+                    "{name}: replayed {} events (checkpoint was at position {})",
+                    report.events, report.from_position
+                );
+            }
+            Ok(())
+        }
+        ProjectionsCmd::Rebuild { name, batch_size } => {
+            let mut reporter = Reporter::new("rebuild", &name);
+            let report = match workers::select(std::slice::from_ref(&name))?[0] {
+                order_view::NAME => {
+                    operate::rebuild(pool, &OrderReadModel, batch_size, |p| reporter.report(p))
+                        .await?
+                }
+                other => return Err(ProjectionError::Unknown(other.to_owned()).into()),
+            };
+            reporter.finish();
+            let secs = report.elapsed.as_secs_f64();
+            println!(
+                "{name}: rebuilt generation {} from {} events in {:.1} s ({:.0} events/s); readers switched from generation {}",
+                report.new_generation,
+                report.events,
+                secs,
+                rate(report.events, report.elapsed),
+                report.old_generation
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn list(pool: &PgPool) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    println!("{:<10} {:>10}  DESCRIPTION", "NAME", "GENERATION");
+    for (name, description) in workers::described() {
+        let generation = checkpoint::active_generation(&mut conn, name).await?;
+        println!("{name:<10} {generation:>10}  {description}");
+    }
+    Ok(())
+}
+
+async fn status(pool: &PgPool, json: bool) -> anyhow::Result<()> {
+    let statuses = operate::status(pool).await?;
+    if json {
+        let rows: Vec<serde_json::Value> = statuses
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "generation": s.generation,
+                    "position": s.position,
+                    "head": s.head,
+                    "lag_events": s.lag_events,
+                    "lag_seconds": s.lag.as_secs_f64(),
+                    "events_applied": s.events_applied,
+                    "updated_at": crate::view::format_api_time(s.updated_at),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:>4} {:>12} {:>12} {:>12} {:>10} {:>14}  UPDATED",
+        "NAME", "GEN", "POSITION", "HEAD", "LAG EVENTS", "LAG", "APPLIED"
+    );
+    for s in statuses {
+        println!(
+            "{:<10} {:>4} {:>12} {:>12} {:>12} {:>9.1}s {:>14}  {}",
+            s.name,
+            s.generation,
+            s.position,
+            s.head,
+            s.lag_events,
+            s.lag.as_secs_f64(),
+            s.events_applied,
+            crate::view::format_api_time(s.updated_at)
+        );
+    }
+    Ok(())
+}
+
+fn rate(events: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        events as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// Renders [`Progress`]: a bar on a terminal, a line every two seconds
+/// otherwise.
+struct Reporter {
+    what: String,
+    bar: Option<ProgressBar>,
+    last_line: Option<Instant>,
+}
+
+impl Reporter {
+    fn new(verb: &str, name: &str) -> Self {
+        let what = format!("{verb} {name}");
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            let style = ProgressStyle::with_template(
+                "{msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} events ({per_sec}, ETA {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_message(what.clone());
+            bar
+        });
+        Reporter {
+            what,
+            bar,
+            last_line: None,
+        }
+    }
+
+    fn report(&mut self, p: Progress) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+            if p.phase == Phase::Switching {
+                bar.set_message(format!("{} (switching)", self.what));
+            }
+            return;
+        }
+        let due = self
+            .last_line
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(2));
+        if !due && p.phase != Phase::Done {
+            return;
+        }
+        self.last_line = Some(Instant::now());
+        let per_sec = rate(p.done, p.elapsed);
+        let eta = if per_sec > 0.0 {
+            format!("{:.0}s", p.total.saturating_sub(p.done) as f64 / per_sec)
+        } else {
+            "?".into()
+        };
+        let phase = match p.phase {
+            Phase::CatchingUp => "catching up",
+            Phase::Switching => "switching",
+            Phase::Replaying => "replaying",
+            Phase::Done => "done",
+        };
+        eprintln!(
+            "{}: {phase}: {}/{} events, {per_sec:.0} events/s, ETA {eta}",
+            self.what, p.done, p.total
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
