@@ -8,7 +8,7 @@ default:
 
 # Start the whole system (API + projection workers) on 127.0.0.1:8080; starts Postgres first if needed.
 run *ARGS:
-    eval "$(scripts/postgres.sh)"; cargo run --release -p services --bin orders -- serve {{ARGS}}
+    eval "$(scripts/postgres.sh)"; cargo run --release -p services --bin orders -- all {{ARGS}}
 
 # Run every test (starts Postgres first if needed).
 test:
