@@ -76,7 +76,11 @@ async fn a_worker_killed_before_commit_leaves_nothing_half_applied() {
     // Two batches committed; the third's changes went with the process.
     let cp = checkpoint(&db.pool, NAME).await;
     assert_eq!(cp.events_applied, 100);
-    assert_eq!(version_sum(&db).await, 100, "the model holds exactly the committed batches");
+    assert_eq!(
+        version_sum(&db).await,
+        100,
+        "the model holds exactly the committed batches"
+    );
 
     // Restart: it carries on from the checkpoint.
     let mut child = Command::new(orders_bin())

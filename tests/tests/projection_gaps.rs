@@ -89,12 +89,17 @@ async fn out_of_order_commit(mode: ReadMode) -> (usize, usize, Vec<Uuid>, [Uuid;
     let mut quick = b.begin().await.expect("begin");
     let p2 = insert(&mut quick, second, 1, &placed(second, "late")).await;
     assert!(p1 < p2, "the held transaction has the lower position");
-    quick.commit().await.expect("commit the later position first");
+    quick
+        .commit()
+        .await
+        .expect("commit the later position first");
 
     let before = runner::step(&mut reader, &OrderReadModel, 100, mode)
         .await
         .expect("a step");
-    held.commit().await.expect("commit the earlier position last");
+    held.commit()
+        .await
+        .expect("commit the earlier position last");
     let after = runner::step(&mut reader, &OrderReadModel, 100, mode)
         .await
         .expect("a step");
@@ -120,7 +125,11 @@ async fn the_naive_position_reader_skips_it_which_is_the_bug_the_tests_catch() {
         out_of_order_commit(ReadMode::NaivePositionOnly).await;
     assert_eq!(before, 1, "the naive reader applies position 2 at once");
     assert_eq!(after, 0, "and never looks below its checkpoint again");
-    assert_eq!(ids, vec![second], "the event at position 1 is lost: {first}");
+    assert_eq!(
+        ids,
+        vec![second],
+        "the event at position 1 is lost: {first}"
+    );
 }
 
 #[derive(Default)]
@@ -259,7 +268,10 @@ async fn eight_writers_with_held_transactions_every_event_applied_exactly_once()
         stats.multi_event.load(Ordering::Relaxed),
         in_log - applied,
     );
-    assert_eq!(applied, in_log, "every event applied exactly once, none skipped");
+    assert_eq!(
+        applied, in_log,
+        "every event applied exactly once, none skipped"
+    );
 
     // Per stream: the read model's version and status are the log's.
     let (model, fold) = order_model_and_fold(&db.pool).await;

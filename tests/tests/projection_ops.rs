@@ -3,7 +3,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e::{checkpoint, order_model_and_fold, orders_bin, spawn_app_opts, wait_caught_up, AppOptions};
+use e2e::{
+    checkpoint, order_model_and_fold, orders_bin, spawn_app_opts, wait_caught_up, AppOptions,
+};
 use projections::order_view::NAME;
 use projections::runner::{self, WorkerOptions};
 use projections::OrderReadModel;
@@ -38,16 +40,30 @@ async fn a_second_worker_waits_and_takes_over_when_the_first_stops() {
     .await;
     let pool = app.db.pool.clone();
     let first_stop = CancellationToken::new();
-    let first = tokio::spawn(runner::run_worker(pool.clone(), OrderReadModel, options(), first_stop.clone()));
+    let first = tokio::spawn(runner::run_worker(
+        pool.clone(),
+        OrderReadModel,
+        options(),
+        first_stop.clone(),
+    ));
     for _ in 0..20 {
         app.place_ok("ivy").await;
     }
     wait_caught_up(&pool, NAME, Duration::from_secs(10)).await;
 
     let second_stop = CancellationToken::new();
-    let second = tokio::spawn(runner::run_worker(pool.clone(), OrderReadModel, options(), second_stop.clone()));
+    let second = tokio::spawn(runner::run_worker(
+        pool.clone(),
+        OrderReadModel,
+        options(),
+        second_stop.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(held_worker_locks(&pool).await, 1, "one worker holds the projection");
+    assert_eq!(
+        held_worker_locks(&pool).await,
+        1,
+        "one worker holds the projection"
+    );
     for _ in 0..20 {
         app.place_ok("ivy").await;
     }
@@ -64,7 +80,11 @@ async fn a_second_worker_waits_and_takes_over_when_the_first_stops() {
     second_stop.cancel();
     second.await.expect("task").expect("second worker");
 
-    assert_eq!(checkpoint(&pool, NAME).await.events_applied, 60, "nothing applied twice");
+    assert_eq!(
+        checkpoint(&pool, NAME).await.events_applied,
+        60,
+        "nothing applied twice"
+    );
     let (model, fold) = order_model_and_fold(&pool).await;
     assert_eq!(model, fold);
 }
@@ -96,7 +116,10 @@ async fn status_prints_position_head_and_lag() {
     }
     let (ok, out, err) = orders_cli(&app.db.url, &["projections", "status"]).await;
     assert!(ok, "{err}");
-    let line = out.lines().find(|l| l.starts_with("orders")).expect("a line for orders");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("orders"))
+        .expect("a line for orders");
     let cols: Vec<&str> = line.split_whitespace().collect();
     // NAME GEN POSITION HEAD LAG-EVENTS LAG APPLIED UPDATED
     assert_eq!(&cols[1..5], ["1", "0", "3", "3"], "{out}");
@@ -134,10 +157,21 @@ async fn operators_mistakes_are_clear_errors() {
     let (ok, _, err) = orders_cli(&app.db.url, &["projections", "rebuild", "nope"]).await;
     assert!(!ok);
     assert!(err.contains("no projection is named \"nope\""), "{err}");
-    let (ok, _, err) = orders_cli(&app.db.url, &["projections", "replay", "orders", "--from", "99"]).await;
+    let (ok, _, err) = orders_cli(
+        &app.db.url,
+        &["projections", "replay", "orders", "--from", "99"],
+    )
+    .await;
     assert!(!ok);
-    assert!(err.contains("no committed event is at log position 99"), "{err}");
-    let (ok, _, err) = orders_cli(&app.db.url, &["projections", "replay", "orders", "--from", "0"]).await;
+    assert!(
+        err.contains("no committed event is at log position 99"),
+        "{err}"
+    );
+    let (ok, _, err) = orders_cli(
+        &app.db.url,
+        &["projections", "replay", "orders", "--from", "0"],
+    )
+    .await;
     assert!(!ok, "positions start at 1");
     assert!(err.contains("--from"), "{err}");
 }
@@ -162,20 +196,30 @@ async fn replay_from_a_position_restores_rows_lost_behind_the_checkpoint() {
     assert_eq!(model, fold);
 
     // Lose rows as a restore from an older backup would: the last two orders.
-    let generation: i32 = sqlx::query_scalar("SELECT active_generation FROM projections WHERE name = 'orders'")
-        .fetch_one(&pool)
-        .await
-        .expect("generation");
-    sqlx::query(&format!("DELETE FROM order_view_g{generation} WHERE order_id = ANY($1::uuid[])"))
-        .bind(vec![ids[2].parse::<uuid::Uuid>().expect("id"), ids[3].parse().expect("id")])
-        .execute(&pool)
-        .await
-        .expect("delete rows");
+    let generation: i32 =
+        sqlx::query_scalar("SELECT active_generation FROM projections WHERE name = 'orders'")
+            .fetch_one(&pool)
+            .await
+            .expect("generation");
+    sqlx::query(&format!(
+        "DELETE FROM order_view_g{generation} WHERE order_id = ANY($1::uuid[])"
+    ))
+    .bind(vec![
+        ids[2].parse::<uuid::Uuid>().expect("id"),
+        ids[3].parse().expect("id"),
+    ])
+    .execute(&pool)
+    .await
+    .expect("delete rows");
     let (model, fold) = order_model_and_fold(&pool).await;
     assert_ne!(model, fold, "the model is damaged");
 
     // Replay from the third order's placement (position 3).
-    let (ok, out, err) = orders_cli(&app.db.url, &["projections", "replay", "orders", "--from", "3"]).await;
+    let (ok, out, err) = orders_cli(
+        &app.db.url,
+        &["projections", "replay", "orders", "--from", "3"],
+    )
+    .await;
     assert!(ok, "{err}");
     assert!(out.contains("replayed 3 events"), "{out}");
     let (model, fold) = order_model_and_fold(&pool).await;
