@@ -19,6 +19,14 @@ test:
 # What CI runs: formatting, lints, then every test.
 ci: lint test
 
+# Write-side cost of gap safety: appends/s with and without it (pgbench, same run).
+bench-gap *ARGS:
+    bench/gap-cost.sh {{ARGS}}
+
+# Rebuild throughput of the order read model against COPY of the same rows.
+bench-rebuild *ARGS:
+    bench/rebuild.sh {{ARGS}}
+
 # Check formatting and lints (clippy with warnings as errors).
 lint:
     cargo fmt --all -- --check
@@ -31,6 +39,22 @@ fmt:
 # Apply database migrations to DATABASE_URL (or the project-local cluster).
 migrate:
     eval "$(scripts/postgres.sh)"; cargo run -p services --bin orders -- migrate
+
+# Run any `orders` subcommand (release build) against the local database.
+orders *ARGS:
+    eval "$(scripts/postgres.sh)"; cargo run -q --release -p services --bin orders -- {{ARGS}}
+
+# Each projection's position, the log head and the lag.
+status:
+    just orders projections status
+
+# Re-apply the log to a projection (e.g. `just replay orders --from 1200`).
+replay NAME *ARGS:
+    just orders projections replay {{NAME}} {{ARGS}}
+
+# Rebuild a projection beside the live one, then switch atomically.
+rebuild NAME:
+    just orders projections rebuild {{NAME}}
 
 # Open psql on the project's database.
 psql:
