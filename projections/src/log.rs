@@ -32,8 +32,9 @@
 //! ("assume a gap older than N ms is a rollback") is a guess, and wrong under a
 //! long transaction. Transaction-id visibility costs the writers nothing but
 //! one 8-byte column and an index entry, and is exact. Its price is latency: a
-//! long-running writing transaction anywhere in the database holds the reader
-//! back (never makes it skip) until it ends.
+//! long-running writing transaction anywhere in the cluster (transaction ids
+//! are cluster-wide, so other databases' count too) holds the reader back,
+//! never makes it skip, until it ends.
 
 use std::cmp::Ordering;
 
