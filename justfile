@@ -6,15 +6,16 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Start the whole system (API + projection workers) on 127.0.0.1:8080; starts Postgres first if needed.
+# Start the whole system (API, relay, projections) on 127.0.0.1:8080; starts Postgres and a Kafka broker first if needed.
 run *ARGS:
-    eval "$(scripts/postgres.sh)"; cargo run --release -p services --bin orders -- all {{ARGS}}
+    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh durable)"; cargo run --release -p services --bin orders -- all {{ARGS}}
 
 # Run every test (starts Postgres first if needed).
 test:
     # The process tests (signals, crashes) run the real binary: build it first.
     cargo build -p services --bin orders
-    eval "$(scripts/postgres.sh)"; scripts/drop-test-databases.sh; cargo test --workspace --all-targets --no-fail-fast
+    scripts/python-deps.sh
+    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; scripts/drop-test-databases.sh; cargo test --workspace --all-targets --no-fail-fast
 
 # What CI runs: formatting, lints, then every test.
 ci: lint test
@@ -40,9 +41,9 @@ fmt:
 migrate:
     eval "$(scripts/postgres.sh)"; cargo run -p services --bin orders -- migrate
 
-# Run any `orders` subcommand (release build) against the local database.
+# Run any `orders` subcommand (release build) against the local database and broker.
 orders *ARGS:
-    eval "$(scripts/postgres.sh)"; cargo run -q --release -p services --bin orders -- {{ARGS}}
+    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh durable)"; cargo run -q --release -p services --bin orders -- {{ARGS}}
 
 # Each projection's position, the log head and the lag.
 status:
@@ -60,6 +61,7 @@ rebuild NAME:
 psql:
     eval "$(scripts/postgres.sh)"; psql "$DATABASE_URL"
 
-# Stop the project-local Postgres cluster.
+# Stop the project-local Postgres cluster and Kafka brokers.
 stop:
+    scripts/kafka.sh stop
     scripts/postgres.sh stop

@@ -13,7 +13,7 @@ use crate::projection::Projection;
 /// is `hashtext(name)`.
 pub(crate) const WORKER_LOCK: i32 = 0x6f72_0001;
 pub(crate) const REBUILD_LOCK: i32 = 0x6f72_0002;
-const INSTALL_LOCK: i64 = 0x6f72_0003;
+pub(crate) const INSTALL_LOCK: i64 = 0x6f72_0003;
 
 /// How far one generation of a projection has read.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,8 @@ pub enum ProjectionError {
     CheckpointMoved { name: String },
     #[error("no committed event is at log position {0}")]
     NoSuchPosition(i64),
+    #[error("Kafka: {0}")]
+    Kafka(String),
     #[error("database error")]
     Database(#[from] sqlx::Error),
 }

@@ -12,8 +12,10 @@
 
 pub mod checkpoint;
 pub mod consistency;
+pub mod delivery;
 mod error;
 pub mod failpoint;
+pub mod kafka;
 pub mod log;
 pub mod operate;
 pub mod order_view;
@@ -32,5 +34,6 @@ use sqlx::PgPool;
 /// Registers every projection this code knows (generation 1, published) if
 /// it is not registered yet. Run after the migrations.
 pub async fn install_all(pool: &PgPool) -> Result<()> {
-    checkpoint::install(pool, &OrderReadModel).await
+    checkpoint::install(pool, &OrderReadModel).await?;
+    delivery::install(pool).await
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use domain::{Event, Status};
+use domain::{Event, EventEnvelope, Status};
 use sqlx::{PgConnection, PgExecutor, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -47,23 +47,26 @@ fn table(generation: i32) -> String {
 
 /// What one batch does to one order: its placement (if in the batch) and its
 /// state after the batch's last event for it.
-struct Change {
-    placed: Option<domain::OrderPlaced>,
-    ordered_at: OffsetDateTime,
-    status: Status,
-    updated_at: OffsetDateTime,
-    version: i32,
-    position: i64,
+pub(crate) struct Change {
+    pub placed: Option<domain::OrderPlaced>,
+    pub ordered_at: OffsetDateTime,
+    pub status: Status,
+    pub updated_at: OffsetDateTime,
+    pub version: i32,
+    pub position: i64,
 }
 
 /// Folds a batch into one change per order, in first-seen order, so each
 /// order is written once per batch (a statement cannot update a row twice).
-fn reduce(events: &[LogEvent]) -> Result<Vec<(Uuid, Change)>> {
+pub(crate) fn reduce<'a>(
+    events: impl ExactSizeIterator<Item = &'a EventEnvelope>,
+) -> Result<Vec<(Uuid, Change)>> {
     let mut index: HashMap<Uuid, usize> = HashMap::with_capacity(events.len());
     let mut changes: Vec<(Uuid, Change)> = Vec::with_capacity(events.len());
-    for LogEvent { cursor, envelope } in events {
+    for envelope in events {
+        let position = envelope.position.unwrap_or_default();
         let version = i32::try_from(envelope.version).map_err(|_| ProjectionError::Corrupt {
-            position: cursor.position,
+            position,
             what: "version out of range".into(),
         })?;
         let id = envelope.stream_id.as_uuid();
@@ -94,13 +97,13 @@ fn reduce(events: &[LogEvent]) -> Result<Vec<(Uuid, Change)>> {
             change.status = envelope.event.status_after();
             change.updated_at = envelope.recorded_at;
             change.version = version;
-            change.position = cursor.position;
+            change.position = position;
         }
     }
     Ok(changes)
 }
 
-fn to_i64(n: u64) -> i64 {
+pub(crate) fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -168,7 +171,7 @@ impl Projection for OrderReadModel {
         events: &[LogEvent],
     ) -> Result<()> {
         let t = table(generation);
-        let changes = reduce(events)?;
+        let changes = reduce(events.iter().map(|e| &e.envelope))?;
         let (placed, moved): (Vec<_>, Vec<_>) =
             changes.iter().partition(|(_, c)| c.placed.is_some());
 

@@ -6,18 +6,21 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use projections::delivery;
 use projections::operate::{self, Phase, Progress};
 use projections::order_view::{self, OrderReadModel};
 use projections::{checkpoint, ProjectionError};
+use rskafka::client::partition::UnknownTopicHandling;
 use sqlx::PgPool;
+use std::collections::BTreeMap;
 
-use crate::config::ProjectionsCmd;
+use crate::config::{KafkaArgs, ProjectionsCmd};
 use crate::workers;
 
-pub async fn run(pool: &PgPool, cmd: ProjectionsCmd) -> anyhow::Result<()> {
+pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyhow::Result<()> {
     match cmd {
         ProjectionsCmd::List => list(pool).await,
-        ProjectionsCmd::Status { json } => status(pool, json).await,
+        ProjectionsCmd::Status { json } => status(pool, kafka, json).await,
         ProjectionsCmd::Replay {
             name,
             from,
@@ -31,6 +34,9 @@ pub async fn run(pool: &PgPool, cmd: ProjectionsCmd) -> anyhow::Result<()> {
                     })
                     .await?
                 }
+                delivery::NAME => anyhow::bail!(
+                    "the delivery projection reads Kafka, not the log: rebuild it (`orders projections rebuild delivery`) to replay the topic"
+                ),
                 other => return Err(ProjectionError::Unknown(other.to_owned()).into()),
             };
             reporter.finish();
@@ -54,6 +60,25 @@ pub async fn run(pool: &PgPool, cmd: ProjectionsCmd) -> anyhow::Result<()> {
                 order_view::NAME => {
                     operate::rebuild(pool, &OrderReadModel, batch_size, |p| reporter.report(p))
                         .await?
+                }
+                delivery::NAME => {
+                    let source = kafka.require("rebuilding the delivery projection")?;
+                    let started = Instant::now();
+                    let (old, new, records) = delivery::rebuild(pool, &source, |done| {
+                        reporter.report(Progress {
+                            phase: Phase::CatchingUp,
+                            done,
+                            total: done,
+                            elapsed: started.elapsed(),
+                        })
+                    })
+                    .await?;
+                    operate::RebuildReport {
+                        old_generation: old,
+                        new_generation: new,
+                        events: records,
+                        elapsed: started.elapsed(),
+                    }
                 }
                 other => return Err(ProjectionError::Unknown(other.to_owned()).into()),
             };
@@ -82,8 +107,9 @@ async fn list(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(pool: &PgPool, json: bool) -> anyhow::Result<()> {
+async fn status(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyhow::Result<()> {
     let statuses = operate::status(pool).await?;
+    let delivery_status = delivery_status(pool, kafka).await?;
     if json {
         let rows: Vec<serde_json::Value> = statuses
             .iter()
@@ -100,6 +126,8 @@ async fn status(pool: &PgPool, json: bool) -> anyhow::Result<()> {
                 })
             })
             .collect();
+        let mut rows = rows;
+        rows.push(delivery_status.json());
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
@@ -120,7 +148,101 @@ async fn status(pool: &PgPool, json: bool) -> anyhow::Result<()> {
             crate::view::format_api_time(s.updated_at)
         );
     }
+    println!("{}", delivery_status.line());
     Ok(())
+}
+
+/// Where the Kafka-fed delivery projection stands: its offsets per partition
+/// and, when the brokers answer, the partitions' ends (the lag in records).
+struct DeliveryStatus {
+    generation: i32,
+    topic: String,
+    applied: i64,
+    offsets: BTreeMap<i32, i64>,
+    ends: Option<BTreeMap<i32, i64>>,
+}
+
+impl DeliveryStatus {
+    fn lag(&self) -> Option<i64> {
+        let ends = self.ends.as_ref()?;
+        Some(
+            ends.iter()
+                .map(|(p, end)| (end - self.offsets.get(p).copied().unwrap_or(0)).max(0))
+                .sum(),
+        )
+    }
+
+    fn line(&self) -> String {
+        let offsets: Vec<String> = self
+            .offsets
+            .iter()
+            .map(|(p, o)| format!("{p}:{o}"))
+            .collect();
+        format!(
+            "{:<10} {:>4}  topic {} offsets [{}], lag {} records, {} events applied",
+            delivery::NAME,
+            self.generation,
+            self.topic,
+            offsets.join(" "),
+            self.lag()
+                .map_or_else(|| "? (Kafka not reachable)".to_owned(), |l| l.to_string()),
+            self.applied
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": delivery::NAME,
+            "generation": self.generation,
+            "topic": self.topic,
+            "offsets": self.offsets,
+            "ends": self.ends,
+            "lag_records": self.lag(),
+            "events_applied": self.applied,
+        })
+    }
+}
+
+async fn delivery_status(pool: &PgPool, kafka: &KafkaArgs) -> anyhow::Result<DeliveryStatus> {
+    let mut conn = pool.acquire().await?;
+    let generation = checkpoint::active_generation(&mut conn, delivery::NAME).await?;
+    let offsets = delivery::offsets(&mut conn, generation, &kafka.kafka_topic).await?;
+    let applied = delivery::events_applied(&mut *conn).await?;
+    let ends = match kafka.brokers() {
+        Some(brokers) => topic_ends(&brokers, &kafka.kafka_topic).await.ok(),
+        None => None,
+    };
+    Ok(DeliveryStatus {
+        generation,
+        topic: kafka.kafka_topic.clone(),
+        applied,
+        offsets,
+        ends,
+    })
+}
+
+/// Each partition's end (the offset the next record will get).
+async fn topic_ends(brokers: &[String], topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let client = projections::kafka::connect(brokers, Duration::from_secs(3)).await?;
+    let mut ends = BTreeMap::new();
+    let Some(t) = client
+        .list_topics()
+        .await?
+        .into_iter()
+        .find(|t| t.name == topic)
+    else {
+        return Ok(ends);
+    };
+    for p in t.partitions {
+        let pc = client
+            .partition_client(topic.to_owned(), p, UnknownTopicHandling::Retry)
+            .await?;
+        // The fetch response's high watermark: ListOffsets(latest) is not
+        // reliable on every broker (Tansu's memory engine).
+        let (_, high_watermark) = pc.fetch_records(0, 1..2, 0).await?;
+        ends.insert(p, high_watermark);
+    }
+    Ok(ends)
 }
 
 fn rate(events: u64, elapsed: Duration) -> f64 {

@@ -13,6 +13,8 @@ use crate::http::Apis;
 pub struct Cli {
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -27,10 +29,59 @@ pub struct DbArgs {
     pub db_max_connections: u32,
 }
 
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap brokers, comma-separated (host:port,...).
+    #[arg(long, env = "KAFKA_BROKERS", global = true)]
+    pub kafka_brokers: Option<String>,
+    /// The topic the relay publishes to and the delivery projection reads.
+    #[arg(
+        long,
+        env = "KAFKA_TOPIC",
+        default_value = "orders.events",
+        global = true
+    )]
+    pub kafka_topic: String,
+    /// Partitions of the topic when the relay creates it.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3, global = true,
+          value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub kafka_partitions: i32,
+}
+
+impl KafkaArgs {
+    /// The brokers as a list, if any are configured.
+    pub fn brokers(&self) -> Option<Vec<String>> {
+        let list: Vec<String> = self
+            .kafka_brokers
+            .as_deref()?
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(str::to_owned)
+            .collect();
+        (!list.is_empty()).then_some(list)
+    }
+
+    /// The brokers, or an error naming the setting.
+    pub fn require(&self, what: &str) -> anyhow::Result<projections::delivery::KafkaSource> {
+        let brokers = self.brokers().ok_or_else(|| {
+            anyhow::anyhow!("{what} needs Kafka: set KAFKA_BROKERS (or pass --kafka-brokers)")
+        })?;
+        Ok(projections::delivery::KafkaSource {
+            brokers,
+            topic: self.kafka_topic.clone(),
+            partitions: self.kafka_partitions,
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Everything in one process: the HTTP APIs and the projection workers.
+    /// Everything in one process: the HTTP APIs, the outbox relay and the
+    /// projection workers.
     All(AllArgs),
+    /// Run the outbox relay only (publishes committed events to Kafka).
+    Relay,
     /// Serve the HTTP APIs only (migrates the database first).
     Serve(ServeArgs),
     /// Run projection workers only (every known projection when none is named).

@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod orders;
+pub mod relay;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -2,12 +2,15 @@
 //! requested parts and waits for a shutdown signal.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use projections::delivery::KafkaSource;
 use projections::runner::WorkerOptions;
 use services::config::{Cli, Cmd, ServeArgs, WorkerArgs};
 use services::http::{self, AppState};
+use services::relay::{self, RelayOptions};
 use services::{admin, db, shutdown, telemetry, workers};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -48,51 +51,101 @@ async fn orders(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Cmd::Projections(cmd) => admin::run(&pool, cmd).await,
-        Cmd::Serve(args) => run(&pool, Some(args), None).await,
+        Cmd::Projections(cmd) => admin::run(&pool, &cli.kafka, cmd).await,
+        Cmd::Serve(args) => {
+            let parts = Parts {
+                serve: Some(args),
+                kafka_brokers: cli.kafka.brokers(),
+                ..Parts::default()
+            };
+            run(&pool, parts).await
+        }
+        Cmd::Relay => {
+            let parts = Parts {
+                relay: Some(relay_options(&cli.kafka.require("orders relay")?)),
+                ..Parts::default()
+            };
+            run(&pool, parts).await
+        }
         Cmd::Project(args) => {
             let names = workers::select(&args.names)?;
-            run(&pool, None, Some((names, args.worker))).await
+            let kafka = if names.contains(&projections::delivery::NAME) {
+                Some(cli.kafka.require("the delivery projection")?)
+            } else {
+                None
+            };
+            let parts = Parts {
+                project: Some((names, args.worker)),
+                kafka,
+                ..Parts::default()
+            };
+            run(&pool, parts).await
         }
         Cmd::All(args) => {
-            run(
-                &pool,
-                Some(args.serve),
-                Some((workers::KNOWN.to_vec(), args.worker)),
-            )
-            .await
+            let kafka = cli.kafka.require("orders all")?;
+            let parts = Parts {
+                serve: Some(args.serve),
+                kafka_brokers: Some(kafka.brokers.clone()),
+                relay: Some(relay_options(&kafka)),
+                project: Some((workers::KNOWN.to_vec(), args.worker)),
+                kafka: Some(kafka),
+            };
+            run(&pool, parts).await
         }
     };
     pool.close().await;
     result
 }
 
-/// Runs the HTTP server and/or projection workers until SIGINT or SIGTERM,
-/// then stops them all and waits for them.
-async fn run(
-    pool: &PgPool,
+/// The parts one process runs.
+#[derive(Default)]
+struct Parts {
     serve: Option<ServeArgs>,
+    /// Brokers `/readyz` checks.
+    kafka_brokers: Option<Vec<String>>,
+    relay: Option<RelayOptions>,
     project: Option<(Vec<&'static str>, WorkerArgs)>,
-) -> anyhow::Result<()> {
+    /// Where the delivery projection reads.
+    kafka: Option<KafkaSource>,
+}
+
+fn relay_options(kafka: &KafkaSource) -> RelayOptions {
+    RelayOptions {
+        brokers: kafka.brokers.clone(),
+        topic: kafka.topic.clone(),
+        partitions: kafka.partitions,
+        batch_size: 1000,
+        poll_interval: Duration::from_millis(500),
+    }
+}
+
+/// Runs the HTTP server, the relay and/or projection workers until SIGINT or
+/// SIGTERM, then stops them all and waits for them.
+async fn run(pool: &PgPool, parts: Parts) -> anyhow::Result<()> {
     let token = CancellationToken::new();
     shutdown::on_signal(token.clone());
-    let mut workers = match &project {
+    let mut workers = match &parts.project {
         Some((names, args)) => {
             let options = WorkerOptions {
                 batch_size: args.batch_size,
                 ..WorkerOptions::default()
             };
             tracing::info!(projections = ?names, "starting projection workers");
-            workers::spawn(pool, names, &options, &token)
+            workers::spawn(pool, names, &options, parts.kafka.as_ref(), &token)
         }
         None => tokio::task::JoinSet::new(),
     };
+    let relay = parts
+        .relay
+        .map(|options| tokio::spawn(relay::run(pool.clone(), options, token.clone())));
+    let serve = parts.serve;
     let server = match serve {
         Some(args) => {
             let listener = tokio::net::TcpListener::bind(args.http_addr)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.http_addr))?;
-            let state = AppState::new(pool.clone(), listener.local_addr()?.port());
+            let mut state = AppState::new(pool.clone(), listener.local_addr()?.port());
+            state.kafka_brokers = parts.kafka_brokers;
             Some(tokio::spawn(http::serve(
                 listener,
                 state,
@@ -117,6 +170,9 @@ async fn run(
         }
     }
     while workers.join_next().await.is_some() {}
+    if let Some(relay) = relay {
+        relay.await.context("the relay task failed")?;
+    }
     if let Some(server) = server {
         server.await.context("the HTTP server task failed")??;
     }

@@ -92,6 +92,20 @@ impl From<&OrderRow> for OrderView {
     }
 }
 
+impl From<&projections::delivery::DeliveryRow> for DeliveryStatusView {
+    fn from(row: &projections::delivery::DeliveryRow) -> Self {
+        DeliveryStatusView {
+            order_id: row.order_id,
+            user_id: row.user_id.clone(),
+            coffee_name: row.coffee_name.clone(),
+            coffee_qty: u64::try_from(row.coffee_qty).unwrap_or_default(),
+            status: row.status,
+            status_label: row.status.label(),
+            updated_at: row.updated_at,
+        }
+    }
+}
+
 /// `2026-11-22T12:00:00.123Z`: UTC, milliseconds, as API.md shows.
 pub fn format_api_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);

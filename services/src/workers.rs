@@ -1,5 +1,6 @@
 //! The projection workers this binary runs, by name.
 
+use projections::delivery::{self, KafkaSource};
 use projections::order_view::{self, OrderReadModel};
 use projections::runner::{self, WorkerOptions};
 use projections::{Projection, ProjectionError};
@@ -7,12 +8,22 @@ use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Every projection fed from the Postgres log, by name.
-pub const KNOWN: &[&str] = &[order_view::NAME];
+/// Every projection, by name: the order read model follows the Postgres log,
+/// the delivery read model follows the Kafka topic.
+pub const KNOWN: &[&str] = &[order_view::NAME, delivery::NAME];
+
+/// The projections fed from the Postgres log alone.
+pub const LOG_FED: &[&str] = &[order_view::NAME];
 
 /// The known projections' names and descriptions.
 pub fn described() -> Vec<(&'static str, &'static str)> {
-    vec![(OrderReadModel.name(), OrderReadModel.description())]
+    vec![
+        (OrderReadModel.name(), OrderReadModel.description()),
+        (
+            delivery::NAME,
+            "the delivery side's order statuses (schema delivery), fed from the Kafka topic",
+        ),
+    ]
 }
 
 /// Checks `names` (empty: all) against [`KNOWN`].
@@ -33,21 +44,32 @@ pub fn select(names: &[String]) -> Result<Vec<&'static str>, ProjectionError> {
 }
 
 /// Starts one worker per named projection; they stop when `shutdown` is
-/// cancelled.
+/// cancelled. The delivery projection needs `kafka`.
 pub fn spawn(
     pool: &PgPool,
     names: &[&'static str],
     options: &WorkerOptions,
+    kafka: Option<&KafkaSource>,
     shutdown: &CancellationToken,
 ) -> JoinSet<Result<(), ProjectionError>> {
     let mut set = JoinSet::new();
     for name in names {
         let (pool, options, shutdown) = (pool.clone(), options.clone(), shutdown.clone());
-        match *name {
-            order_view::NAME => {
+        match (*name, kafka) {
+            (order_view::NAME, _) => {
                 set.spawn(runner::run_worker(pool, OrderReadModel, options, shutdown));
             }
-            other => tracing::error!(projection = other, "no worker for this projection"),
+            (delivery::NAME, Some(source)) => {
+                set.spawn(delivery::run_consumer(pool, source.clone(), shutdown));
+            }
+            (other, _) => {
+                let other = other.to_owned();
+                set.spawn(async move {
+                    Err(ProjectionError::Kafka(format!(
+                        "projection {other} needs KAFKA_BROKERS"
+                    )))
+                });
+            }
         }
     }
     set

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use projections::delivery::KafkaSource;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -88,6 +89,8 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
     workers: tokio::task::JoinSet<Result<(), projections::ProjectionError>>,
+    relay: Option<JoinHandle<()>>,
+    pub kafka: Option<KafkaSource>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -110,6 +113,11 @@ pub struct AppOptions {
     pub workers: bool,
     /// How long read-your-writes reads wait for the read model.
     pub read_wait: Duration,
+    /// With Kafka: the relay and the delivery projection run too, on this
+    /// topic (see [`test_kafka`]).
+    pub kafka: Option<KafkaSource>,
+    /// With Kafka: run the relay in-process (tests of relay processes say no).
+    pub relay: bool,
 }
 
 impl Default for AppOptions {
@@ -118,6 +126,8 @@ impl Default for AppOptions {
             apis: Apis::All,
             workers: true,
             read_wait: http::READ_YOUR_WRITES_WAIT,
+            kafka: None,
+            relay: true,
         }
     }
 }
@@ -131,6 +141,7 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
     let port = listener.local_addr().expect("local addr").port();
     let mut state = AppState::new(db.pool.clone(), port);
     state.read_wait = opts.read_wait;
+    state.kafka_brokers = opts.kafka.as_ref().map(|k| k.brokers.clone());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(http::serve(listener, state, apis, shutdown.clone()));
     // As `orders all` does: the projection workers beside the API.
@@ -138,12 +149,20 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         poll_interval: Duration::from_millis(50),
         ..Default::default()
     };
-    let names: &[&str] = if opts.workers {
-        services::workers::KNOWN
-    } else {
-        &[]
+    let names: &[&str] = match (opts.workers, &opts.kafka) {
+        (false, _) => &[],
+        (true, None) => services::workers::LOG_FED,
+        (true, Some(_)) => services::workers::KNOWN,
     };
-    let workers = services::workers::spawn(&db.pool, names, &options, &shutdown);
+    let workers =
+        services::workers::spawn(&db.pool, names, &options, opts.kafka.as_ref(), &shutdown);
+    let relay = opts.kafka.as_ref().filter(|_| opts.relay).map(|k| {
+        tokio::spawn(services::relay::run(
+            db.pool.clone(),
+            relay_options(k),
+            shutdown.clone(),
+        ))
+    });
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
         http: reqwest::Client::builder()
@@ -154,6 +173,8 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         shutdown,
         server: Some(server),
         workers,
+        relay,
+        kafka: opts.kafka,
     }
 }
 
@@ -324,12 +345,122 @@ impl TestApp {
         while let Some(ended) = self.workers.join_next().await {
             ended.expect("worker task").expect("worker ran");
         }
+        if let Some(relay) = self.relay.take() {
+            relay.await.expect("relay task");
+        }
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// The Kafka brokers `just test` started (`KAFKA_BROKERS`), with a topic of
+/// this test's own.
+pub fn test_kafka() -> KafkaSource {
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| {
+        panic!("KAFKA_BROKERS is not set: run the tests with `just test`, which starts a broker")
+    });
+    KafkaSource {
+        brokers: brokers.split(',').map(str::to_owned).collect(),
+        topic: format!("test-{}", uuid::Uuid::new_v4().simple()),
+        partitions: 3,
+    }
+}
+
+/// The relay's settings for tests: small polls, so tests run fast.
+pub fn relay_options(kafka: &KafkaSource) -> services::relay::RelayOptions {
+    services::relay::RelayOptions {
+        brokers: kafka.brokers.clone(),
+        topic: kafka.topic.clone(),
+        partitions: kafka.partitions,
+        batch_size: 1000,
+        poll_interval: Duration::from_millis(100),
+    }
+}
+
+/// One record read back from the topic.
+#[derive(Debug, Clone)]
+pub struct TopicRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub envelope: domain::EventEnvelope,
+}
+
+/// Every record of the topic, partition by partition, in offset order.
+pub async fn read_topic(kafka: &KafkaSource) -> Vec<TopicRecord> {
+    use rskafka::client::partition::UnknownTopicHandling;
+    let client = projections::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+        .await
+        .expect("connect to Kafka");
+    let topic = client
+        .list_topics()
+        .await
+        .expect("list topics")
+        .into_iter()
+        .find(|t| t.name == kafka.topic)
+        .expect("the topic exists");
+    let mut out = Vec::new();
+    for p in topic.partitions {
+        let pc = client
+            .partition_client(kafka.topic.clone(), p, UnknownTopicHandling::Retry)
+            .await
+            .expect("partition client");
+        let mut offset = 0;
+        loop {
+            let (records, high_watermark) = pc
+                .fetch_records(offset, 1..4_000_000, 100)
+                .await
+                .expect("fetch");
+            for r in &records {
+                out.push(TopicRecord {
+                    partition: p,
+                    offset: r.offset,
+                    key: String::from_utf8(r.record.key.clone().unwrap_or_default())
+                        .expect("utf-8 key"),
+                    headers: r
+                        .record
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                        .collect(),
+                    envelope: serde_json::from_slice(r.record.value.as_deref().unwrap_or_default())
+                        .expect("a JSON envelope"),
+                });
+            }
+            match records.last() {
+                Some(last) => offset = last.offset + 1,
+                None => break,
+            }
+            if offset >= high_watermark {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what`
+/// after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

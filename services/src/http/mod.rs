@@ -51,6 +51,8 @@ pub struct AppState {
     pub port: u16,
     /// See [`READ_YOUR_WRITES_WAIT`].
     pub read_wait: Duration,
+    /// The Kafka brokers `/readyz` checks, when configured.
+    pub kafka_brokers: Option<Vec<String>>,
 }
 
 impl AppState {
@@ -60,6 +62,7 @@ impl AppState {
             pool,
             port,
             read_wait: READ_YOUR_WRITES_WAIT,
+            kafka_brokers: None,
         }
     }
 }

@@ -1,0 +1,674 @@
+//! The delivery-status read model, fed from Kafka: the delivery side sees only
+//! what the topic carries. Its tables live in the `delivery` schema, one set
+//! per generation (`delivery.order_status_g{N}`, read through the view
+//! `delivery.order_status`); its Kafka offsets (`delivery.offsets`) commit in
+//! the same transaction as the read-model changes, so a batch takes effect
+//! once however the consumer dies. At-least-once delivery sends duplicates
+//! (a relay that crashed between produce and delete re-sends): the per-order
+//! version guard absorbs them.
+//!
+//! rskafka has no consumer groups: one consumer process holds the
+//! projection's advisory lock and reads every partition, one task each.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::{EventEnvelope, Status};
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
+use rskafka::client::Client;
+use rskafka::record::RecordAndOffset;
+use sqlx::{Acquire, PgConnection, PgExecutor, PgPool, Row};
+use time::OffsetDateTime;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::checkpoint::{self, REBUILD_LOCK, WORKER_LOCK};
+use crate::error::{ProjectionError, Result};
+use crate::kafka;
+use crate::order_view::reduce;
+use crate::runner::{sleep_or_cancel, try_lock, unlock, Backoff};
+
+/// The projection's registry name.
+pub const NAME: &str = "delivery";
+
+/// How the consumer reaches Kafka.
+#[derive(Debug, Clone)]
+pub struct KafkaSource {
+    pub brokers: Vec<String>,
+    pub topic: String,
+    /// Partitions to create the topic with if it does not exist yet.
+    pub partitions: i32,
+}
+
+/// One row of the delivery read model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub order_id: Uuid,
+    pub user_id: String,
+    pub coffee_name: String,
+    pub coffee_qty: i32,
+    pub status: Status,
+    pub ordered_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub version: i32,
+    pub last_position: i64,
+}
+
+fn table(generation: i32) -> String {
+    format!("delivery.order_status_g{generation}")
+}
+
+async fn create_generation(conn: &mut PgConnection, generation: i32) -> Result<()> {
+    let t = table(generation);
+    sqlx::query(&format!(
+        "CREATE TABLE IF NOT EXISTS {t} (
+            order_id      uuid        PRIMARY KEY,
+            user_id       text        NOT NULL,
+            coffee_name   text        NOT NULL,
+            coffee_qty    integer     NOT NULL,
+            status        text        NOT NULL CHECK (status IN
+                ('received', 'preparing', 'delivering', 'delivered', 'cancelled')),
+            ordered_at    timestamptz NOT NULL,
+            updated_at    timestamptz NOT NULL,
+            version       integer     NOT NULL,
+            last_position bigint      NOT NULL
+        )"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(&format!(
+        "CREATE INDEX IF NOT EXISTS order_status_g{generation}_status_idx
+            ON {t} (status, ordered_at, order_id)"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn publish(conn: &mut PgConnection, generation: i32) -> Result<()> {
+    sqlx::query(&format!(
+        "CREATE OR REPLACE VIEW delivery.order_status AS
+         SELECT order_id, user_id, coffee_name, coffee_qty, status, ordered_at, updated_at,
+                version, last_position
+           FROM {}",
+        table(generation)
+    ))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Registers the delivery projection (generation 1, published) unless it is.
+pub async fn install(pool: &PgPool) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(checkpoint::INSTALL_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let registered = sqlx::query("SELECT 1 FROM projections WHERE name = $1")
+        .bind(NAME)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+    if !registered {
+        create_generation(&mut tx, 1).await?;
+        sqlx::query("INSERT INTO projections (name, active_generation) VALUES ($1, 1)")
+            .bind(NAME)
+            .execute(&mut *tx)
+            .await?;
+        publish(&mut tx, 1).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Applies envelopes (one partition's, in offset order) to `generation`.
+async fn apply(conn: &mut PgConnection, generation: i32, events: &[EventEnvelope]) -> Result<()> {
+    let t = table(generation);
+    let changes = reduce(events.iter())?;
+    let (placed, moved): (Vec<_>, Vec<_>) = changes.iter().partition(|(_, c)| c.placed.is_some());
+    if !placed.is_empty() {
+        let mut ids = Vec::with_capacity(placed.len());
+        let mut users = Vec::with_capacity(placed.len());
+        let mut names = Vec::with_capacity(placed.len());
+        let mut qtys = Vec::with_capacity(placed.len());
+        let mut statuses = Vec::with_capacity(placed.len());
+        let mut ordered = Vec::with_capacity(placed.len());
+        let mut updated = Vec::with_capacity(placed.len());
+        let mut versions = Vec::with_capacity(placed.len());
+        let mut positions = Vec::with_capacity(placed.len());
+        for (id, c) in &placed {
+            let Some(p) = &c.placed else { continue };
+            ids.push(*id);
+            users.push(p.user_id.as_str());
+            names.push(p.coffee_name.as_str());
+            qtys.push(i32::try_from(p.coffee_qty.get()).unwrap_or(i32::MAX));
+            statuses.push(c.status.code());
+            ordered.push(c.ordered_at);
+            updated.push(c.updated_at);
+            versions.push(c.version);
+            positions.push(c.position);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_qty, status, ordered_at,
+                                   updated_at, version, last_position)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[],
+                                  $6::timestamptz[], $7::timestamptz[], $8::int[], $9::bigint[])
+             ON CONFLICT (order_id) DO UPDATE
+                SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
+                    version = EXCLUDED.version, last_position = EXCLUDED.last_position
+              WHERE v.version < EXCLUDED.version"
+        ))
+        .bind(&ids)
+        .bind(&users)
+        .bind(&names)
+        .bind(&qtys)
+        .bind(&statuses)
+        .bind(&ordered)
+        .bind(&updated)
+        .bind(&versions)
+        .bind(&positions)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !moved.is_empty() {
+        let ids: Vec<Uuid> = moved.iter().map(|(id, _)| *id).collect();
+        let statuses: Vec<&str> = moved.iter().map(|(_, c)| c.status.code()).collect();
+        let updated: Vec<OffsetDateTime> = moved.iter().map(|(_, c)| c.updated_at).collect();
+        let versions: Vec<i32> = moved.iter().map(|(_, c)| c.version).collect();
+        let positions: Vec<i64> = moved.iter().map(|(_, c)| c.position).collect();
+        // Duplicates and re-sent older versions fail the guard: no-ops.
+        sqlx::query(&format!(
+            "UPDATE {t} AS v
+                SET status = u.status, updated_at = u.updated_at, version = u.version,
+                    last_position = u.last_position
+               FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::int[], $5::bigint[])
+                    AS u(order_id, status, updated_at, version, last_position)
+              WHERE v.order_id = u.order_id AND v.version < u.version"
+        ))
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&updated)
+        .bind(&versions)
+        .bind(&positions)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The next offset to read of each partition, for one generation.
+pub async fn offsets(
+    conn: &mut PgConnection,
+    generation: i32,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>> {
+    let rows = sqlx::query(
+        "SELECT partition, next_offset FROM delivery.offsets WHERE generation = $1 AND topic = $2",
+    )
+    .bind(generation)
+    .bind(topic)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+/// Moves one partition's offset from `from` to `to` (compare-and-set), counting
+/// the events applied.
+async fn advance(
+    conn: &mut PgConnection,
+    generation: i32,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+    applied: i64,
+) -> Result<()> {
+    let updated = sqlx::query(
+        "INSERT INTO delivery.offsets AS o (generation, topic, partition, next_offset, events_applied)
+         VALUES ($1, $2, $3, $5, $6)
+         ON CONFLICT (generation, topic, partition) DO UPDATE
+            SET next_offset = EXCLUDED.next_offset,
+                events_applied = o.events_applied + EXCLUDED.events_applied,
+                updated_at = clock_timestamp()
+          WHERE o.next_offset = $4",
+    )
+    .bind(generation)
+    .bind(topic)
+    .bind(partition)
+    .bind(from)
+    .bind(to)
+    .bind(applied)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    if updated == 1 {
+        Ok(())
+    } else {
+        Err(ProjectionError::CheckpointMoved {
+            name: NAME.to_owned(),
+        })
+    }
+}
+
+/// Decodes fetched records; a record that is not one of our envelopes (a
+/// foreign producer on the topic) is logged and passed over, never applied.
+fn decode(records: &[RecordAndOffset], partition: i32) -> Vec<EventEnvelope> {
+    records
+        .iter()
+        .filter_map(|r| {
+            let value = r.record.value.as_deref().unwrap_or_default();
+            match serde_json::from_slice::<EventEnvelope>(value) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::error!(partition, offset = r.offset, error = %e, "not an order event envelope; passed over");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Fetches from `offset`; an offset the broker no longer has (retention)
+/// restarts at the earliest it has.
+async fn fetch(
+    client: &PartitionClient,
+    offset: i64,
+    max_wait_ms: i32,
+) -> std::result::Result<(Vec<RecordAndOffset>, i64, i64), KafkaError> {
+    match client
+        .fetch_records(offset, 1..4_000_000, max_wait_ms)
+        .await
+    {
+        Ok((records, high_watermark)) => Ok((records, high_watermark, offset)),
+        Err(KafkaError::ServerError {
+            protocol_error: ProtocolError::OffsetOutOfRange,
+            ..
+        }) => {
+            let earliest = client.get_offset(OffsetAt::Earliest).await?;
+            if earliest <= offset {
+                // Past the end: nothing there yet.
+                return Ok((Vec::new(), offset, offset));
+            }
+            tracing::warn!(
+                partition = client.partition(),
+                offset,
+                earliest,
+                "offset no longer on the broker; continuing at the earliest"
+            );
+            let (records, hwm) = client
+                .fetch_records(earliest, 1..4_000_000, max_wait_ms)
+                .await?;
+            Ok((records, hwm, earliest))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One batch of one partition into `generation`, in one transaction. Returns
+/// the records consumed.
+async fn step_partition(
+    conn: &mut PgConnection,
+    client: &PartitionClient,
+    topic: &str,
+    generation: Option<i32>,
+    max_wait_ms: i32,
+) -> Result<usize> {
+    let partition = client.partition();
+    let live = generation.is_none();
+    let generation = match generation {
+        Some(g) => g,
+        None => checkpoint::active_generation(conn, NAME).await?,
+    };
+    let from = offsets(conn, generation, topic)
+        .await?
+        .get(&partition)
+        .copied()
+        .unwrap_or(0);
+    let (records, _, _) = fetch(client, from, max_wait_ms)
+        .await
+        .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
+    let Some(last) = records.last() else {
+        return Ok(0);
+    };
+    let next = last.offset + 1;
+    let events = decode(&records, partition);
+    let mut tx = conn.begin().await?;
+    if live && checkpoint::active_generation_locked(&mut tx, NAME).await? != generation {
+        tx.rollback().await?;
+        return Err(ProjectionError::CheckpointMoved {
+            name: NAME.to_owned(),
+        });
+    }
+    apply(&mut tx, generation, &events).await?;
+    advance(
+        &mut tx,
+        generation,
+        topic,
+        partition,
+        from,
+        next,
+        i64::try_from(events.len()).unwrap_or(i64::MAX),
+    )
+    .await?;
+    crate::failpoint::hit(crate::failpoint::PROJECTION_BEFORE_COMMIT);
+    tx.commit().await?;
+    tracing::debug!(
+        partition,
+        events = events.len(),
+        next_offset = next,
+        "delivery batch applied"
+    );
+    Ok(records.len())
+}
+
+/// Runs the delivery projection until `shutdown`: waits for its lock,
+/// connects to Kafka (retrying while the broker is down), then consumes every
+/// partition of the topic, one task each.
+pub async fn run_consumer(
+    pool: PgPool,
+    source: KafkaSource,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut backoff = Backoff::new();
+    let mut waiting_logged = false;
+    while !shutdown.is_cancelled() {
+        let mut lock_conn = match pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => {
+                let delay = backoff.next();
+                tracing::warn!(projection = NAME, error = %e, ?delay, "no database connection; retrying");
+                sleep_or_cancel(delay, &shutdown).await;
+                continue;
+            }
+        };
+        match try_lock(&mut lock_conn, WORKER_LOCK, NAME).await {
+            Ok(true) => {}
+            Ok(false) => {
+                if !waiting_logged {
+                    tracing::info!(
+                        projection = NAME,
+                        "another consumer runs this projection; waiting for its lock"
+                    );
+                    waiting_logged = true;
+                }
+                drop(lock_conn);
+                sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+                continue;
+            }
+            Err(e) => {
+                let delay = backoff.next();
+                tracing::warn!(projection = NAME, error = %e, ?delay, "cannot take the consumer lock; retrying");
+                sleep_or_cancel(delay, &shutdown).await;
+                continue;
+            }
+        }
+        waiting_logged = false;
+        let result = consume(&pool, &source, &shutdown, &mut backoff).await;
+        let _ = unlock(&mut lock_conn, WORKER_LOCK, NAME).await;
+        match result {
+            Ok(()) => {}
+            Err(e @ ProjectionError::Unknown(_)) => return Err(e),
+            Err(e) => {
+                let delay = backoff.next();
+                tracing::warn!(projection = NAME, error = %e, ?delay, "delivery consumer failed; retrying");
+                sleep_or_cancel(delay, &shutdown).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn connect_topic(source: &KafkaSource) -> Result<(Arc<Client>, Vec<i32>)> {
+    let client = kafka::connect(&source.brokers, Duration::from_secs(5))
+        .await
+        .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
+    let partitions = kafka::ensure_topic(&client, &source.topic, source.partitions)
+        .await
+        .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
+    Ok((Arc::new(client), partitions))
+}
+
+async fn consume(
+    pool: &PgPool,
+    source: &KafkaSource,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> Result<()> {
+    let (client, partitions) = connect_topic(source).await?;
+    tracing::info!(projection = NAME, topic = %source.topic, ?partitions, "delivery consumer running");
+    let stop = shutdown.child_token();
+    let mut tasks = JoinSet::new();
+    for partition in partitions {
+        let pc = client
+            .partition_client(source.topic.clone(), partition, UnknownTopicHandling::Retry)
+            .await
+            .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
+        let (pool, topic, stop) = (pool.clone(), source.topic.clone(), stop.clone());
+        tasks.spawn(async move {
+            let mut conn = pool.acquire().await?;
+            while !stop.is_cancelled() {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    stepped = step_partition(&mut conn, &pc, &topic, None, 250) => match stepped {
+                        Ok(_) | Err(ProjectionError::CheckpointMoved { .. }) => {}
+                        Err(e) => return Err(e),
+                    },
+                }
+            }
+            Ok(())
+        });
+    }
+    backoff.reset();
+    // The first task to fail stops the others; the caller reconnects.
+    let mut result = Ok(());
+    while let Some(ended) = tasks.join_next().await {
+        let ended = ended.unwrap_or_else(|e| Err(ProjectionError::Kafka(format!("task: {e}"))));
+        if let Err(e) = ended {
+            stop.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}
+
+/// Rebuilds the delivery read model by replaying the topic from its earliest
+/// offset into a new generation, then switching atomically, as
+/// [`crate::operate::rebuild`] does for the log-fed model. Returns the new
+/// generation and the records replayed.
+pub async fn rebuild(
+    pool: &PgPool,
+    source: &KafkaSource,
+    mut progress: impl FnMut(u64),
+) -> Result<(i32, i32, u64)> {
+    let mut lock_conn = pool.acquire().await?;
+    if !try_lock(&mut lock_conn, REBUILD_LOCK, NAME).await? {
+        return Err(ProjectionError::Busy {
+            name: NAME.to_owned(),
+            what: "rebuilding",
+        });
+    }
+    let (client, partitions) = connect_topic(source).await?;
+    let mut conn = pool.acquire().await?;
+    let old = checkpoint::active_generation(&mut conn, NAME).await?;
+    let new = old + 1;
+    {
+        let mut tx = conn.begin().await?;
+        sqlx::query(&format!("DROP TABLE IF EXISTS {}", table(new)))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM delivery.offsets WHERE generation = $1")
+            .bind(new)
+            .execute(&mut *tx)
+            .await?;
+        create_generation(&mut tx, new).await?;
+        tx.commit().await?;
+    }
+    let mut clients = Vec::new();
+    for partition in &partitions {
+        clients.push(
+            client
+                .partition_client(
+                    source.topic.clone(),
+                    *partition,
+                    UnknownTopicHandling::Retry,
+                )
+                .await
+                .map_err(|e| ProjectionError::Kafka(e.to_string()))?,
+        );
+    }
+    // 1. Replay every partition to its end while the live generation serves.
+    let mut done = 0u64;
+    for pc in &clients {
+        loop {
+            let n = step_partition(&mut conn, pc, &source.topic, Some(new), 100).await?;
+            done += n as u64;
+            progress(done);
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    // 2. Switch under the registry lock (live batches wait for it), after
+    //    catching up to wherever the live generation got meanwhile.
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT 1 FROM projections WHERE name = $1 FOR UPDATE")
+        .bind(NAME)
+        .execute(&mut *tx)
+        .await?;
+    let live = offsets(&mut tx, old, &source.topic).await?;
+    for pc in &clients {
+        let target = live.get(&pc.partition()).copied().unwrap_or(0);
+        loop {
+            let at = offsets(&mut tx, new, &source.topic)
+                .await?
+                .get(&pc.partition())
+                .copied()
+                .unwrap_or(0);
+            if at >= target {
+                break;
+            }
+            let n = step_partition(&mut tx, pc, &source.topic, Some(new), 100).await?;
+            done += n as u64;
+            progress(done);
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    sqlx::query(
+        "UPDATE projections SET active_generation = $2, switched_at = clock_timestamp() WHERE name = $1",
+    )
+    .bind(NAME)
+    .bind(new)
+    .execute(&mut *tx)
+    .await?;
+    publish(&mut tx, new).await?;
+    tx.commit().await?;
+    // 3. The old generation has no readers left.
+    {
+        let mut tx = conn.begin().await?;
+        sqlx::query(&format!("DROP TABLE IF EXISTS {}", table(old)))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM delivery.offsets WHERE generation = $1")
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    unlock(&mut lock_conn, REBUILD_LOCK, NAME).await?;
+    Ok((old, new, done))
+}
+
+const ROW_COLUMNS: &str =
+    "order_id, user_id, coffee_name, coffee_qty, status, ordered_at, updated_at, version, last_position";
+
+fn decode_row(row: &sqlx::postgres::PgRow) -> Result<DeliveryRow> {
+    let status: String = row.try_get("status")?;
+    let status = status
+        .parse::<Status>()
+        .map_err(|e| ProjectionError::Database(sqlx::Error::Decode(Box::new(e))))?;
+    Ok(DeliveryRow {
+        order_id: row.try_get("order_id")?,
+        user_id: row.try_get("user_id")?,
+        coffee_name: row.try_get("coffee_name")?,
+        coffee_qty: row.try_get("coffee_qty")?,
+        status,
+        ordered_at: row.try_get("ordered_at")?,
+        updated_at: row.try_get("updated_at")?,
+        version: row.try_get("version")?,
+        last_position: row.try_get("last_position")?,
+    })
+}
+
+/// Every order now in `status`, oldest order first.
+pub async fn list_by_status<'e>(
+    db: impl PgExecutor<'e>,
+    status: Status,
+) -> Result<Vec<DeliveryRow>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ROW_COLUMNS} FROM delivery.order_status WHERE status = $1 ORDER BY ordered_at, order_id"
+    ))
+    .bind(status.code())
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(decode_row).collect()
+}
+
+/// One order's delivery status.
+pub async fn get<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<Option<DeliveryRow>> {
+    let row = sqlx::query(&format!(
+        "SELECT {ROW_COLUMNS} FROM delivery.order_status WHERE order_id = $1"
+    ))
+    .bind(order_id)
+    .fetch_optional(db)
+    .await?;
+    row.as_ref().map(decode_row).transpose()
+}
+
+/// Every row, by order id (for verification).
+pub async fn all_rows<'e>(db: impl PgExecutor<'e>) -> Result<Vec<DeliveryRow>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ROW_COLUMNS} FROM delivery.order_status ORDER BY order_id"
+    ))
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(decode_row).collect()
+}
+
+/// Events the delivery projection has applied (sum over partitions).
+pub async fn events_applied<'e>(db: impl PgExecutor<'e>) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(sum(o.events_applied), 0)::bigint FROM delivery.offsets o
+           JOIN projections p ON p.name = 'delivery' AND p.active_generation = o.generation",
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// The fold of the log as the delivery model must show it (for verification).
+pub fn expected_from_orders(orders: &[crate::OrderRow]) -> Vec<DeliveryRow> {
+    orders
+        .iter()
+        .map(|o| DeliveryRow {
+            order_id: o.order_id,
+            user_id: o.user_id.clone(),
+            coffee_name: o.coffee_name.clone(),
+            coffee_qty: o.coffee_qty,
+            status: o.status,
+            ordered_at: o.ordered_at,
+            updated_at: o.updated_at,
+            version: o.version,
+            last_position: o.last_position,
+        })
+        .collect()
+}

@@ -1,0 +1,148 @@
+//! The Kafka side shared by the relay (producer) and the delivery projection
+//! (consumer): connecting, the topic, and which partition an order goes to.
+
+use std::time::Duration;
+
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::BackoffConfig;
+
+/// Connects to the bootstrap brokers. Requests give up after `deadline`
+/// instead of retrying forever (rskafka's default), so callers see a broker
+/// that is down and handle it themselves.
+pub async fn connect(brokers: &[String], deadline: Duration) -> Result<Client, KafkaError> {
+    ClientBuilder::new(brokers.to_vec())
+        .client_id("orders")
+        .backoff_config(BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+            base: 2.0,
+            deadline: Some(deadline),
+        })
+        .build()
+        .await
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists, and returns
+/// the partitions it has (an existing topic keeps its own count).
+pub async fn ensure_topic(
+    client: &Client,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<i32>, KafkaError> {
+    if let Some(found) = find_topic(client, topic).await? {
+        return Ok(found);
+    }
+    match client
+        .controller_client()?
+        .create_topic(topic, partitions, 1, 5_000)
+        .await
+    {
+        Ok(()) => tracing::info!(topic, partitions, "topic created"),
+        Err(KafkaError::ServerError {
+            protocol_error: ProtocolError::TopicAlreadyExists,
+            ..
+        }) => {}
+        Err(e) => return Err(e),
+    }
+    // Metadata can lag a creation briefly.
+    for _ in 0..50 {
+        if let Some(found) = find_topic(client, topic).await? {
+            return Ok(found);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(KafkaError::InvalidResponse(format!(
+        "topic {topic} was created but does not show in the metadata"
+    )))
+}
+
+async fn find_topic(client: &Client, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
+    Ok(client
+        .list_topics()
+        .await?
+        .into_iter()
+        .find(|t| t.name == topic && !t.partitions.is_empty())
+        .map(|t| t.partitions.into_iter().collect()))
+}
+
+/// The partition for a record key: Kafka's default partitioner (murmur2 of
+/// the key, made positive, modulo the partition count), so any Kafka
+/// producer keyed by order id agrees with this one.
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    let partitions = partitions.max(1);
+    // `toPositive` in Kafka: clear the sign bit.
+    ((murmur2(key) & 0x7fff_ffff) as i32) % partitions
+}
+
+/// MurmurHash2 (32-bit) with Kafka's seed, as `org.apache.kafka.common.utils.Utils.murmur2`.
+fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = SEED ^ (len as u32);
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafkas_reference_values() {
+        // From Kafka's UtilsTest.testMurmur2.
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973932308),
+            (b"foobar", -790332482),
+            (b"a-little-bit-long-string", -985981536),
+            (b"a-little-bit-longer-string", -1486304829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
+            (b"abc", 479470107),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(
+                murmur2(key) as i32,
+                expected,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+
+    #[test]
+    fn partitions_are_in_range_and_stable() {
+        for n in 1..=12 {
+            let key = format!("order-{n}");
+            let p = partition_for(key.as_bytes(), n);
+            assert!((0..n).contains(&p));
+            assert_eq!(p, partition_for(key.as_bytes(), n));
+        }
+    }
+}

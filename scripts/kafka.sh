@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Makes a Kafka-protocol broker available and prints `export KAFKA_BROKERS=…`
+# (and TANSU_BIN) for eval.
+#
+# 1. If KAFKA_BROKERS is set and answers, use it as it is.
+# 2. Otherwise start Tansu (a Kafka-protocol broker from crates.io), installing
+#    it first if it is missing (`cargo install tansu`: about 12 minutes on
+#    2 cores, once). Two flavours, each on its own free port:
+#      memory   - in-memory storage, for tests and benchmarks (the default)
+#      durable  - SQLite storage under .local/kafka/durable, for `just run`
+#
+# Usage: eval "$(scripts/kafka.sh [memory|durable])"
+#        scripts/kafka.sh stop            # stop both
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+base="$root/.local/kafka"
+export PATH="$HOME/.cargo/bin:$PATH"
+log() { printf '%s\n' "kafka.sh: $*" >&2; }
+
+answers() { # host:port[,host:port...] -> true if the first answers TCP
+    local first=${1%%,*} host port
+    host=${first%:*}; port=${first##*:}
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+}
+
+free_port() {
+    local port
+    for port in $(seq "$1" $(( $1 + 100 ))); do
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"; return
+        fi
+    done
+    log "no free port from $1"; exit 1
+}
+
+stop_one() { # dir
+    local dir=$1 pid
+    [ -f "$dir/pid" ] || return 0
+    pid=$(cat "$dir/pid")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        log "stopped the broker in $dir"
+    fi
+    rm -f "$dir/pid"
+}
+
+if [ "${1:-}" = "stop" ]; then
+    stop_one "$base/memory"; stop_one "$base/durable"
+    exit 0
+fi
+flavour=${1:-memory}
+case "$flavour" in memory|durable) ;; *) log "unknown flavour $flavour (memory|durable)"; exit 2 ;; esac
+
+tansu_bin() {
+    if [ -n "${TANSU_BIN:-}" ] && [ -x "$TANSU_BIN" ]; then echo "$TANSU_BIN"; return; fi
+    command -v tansu 2>/dev/null && return
+    return 1
+}
+
+if [ -n "${KAFKA_BROKERS:-}" ] && [ -z "${ORDERS_LOCAL_KAFKA:-}" ] && answers "$KAFKA_BROKERS"; then
+    log "using KAFKA_BROKERS (it answers)"
+    printf 'export KAFKA_BROKERS=%q\n' "$KAFKA_BROKERS"
+    bin=$(tansu_bin || true)
+    [ -n "$bin" ] && printf 'export TANSU_BIN=%q\n' "$bin"
+    exit 0
+fi
+
+if ! bin=$(tansu_bin); then
+    log "installing Tansu from crates.io (once; about 12 minutes on 2 cores)"
+    cargo install tansu --locked --features dynostore,libsql >&2
+    bin=$(tansu_bin)
+fi
+
+dir="$base/$flavour"
+mkdir -p "$dir"
+port=""
+[ -f "$dir/port" ] && port=$(cat "$dir/port")
+running=false
+if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null && [ -n "$port" ] && answers "127.0.0.1:$port"; then
+    running=true
+fi
+if ! $running; then
+    start=59092; [ "$flavour" = durable ] && start=59192
+    port=$(free_port "$start"); echo "$port" > "$dir/port"
+    if [ "$flavour" = durable ]; then storage="sqlite://tansu.db"; else storage="memory://tansu/"; fi
+    log "starting Tansu ($flavour) on 127.0.0.1:$port"
+    # Tansu reads some settings from the environment: pass only ours. It runs
+    # in its own session, detached from this script's stdout (which `eval
+    # "$(…)"` reads to the end).
+    cd "$dir"
+    env -u STORAGE_ENGINE -u LISTENER_URL -u ADVERTISED_LISTENER_URL \
+        setsid nohup "$bin" broker \
+            --listener-url "tcp://127.0.0.1:$port" \
+            --advertised-listener-url "tcp://127.0.0.1:$port" \
+            --storage-engine "$storage" </dev/null >"$dir/broker.log" 2>&1 &
+    echo $! > "$dir/pid"
+    cd "$root"
+    for _ in $(seq 100); do
+        answers "127.0.0.1:$port" && break
+        if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+            log "Tansu exited; see $dir/broker.log"; tail -n 20 "$dir/broker.log" >&2; exit 1
+        fi
+        sleep 0.2
+    done
+    answers "127.0.0.1:$port" || { log "Tansu did not answer on $port; see $dir/broker.log"; exit 1; }
+fi
+printf 'export KAFKA_BROKERS=%q\n' "127.0.0.1:$port"
+printf 'export TANSU_BIN=%q\n' "$bin"

@@ -1,0 +1,298 @@
+//! Faults on the Kafka path: the broker down while orders arrive, the relay
+//! killed between produce and delete, two relays at once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use e2e::{eventually, orders_bin, read_topic, spawn_app_opts, test_kafka, AppOptions, TestApp};
+use projections::delivery::KafkaSource;
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn tansu_bin() -> PathBuf {
+    std::env::var_os("TANSU_BIN")
+        .map(PathBuf::from)
+        .expect("TANSU_BIN is not set: run the tests with `just test`")
+}
+
+/// A Tansu broker of this test's own, with SQLite storage in `dir` so that
+/// it keeps its topics across a restart.
+async fn start_broker(dir: &Path, port: u16) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(tansu_bin())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .current_dir(dir)
+        .env_remove("STORAGE_ENGINE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tansu");
+    eventually(Duration::from_secs(20), "the broker to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    child
+}
+
+async fn stop(mut child: Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+    }
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        child.kill().await.expect("kill");
+    }
+}
+
+async fn delivery_rows(app: &TestApp) -> BTreeMap<uuid::Uuid, i32> {
+    projections::delivery::all_rows(&app.db.pool)
+        .await
+        .expect("delivery rows")
+        .into_iter()
+        .map(|r| (r.order_id, r.version))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orders_are_accepted_while_the_broker_is_down_and_delivered_once_it_returns() {
+    let dir = std::env::temp_dir().join(format!("tansu-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("broker dir");
+    let port = free_port();
+    let broker = start_broker(&dir, port).await;
+    let kafka = KafkaSource {
+        brokers: vec![format!("127.0.0.1:{port}")],
+        ..test_kafka()
+    };
+    let app = std::sync::Arc::new(
+        spawn_app_opts(AppOptions {
+            kafka: Some(kafka),
+            ..AppOptions::default()
+        })
+        .await,
+    );
+    let first = app.place_ok("rita").await;
+    eventually(
+        Duration::from_secs(10),
+        "the first order delivered",
+        || async {
+            (app.get(&format!("/delivery-ms/rita/{first}")).await.status == 200).then_some(())
+        },
+    )
+    .await;
+
+    stop(broker).await;
+    let mut tasks = Vec::new();
+    for t in 0..10 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..50 {
+                let r = app
+                    .place(
+                        &format!("user{t}"),
+                        json!({"coffee_name": "latte", "coffee_price": "4500"}),
+                    )
+                    .await;
+                statuses.push(r.status.as_u16());
+            }
+            statuses
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        created += t.await.expect("task").iter().filter(|s| **s == 201).count();
+    }
+    assert_eq!(
+        created, 500,
+        "every order is accepted while the broker is down"
+    );
+    assert!(
+        app.db.outbox().await >= 500,
+        "their events wait in the outbox"
+    );
+    let ready = app.get("/readyz").await;
+    assert_eq!(
+        ready.status, 503,
+        "readiness reports the broker: {}",
+        ready.text
+    );
+
+    let broker = start_broker(&dir, port).await;
+    eventually(
+        Duration::from_secs(90),
+        "501 orders on the delivery side",
+        || async { (delivery_rows(&app).await.len() == 501).then_some(()) },
+    )
+    .await;
+    eventually(Duration::from_secs(30), "an empty outbox", || async {
+        (app.db.outbox().await == 0).then_some(())
+    })
+    .await;
+    let rows = delivery_rows(&app).await;
+    assert!(
+        rows.values().all(|v| *v == 1),
+        "each order applied once, at version 1"
+    );
+    assert_eq!(app.get("/readyz").await.status, 200);
+    stop(broker).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn relay_process(app: &TestApp, failpoint: Option<&str>) -> Child {
+    let kafka = app.kafka.as_ref().expect("kafka");
+    let mut cmd = Command::new(orders_bin());
+    cmd.arg("relay")
+        .env("DATABASE_URL", &app.db.url)
+        .env("KAFKA_BROKERS", kafka.brokers.join(","))
+        .env("KAFKA_TOPIC", &kafka.topic)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(f) = failpoint {
+        cmd.env("ORDERS_FAILPOINT", f);
+    }
+    cmd.spawn().expect("start orders relay")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_between_produce_and_delete_duplicates_nothing_in_the_read_model() {
+    let app = spawn_app_opts(AppOptions {
+        kafka: Some(test_kafka()),
+        relay: false,
+        ..AppOptions::default()
+    })
+    .await;
+    for i in 0..50 {
+        let id = app.place_ok("sam").await;
+        if i % 5 == 0 {
+            app.move_to("sam", &id, "preparing", &[]).await.ok(200);
+        }
+    }
+    let events = app.db.events().await;
+    let mut crashing = relay_process(&app, Some("relay.after_produce:1")).await;
+    let status = tokio::time::timeout(Duration::from_secs(30), crashing.wait())
+        .await
+        .expect("the relay dies at the failpoint")
+        .expect("wait");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(6),
+        "aborted after the broker acknowledged"
+    );
+    assert_eq!(
+        app.db.outbox().await,
+        events,
+        "nothing was marked published"
+    );
+
+    let relay = relay_process(&app, None).await;
+    eventually(Duration::from_secs(30), "an empty outbox", || async {
+        (app.db.outbox().await == 0).then_some(())
+    })
+    .await;
+    stop(relay).await;
+    let records = read_topic(app.kafka.as_ref().expect("kafka")).await;
+    assert_eq!(
+        records.len() as i64,
+        2 * events,
+        "every event was sent twice"
+    );
+    eventually(Duration::from_secs(10), "every record consumed", || async {
+        let applied = projections::delivery::events_applied(&app.db.pool)
+            .await
+            .ok()?;
+        (applied == 2 * events).then_some(())
+    })
+    .await;
+    let (_, fold) = e2e::order_model_and_fold(&app.db.pool).await;
+    let expected: BTreeMap<_, _> = fold.iter().map(|o| (o.order_id, o.version)).collect();
+    assert_eq!(
+        delivery_rows(&app).await,
+        expected,
+        "duplicates absorbed: the model equals the fold"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_relays_publish_every_event_in_order_even_when_one_dies() {
+    let app = std::sync::Arc::new(
+        spawn_app_opts(AppOptions {
+            kafka: Some(test_kafka()),
+            relay: false,
+            ..AppOptions::default()
+        })
+        .await,
+    );
+    let mut first = relay_process(&app, None).await;
+    let second = relay_process(&app, None).await;
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..40 {
+                let id = app.place_ok(&format!("tw{t}")).await;
+                app.move_to(&format!("tw{t}"), &id, "preparing", &[])
+                    .await
+                    .ok(200);
+                app.move_to(&format!("tw{t}"), &id, "delivering", &[])
+                    .await
+                    .ok(200);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.kill().await.expect("kill -9 one relay");
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    eventually(Duration::from_secs(30), "an empty outbox", || async {
+        (app.db.outbox().await == 0).then_some(())
+    })
+    .await;
+    stop(second).await;
+
+    let records = read_topic(app.kafka.as_ref().expect("kafka")).await;
+    let mut seen: HashSet<(String, u64)> = HashSet::new();
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &records {
+        let k = (r.key.clone(), r.envelope.version);
+        if !seen.insert(k) {
+            continue; // an at-least-once re-send
+        }
+        let prev = last.insert(r.key.clone(), r.envelope.version).unwrap_or(0);
+        assert_eq!(
+            r.envelope.version,
+            prev + 1,
+            "order {}: version {} after {prev}",
+            r.key,
+            r.envelope.version
+        );
+    }
+    assert_eq!(seen.len() as i64, app.db.events().await, "no event lost");
+}
