@@ -28,6 +28,10 @@ bench-gap *ARGS:
 bench-rebuild *ARGS:
     bench/rebuild.sh {{ARGS}}
 
+# Relay drain (100k backlog) against raw rskafka produce, and commit → delivery latency.
+bench-kafka:
+    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; cargo bench -p e2e --bench kafka_path
+
 # Check formatting and lints (clippy with warnings as errors).
 lint:
     cargo fmt --all -- --check

@@ -34,6 +34,11 @@ use crate::runner::{sleep_or_cancel, try_lock, unlock, Backoff};
 /// The projection's registry name.
 pub const NAME: &str = "delivery";
 
+/// How long a fetch waits for records. Brokers that do not wake a waiting
+/// fetch when records arrive (Tansu) add up to this much latency, so it is
+/// short; an idle partition then costs 20 small fetches a second.
+const FETCH_WAIT_MS: i32 = 50;
+
 /// How the consumer reaches Kafka.
 #[derive(Debug, Clone)]
 pub struct KafkaSource {
@@ -456,7 +461,7 @@ async fn consume(
             while !stop.is_cancelled() {
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    stepped = step_partition(&mut conn, &pc, &topic, None, 250) => match stepped {
+                    stepped = step_partition(&mut conn, &pc, &topic, None, FETCH_WAIT_MS) => match stepped {
                         Ok(_) | Err(ProjectionError::CheckpointMoved { .. }) => {}
                         Err(e) => return Err(e),
                     },

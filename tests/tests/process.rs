@@ -16,10 +16,12 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn migrate_applies_the_schema_to_an_empty_database() {
     let db = TestDb::create().await;
-    sqlx::raw_sql("DROP SCHEMA public CASCADE; DROP SCHEMA IF EXISTS delivery CASCADE; CREATE SCHEMA public")
-        .execute(&db.pool)
-        .await
-        .expect("empty the database");
+    sqlx::raw_sql(
+        "DROP SCHEMA public CASCADE; DROP SCHEMA IF EXISTS delivery CASCADE; CREATE SCHEMA public",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("empty the database");
     let status = Command::new(orders_bin())
         .arg("migrate")
         .env("DATABASE_URL", &db.url)

@@ -1,0 +1,220 @@
+//! Benchmarks of the Kafka path, each printed against a baseline measured in
+//! the same run (absolute numbers are noise on a shared 2-core machine):
+//!
+//! - relay drain: a 100,000-row outbox backlog published by the relay, against
+//!   rskafka producing the same records to the same broker directly;
+//! - commit → delivery read model latency at a fixed rate of orders.
+//!
+//! Run with `just bench-kafka` (needs DATABASE_URL and KAFKA_BROKERS).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e::{relay_options, spawn_app_opts, test_kafka, AppOptions, TestDb};
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::record::Record;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+const BACKLOG_ORDERS: i64 = 49_000; // ≈ 100,000 events
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (relay_rate, raw_rate, events) = relay_drain().await;
+    println!("\nrelay drain of {events} outbox rows");
+    println!("  baseline: rskafka produce, same records    {raw_rate:>10.0} events/s   1.00");
+    println!(
+        "  orders relay (read, produce, delete)         {relay_rate:>10.0} events/s   {:.2}",
+        relay_rate / raw_rate
+    );
+    let (p50, p99, n, rate) = delivery_latency().await;
+    println!("\ncommit → delivery read model, {n} orders at {rate} orders/s");
+    println!(
+        "  p50 {:.1} ms   p99 {:.1} ms",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+}
+
+async fn relay_drain() -> (f64, f64, i64) {
+    let db = TestDb::create().await;
+    let seed = include_str!("../../bench/seed-events.sql")
+        .replace(":orders", &BACKLOG_ORDERS.to_string())
+        .replace("\\set ON_ERROR_STOP on", "");
+    sqlx::raw_sql(&seed)
+        .execute(&db.pool)
+        .await
+        .expect("seed the log");
+    sqlx::query("INSERT INTO outbox (position, stream_id) SELECT position, stream_id FROM events")
+        .execute(&db.pool)
+        .await
+        .expect("fill the outbox");
+    let events = db.events().await;
+
+    // Baseline: the same envelopes, produced straight to a fresh topic.
+    let kafka = test_kafka();
+    let client = projections::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+        .await
+        .expect("connect");
+    let raw_topic = format!("{}-raw", kafka.topic);
+    let partitions = projections::kafka::ensure_topic(&client, &raw_topic, 3)
+        .await
+        .expect("topic");
+    let rows = sqlx::query(&format!(
+        "SELECT {} FROM events ORDER BY position",
+        projections::EVENT_COLUMNS
+    ))
+    .fetch_all(&db.pool)
+    .await
+    .expect("events");
+    let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    for row in &rows {
+        let e = projections::decode_event_row(row).expect("event");
+        let key = e.stream_id.to_string();
+        let p = projections::kafka::partition_for(key.as_bytes(), 3);
+        by_partition.entry(p).or_default().push(Record {
+            key: Some(key.into_bytes()),
+            value: Some(serde_json::to_vec(&e).expect("json")),
+            headers: BTreeMap::new(),
+            timestamp: Default::default(),
+        });
+    }
+    let mut clients = HashMap::new();
+    for p in partitions {
+        clients.insert(
+            p,
+            client
+                .partition_client(raw_topic.clone(), p, UnknownTopicHandling::Retry)
+                .await
+                .expect("partition client"),
+        );
+    }
+    let started = Instant::now();
+    let mut batches: BTreeMap<i32, Vec<Vec<Record>>> = BTreeMap::new();
+    for (p, records) in by_partition {
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            batches
+                .entry(p)
+                .or_default()
+                .push(records.by_ref().take(1000).collect());
+        }
+    }
+    // As the relay does: one produce per partition at a time, partitions in parallel.
+    let sends = batches.into_iter().map(|(p, batches)| {
+        let pc = clients.get(&p).expect("client");
+        async move {
+            for b in batches {
+                pc.produce(b, Compression::NoCompression)
+                    .await
+                    .expect("produce");
+            }
+        }
+    });
+    futures::future::join_all(sends).await;
+    let raw = started.elapsed();
+
+    // The relay, draining the backlog.
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let relay = tokio::spawn(services::relay::run(
+        db.pool.clone(),
+        relay_options(&kafka),
+        stop.clone(),
+    ));
+    loop {
+        if db.outbox().await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained = started.elapsed();
+    stop.cancel();
+    relay.await.expect("relay");
+    let n = events as f64;
+    (n / drained.as_secs_f64(), n / raw.as_secs_f64(), events)
+}
+
+async fn delivery_latency() -> (Duration, Duration, usize, u32) {
+    const RATE: u32 = 200;
+    const SECONDS: u32 = 10;
+    let app = Arc::new(
+        spawn_app_opts(AppOptions {
+            kafka: Some(test_kafka()),
+            ..AppOptions::default()
+        })
+        .await,
+    );
+    // Warm up: the topic exists and the consumer runs.
+    let id = app.place_ok("warmup").await;
+    while app.get(&format!("/delivery-ms/warmup/{id}")).await.status != 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let committed: Arc<Mutex<HashMap<uuid::Uuid, Instant>>> = Arc::default();
+    let seen: Arc<Mutex<HashMap<uuid::Uuid, Instant>>> = Arc::default();
+    let stop = CancellationToken::new();
+    // A poller stamps when each order first shows in the delivery model.
+    let poller = {
+        let (pool, committed, seen, stop) = (
+            app.db.pool.clone(),
+            committed.clone(),
+            seen.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let pending: Vec<uuid::Uuid> = {
+                    let c = committed.lock().await;
+                    let s = seen.lock().await;
+                    c.keys().filter(|k| !s.contains_key(*k)).copied().collect()
+                };
+                if !pending.is_empty() {
+                    let found: Vec<uuid::Uuid> = sqlx::query_scalar(
+                        "SELECT order_id FROM delivery.order_status WHERE order_id = ANY($1)",
+                    )
+                    .bind(&pending)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("poll");
+                    let now = Instant::now();
+                    let mut s = seen.lock().await;
+                    for f in found {
+                        s.entry(f).or_insert(now);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / RATE);
+    let mut placing = Vec::new();
+    for i in 0..RATE * SECONDS {
+        ticker.tick().await;
+        let (app, committed) = (app.clone(), committed.clone());
+        placing.push(tokio::spawn(async move {
+            let id = app.place_ok(&format!("lat{}", i % 50)).await;
+            let at = Instant::now();
+            committed.lock().await.insert(id.parse().expect("uuid"), at);
+        }));
+    }
+    for p in placing {
+        p.await.expect("place");
+    }
+    let total = committed.lock().await.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().await.len() < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    poller.await.expect("poller");
+    let c = committed.lock().await;
+    let s = seen.lock().await;
+    let mut latencies: Vec<Duration> = c
+        .iter()
+        .filter_map(|(id, at)| s.get(id).map(|seen| seen.saturating_duration_since(*at)))
+        .collect();
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (pick(0.50), pick(0.99), latencies.len(), RATE)
+}
