@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// The filter when `RUST_LOG` is not set, for long-running processes.
-pub const SERVICE_LOGS: &str = "info,sqlx=warn,tower_http=info";
+pub const SERVICE_LOGS: &str = "info,sqlx=warn,rskafka=warn,tower_http=info";
 /// The filter when `RUST_LOG` is not set, for operators' one-shot commands.
 pub const COMMAND_LOGS: &str = "warn";
 
