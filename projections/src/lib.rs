@@ -22,6 +22,7 @@ pub mod order_view;
 mod projection;
 mod row;
 pub mod runner;
+pub mod verify;
 
 pub use error::{ProjectionError, Result};
 pub use log::{Cursor, LogEvent, ReadMode};

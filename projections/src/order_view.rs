@@ -320,15 +320,22 @@ pub async fn all_rows<'e>(
 
 /// The order read model as the log says it must be: every stream folded from
 /// its first event with the domain's own `evolve`, independently of the
-/// projection's batch logic. Used to verify a model (tests, `verify`).
-pub async fn fold_log(conn: &mut PgConnection) -> Result<Vec<OrderRow>> {
+/// projection's batch logic. Used to verify a model (tests, `verify`). With
+/// `published_only`, events still waiting in the outbox are left out (what
+/// the Kafka side can have seen).
+pub async fn fold_log(conn: &mut PgConnection, published_only: bool) -> Result<Vec<OrderRow>> {
     use futures::TryStreamExt;
 
     let mut rows = Vec::new();
     let mut current: Option<(domain::OrderState, OffsetDateTime, OffsetDateTime, i64)> = None;
     let mut current_id = None;
+    let filter = if published_only {
+        "WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.position = events.position)"
+    } else {
+        ""
+    };
     let sql = format!(
-        "SELECT {} FROM events ORDER BY stream_id, version",
+        "SELECT {} FROM events {filter} ORDER BY stream_id, version",
         crate::row::EVENT_COLUMNS
     );
     let mut stream = sqlx::query(&sql).fetch(&mut *conn);

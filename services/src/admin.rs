@@ -97,6 +97,35 @@ pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyho
     }
 }
 
+/// `orders verify [NAME…]`: each read model against the fold of the log.
+pub async fn verify(pool: &PgPool, names: &[String]) -> anyhow::Result<()> {
+    const SHOWN: usize = 50;
+    let mut total = 0;
+    for name in workers::select(names)? {
+        let differences = match name {
+            order_view::NAME => projections::verify::orders(pool).await?,
+            delivery::NAME => projections::verify::delivery(pool).await?,
+            other => return Err(ProjectionError::Unknown(other.to_owned()).into()),
+        };
+        if differences.is_empty() {
+            println!("{name}: OK, every row equals the fold of the log");
+            continue;
+        }
+        println!("{name}: {} differences", differences.len());
+        for d in differences.iter().take(SHOWN) {
+            println!("  {d}");
+        }
+        if differences.len() > SHOWN {
+            println!("  … and {} more", differences.len() - SHOWN);
+        }
+        total += differences.len();
+    }
+    if total > 0 {
+        anyhow::bail!("verify found {total} differences (is a projection still catching up? see `orders projections status`)");
+    }
+    Ok(())
+}
+
 async fn list(pool: &PgPool) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
     println!("{:<10} {:>10}  DESCRIPTION", "NAME", "GENERATION");

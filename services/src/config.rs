@@ -89,6 +89,12 @@ pub enum Cmd {
     /// Operators' tools: list, status, replay, rebuild.
     #[command(subcommand)]
     Projections(ProjectionsCmd),
+    /// Fold the event log and compare it, row by row, with the read models;
+    /// prints the differences and exits non-zero when there are any.
+    Verify {
+        /// Projections to verify (all when none given).
+        names: Vec<String>,
+    },
     /// Apply pending database migrations, then exit.
     Migrate,
 }

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 
 async fn orders(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(match cli.command {
-        Cmd::Projections(_) | Cmd::Migrate => telemetry::COMMAND_LOGS,
+        Cmd::Projections(_) | Cmd::Migrate | Cmd::Verify { .. } => telemetry::COMMAND_LOGS,
         _ => telemetry::SERVICE_LOGS,
     });
     let pool = db::connect(cli.db.url()?, cli.db.db_max_connections)
@@ -52,6 +52,7 @@ async fn orders(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Projections(cmd) => admin::run(&pool, &cli.kafka, cmd).await,
+        Cmd::Verify { names } => admin::verify(&pool, &names).await,
         Cmd::Serve(args) => {
             let parts = Parts {
                 serve: Some(args),

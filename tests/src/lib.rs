@@ -521,7 +521,7 @@ pub async fn order_model_and_fold(
         .await
         .expect("read the order read model");
     let mut conn = pool.acquire().await.expect("a connection");
-    let fold = projections::order_view::fold_log(&mut conn)
+    let fold = projections::order_view::fold_log(&mut conn, false)
         .await
         .expect("fold the log");
     (model, fold)

@@ -1,0 +1,129 @@
+//! Proving a read model right: fold the event log from scratch with the
+//! domain's own `evolve` and compare it, row by row, with the model.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::delivery::{self, DeliveryRow};
+use crate::error::Result;
+use crate::order_view::{self, OrderRow};
+
+/// One way a read model differs from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Difference {
+    /// The log has the order; the model does not.
+    Missing { order_id: Uuid },
+    /// The model has an order the log does not.
+    Extra { order_id: Uuid },
+    /// Both have it; these fields differ (field, model, log).
+    Differs {
+        order_id: Uuid,
+        fields: Vec<(&'static str, String, String)>,
+    },
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Difference::Missing { order_id } => write!(f, "{order_id}: missing from the model"),
+            Difference::Extra { order_id } => write!(f, "{order_id}: in the model, not in the log"),
+            Difference::Differs { order_id, fields } => {
+                write!(f, "{order_id}:")?;
+                for (field, model, log) in fields {
+                    write!(f, " {field} is {model} in the model, {log} in the log;")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Compares two sets of rows keyed by order id, with `fields` listing each
+/// row's comparable fields.
+fn compare<R>(
+    model: &[R],
+    log: &[R],
+    id: impl Fn(&R) -> Uuid,
+    fields: impl Fn(&R) -> Vec<(&'static str, String)>,
+) -> Vec<Difference> {
+    let model: BTreeMap<Uuid, &R> = model.iter().map(|r| (id(r), r)).collect();
+    let log: BTreeMap<Uuid, &R> = log.iter().map(|r| (id(r), r)).collect();
+    let mut out = Vec::new();
+    for (order_id, expected) in &log {
+        match model.get(order_id) {
+            None => out.push(Difference::Missing {
+                order_id: *order_id,
+            }),
+            Some(actual) => {
+                let differing: Vec<_> = fields(actual)
+                    .into_iter()
+                    .zip(fields(expected))
+                    .filter(|((_, a), (_, e))| a != e)
+                    .map(|((name, a), (_, e))| (name, a, e))
+                    .collect();
+                if !differing.is_empty() {
+                    out.push(Difference::Differs {
+                        order_id: *order_id,
+                        fields: differing,
+                    });
+                }
+            }
+        }
+    }
+    for order_id in model.keys().filter(|k| !log.contains_key(k)) {
+        out.push(Difference::Extra {
+            order_id: *order_id,
+        });
+    }
+    out
+}
+
+fn order_fields(r: &OrderRow) -> Vec<(&'static str, String)> {
+    vec![
+        ("user_id", r.user_id.clone()),
+        ("coffee_name", r.coffee_name.clone()),
+        ("coffee_price", r.coffee_price.to_string()),
+        ("coffee_qty", r.coffee_qty.to_string()),
+        ("total_price", r.total_price.to_string()),
+        ("status", r.status.code().to_owned()),
+        ("ordered_at", r.ordered_at.to_string()),
+        ("updated_at", r.updated_at.to_string()),
+        ("version", r.version.to_string()),
+    ]
+}
+
+fn delivery_fields(r: &DeliveryRow) -> Vec<(&'static str, String)> {
+    vec![
+        ("user_id", r.user_id.clone()),
+        ("coffee_name", r.coffee_name.clone()),
+        ("coffee_qty", r.coffee_qty.to_string()),
+        ("status", r.status.code().to_owned()),
+        ("ordered_at", r.ordered_at.to_string()),
+        ("updated_at", r.updated_at.to_string()),
+        ("version", r.version.to_string()),
+    ]
+}
+
+/// The order read model against the fold of the whole log. Run it when the
+/// projection has caught up (`orders projections status`): events it has not
+/// applied yet show as differences.
+pub async fn orders(pool: &PgPool) -> Result<Vec<Difference>> {
+    let model = order_view::all_rows(pool, None).await?;
+    let mut conn = pool.acquire().await?;
+    let log = order_view::fold_log(&mut conn, false).await?;
+    Ok(compare(&model, &log, |r| r.order_id, order_fields))
+}
+
+/// The delivery read model against the events that reached Kafka: the fold
+/// of the log without the events still waiting in the outbox (the relay
+/// deletes a row only once the broker has it).
+pub async fn delivery(pool: &PgPool) -> Result<Vec<Difference>> {
+    let model = delivery::all_rows(pool).await?;
+    let mut conn = pool.acquire().await?;
+    let sent = order_view::fold_log(&mut conn, true).await?;
+    let log = delivery::expected_from_orders(&sent);
+    Ok(compare(&model, &log, |r| r.order_id, delivery_fields))
+}
