@@ -364,6 +364,9 @@ async fn step_partition(
     .await?;
     crate::failpoint::hit(crate::failpoint::PROJECTION_BEFORE_COMMIT);
     tx.commit().await?;
+    metrics::counter!("projection_batches_total", "projection" => NAME).increment(1);
+    metrics::counter!("projection_events_applied_total", "projection" => NAME)
+        .increment(events.len() as u64);
     tracing::debug!(
         partition,
         events = events.len(),
@@ -421,6 +424,7 @@ pub async fn run_consumer(
             Ok(()) => {}
             Err(e @ ProjectionError::Unknown(_)) => return Err(e),
             Err(e) => {
+                metrics::counter!("projection_retries_total", "projection" => NAME).increment(1);
                 let delay = backoff.next();
                 tracing::warn!(projection = NAME, error = %e, ?delay, "delivery consumer failed; retrying");
                 sleep_or_cancel(delay, &shutdown).await;

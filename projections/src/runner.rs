@@ -100,6 +100,9 @@ pub async fn step<P: Projection>(
     }
     apply_batch(&mut tx, projection, generation, from, &events).await?;
     tx.commit().await?;
+    metrics::counter!("projection_batches_total", "projection" => name).increment(1);
+    metrics::counter!("projection_events_applied_total", "projection" => name)
+        .increment(events.len() as u64);
     tracing::debug!(
         projection = name,
         generation,
@@ -205,6 +208,7 @@ pub async fn run_worker<P: Projection>(
                 return Err(e);
             }
             Err(e) => {
+                metrics::counter!("projection_retries_total", "projection" => name).increment(1);
                 let delay = backoff.next();
                 tracing::warn!(projection = name, error = %e, ?delay, "projection worker failed; retrying");
                 sleep_or_cancel(delay, &shutdown).await;

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod metrics;
 pub mod orders;
 pub mod relay;
 pub mod shutdown;

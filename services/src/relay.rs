@@ -111,6 +111,7 @@ pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToke
         match publish(&pool, &mut lock, &options, &shutdown).await {
             Ok(()) => delay = Duration::ZERO,
             Err(e) => {
+                metrics::counter!("relay_errors_total").increment(1);
                 delay = next_delay(delay);
                 tracing::warn!(error = %e, ?delay, "relay failed; retrying");
             }
@@ -251,6 +252,7 @@ async fn round(
             .bind(&acked)
             .execute(&mut **conn)
             .await?;
+        metrics::counter!("relay_published_total").increment(acked.len() as u64);
     }
     match failure {
         Some(e) => Err(e.into()),

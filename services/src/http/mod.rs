@@ -78,6 +78,8 @@ pub enum Apis {
 
 /// The application: every route of the selected APIs plus operations.
 pub fn router(state: AppState, apis: Apis) -> Router {
+    // Record from the first request on, not from the first scrape.
+    crate::metrics::handle();
     let mut router = Router::new().merge(ops::router());
     if matches!(apis, Apis::Order | Apis::All) {
         router = router.merge(orders::router());
@@ -86,6 +88,11 @@ pub fn router(state: AppState, apis: Apis) -> Router {
         router = router.merge(delivery::router());
     }
     router
+        .route(
+            "/metrics",
+            axum::routing::get(crate::metrics::render).with_state(state.pool.clone()),
+        )
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

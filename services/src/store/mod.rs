@@ -123,9 +123,15 @@ impl EventStore {
         .bind(expected_i32)
         .fetch_all(&mut *tx)
         .await
-        .map_err(|e| StoreError::from_append(e, stream, expected))?;
+        .map_err(|e| StoreError::from_append(e, stream, expected))
+        .inspect_err(|e| {
+            if matches!(e, StoreError::Conflict { .. }) {
+                metrics::counter!("event_store_append_conflicts_total").increment(1);
+            }
+        })?;
 
         if rows.len() != events.len() {
+            metrics::counter!("event_store_append_conflicts_total").increment(1);
             return Err(StoreError::Conflict { stream, expected });
         }
 
@@ -165,6 +171,7 @@ impl EventStore {
         }
 
         tx.commit().await?;
+        metrics::counter!("event_store_appends_total").increment(1);
 
         let events = events
             .iter()

@@ -1,0 +1,93 @@
+//! Prometheus metrics at `/metrics`: counters and histograms recorded where
+//! things happen (requests, appends, relay, projection batches), and gauges
+//! read from the database at scrape time (outbox backlog, projection
+//! positions and lag), so they are right whichever process did the work.
+//!
+//! Names:
+//! - `http_requests_total{method,route,status}`, `http_request_duration_seconds{method,route}`
+//! - `event_store_appends_total`, `event_store_append_conflicts_total`
+//! - `outbox_backlog_rows`, `outbox_oldest_age_seconds`
+//! - `relay_published_total`, `relay_errors_total`
+//! - `projection_position{projection}`, `projection_log_head`,
+//!   `projection_lag_events{projection}`, `projection_lag_seconds{projection}`,
+//!   `projection_batches_total{projection}`, `projection_events_applied_total{projection}`,
+//!   `projection_retries_total{projection}`
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+
+/// The process-wide recorder (installed once, shared by every server the
+/// process runs, as the tests' several apps do).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may be installed already (a test harness); then
+        // this handle renders only what was recorded through it.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Middleware: counts every request by route template and status, and times it.
+pub async fn track(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: reads the database-derived gauges, then renders everything.
+pub async fn render(State(pool): State<PgPool>) -> Response {
+    if let Err(e) = database_gauges(&pool).await {
+        tracing::warn!(error = %e, "metrics: cannot read the database gauges");
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        handle().render(),
+    )
+        .into_response()
+}
+
+async fn database_gauges(pool: &PgPool) -> anyhow::Result<()> {
+    let (rows, age): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM clock_timestamp() - min(created_at))::float8 FROM outbox",
+    )
+    .fetch_one(pool)
+    .await?;
+    metrics::gauge!("outbox_backlog_rows").set(rows as f64);
+    metrics::gauge!("outbox_oldest_age_seconds").set(age.unwrap_or(0.0));
+    for s in projections::operate::status(pool).await? {
+        let name = s.name.clone();
+        metrics::gauge!("projection_position", "projection" => name.clone()).set(s.position as f64);
+        metrics::gauge!("projection_lag_events", "projection" => name.clone())
+            .set(s.lag_events as f64);
+        metrics::gauge!("projection_lag_seconds", "projection" => name).set(s.lag.as_secs_f64());
+        metrics::gauge!("projection_log_head").set(s.head as f64);
+    }
+    Ok(())
+}
