@@ -160,6 +160,14 @@ pub struct ServeArgs {
     /// Which APIs to serve.
     #[arg(long, value_enum, default_value_t = Apis::All)]
     pub api: Apis,
+    /// Requests handled at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+    /// Seconds after which a request still running is answered 503.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub request_timeout_secs: u64,
 }
 
 impl DbArgs {

@@ -148,6 +148,8 @@ async fn run(pool: &PgPool, parts: Parts) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", args.http_addr))?;
             let mut state = AppState::new(pool.clone(), listener.local_addr()?.port());
             state.kafka_brokers = parts.kafka_brokers;
+            state.max_in_flight = usize::try_from(args.max_in_flight).unwrap_or(usize::MAX);
+            state.request_timeout = Duration::from_secs(args.request_timeout_secs);
             Some(tokio::spawn(http::serve(
                 listener,
                 state,

@@ -118,6 +118,9 @@ pub struct AppOptions {
     pub kafka: Option<KafkaSource>,
     /// With Kafka: run the relay in-process (tests of relay processes say no).
     pub relay: bool,
+    /// The edge limits (`None`: the server's defaults).
+    pub max_in_flight: Option<usize>,
+    pub request_timeout: Option<Duration>,
 }
 
 impl Default for AppOptions {
@@ -128,6 +131,8 @@ impl Default for AppOptions {
             read_wait: http::READ_YOUR_WRITES_WAIT,
             kafka: None,
             relay: true,
+            max_in_flight: None,
+            request_timeout: None,
         }
     }
 }
@@ -141,6 +146,12 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
     let port = listener.local_addr().expect("local addr").port();
     let mut state = AppState::new(db.pool.clone(), port);
     state.read_wait = opts.read_wait;
+    if let Some(n) = opts.max_in_flight {
+        state.max_in_flight = n;
+    }
+    if let Some(t) = opts.request_timeout {
+        state.request_timeout = t;
+    }
     state.kafka_brokers = opts.kafka.as_ref().map(|k| k.brokers.clone());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(http::serve(listener, state, apis, shutdown.clone()));

@@ -58,6 +58,12 @@ pub enum ApiError {
     /// within the wait.
     #[error("the read model has not caught up with the requested writes yet")]
     NotCaughtUp,
+    /// More requests in flight than the server takes: shed, not queued.
+    #[error("the server is at capacity")]
+    Overloaded,
+    /// The request took longer than the server's request timeout.
+    #[error("the request took too long")]
+    Timeout,
     #[error("the body must be application/json")]
     UnsupportedMediaType,
     #[error("the body is larger than the limit")]
@@ -123,7 +129,10 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Rejected(_) | ApiError::Contended => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            ApiError::Unavailable(_) | ApiError::NotCaughtUp => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_)
+            | ApiError::NotCaughtUp
+            | ApiError::Overloaded
+            | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -141,6 +150,8 @@ impl ApiError {
             ApiError::InvalidQuery { .. } => {
                 ("/problems/invalid-query", "A query parameter is not valid")
             }
+            ApiError::Overloaded => ("/problems/overloaded", "The server is at capacity"),
+            ApiError::Timeout => ("/problems/timeout", "The request took too long"),
             ApiError::NotCaughtUp => (
                 "/problems/read-model-behind",
                 "The read model has not caught up yet",
@@ -203,6 +214,10 @@ impl ApiError {
             ApiError::OrderNotFound => "no order with this id exists for this user".to_owned(),
             ApiError::Unavailable(_) => {
                 "the database cannot be reached right now; retry shortly".to_owned()
+            }
+            ApiError::Overloaded => "too many requests are in flight; retry shortly".to_owned(),
+            ApiError::Timeout => {
+                "the request did not finish within the server's timeout; retry shortly".to_owned()
             }
             ApiError::NotCaughtUp => {
                 "the read model did not reach the requested log position in time; retry shortly"

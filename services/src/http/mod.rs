@@ -53,6 +53,10 @@ pub struct AppState {
     pub read_wait: Duration,
     /// The Kafka brokers `/readyz` checks, when configured.
     pub kafka_brokers: Option<Vec<String>>,
+    /// Requests handled at once; more are shed with 503 + `Retry-After`.
+    pub max_in_flight: usize,
+    /// A request still running after this is answered 503.
+    pub request_timeout: Duration,
 }
 
 impl AppState {
@@ -63,6 +67,8 @@ impl AppState {
             port,
             read_wait: READ_YOUR_WRITES_WAIT,
             kafka_brokers: None,
+            max_in_flight: 512,
+            request_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -96,6 +102,20 @@ pub fn router(state: AppState, apis: Apis) -> Router {
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Shed load instead of queueing it: beyond `max_in_flight` requests
+        // at once the answer is an immediate 503; none runs longer than
+        // `request_timeout`.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(edge_error))
+                .load_shed()
+                // Global: axum layers every route separately, and a plain
+                // concurrency limit would give each route its own budget.
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    state.max_in_flight.max(1),
+                ))
+                .timeout(state.request_timeout),
+        )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let request_id = req
@@ -107,6 +127,17 @@ pub fn router(state: AppState, apis: Apis) -> Router {
         }).on_response(DefaultOnResponse::new().level(Level::INFO)))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// The answer when the edge layers refuse a request.
+async fn edge_error(error: tower::BoxError) -> ApiError {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::Overloaded
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Timeout
+    } else {
+        ApiError::Internal(anyhow::anyhow!("edge middleware: {error}"))
+    }
 }
 
 /// Serves until `shutdown` is cancelled, then stops accepting and lets
