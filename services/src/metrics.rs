@@ -16,7 +16,7 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -59,8 +59,8 @@ pub async fn track(req: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: reads the database-derived gauges, then renders everything.
-pub async fn render(State(pool): State<PgPool>) -> Response {
-    if let Err(e) = database_gauges(&pool).await {
+pub async fn render(pool: &PgPool) -> Response {
+    if let Err(e) = database_gauges(pool).await {
         tracing::warn!(error = %e, "metrics: cannot read the database gauges");
     }
     (

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// An order as API.md shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub order_id: Uuid,
     pub user_id: String,
@@ -17,25 +17,44 @@ pub struct OrderView {
     pub coffee_price: u64,
     pub coffee_qty: u64,
     pub total_price: u64,
+    #[schema(value_type = StatusCode)]
     pub status: Status,
+    #[schema(value_type = String, example = "접수완료")]
     pub status_label: &'static str,
     #[serde(serialize_with = "api_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub ordered_at: OffsetDateTime,
     #[serde(serialize_with = "api_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
     pub version: u64,
 }
 
+/// A status code (the Korean labels are accepted wherever a status is sent).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // documents the wire form of domain::Status
+pub enum StatusCode {
+    Received,
+    Preparing,
+    Delivering,
+    Delivered,
+    Cancelled,
+}
+
 /// An order's delivery status as API.md shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryStatusView {
     pub order_id: Uuid,
     pub user_id: String,
     pub coffee_name: String,
     pub coffee_qty: u64,
+    #[schema(value_type = StatusCode)]
     pub status: Status,
+    #[schema(value_type = String, example = "제작중")]
     pub status_label: &'static str,
     #[serde(serialize_with = "api_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
 }
 

@@ -4,10 +4,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use domain::{Command, Status};
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{self, ApiPath, Fields, IfMatch, RequestContext};
@@ -15,15 +16,22 @@ use super::{order_response, settle, AppState};
 use crate::view::{DeliveryStatusView, OrderView};
 use projections::delivery;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/delivery-ms/{status}", get(orders_in_status))
-        .route("/delivery-ms/{user_id}/{order_id}", get(delivery_status))
-        .route("/delivery-ms/{user_id}/{order_id}/status", post(move_order))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(orders_in_status))
+        .routes(routes!(delivery_status))
+        .routes(routes!(move_order))
 }
 
 /// Every order now in a status, oldest first, from the delivery side's own
 /// read model (fed from Kafka). The status is a code or its Korean label.
+#[utoipa::path(get, path = "/delivery-ms/{status}", tag = "delivery-ms",
+    params(("status" = String, Path, description = "A code (`received`) or its Korean label (`접수완료`), percent-encoded")),
+    responses(
+        (status = 200, description = "Every order now in that status, oldest first", body = Vec<DeliveryStatusView>),
+        (status = 400, description = "An unknown status (the answer lists the valid ones)", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+    ))]
 async fn orders_in_status(
     State(state): State<AppState>,
     ApiPath(status): ApiPath<String>,
@@ -37,6 +45,14 @@ async fn orders_in_status(
 }
 
 /// One order's delivery status, as the delivery side knows it.
+#[utoipa::path(get, path = "/delivery-ms/{user_id}/{order_id}", tag = "delivery-ms",
+    params(("user_id" = String, Path), ("order_id" = String, Path)),
+    responses(
+        (status = 200, description = "The order's delivery status", body = DeliveryStatusView),
+        (status = 400, description = "A malformed user id", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order for this user", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+    ))]
 async fn delivery_status(
     State(state): State<AppState>,
     ApiPath((user, order)): ApiPath<(String, String)>,
@@ -51,6 +67,20 @@ async fn delivery_status(
 }
 
 /// Staff move an order on: `{"status": "preparing"}` or `{"status": "제작중"}`.
+#[utoipa::path(post, path = "/delivery-ms/{user_id}/{order_id}/status", tag = "delivery-ms",
+    params(("user_id" = String, Path), ("order_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    request_body(content((crate::http::docs::MoveBody = "application/json"), (crate::http::docs::MoveBody = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Moved", body = DeliveryStatusView, headers(("ETag" = String), ("X-Log-Position" = i64))),
+        (status = 400, description = "Malformed body, or an unknown status (the answer lists the valid ones)", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order for this user", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The lifecycle does not allow the move", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another version", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor form data", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No status given", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+    ))]
 async fn move_order(
     State(state): State<AppState>,
     ApiPath((user, order)): ApiPath<(String, String)>,

@@ -13,7 +13,7 @@ use crate::store::StoreError;
 use projections::ProjectionError;
 
 /// One field at fault in a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -91,10 +91,13 @@ pub enum ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// The problem details body (RFC 9457), with this API's extension members.
-#[derive(Debug, Serialize)]
-struct Problem {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem (`/problems/validation`, …).
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     kind: &'static str,
+    #[schema(value_type = String)]
     title: &'static str,
     status: u16,
     detail: String,
@@ -106,9 +109,11 @@ struct Problem {
     current_version: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
-struct ValidStatus {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ValidStatus {
+    #[schema(value_type = String)]
     code: &'static str,
+    #[schema(value_type = String)]
     label: &'static str,
 }
 

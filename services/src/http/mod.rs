@@ -3,6 +3,7 @@
 //! request ids, tracing, body limit).
 
 mod delivery;
+pub mod docs;
 pub mod error;
 mod extract;
 mod ops;
@@ -86,18 +87,9 @@ pub enum Apis {
 pub fn router(state: AppState, apis: Apis) -> Router {
     // Record from the first request on, not from the first scrape.
     crate::metrics::handle();
-    let mut router = Router::new().merge(ops::router());
-    if matches!(apis, Apis::Order | Apis::All) {
-        router = router.merge(orders::router());
-    }
-    if matches!(apis, Apis::Delivery | Apis::All) {
-        router = router.merge(delivery::router());
-    }
+    let (router, spec) = api_router(apis).split_for_parts();
     router
-        .route(
-            "/metrics",
-            axum::routing::get(crate::metrics::render).with_state(state.pool.clone()),
-        )
+        .layer(axum::Extension(std::sync::Arc::new(spec)))
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -127,6 +119,21 @@ pub fn router(state: AppState, apis: Apis) -> Router {
         }).on_response(DefaultOnResponse::new().level(Level::INFO)))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// The routes of the selected APIs, each registered with its OpenAPI
+/// description: what is mounted is what is documented.
+pub fn api_router(apis: Apis) -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa::OpenApi;
+    let mut router = utoipa_axum::router::OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .merge(ops::router());
+    if matches!(apis, Apis::Order | Apis::All) {
+        router = router.merge(orders::router());
+    }
+    if matches!(apis, Apis::Delivery | Apis::All) {
+        router = router.merge(delivery::router());
+    }
+    router
 }
 
 /// The answer when the edge layers refuse a request.

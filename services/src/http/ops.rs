@@ -5,31 +5,59 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use std::sync::Arc;
+
+use axum::Extension;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health-check", get(health_check))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health_check))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    crate::metrics::render(&state.pool).await
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3 description of this API", body = Object)))]
+async fn openapi_json(Extension(spec): Extension<Arc<utoipa::openapi::OpenApi>>) -> Response {
+    axum::Json(spec.as_ref().clone()).into_response()
 }
 
 /// As the original: 200 text while the process runs.
+#[utoipa::path(get, path = "/health-check", tag = "operations",
+    responses((status = 200, description = "Server is running on {port} port", body = String, content_type = "text/plain")))]
 async fn health_check(State(state): State<AppState>) -> String {
     format!("Server is running on {} port", state.port)
 }
 
 /// Liveness: the process answers. Never touches dependencies, so a database
 /// outage does not get the process restarted for nothing.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Liveness", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Readiness: 200 only when the dependencies answer (Postgres, and the Kafka
 /// brokers when the process is configured with them); 503 with the reasons.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Postgres (and Kafka, when configured) answer", body = String, content_type = "text/plain"),
+        (status = 503, description = "Not ready, with the reasons", body = String, content_type = "text/plain"),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Response {
     let postgres = async {
         match tokio::time::timeout(

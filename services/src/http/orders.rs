@@ -3,11 +3,12 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use domain::{CoffeeName, Command, OrderId, PlaceOrder, Price, Quantity, UserId};
 use projections::{consistency, order_view};
 use serde_json::{Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{
@@ -17,21 +18,17 @@ use super::{order_response, settle, AppState};
 use crate::store::IdempotencyKey;
 use crate::view::OrderView;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/order-ms", get(welcome))
-        .route(
-            "/order-ms/{user_id}/orders",
-            post(place_order).get(list_orders),
-        )
-        .route("/order-ms/{user_id}/orders/{order_id}", get(order_detail))
-        .route(
-            "/order-ms/{user_id}/orders/{order_id}/cancel",
-            post(cancel_order),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(welcome))
+        .routes(routes!(place_order, list_orders))
+        .routes(routes!(order_detail))
+        .routes(routes!(cancel_order))
 }
 
 /// As the original service greeted.
+#[utoipa::path(get, path = "/order-ms", tag = "order-ms",
+    responses((status = 200, description = "The greeting", body = String, content_type = "text/plain")))]
 async fn welcome() -> &'static str {
     "Welcome to ORDER Microservice!"
 }
@@ -97,6 +94,21 @@ impl PlaceOrderInput {
     }
 }
 
+/// Place an order.
+#[utoipa::path(post, path = "/order-ms/{user_id}/orders", tag = "order-ms",
+    params(
+        ("user_id" = String, Path, description = "1 to 100 letters, digits, `-`, `_`, `.`"),
+        ("Idempotency-Key" = Option<String>, Header, description = "The same key and body again returns the same order"),
+    ),
+    request_body(content((crate::http::docs::PlaceOrderBody = "application/json"), (crate::http::docs::PlaceOrderBody = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 201, description = "Placed", body = OrderView, headers(("Location" = String), ("ETag" = String), ("X-Log-Position" = i64))),
+        (status = 400, description = "Malformed body or path", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor form data", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or an Idempotency-Key reused with another body", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+    ))]
 async fn place_order(
     State(state): State<AppState>,
     ApiPath(user): ApiPath<String>,
@@ -149,6 +161,19 @@ const MAX_LIMIT: i64 = 500;
 /// A user's orders from the order read model, newest first. The body stays a
 /// JSON array (as the original clients expect); the cursor of the next page
 /// travels in `Link: <…>; rel="next"` and `X-Next-Cursor`.
+#[utoipa::path(get, path = "/order-ms/{user_id}/orders", tag = "order-ms",
+    params(
+        ("user_id" = String, Path),
+        ("limit" = Option<u32>, Query, description = "1 to 500, default 50", minimum = 1, maximum = 500),
+        ("next" = Option<String>, Query, description = "The cursor a previous page returned (X-Next-Cursor)"),
+        ("X-Log-Position" = Option<i64>, Header, description = "Wait until the read model has this write"),
+        ("Prefer" = Option<String>, Header, description = "`consistency=strong`: wait until the read model has every committed write"),
+    ),
+    responses(
+        (status = 200, description = "The user's orders, newest first", body = Vec<OrderView>, headers(("Link" = String), ("X-Next-Cursor" = String))),
+        (status = 400, description = "A bad query parameter or header", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The read model did not catch up in time, or unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+    ))]
 async fn list_orders(
     State(state): State<AppState>,
     ApiPath(user): ApiPath<String>,
@@ -202,6 +227,15 @@ async fn list_orders(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/order-ms/{user_id}/orders/{order_id}", tag = "order-ms",
+    params(("user_id" = String, Path), ("order_id" = String, Path), ("If-None-Match" = Option<String>, Header)),
+    responses(
+        (status = 200, description = "The order, folded from its events", body = OrderView, headers(("ETag" = String))),
+        (status = 304, description = "Not modified since the ETag given"),
+        (status = 400, description = "A malformed user id", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order for this user", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+    ))]
 async fn order_detail(
     State(state): State<AppState>,
     ApiPath((user, order)): ApiPath<(String, String)>,
@@ -229,6 +263,16 @@ async fn order_detail(
     Ok(([(header::ETAG, etag)], Json(view)).into_response())
 }
 
+#[utoipa::path(post, path = "/order-ms/{user_id}/orders/{order_id}/cancel", tag = "order-ms",
+    params(("user_id" = String, Path), ("order_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses(
+        (status = 200, description = "Cancelled", body = OrderView, headers(("ETag" = String), ("X-Log-Position" = i64))),
+        (status = 400, description = "A malformed user id or header", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order for this user", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The lifecycle does not allow it", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match names another version", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+    ))]
 async fn cancel_order(
     State(state): State<AppState>,
     ApiPath((user, order)): ApiPath<(String, String)>,
