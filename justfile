@@ -32,6 +32,10 @@ bench-rebuild *ARGS:
 bench-kafka:
     eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; cargo bench -p e2e --bench kafka_path
 
+# Fuzz the running API against its OpenAPI document (schemathesis): no 5xx, no schema violation.
+fuzz *ARGS:
+    scripts/fuzz.sh {{ARGS}}
+
 # Check formatting and lints (clippy with warnings as errors).
 lint:
     cargo fmt --all -- --check
