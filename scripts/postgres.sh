@@ -11,7 +11,8 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-base="$root/.local/pg"
+# PG_BASE: where the cluster lives (tests start throwaway clusters elsewhere).
+base="${PG_BASE:-$root/.local/pg}"
 data="$base/data"
 db_name=orders
 

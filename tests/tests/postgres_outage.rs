@@ -1,0 +1,151 @@
+//! PostgreSQL stopped under a running service: requests answer 503 within the
+//! timeout (never hang, never a 500), `/readyz` says why, and the service
+//! recovers by itself once the database is back. Runs against a throwaway
+//! cluster of its own, started by the project's own script.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use e2e::eventually;
+use serde_json::json;
+use services::http::{self, Apis, AppState};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres.sh")
+}
+
+/// Starts (creating on first use) the cluster in `base`; returns its URL.
+async fn start_cluster(base: &Path) -> String {
+    let out = Command::new(script())
+        .env("PG_BASE", base)
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .expect("run postgres.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .trim()
+        .strip_prefix("export DATABASE_URL=")
+        .expect("an export line")
+        .replace('\\', "")
+}
+
+async fn stop_cluster(base: &Path) {
+    let out = Command::new(script())
+        .arg("stop")
+        .env("PG_BASE", base)
+        .output()
+        .await
+        .expect("stop postgres");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
+    let base = std::env::temp_dir().join(format!("pg-outage-{}", uuid::Uuid::new_v4().simple()));
+    let url = start_cluster(&base).await;
+    let pool = services::db::connect(&url, 5).await.expect("connect");
+    services::db::migrate(&pool).await.expect("migrate");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(http::serve(
+        listener,
+        AppState::new(pool.clone(), port),
+        Apis::All,
+        stop.clone(),
+    ));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let base_url = format!("http://127.0.0.1:{port}");
+    let place = || {
+        client
+            .post(format!("{base_url}/order-ms/pat/orders"))
+            .json(&json!({"coffee_name": "latte", "coffee_price": "4500"}))
+            .send()
+    };
+    assert_eq!(place().await.expect("place").status(), 201);
+
+    stop_cluster(&base).await;
+    let started = Instant::now();
+    let reply = place().await.expect("an answer, not a hang");
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status(), 503);
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "answered within the timeout: {elapsed:?}"
+    );
+    assert_eq!(
+        reply
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(
+        reply
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: serde_json::Value = reply.json().await.expect("problem");
+    assert_eq!(body["type"], "/problems/unavailable");
+    assert!(
+        !body.to_string().contains("Io("),
+        "no internals leak: {body}"
+    );
+    let ready = client
+        .get(format!("{base_url}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.expect("text").contains("postgres"));
+    assert_eq!(
+        client
+            .get(format!("{base_url}/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+
+    // Back: the same process serves again, no restart.
+    start_cluster(&base).await;
+    eventually(Duration::from_secs(30), "orders accepted again", || async {
+        (place().await.ok()?.status() == 201).then_some(())
+    })
+    .await;
+    assert_eq!(
+        client
+            .get(format!("{base_url}/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        200
+    );
+
+    stop.cancel();
+    server.await.expect("server").expect("served");
+    pool.close().await;
+    stop_cluster(&base).await;
+    let _ = std::fs::remove_dir_all(&base);
+}
