@@ -23,6 +23,7 @@ use sqlx::{Acquire, PgConnection, PgExecutor, PgPool, Row};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::checkpoint::{self, REBUILD_LOCK, WORKER_LOCK};
@@ -351,7 +352,17 @@ async fn step_partition(
             name: NAME.to_owned(),
         });
     }
-    apply(&mut tx, generation, &events).await?;
+    let mut ids: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.metadata.correlation_id.as_deref())
+        .collect();
+    ids.dedup();
+    ids.truncate(20);
+    let span =
+        tracing::info_span!("apply", projection = NAME, partition, request_ids = %ids.join(","));
+    apply(&mut tx, generation, &events)
+        .instrument(span.clone())
+        .await?;
     advance(
         &mut tx,
         generation,

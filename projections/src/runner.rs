@@ -13,6 +13,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgListener;
 use sqlx::{Acquire, PgConnection, PgPool, Postgres};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::checkpoint::{self, WORKER_LOCK};
 use crate::error::{ProjectionError, Result};
@@ -98,19 +99,43 @@ pub async fn step<P: Projection>(
             name: name.to_owned(),
         });
     }
-    apply_batch(&mut tx, projection, generation, from, &events).await?;
+    // Every line logged while applying carries the request ids (correlation
+    // ids) of the events in the batch.
+    let span = tracing::info_span!("apply", projection = name, request_ids = %request_ids(&events));
+    apply_batch(&mut tx, projection, generation, from, &events)
+        .instrument(span.clone())
+        .await?;
     tx.commit().await?;
     metrics::counter!("projection_batches_total", "projection" => name).increment(1);
     metrics::counter!("projection_events_applied_total", "projection" => name)
         .increment(events.len() as u64);
-    tracing::debug!(
-        projection = name,
-        generation,
-        events = events.len(),
-        position = events.last().map(|e| e.cursor.position),
-        "batch applied"
-    );
+    span.in_scope(|| {
+        tracing::debug!(
+            generation,
+            events = events.len(),
+            position = events.last().map(|e| e.cursor.position),
+            "batch applied"
+        )
+    });
     Ok(events.len())
+}
+
+/// The distinct correlation (request) ids of a batch's events, comma-separated
+/// (at most 20, then `…`), for log lines.
+pub fn request_ids<'a>(events: impl IntoIterator<Item = &'a LogEvent>) -> String {
+    let mut ids: Vec<&str> = Vec::new();
+    for e in events {
+        if let Some(id) = e.envelope.metadata.correlation_id.as_deref() {
+            if !ids.contains(&id) {
+                if ids.len() == 20 {
+                    ids.push("…");
+                    break;
+                }
+                ids.push(id);
+            }
+        }
+    }
+    ids.join(",")
 }
 
 /// Tries to take the session-level advisory lock `(namespace, name)` on `conn`.
