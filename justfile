@@ -20,6 +20,17 @@ test:
 # What CI runs: formatting, lints, then every test.
 ci: lint test
 
+# Every benchmark, each printed as a ratio to a baseline measured in the same run.
+bench:
+    bench/place.sh
+    bench/gap-cost.sh
+    bench/rebuild.sh
+    just bench-kafka
+
+# Place-order throughput/latency of `orders all` under wrk against pgbench, and peak RSS.
+bench-place *ARGS:
+    bench/place.sh {{ARGS}}
+
 # Write-side cost of gap safety: appends/s with and without it (pgbench, same run).
 bench-gap *ARGS:
     bench/gap-cost.sh {{ARGS}}
