@@ -116,7 +116,9 @@ fn relay_options(kafka: &KafkaSource) -> RelayOptions {
         brokers: kafka.brokers.clone(),
         topic: kafka.topic.clone(),
         partitions: kafka.partitions,
-        batch_size: 1000,
+        // ~1,000 records per partition and produce: Tansu stalls on
+        // batches of about 100 (ADR 0007), and a round's fixed costs spread.
+        batch_size: 3000,
         poll_interval: Duration::from_millis(500),
     }
 }

@@ -387,7 +387,7 @@ pub fn relay_options(kafka: &KafkaSource) -> services::relay::RelayOptions {
         brokers: kafka.brokers.clone(),
         topic: kafka.topic.clone(),
         partitions: kafka.partitions,
-        batch_size: 1000,
+        batch_size: 3000,
         poll_interval: Duration::from_millis(100),
     }
 }
