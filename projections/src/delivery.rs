@@ -461,7 +461,30 @@ async fn consume(
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
 ) -> Result<()> {
-    let (client, partitions) = connect_topic(source).await?;
+    // The relay creates the topic; creating it here too would race it (and
+    // the losing side's client logs an error). Wait for it instead.
+    let client = Arc::new(
+        kafka::connect(&source.brokers, Duration::from_secs(5))
+            .await
+            .map_err(|e| ProjectionError::Kafka(e.to_string()))?,
+    );
+    let mut logged = false;
+    let partitions = loop {
+        match kafka::find_topic(&client, &source.topic)
+            .await
+            .map_err(|e| ProjectionError::Kafka(e.to_string()))?
+        {
+            Some(partitions) => break partitions,
+            None if shutdown.is_cancelled() => return Ok(()),
+            None => {
+                if !logged {
+                    tracing::info!(projection = NAME, topic = %source.topic, "waiting for the relay to create the topic");
+                    logged = true;
+                }
+                sleep_or_cancel(Duration::from_millis(200), shutdown).await;
+            }
+        }
+    };
     tracing::info!(projection = NAME, topic = %source.topic, ?partitions, "delivery consumer running");
     let stop = shutdown.child_token();
     let mut tasks = JoinSet::new();

@@ -57,7 +57,8 @@ pub async fn ensure_topic(
     )))
 }
 
-async fn find_topic(client: &Client, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
+/// The partitions of `topic`, `None` while it does not exist.
+pub async fn find_topic(client: &Client, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
     Ok(client
         .list_topics()
         .await?
