@@ -24,10 +24,11 @@ answers() { # host:port[,host:port...] -> true if the first answers TCP
     (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
 }
 
+# Free = bindable (an outgoing connection may hold a port nobody listens on).
 free_port() {
     local port
     for port in $(seq "$1" $(( $1 + 100 ))); do
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        if python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null; then
             echo "$port"; return
         fi
     done

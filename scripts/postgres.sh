@@ -46,10 +46,20 @@ answers() { # url
     [ -n "$psql" ] && PGCONNECT_TIMEOUT=3 "$psql" "$1" -Atqc 'select 1' >/dev/null 2>&1
 }
 
+# A port is free if it can be bound (a port nobody listens on may still be
+# held by an outgoing connection, so a connect test is not enough).
+bindable() {
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+    else
+        ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    fi
+}
+
 free_port() {
     local port
     for port in $(seq 55432 55532); do
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        if bindable "$port"; then
             echo "$port"; return
         fi
     done
@@ -113,15 +123,26 @@ url="postgres://postgres@127.0.0.1:$port/$db_name"
 if ! as_owner "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     # Our cluster is down, so whatever holds its port (another checkout's
     # cluster, another program) is not ours: move to a free port.
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    if ! bindable "$port"; then
         port=$(free_port); echo "$port" > "$base/port"
         url="postgres://postgres@127.0.0.1:$port/$db_name"
         log "port taken by something else; moved to $port"
     fi
-    log "starting PostgreSQL on 127.0.0.1:$port"
-    as_owner "$bindir/pg_ctl" -D "$data" -l "$base/server.log" -w -t 60 \
-        -o "-p $port -k $base -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB" start >/dev/null \
-        || { log "failed to start; see $base/server.log"; tail -n 20 "$base/server.log" >&2; exit 1; }
+    # A free port can be taken between choosing and binding (it may be in
+    # the range the kernel hands to outgoing connections): retry elsewhere.
+    for attempt in 1 2 3 4 5; do
+        log "starting PostgreSQL on 127.0.0.1:$port"
+        if as_owner "$bindir/pg_ctl" -D "$data" -l "$base/server.log" -w -t 60 \
+            -o "-p $port -k $base -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=256MB" start >/dev/null; then
+            break
+        fi
+        if [ "$attempt" -lt 5 ] && tail -n 5 "$base/server.log" | grep -q "Address already in use"; then
+            port=$(free_port); echo "$port" > "$base/port"
+            url="postgres://postgres@127.0.0.1:$port/$db_name"
+            continue
+        fi
+        log "failed to start; see $base/server.log"; tail -n 20 "$base/server.log" >&2; exit 1
+    done
 fi
 
 admin="postgres://postgres@127.0.0.1:$port/postgres"
