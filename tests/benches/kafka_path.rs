@@ -137,8 +137,8 @@ async fn relay_drain() -> (f64, f64, i64) {
 }
 
 async fn delivery_latency() -> (Duration, Duration, usize, u32) {
-    const RATE: u32 = 200;
-    const SECONDS: u32 = 10;
+    const RATE: u32 = 1000;
+    const SECONDS: u32 = 5;
     let app = Arc::new(
         spawn_app_opts(AppOptions {
             kafka: Some(test_kafka()),
