@@ -9,7 +9,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
-command -v wrk >/dev/null || { echo "place.sh: wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+if ! command -v wrk >/dev/null; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        echo "place.sh: installing wrk (Debian package)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+    else
+        echo "place.sh: wrk is missing; install it with: sudo apt-get install -y wrk" >&2; exit 1
+    fi
+fi
 eval "$(scripts/postgres.sh)"
 eval "$(scripts/kafka.sh memory)"
 cargo build --release -q -p services --bin orders
