@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::checkpoint::{self, REBUILD_LOCK, WORKER_LOCK};
 use crate::error::{ProjectionError, Result};
 use crate::kafka;
-use crate::order_view::reduce;
+use crate::order_view::{apply_moves, reduce};
 use crate::runner::{sleep_or_cancel, try_lock, unlock, Backoff};
 
 /// The projection's registry name.
@@ -181,29 +181,7 @@ async fn apply(conn: &mut PgConnection, generation: i32, events: &[EventEnvelope
         .execute(&mut *conn)
         .await?;
     }
-    if !moved.is_empty() {
-        let ids: Vec<Uuid> = moved.iter().map(|(id, _)| *id).collect();
-        let statuses: Vec<&str> = moved.iter().map(|(_, c)| c.status.code()).collect();
-        let updated: Vec<OffsetDateTime> = moved.iter().map(|(_, c)| c.updated_at).collect();
-        let versions: Vec<i32> = moved.iter().map(|(_, c)| c.version).collect();
-        let positions: Vec<i64> = moved.iter().map(|(_, c)| c.position).collect();
-        // Duplicates and re-sent older versions fail the guard: no-ops.
-        sqlx::query(&format!(
-            "UPDATE {t} AS v
-                SET status = u.status, updated_at = u.updated_at, version = u.version,
-                    last_position = u.last_position
-               FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::int[], $5::bigint[])
-                    AS u(order_id, status, updated_at, version, last_position)
-              WHERE v.order_id = u.order_id AND v.version < u.version"
-        ))
-        .bind(&ids)
-        .bind(&statuses)
-        .bind(&updated)
-        .bind(&versions)
-        .bind(&positions)
-        .execute(&mut *conn)
-        .await?;
-    }
+    apply_moves(conn, &t, &moved).await?;
     Ok(())
 }
 
@@ -401,7 +379,7 @@ pub async fn run_consumer(
         let mut lock_conn = match pool.acquire().await {
             Ok(c) => c,
             Err(e) => {
-                let delay = backoff.next();
+                let delay = backoff.grow();
                 tracing::warn!(projection = NAME, error = %e, ?delay, "no database connection; retrying");
                 sleep_or_cancel(delay, &shutdown).await;
                 continue;
@@ -422,7 +400,7 @@ pub async fn run_consumer(
                 continue;
             }
             Err(e) => {
-                let delay = backoff.next();
+                let delay = backoff.grow();
                 tracing::warn!(projection = NAME, error = %e, ?delay, "cannot take the consumer lock; retrying");
                 sleep_or_cancel(delay, &shutdown).await;
                 continue;
@@ -436,7 +414,7 @@ pub async fn run_consumer(
             Err(e @ ProjectionError::Unknown(_)) => return Err(e),
             Err(e) => {
                 metrics::counter!("projection_retries_total", "projection" => NAME).increment(1);
-                let delay = backoff.next();
+                let delay = backoff.grow();
                 tracing::warn!(projection = NAME, error = %e, ?delay, "delivery consumer failed; retrying");
                 sleep_or_cancel(delay, &shutdown).await;
             }

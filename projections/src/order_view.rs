@@ -229,33 +229,45 @@ impl Projection for OrderReadModel {
             .await?;
         }
 
-        if !moved.is_empty() {
-            let ids: Vec<Uuid> = moved.iter().map(|(id, _)| *id).collect();
-            let statuses: Vec<&str> = moved.iter().map(|(_, c)| c.status.code()).collect();
-            let updated: Vec<OffsetDateTime> = moved.iter().map(|(_, c)| c.updated_at).collect();
-            let versions: Vec<i32> = moved.iter().map(|(_, c)| c.version).collect();
-            let positions: Vec<i64> = moved.iter().map(|(_, c)| c.position).collect();
-            // The version guard makes a replayed event a no-op: a row moves
-            // only forward, and the state after an order's last event in the
-            // batch does not depend on the ones before it.
-            sqlx::query(&format!(
-                "UPDATE {t} AS v
-                    SET status = u.status, updated_at = u.updated_at, version = u.version,
-                        last_position = u.last_position
-                   FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::int[], $5::bigint[])
-                        AS u(order_id, status, updated_at, version, last_position)
-                  WHERE v.order_id = u.order_id AND v.version < u.version"
-            ))
-            .bind(&ids)
-            .bind(&statuses)
-            .bind(&updated)
-            .bind(&versions)
-            .bind(&positions)
-            .execute(&mut *conn)
-            .await?;
-        }
+        apply_moves(conn, &t, &moved).await?;
         Ok(())
     }
+}
+
+/// Moves orders to their state after a batch's last event for them: status,
+/// updated_at, version, last_position. Shared by every read model keyed by
+/// order with those columns. The version guard makes a replayed or duplicate
+/// event a no-op: a row moves only forward, and the state after an order's
+/// last event in the batch does not depend on the ones before it.
+pub(crate) async fn apply_moves(
+    conn: &mut PgConnection,
+    table: &str,
+    moved: &[&(Uuid, Change)],
+) -> Result<()> {
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = moved.iter().map(|(id, _)| *id).collect();
+    let statuses: Vec<&str> = moved.iter().map(|(_, c)| c.status.code()).collect();
+    let updated: Vec<OffsetDateTime> = moved.iter().map(|(_, c)| c.updated_at).collect();
+    let versions: Vec<i32> = moved.iter().map(|(_, c)| c.version).collect();
+    let positions: Vec<i64> = moved.iter().map(|(_, c)| c.position).collect();
+    sqlx::query(&format!(
+        "UPDATE {table} AS v
+            SET status = u.status, updated_at = u.updated_at, version = u.version,
+                last_position = u.last_position
+           FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::int[], $5::bigint[])
+                AS u(order_id, status, updated_at, version, last_position)
+          WHERE v.order_id = u.order_id AND v.version < u.version"
+    ))
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&updated)
+    .bind(&versions)
+    .bind(&positions)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 const ROW_COLUMNS: &str = "order_id, user_id, coffee_name, coffee_price, coffee_qty, total_price, \

@@ -209,7 +209,7 @@ pub async fn run_worker<P: Projection>(
                 continue;
             }
             Err(e) => {
-                let delay = backoff.next();
+                let delay = backoff.grow();
                 tracing::warn!(projection = name, error = %e, ?delay, "cannot take the worker lock; retrying");
                 sleep_or_cancel(delay, &shutdown).await;
                 continue;
@@ -234,7 +234,7 @@ pub async fn run_worker<P: Projection>(
             }
             Err(e) => {
                 metrics::counter!("projection_retries_total", "projection" => name).increment(1);
-                let delay = backoff.next();
+                let delay = backoff.grow();
                 tracing::warn!(projection = name, error = %e, ?delay, "projection worker failed; retrying");
                 sleep_or_cancel(delay, &shutdown).await;
             }
@@ -314,7 +314,7 @@ async fn wait_for_news(
     }
 }
 
-pub(crate) async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {
+pub async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {
     tokio::select! {
         () = shutdown.cancelled() => {}
         () = tokio::time::sleep(duration) => {}
@@ -322,13 +322,14 @@ pub(crate) async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationT
 }
 
 /// Exponential backoff from 100 ms to 5 s.
-pub(crate) struct Backoff(Duration);
+#[derive(Debug, Default)]
+pub struct Backoff(Duration);
 
 impl Backoff {
     pub fn new() -> Self {
         Backoff(Duration::ZERO)
     }
-    pub fn next(&mut self) -> Duration {
+    pub fn grow(&mut self) -> Duration {
         self.0 = (self.0 * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
         self.0
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use domain::EventEnvelope;
 use futures::future::join_all;
 use projections::kafka;
-use projections::runner::LOG_CHANNEL;
+use projections::runner::{sleep_or_cancel, Backoff, LOG_CHANNEL};
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
@@ -72,6 +72,7 @@ impl From<projections::ProjectionError> for RelayError {
 
 /// Runs the relay until `shutdown`.
 pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new();
     let mut delay = Duration::ZERO;
     let mut waiting_logged = false;
     while !shutdown.is_cancelled() {
@@ -81,7 +82,7 @@ pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToke
         let mut lock = match pool.acquire().await {
             Ok(conn) => conn,
             Err(e) => {
-                delay = next_delay(delay);
+                delay = backoff.grow();
                 tracing::warn!(error = %e, ?delay, "relay: no database connection; retrying");
                 continue;
             }
@@ -103,16 +104,19 @@ pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToke
                 continue;
             }
             Err(e) => {
-                delay = next_delay(delay);
+                delay = backoff.grow();
                 tracing::warn!(error = %e, ?delay, "relay: cannot take the lock; retrying");
                 continue;
             }
         }
         match publish(&pool, &mut lock, &options, &shutdown).await {
-            Ok(()) => delay = Duration::ZERO,
+            Ok(()) => {
+                backoff.reset();
+                delay = Duration::ZERO;
+            }
             Err(e) => {
                 metrics::counter!("relay_errors_total").increment(1);
-                delay = next_delay(delay);
+                delay = backoff.grow();
                 tracing::warn!(error = %e, ?delay, "relay failed; retrying");
             }
         }
@@ -124,17 +128,6 @@ pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToke
             .await;
     }
     tracing::info!("relay stopped");
-}
-
-fn next_delay(delay: Duration) -> Duration {
-    (delay * 2).clamp(Duration::from_millis(200), Duration::from_secs(5))
-}
-
-async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        () = shutdown.cancelled() => {}
-        () = tokio::time::sleep(duration) => {}
-    }
 }
 
 /// While holding the lock: connect, make sure of the topic, then publish
