@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Drops the per-test databases earlier test runs left behind (each test makes
-# its own `test_…` database; they are kept after a run for post-mortems).
+# its own `test_…` database and drops it when it passes; a failing test's is
+# kept for the post-mortem until the next run).
 set -euo pipefail
 : "${DATABASE_URL:?DATABASE_URL must be set}"
 admin="${DATABASE_URL%/*}/postgres"

@@ -81,6 +81,38 @@ impl TestDb {
     }
 }
 
+/// A passing test's database is dropped when the test ends (a hundred tests'
+/// databases add up on a CI machine short of disk); a failing test's is kept
+/// for the post-mortem, as is every one when `TEST_KEEP_DATABASES` is set.
+/// `just test` drops the kept ones at its next start.
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("TEST_KEEP_DATABASES").is_some() {
+            return;
+        }
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on:
+        // a short-lived thread with its own runtime does the work.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let admin = PgConnectOptions::from_str(&database_url()).ok()?;
+                let mut conn = admin.database("postgres").connect().await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()?;
+                conn.close().await.ok()
+            })
+        });
+        // Best effort: a database left behind is dropped by the next run.
+        let _ = dropper.join();
+    }
+}
+
 /// The application, served on 127.0.0.1 at an ephemeral port.
 pub struct TestApp {
     pub base: String,
