@@ -80,6 +80,10 @@ pub enum Cmd {
     /// Everything in one process: the HTTP APIs, the outbox relay and the
     /// projection workers.
     All(AllArgs),
+    /// The background half of `all`: the outbox relay and every projection
+    /// worker, no HTTP (run API and worker processes separately, several of
+    /// each).
+    Work(WorkerArgs),
     /// Run the outbox relay only (publishes committed events to Kafka).
     Relay,
     /// Serve the HTTP APIs only (migrates the database first).

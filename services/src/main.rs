@@ -83,6 +83,16 @@ async fn orders(cli: Cli) -> anyhow::Result<()> {
             };
             run(&pool, parts).await
         }
+        Cmd::Work(args) => {
+            let kafka = cli.kafka.require("orders work")?;
+            let parts = Parts {
+                relay: Some(relay_options(&kafka)),
+                project: Some((workers::KNOWN.to_vec(), args)),
+                kafka: Some(kafka),
+                ..Parts::default()
+            };
+            run(&pool, parts).await
+        }
         Cmd::All(args) => {
             let kafka = cli.kafka.require("orders all")?;
             let parts = Parts {

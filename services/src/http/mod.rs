@@ -26,7 +26,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::orders::{Handled, Orders, Outcome};
-use crate::store::EventStore;
+use crate::store::{CommitSignal, EventStore};
 use error::ApiError;
 
 /// Largest request body accepted (413 beyond).
@@ -58,12 +58,18 @@ pub struct AppState {
     pub max_in_flight: usize,
     /// A request still running after this is answered 503.
     pub request_timeout: Duration,
+    /// Poked by every committed append; [`serve`] turns pokes into `NOTIFY`s.
+    pub commit_signal: CommitSignal,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, port: u16) -> Self {
+        let commit_signal = CommitSignal::new();
         AppState {
-            orders: Orders::new(EventStore::new(pool.clone())),
+            orders: Orders::new(
+                EventStore::new(pool.clone()).with_commit_signal(commit_signal.clone()),
+            ),
+            commit_signal,
             pool,
             port,
             read_wait: READ_YOUR_WRITES_WAIT,
@@ -155,12 +161,21 @@ pub async fn serve(
     apis: Apis,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    // Wakes the relay and the projection workers after commits.
+    let signal = tokio::spawn(
+        state
+            .commit_signal
+            .clone()
+            .run(state.pool.clone(), shutdown.clone()),
+    );
     // Normalising must wrap the router: routing happens inside it.
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state, apis));
     tracing::info!(addr = %listener.local_addr()?, ?apis, "serving HTTP");
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+    let served = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
         .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+        .await;
+    signal.abort();
+    served
 }
 
 /// A strong ETag for an order version.

@@ -43,6 +43,10 @@ impl From<projections::ProjectionError> for StoreError {
 /// Constraints whose violation means "someone else wrote this version first".
 const CONCURRENCY_CONSTRAINTS: &[&str] = &["events_stream_version_key"];
 
+/// The constraint whose violation means "a request with this idempotency key
+/// committed first".
+const IDEMPOTENCY_CONSTRAINT: &str = "idempotency_keys_pkey";
+
 impl StoreError {
     /// Classifies an error from the event insert.
     pub(crate) fn from_append(error: sqlx::Error, stream: OrderId, expected: u64) -> StoreError {
@@ -50,6 +54,7 @@ impl StoreError {
             Some(name) if CONCURRENCY_CONSTRAINTS.contains(&name) => {
                 StoreError::Conflict { stream, expected }
             }
+            Some(IDEMPOTENCY_CONSTRAINT) => StoreError::IdempotencyKeyTaken,
             _ => StoreError::Database(error),
         }
     }

@@ -3,6 +3,7 @@
 //! request's idempotency record in one transaction: all of it or none.
 
 mod error;
+mod signal;
 
 use domain::{Event, EventEnvelope, Metadata, OrderId};
 use projections::{decode_event_row, EVENT_COLUMNS};
@@ -12,6 +13,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 pub use error::{is_unavailable, Result, StoreError};
+pub use signal::CommitSignal;
 
 /// A request's idempotency key, scoped (per user) and with the normalised
 /// request it stands for.
@@ -44,11 +46,22 @@ pub struct Appended {
 #[derive(Debug, Clone)]
 pub struct EventStore {
     pool: PgPool,
+    committed: Option<CommitSignal>,
 }
 
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
-        EventStore { pool }
+        EventStore {
+            pool,
+            committed: None,
+        }
+    }
+
+    /// Pokes `signal` after every append that committed, so the relay and the
+    /// projection workers wake at once (see [`CommitSignal`]).
+    pub fn with_commit_signal(mut self, signal: CommitSignal) -> Self {
+        self.committed = Some(signal);
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -99,19 +112,35 @@ impl EventStore {
         let payloads: Vec<serde_json::Value> = events.iter().map(Event::payload).collect();
         let metadata_json = serde_json::to_value(metadata).map_err(StoreError::Encode)?;
 
-        let mut tx = self.pool.begin().await?;
-
-        // The version check and the insert are one statement: if the stream is
-        // not at `expected`, nothing is inserted. A concurrent writer of the
-        // same version blocks on the unique index until the first commits,
-        // then fails with a unique violation, mapped to `Conflict`.
+        // One statement, so one round trip and no explicit transaction: the
+        // events, their outbox rows and the idempotency record commit together
+        // or not at all (a statement is atomic).
+        // - The version check is part of the insert: if the stream is not at
+        //   `expected`, nothing is inserted. A concurrent writer of the same
+        //   version blocks on the unique index until the first commits, then
+        //   fails with a unique violation, mapped to `Conflict`.
+        // - A key another request committed first violates the key's primary
+        //   key, mapped to `IdempotencyKeyTaken`: ours never happened.
+        let (scope, key, fingerprint) = match idempotency {
+            Some(k) => (Some(&k.scope), Some(&k.key), Some(&k.fingerprint)),
+            None => (None, None, None),
+        };
         let rows = sqlx::query(
-            "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata)
-             SELECT $1, v.version, v.event_id, v.event_type, v.schema_version, v.payload, $7
-               FROM UNNEST($2::int[], $3::uuid[], $4::text[], $5::smallint[], $6::jsonb[])
-                    AS v(version, event_id, event_type, schema_version, payload)
-              WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) = $8
-             RETURNING position, version, recorded_at",
+            "WITH appended AS (
+                 INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata)
+                 SELECT $1, v.version, v.event_id, v.event_type, v.schema_version, v.payload, $7
+                   FROM UNNEST($2::int[], $3::uuid[], $4::text[], $5::smallint[], $6::jsonb[])
+                        AS v(version, event_id, event_type, schema_version, payload)
+                  WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) = $8
+                 RETURNING position, version, recorded_at),
+             outboxed AS (
+                 INSERT INTO outbox (position, stream_id) SELECT position, $1 FROM appended),
+             keyed AS (
+                 INSERT INTO idempotency_keys (scope, key, fingerprint, stream_id, version, log_position)
+                 SELECT $9, $10, $11, $1, max(version), max(position) FROM appended
+                  WHERE $9::text IS NOT NULL
+                 HAVING count(*) > 0)
+             SELECT position, version, recorded_at FROM appended ORDER BY version",
         )
         .bind(stream.as_uuid())
         .bind(&versions)
@@ -121,7 +150,10 @@ impl EventStore {
         .bind(&payloads)
         .bind(&metadata_json)
         .bind(expected_i32)
-        .fetch_all(&mut *tx)
+        .bind(scope)
+        .bind(key)
+        .bind(fingerprint)
+        .fetch_all(&self.pool)
         .await
         .map_err(|e| StoreError::from_append(e, stream, expected))
         .inspect_err(|e| {
@@ -135,42 +167,14 @@ impl EventStore {
             return Err(StoreError::Conflict { stream, expected });
         }
 
-        let mut stored: Vec<(i64, i32, OffsetDateTime)> = rows
+        let stored: Vec<(i64, i32, OffsetDateTime)> = rows
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect::<Result<_, sqlx::Error>>()?;
-        stored.sort_by_key(|(_, version, _)| *version);
-        let positions: Vec<i64> = stored.iter().map(|(p, _, _)| *p).collect();
-        let last_position = positions.last().copied().unwrap_or_default();
-
-        sqlx::query("INSERT INTO outbox (position, stream_id) SELECT UNNEST($1::bigint[]), $2")
-            .bind(&positions)
-            .bind(stream.as_uuid())
-            .execute(&mut *tx)
-            .await?;
-
-        if let Some(key) = idempotency {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (scope, key, fingerprint, stream_id, version, log_position)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (scope, key) DO NOTHING",
-            )
-            .bind(&key.scope)
-            .bind(&key.key)
-            .bind(&key.fingerprint)
-            .bind(stream.as_uuid())
-            .bind(versions.last().copied().unwrap_or(expected_i32))
-            .bind(last_position)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                // Another request with this key committed first; ours never happened.
-                return Err(StoreError::IdempotencyKeyTaken);
-            }
+        let last_position = stored.iter().map(|(p, _, _)| *p).max().unwrap_or_default();
+        if let Some(signal) = &self.committed {
+            signal.poke();
         }
-
-        tx.commit().await?;
         metrics::counter!("event_store_appends_total").increment(1);
 
         let events = events
