@@ -20,6 +20,10 @@ test:
 # What CI runs: formatting, lints, then every test.
 ci: lint test
 
+# Fault injection under load (kill -9, broker down, PostgreSQL crash), then the invariants. Try `just chaos --help`.
+chaos *ARGS:
+    eval "$(scripts/kafka.sh install)"; cargo build --release -p services --bin orders -p e2e --bin chaos && target/release/chaos {{ARGS}}
+
 # Every benchmark, each printed as a ratio to a baseline measured in the same run.
 bench:
     bench/place.sh

@@ -10,6 +10,7 @@
 #      durable  - SQLite storage under .local/kafka/durable, for `just run`
 #
 # Usage: eval "$(scripts/kafka.sh [memory|durable])"
+#        eval "$(scripts/kafka.sh install)"  # only install; export TANSU_BIN
 #        scripts/kafka.sh stop            # stop both
 set -euo pipefail
 
@@ -52,7 +53,7 @@ if [ "${1:-}" = "stop" ]; then
     exit 0
 fi
 flavour=${1:-memory}
-case "$flavour" in memory|durable) ;; *) log "unknown flavour $flavour (memory|durable)"; exit 2 ;; esac
+case "$flavour" in memory|durable|install) ;; *) log "unknown flavour $flavour (memory|durable|install)"; exit 2 ;; esac
 
 tansu_bin() {
     if [ -n "${TANSU_BIN:-}" ] && [ -x "$TANSU_BIN" ]; then echo "$TANSU_BIN"; return; fi
@@ -72,6 +73,10 @@ if ! bin=$(tansu_bin); then
     log "installing Tansu from crates.io (once; about 12 minutes on 2 cores)"
     cargo install tansu --locked --features dynostore,libsql >&2
     bin=$(tansu_bin)
+fi
+if [ "$flavour" = install ]; then
+    printf 'export TANSU_BIN=%q\n' "$bin"
+    exit 0
 fi
 
 dir="$base/$flavour"

@@ -8,6 +8,7 @@
 #
 # Usage: eval "$(scripts/postgres.sh)"      # start if needed, export the URL
 #        scripts/postgres.sh stop           # stop the project-local cluster
+#        scripts/postgres.sh crash          # stop it as a crash would (chaos runs)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,10 +48,12 @@ answers() { # url
 }
 
 # A port is free if it can be bound (a port nobody listens on may still be
-# held by an outgoing connection, so a connect test is not enough).
+# held by an outgoing connection, so a connect test is not enough). Bound as
+# PostgreSQL binds it, with SO_REUSEADDR: right after a crash the old
+# connections linger in TIME_WAIT, and the cluster must come back on its port.
 bindable() {
     if command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+        python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
     else
         ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
     fi
@@ -66,11 +69,14 @@ free_port() {
     log "no free port in 55432-55532"; exit 1
 }
 
-if [ "${1:-}" = "stop" ]; then
+if [ "${1:-}" = "stop" ] || [ "${1:-}" = "crash" ]; then
     bindir=$(find_bindir) || exit 0
     owner=$( [ "$(id -u)" -eq 0 ] && echo postgres || id -un )
+    # crash: no shutdown checkpoint, clients cut off; the next start recovers
+    # from the WAL, as after a power cut (committed work survives).
+    mode=fast; [ "$1" = crash ] && mode=immediate
     if [ -f "$data/postmaster.pid" ]; then
-        as_owner "$bindir/pg_ctl" -D "$data" -m fast -w stop >&2 && log "stopped"
+        as_owner "$bindir/pg_ctl" -D "$data" -m "$mode" -w stop >&2 && log "stopped ($mode)"
     fi
     exit 0
 fi
