@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Place-order throughput and latency of `orders all` (API + relay +
-# projections, as deployed) under wrk at 8, 32 and 64 connections, against
-# pgbench running the same append transaction (one event row + one outbox
-# row) at the same concurrency on the same database, in the same run.
-# Also peak RSS of the process idle and after the 64-connection load.
+# Place-order throughput and latency under wrk at 8, 32 and 64 connections,
+# against pgbench running the very statement the service's append runs (one
+# event row, one outbox row, the idempotency CTE; prepared, as sqlx runs it)
+# at the same concurrency on the same database, in the same run.
+#
+# Two ways to run the service:
+#   all    `orders all`: API, relay and both projections in one process, as
+#          `just run` deploys it (the pipeline's work shares the 2 cores);
+#   serve  `orders serve`: the API alone (relay and projections elsewhere).
+# Also peak RSS of `orders all`, idle and after the 64-connection load.
 #
 # Usage: bench/place.sh [seconds=10]
 set -euo pipefail
@@ -26,50 +31,79 @@ admin="${DATABASE_URL%/*}/postgres"
 db="bench_place"
 url="${DATABASE_URL%/*}/$db"
 psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
+DATABASE_URL="$url" target/release/orders migrate >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 tmp=$(mktemp -d)
-DATABASE_URL="$url" KAFKA_TOPIC="bench-$(date +%s)" DB_MAX_CONNECTIONS=40 \
-    target/release/orders all --http-addr "127.0.0.1:$port" >"$tmp/orders.log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; if grep -q "\"level\":\"ERROR\"" "$tmp/orders.log"; then grep "\"level\":\"ERROR\"" "$tmp/orders.log" | tail -3 >&2; fi; rm -rf "$tmp"; psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
-sleep 2
-# pgbench appends to copies of the log's tables (same columns, defaults,
-# indexes), so its rows never reach the service's projections.
+pid=""
+stop_orders() {
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi
+    if grep -q '"level":"ERROR"' "$tmp/orders.log" 2>/dev/null; then grep '"level":"ERROR"' "$tmp/orders.log" | tail -3 >&2; fi
+}
+trap 'stop_orders; rm -rf "$tmp"; psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true' EXIT
+start_orders() { # all|serve
+    DATABASE_URL="$url" KAFKA_TOPIC="bench-$(date +%s%N)" DB_MAX_CONNECTIONS=40 \
+        target/release/orders "$1" --http-addr "127.0.0.1:$port" >>"$tmp/orders.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
+    sleep 2
+}
+rss() { awk '/VmHWM/ {print $2}' "/proc/$pid/status"; }
+
+# pgbench appends to copies of the tables (same columns, defaults, indexes),
+# so its rows never reach the service's projections. The statement is the
+# one in services/src/store/mod.rs, values inlined as pgbench cannot bind
+# arrays; no idempotency key, as wrk sends none.
 psql "$url" -q >/dev/null <<'SQL'
 CREATE TABLE bench_events (LIKE events INCLUDING ALL);
 CREATE TABLE bench_outbox (LIKE outbox INCLUDING ALL);
+CREATE TABLE bench_keys (LIKE idempotency_keys INCLUDING ALL);
 SQL
-rss() { awk '/VmHWM/ {print $2}' "/proc/$pid/status"; }
-idle_kib=$(rss)
-
+cat > "$tmp/append.sql" <<'SQL'
+WITH appended AS (
+    INSERT INTO bench_events (stream_id, version, event_id, event_type, schema_version, payload, metadata)
+    SELECT s.id, v.version, v.event_id, v.event_type, v.schema_version, v.payload,
+           '{"who": "customer USER0001", "request_id": "b3a1c6e2-5a7e-4d55-9a43-1f0f7e3c2d11"}'::jsonb
+      FROM (SELECT gen_random_uuid() AS id) s,
+           UNNEST(ARRAY[1], ARRAY[gen_random_uuid()], ARRAY['OrderPlaced'], ARRAY[1::smallint],
+                  ARRAY['{"order_id": "x", "user_id": "USER0001", "coffee_name": "today''s coffee", "coffee_price": 5000, "coffee_qty": 3, "total_price": 15000}'::jsonb])
+           AS v(version, event_id, event_type, schema_version, payload)
+     WHERE (SELECT coalesce(max(version), 0) FROM bench_events WHERE stream_id = s.id) = 0
+    RETURNING position, stream_id, version, recorded_at),
+outboxed AS (
+    INSERT INTO bench_outbox (position, stream_id) SELECT position, stream_id FROM appended),
+keyed AS (
+    INSERT INTO bench_keys (scope, key, fingerprint, stream_id, version, log_position)
+    SELECT NULL, NULL, NULL, (array_agg(stream_id))[1], max(version), max(position) FROM appended
+     WHERE NULL::text IS NOT NULL
+    HAVING count(*) > 0)
+SELECT position, version, recorded_at FROM appended ORDER BY version;
+SQL
 cat > "$tmp/place.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"coffee_name": "today\'s coffee", "coffee_price": "5000", "coffee_qty": "3"}'
 LUA
-cat > "$tmp/append.sql" <<'SQL'
-BEGIN;
-WITH e AS (
-  INSERT INTO bench_events (stream_id, version, event_id, event_type, schema_version, payload, metadata)
-  VALUES (gen_random_uuid(), 1, gen_random_uuid(), 'OrderPlaced', 1,
-          '{"order_id": "x", "user_id": "USER0001", "coffee_name": "today''s coffee", "coffee_price": 5000, "coffee_qty": 3, "total_price": 15000}',
-          '{"who": "customer:USER0001"}')
-  RETURNING position, stream_id)
-INSERT INTO bench_outbox (position, stream_id) SELECT position, stream_id FROM e;
-COMMIT;
-SQL
 
-printf '\n%-6s %14s %14s %8s %12s\n' conns "orders req/s" "pgbench tps" ratio "orders p99"
-for c in 8 32 64; do
-    out=$(wrk -t2 -c"$c" -d"${seconds}s" --latency -s "$tmp/place.lua" "http://127.0.0.1:$port/order-ms/USER0001/orders")
+row() { # mode conns
+    local out rps p99 non2xx tps
+    out=$(wrk -t2 -c"$2" -d"${seconds}s" --latency -s "$tmp/place.lua" "http://127.0.0.1:$port/order-ms/USER0001/orders")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
-    tps=$("$bindir/pgbench" -n -f "$tmp/append.sql" -c "$c" -j 2 -T "$seconds" "$url" 2>/dev/null | sed -nE 's/^tps = ([0-9.]+).*/\1/p')
-    printf '%-6s %14.0f %14.0f %8.2f %12s%s\n' "$c" "$rps" "$tps" "$(awk -v a="$rps" -v b="$tps" 'BEGIN{print a/b}')" "$p99" \
+    tps=$("$bindir/pgbench" -n -M prepared -f "$tmp/append.sql" -c "$2" -j 2 -T "$seconds" "$url" 2>/dev/null | sed -nE 's/^tps = ([0-9.]+).*/\1/p')
+    printf '%-7s %-6s %14.0f %14.0f %8.2f %12s%s\n' "$1" "$2" "$rps" "$tps" "$(awk -v a="$rps" -v b="$tps" 'BEGIN{print a/b}')" "$p99" \
         "${non2xx:+   ($non2xx non-2xx answers)}"
-done
+}
+
+printf '\nplace order: POST /order-ms/USER0001/orders (wrk) against pgbench running the same append\n'
+printf '%-7s %-6s %14s %14s %8s %12s\n' orders conns "orders req/s" "pgbench tps" ratio "orders p99"
+start_orders all
+idle_kib=$(rss)
+for c in 8 32 64; do row all "$c"; done
 loaded_kib=$(rss)
+stop_orders
+start_orders serve
+row serve 64
+stop_orders
 printf '\npeak RSS of orders all: idle %.1f MiB, after the 64-connection load %.1f MiB\n' \
     "$(awk -v k="$idle_kib" 'BEGIN{print k/1024}')" "$(awk -v k="$loaded_kib" 'BEGIN{print k/1024}')"

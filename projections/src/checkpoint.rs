@@ -43,6 +43,7 @@ pub async fn install<P: Projection>(pool: &PgPool, projection: &P) -> Result<()>
         .is_some();
     if !registered {
         projection.create_generation(&mut tx, 1).await?;
+        projection.finish_generation(&mut tx, 1).await?;
         sqlx::query("INSERT INTO projections (name, active_generation) VALUES ($1, 1)")
             .bind(projection.name())
             .execute(&mut *tx)

@@ -300,28 +300,42 @@ async fn fetch(
 
 /// One batch of one partition into `generation`, in one transaction. Returns
 /// the records consumed.
+///
+/// `at` caches the generation and the partition's next offset between calls
+/// (the caller owns the partition under the projection's lock), so a fetch
+/// that brings nothing costs no database round trip. It is cleared whenever
+/// a step fails; the offset's compare-and-set and the generation check in the
+/// transaction catch a cache gone stale.
 async fn step_partition(
     conn: &mut PgConnection,
     client: &PartitionClient,
     topic: &str,
     generation: Option<i32>,
     max_wait_ms: i32,
+    at: &mut Option<(i32, i64)>,
 ) -> Result<usize> {
     let partition = client.partition();
     let live = generation.is_none();
-    let generation = match generation {
-        Some(g) => g,
-        None => checkpoint::active_generation(conn, NAME).await?,
+    let (generation, from) = match at.take() {
+        Some(cached) => cached,
+        None => {
+            let generation = match generation {
+                Some(g) => g,
+                None => checkpoint::active_generation(conn, NAME).await?,
+            };
+            let from = offsets(conn, generation, topic)
+                .await?
+                .get(&partition)
+                .copied()
+                .unwrap_or(0);
+            (generation, from)
+        }
     };
-    let from = offsets(conn, generation, topic)
-        .await?
-        .get(&partition)
-        .copied()
-        .unwrap_or(0);
     let (records, _, _) = fetch(client, from, max_wait_ms)
         .await
         .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
     let Some(last) = records.last() else {
+        *at = Some((generation, from));
         return Ok(0);
     };
     let next = last.offset + 1;
@@ -356,6 +370,7 @@ async fn step_partition(
     .await?;
     crate::failpoint::hit(crate::failpoint::PROJECTION_BEFORE_COMMIT);
     tx.commit().await?;
+    *at = Some((generation, next));
     metrics::counter!("projection_batches_total", "projection" => NAME).increment(1);
     metrics::counter!("projection_events_applied_total", "projection" => NAME)
         .increment(events.len() as u64);
@@ -478,12 +493,18 @@ async fn consume(
         tasks.spawn(async move {
             let mut conn = pool.acquire().await?;
             let mut wait = FETCH_WAIT_MS;
+            let mut at = None;
             while !stop.is_cancelled() {
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    stepped = step_partition(&mut conn, &pc, &topic, None, wait) => match stepped {
+                    stepped = step_partition(&mut conn, &pc, &topic, None, wait, &mut at) => match stepped {
                         Ok(0) => wait = FETCH_WAIT_MS,
-                        Ok(_) => wait = 0,
+                        Ok(_) => {
+                            wait = 0;
+                            // Let records gather: one transaction for the
+                            // next few milliseconds' worth, not one each.
+                            crate::runner::linger(&stop).await;
+                        }
                         Err(ProjectionError::CheckpointMoved { .. }) => {}
                         Err(e) => return Err(e),
                     },
@@ -556,7 +577,7 @@ pub async fn rebuild(
     let mut done = 0u64;
     for pc in &clients {
         loop {
-            let n = step_partition(&mut conn, pc, &source.topic, Some(new), 100).await?;
+            let n = step_partition(&mut conn, pc, &source.topic, Some(new), 100, &mut None).await?;
             done += n as u64;
             progress(done);
             if n == 0 {
@@ -583,7 +604,7 @@ pub async fn rebuild(
             if at >= target {
                 break;
             }
-            let n = step_partition(&mut tx, pc, &source.topic, Some(new), 100).await?;
+            let n = step_partition(&mut tx, pc, &source.topic, Some(new), 100, &mut None).await?;
             done += n as u64;
             progress(done);
             if n == 0 {

@@ -136,6 +136,12 @@ impl Projection for OrderReadModel {
         ))
         .execute(&mut *conn)
         .await?;
+        Ok(())
+    }
+
+    async fn finish_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
+        let t = table(generation);
+        // The order list: a user's orders, newest first.
         sqlx::query(&format!(
             "CREATE INDEX IF NOT EXISTS {t}_user_idx ON {t} (user_id, order_id DESC)"
         ))

@@ -21,8 +21,19 @@ pub trait Projection: Send + Sync {
     /// One line for `orders projections list`.
     fn description(&self) -> &'static str;
 
-    /// Creates the (empty) tables of `generation`. Idempotent.
+    /// Creates the (empty) tables of `generation`, with the indexes `apply`
+    /// needs and no more. Idempotent.
     fn create_generation(
+        &self,
+        conn: &mut PgConnection,
+        generation: i32,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Adds what readers need on top (secondary indexes) before `generation`
+    /// is published. A rebuild calls it after the bulk of the catch-up:
+    /// building an index once over the filled table is cheaper than keeping
+    /// it up to date row by row. Idempotent.
+    fn finish_generation(
         &self,
         conn: &mut PgConnection,
         generation: i32,

@@ -15,6 +15,12 @@ use services::{admin, db, shutdown, telemetry, workers};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+// mimalloc: a tenth of the service's CPU went to glibc's malloc and free
+// (perf, place-order load); mimalloc serves the many small, short-lived
+// allocations of request handling from thread-local pages.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     services::metrics::handle();
@@ -37,7 +43,7 @@ fn main() -> ExitCode {
 }
 
 async fn orders(cli: Cli) -> anyhow::Result<()> {
-    telemetry::init(match cli.command {
+    let _logs = telemetry::init(match cli.command {
         Cmd::Projections(_) | Cmd::Migrate | Cmd::Verify { .. } => telemetry::COMMAND_LOGS,
         _ => telemetry::SERVICE_LOGS,
     });

@@ -7,9 +7,10 @@
 //! highest (measured in `bench/place.sh`, see docs/adr/0008). So appends do
 //! not notify. Instead every committed append pokes a [`CommitSignal`]; one
 //! task per process turns any number of pokes into one `NOTIFY` on its own
-//! connection, sent right away and again only once that one is done. Wake-up
-//! latency stays one round trip; the cost is one `NOTIFY` per round trip
-//! instead of one per order.
+//! connection, sent right away, and the next one no sooner than
+//! [`LINGER`](projections::runner::LINGER) later. Wake-up latency stays one
+//! round trip; the cost is at most 200 `NOTIFY`s a second instead of one per
+//! order.
 //!
 //! A process that dies between its commit and the `NOTIFY` loses nothing:
 //! the listeners also poll (the relay's and the workers' poll intervals).
@@ -17,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use projections::runner::{sleep_or_cancel, Backoff, LOG_CHANNEL};
+use projections::runner::{linger, sleep_or_cancel, Backoff, LOG_CHANNEL};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +54,13 @@ impl CommitSignal {
                 .execute(&pool)
                 .await
             {
-                Ok(_) => backoff.reset(),
+                Ok(_) => {
+                    backoff.reset();
+                    // At most one NOTIFY per linger: the listeners linger
+                    // that long after a wake-up anyway, and each NOTIFY wakes
+                    // every listener in every process.
+                    linger(&shutdown).await;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "commit notification not sent; listeners will poll");
                     // Keep the request: the next attempt covers these commits.

@@ -265,7 +265,12 @@ async fn run(args: Args) -> Result<bool> {
         .envs(env.iter().cloned())
         .output()
         .await?;
-    let verify_out = String::from_utf8_lossy(&verify.stdout).trim().to_owned();
+    let verify_out = String::from_utf8_lossy(&verify.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
     if !verify.status.success() {
         failures.push(format!(
             "orders verify: {verify_out} {}",
