@@ -3,6 +3,8 @@
 //! client. Postgres must be reachable through `DATABASE_URL` (`just test`
 //! makes it so); a test without it fails loudly, it never skips.
 
+pub mod processes;
+
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;

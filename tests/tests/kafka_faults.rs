@@ -2,71 +2,22 @@
 //! killed between produce and delete, two relays at once.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use e2e::processes::{terminate, DurableBroker};
 use e2e::{eventually, orders_bin, read_topic, spawn_app_opts, test_kafka, AppOptions, TestApp};
 use projections::delivery::KafkaSource;
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn tansu_bin() -> PathBuf {
-    std::env::var_os("TANSU_BIN")
-        .map(PathBuf::from)
-        .expect("TANSU_BIN is not set: run the tests with `just test`")
-}
-
-/// A Tansu broker of this test's own, with SQLite storage in `dir` so that
-/// it keeps its topics across a restart.
-async fn start_broker(dir: &Path, port: u16) -> Child {
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(tansu_bin())
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .current_dir(dir)
-        .env_remove("STORAGE_ENGINE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start tansu");
-    eventually(Duration::from_secs(20), "the broker to listen", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-    child
-}
-
-async fn stop(mut child: Child) {
-    if let Some(pid) = child.id() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await;
-    }
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        child.kill().await.expect("kill");
-    }
+/// A broker of this test's own, with SQLite storage in `dir` so that it keeps
+/// its topics across a restart.
+async fn start_broker(dir: &Path) -> DurableBroker {
+    let mut broker = DurableBroker::new(dir, None).expect("a broker of the test's own");
+    broker.start().await.expect("start the broker");
+    broker
 }
 
 async fn delivery_rows(app: &TestApp) -> BTreeMap<uuid::Uuid, i32> {
@@ -81,11 +32,9 @@ async fn delivery_rows(app: &TestApp) -> BTreeMap<uuid::Uuid, i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orders_are_accepted_while_the_broker_is_down_and_delivered_once_it_returns() {
     let dir = std::env::temp_dir().join(format!("tansu-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("broker dir");
-    let port = free_port();
-    let broker = start_broker(&dir, port).await;
+    let mut broker = start_broker(&dir).await;
     let kafka = KafkaSource {
-        brokers: vec![format!("127.0.0.1:{port}")],
+        brokers: vec![broker.address()],
         ..test_kafka()
     };
     let app = std::sync::Arc::new(
@@ -105,7 +54,7 @@ async fn orders_are_accepted_while_the_broker_is_down_and_delivered_once_it_retu
     )
     .await;
 
-    stop(broker).await;
+    broker.stop().await;
     let mut tasks = Vec::new();
     for t in 0..10 {
         let app = app.clone();
@@ -142,7 +91,7 @@ async fn orders_are_accepted_while_the_broker_is_down_and_delivered_once_it_retu
         ready.text
     );
 
-    let broker = start_broker(&dir, port).await;
+    broker.start().await.expect("start the broker again");
     eventually(
         Duration::from_secs(90),
         "501 orders on the delivery side",
@@ -159,7 +108,7 @@ async fn orders_are_accepted_while_the_broker_is_down_and_delivered_once_it_retu
         "each order applied once, at version 1"
     );
     assert_eq!(app.get("/readyz").await.status, 200);
-    stop(broker).await;
+    broker.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -211,12 +160,12 @@ async fn a_relay_killed_between_produce_and_delete_duplicates_nothing_in_the_rea
         "nothing was marked published"
     );
 
-    let relay = relay_process(&app, None).await;
+    let mut relay = relay_process(&app, None).await;
     eventually(Duration::from_secs(30), "an empty outbox", || async {
         (app.db.outbox().await == 0).then_some(())
     })
     .await;
-    stop(relay).await;
+    terminate(&mut relay).await;
     let records = read_topic(app.kafka.as_ref().expect("kafka")).await;
     assert_eq!(
         records.len() as i64,
@@ -250,7 +199,7 @@ async fn two_relays_publish_every_event_in_order_even_when_one_dies() {
         .await,
     );
     let mut first = relay_process(&app, None).await;
-    let second = relay_process(&app, None).await;
+    let mut second = relay_process(&app, None).await;
     let mut tasks = Vec::new();
     for t in 0..4 {
         let app = app.clone();
@@ -275,7 +224,7 @@ async fn two_relays_publish_every_event_in_order_even_when_one_dies() {
         (app.db.outbox().await == 0).then_some(())
     })
     .await;
-    stop(second).await;
+    terminate(&mut second).await;
 
     let records = read_topic(app.kafka.as_ref().expect("kafka")).await;
     let mut seen: HashSet<(String, u64)> = HashSet::new();

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use e2e::processes::{free_port, terminate, DurableBroker};
 use rskafka::client::partition::UnknownTopicHandling;
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
@@ -132,7 +133,7 @@ async fn run(args: Args) -> Result<bool> {
         .connect(&url)
         .await
         .context("connect to the chaos database")?;
-    let mut broker = Broker::new(&dir)?;
+    let mut broker = DurableBroker::new(&dir.join("kafka"), Some(dir.join("broker.log")))?;
     broker.start().await?;
     let topic = format!("chaos-{}", Uuid::now_v7().simple());
     let env = vec![
@@ -212,7 +213,7 @@ async fn run(args: Args) -> Result<bool> {
     if args.broker_down > 0 {
         sleep_until(started + traffic / 5).await;
         say("stopping the broker");
-        broker.stop().await?;
+        broker.stop().await;
         faults.note("broker stopped");
         tokio::time::sleep(Duration::from_secs(args.broker_down)).await;
         broker.start().await?;
@@ -338,7 +339,7 @@ async fn run(args: Args) -> Result<bool> {
             println!("  FAILED               {f}");
         }
     }
-    broker.stop().await.ok();
+    broker.stop().await;
     Ok(failures.is_empty())
 }
 
@@ -637,24 +638,6 @@ impl Supervised {
     }
 }
 
-/// SIGTERM, then SIGKILL if it has not exited within 10 s.
-async fn terminate(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await;
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
-    child.start_kill().ok();
-    child.wait().await.ok();
-}
-
 // ---------------------------------------------------------------------------
 // Infrastructure
 
@@ -728,87 +711,6 @@ async fn fresh_database(cluster_url: &str, name: &str) -> Result<String> {
         .await?;
     admin.close().await;
     Ok(format!("{prefix}/{name}"))
-}
-
-/// Tansu with SQLite storage in the run's folder, always on the same port.
-struct Broker {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn new(dir: &Path) -> Result<Broker> {
-        let bin = std::env::var_os("TANSU_BIN")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu")))
-            .filter(|p| p.exists())
-            .context("Tansu not found: `eval \"$(scripts/kafka.sh install)\"` installs it")?;
-        let dir = dir.join("kafka");
-        // A fresh store for every run.
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        Ok(Broker {
-            bin,
-            dir,
-            port: free_port()?,
-            child: None,
-        })
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    async fn start(&mut self) -> Result<()> {
-        let listener = format!("tcp://{}", self.address());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("broker.log"))?;
-        let child = Command::new(&self.bin)
-            .args(["broker", "--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&self.dir)
-            .env_remove("STORAGE_ENGINE")
-            .env_remove("LISTENER_URL")
-            .env_remove("ADVERTISED_LISTENER_URL")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("start Tansu")?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(self.address())
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                bail!(
-                    "Tansu did not answer on {} (see broker.log)",
-                    self.address()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
-    }
-
-    async fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            terminate(&mut child).await;
-        }
-        Ok(())
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
 }
 
 async fn sleep_until(at: Instant) {

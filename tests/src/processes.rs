@@ -1,0 +1,124 @@
+//! Real processes for fault tests and `just chaos`: a Tansu broker of one's
+//! own that keeps its topics across a stop, and stopping a child as a
+//! service manager does.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::process::{Child, Command};
+
+/// The Tansu binary: `TANSU_BIN` (which `scripts/kafka.sh` exports), else the
+/// one `cargo install` put in `~/.cargo/bin`.
+pub fn tansu_bin() -> Result<PathBuf> {
+    std::env::var_os("TANSU_BIN")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/tansu")))
+        .filter(|p| p.exists())
+        .context("Tansu not found: `eval \"$(scripts/kafka.sh install)\"` installs it")
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A Tansu broker with SQLite storage in a folder of its own, always on the
+/// same port: stopped and started again, it keeps its topics and records.
+pub struct DurableBroker {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    /// Where the broker's output goes (`None`: discarded).
+    log: Option<PathBuf>,
+}
+
+impl DurableBroker {
+    /// A broker whose storage is `dir` (emptied first); not started yet.
+    pub fn new(dir: &Path, log: Option<PathBuf>) -> Result<DurableBroker> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(DurableBroker {
+            bin: tansu_bin()?,
+            dir: dir.to_owned(),
+            port: free_port()?,
+            child: None,
+            log,
+        })
+    }
+
+    /// `127.0.0.1:PORT`, for `KAFKA_BROKERS`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker and waits until it listens.
+    pub async fn start(&mut self) -> Result<()> {
+        let listener = format!("tcp://{}", self.address());
+        let (out, err) = match &self.log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                (Stdio::from(file.try_clone()?), Stdio::from(file))
+            }
+            None => (Stdio::null(), Stdio::null()),
+        };
+        // Tansu reads some settings from the environment: pass only ours.
+        let child = Command::new(&self.bin)
+            .args(["broker", "--listener-url", &listener])
+            .args(["--advertised-listener-url", &listener])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .env_remove("STORAGE_ENGINE")
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .context("start Tansu")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(self.address())
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!("Tansu did not listen on {} within 30 s", self.address());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops the broker (SIGTERM, then SIGKILL after 10 s).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child).await;
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL if the child has not exited within 10 s.
+pub async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    child.start_kill().ok();
+    child.wait().await.ok();
+}
