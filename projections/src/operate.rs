@@ -167,16 +167,19 @@ pub async fn rebuild<P: Projection>(
             loop {
                 let read =
                     log::read_after(&mut read_conn, after, batch_size, ReadMode::GapSafe).await;
-                let last = match &read {
-                    Ok(events) => events.last().map(|e| e.cursor),
-                    Err(_) => None,
+                // A full batch: more may follow, after its last event.
+                let next = match &read {
+                    Ok(events) if i64::try_from(events.len()).unwrap_or(0) >= batch_size => {
+                        events.last().map(|e| e.cursor)
+                    }
+                    _ => None,
                 };
-                let full = matches!(&read, Ok(events) if i64::try_from(events.len()).unwrap_or(0) >= batch_size);
-                if batches.send(read).await.is_err() || !full {
+                if batches.send(read).await.is_err() {
                     return;
                 }
-                if let Some(last) = last {
-                    after = last;
+                match next {
+                    Some(cursor) => after = cursor,
+                    None => return,
                 }
             }
         }

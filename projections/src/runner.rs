@@ -253,19 +253,7 @@ async fn run_locked<P: Projection>(
     backoff: &mut Backoff,
 ) -> Result<()> {
     let name = projection.name();
-    let mut listener = match PgListener::connect_with(pool).await {
-        Ok(mut l) => match l.listen(LOG_CHANNEL).await {
-            Ok(()) => Some(l),
-            Err(e) => {
-                tracing::warn!(projection = name, error = %e, "cannot LISTEN; polling only");
-                None
-            }
-        },
-        Err(e) => {
-            tracing::warn!(projection = name, error = %e, "cannot LISTEN; polling only");
-            None
-        }
-    };
+    let mut listener = listen(pool, name).await;
     while !shutdown.is_cancelled() {
         match step(
             &mut locked.conn,
@@ -289,8 +277,25 @@ async fn run_locked<P: Projection>(
     locked.release(name).await
 }
 
-/// Waits for an append notification, the poll interval, or shutdown.
-async fn wait_for_news(
+/// A listener on the log's channel, or `None` (then the caller polls only).
+pub async fn listen(pool: &PgPool, who: &str) -> Option<PgListener> {
+    let listening = async {
+        let mut l = PgListener::connect_with(pool).await?;
+        l.listen(LOG_CHANNEL).await?;
+        Ok::<_, sqlx::Error>(l)
+    };
+    match listening.await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(who, error = %e, "cannot LISTEN; polling only");
+            None
+        }
+    }
+}
+
+/// Waits for an append notification (then [`LINGER`]), the poll interval, or
+/// shutdown.
+pub async fn wait_for_news(
     listener: &mut Option<PgListener>,
     poll: Duration,
     shutdown: &CancellationToken,

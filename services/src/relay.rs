@@ -19,12 +19,11 @@ use std::time::Duration;
 use domain::EventEnvelope;
 use futures::future::join_all;
 use projections::kafka;
-use projections::runner::{linger, sleep_or_cancel, Backoff, LOG_CHANNEL};
+use projections::runner::{listen, sleep_or_cancel, wait_for_news, Backoff};
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres, Row};
 use tokio_util::sync::CancellationToken;
 
@@ -152,34 +151,14 @@ async fn publish(
             ),
         );
     }
-    let mut listener = PgListener::connect_with(pool).await.ok();
-    if let Some(l) = listener.as_mut() {
-        if l.listen(LOG_CHANNEL).await.is_err() {
-            listener = None;
-        }
-    }
+    let mut listener = listen(pool, "relay").await;
     tracing::info!(topic = %options.topic, partitions = count, "relay publishing");
     while !shutdown.is_cancelled() {
         let published = round(conn, &clients, count, options.batch_size).await?;
         if published >= options.batch_size {
             continue;
         }
-        match listener.as_mut() {
-            Some(l) => {
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(options.poll_interval) => {}
-                    received = l.recv() => {
-                        if received.is_err() {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        linger(shutdown).await;
-                        while l.next_buffered().is_some() {}
-                    }
-                }
-            }
-            None => sleep_or_cancel(options.poll_interval, shutdown).await,
-        }
+        wait_for_news(&mut listener, options.poll_interval, shutdown).await;
     }
     Ok(())
 }

@@ -214,23 +214,23 @@ async fn run(args: Args) -> Result<bool> {
         sleep_until(started + traffic / 5).await;
         say("stopping the broker");
         broker.stop().await;
-        faults.note("broker stopped");
+        faults.mark();
         tokio::time::sleep(Duration::from_secs(args.broker_down)).await;
         broker.start().await?;
-        faults.note("broker started");
+        faults.mark();
         say("broker started again");
     }
     if args.postgres_restart {
         sleep_until(started + traffic * 7 / 10).await;
         say("crashing PostgreSQL (immediate stop)");
         postgres.crash().await?;
-        faults.note("postgres crashed");
+        faults.mark();
         tokio::time::sleep(Duration::from_secs(2)).await;
         let again = postgres.start().await?;
         if again != cluster_url {
             bail!("PostgreSQL came back at {again}, not {cluster_url}: the services cannot follow");
         }
-        faults.note("postgres started");
+        faults.mark();
         say("PostgreSQL started again (crash recovery)");
     }
     sleep_until(started + traffic).await;
@@ -529,7 +529,8 @@ struct Faults {
 }
 
 impl Faults {
-    fn note(&self, _what: &str) {
+    /// A fault was injected now.
+    fn mark(&self) {
         if let Ok(mut last) = self.last.lock() {
             *last = Some(Instant::now());
         }
@@ -553,7 +554,7 @@ async fn kill_loop(kill: mpsc::Sender<()>, faults: Arc<Faults>, min: u32, until:
             return;
         }
         faults.kills.fetch_add(1, Ordering::Relaxed);
-        faults.note("kill -9");
+        faults.mark();
     }
 }
 
