@@ -37,6 +37,7 @@
 //! never makes it skip, until it ends.
 
 use std::cmp::Ordering;
+use std::time::{Duration, Instant};
 
 use domain::EventEnvelope;
 use sqlx::{PgConnection, Row};
@@ -225,4 +226,112 @@ pub async fn lag(
     .fetch_one(conn)
     .await?;
     Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+/// The oldest transaction still running in the cluster: the one that holds
+/// the gap-safe reader's horizon back. For operators' messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HorizonHolder {
+    pub pid: i32,
+    pub database: String,
+    pub transaction_id: String,
+    pub running_for: Duration,
+    pub state: String,
+}
+
+impl std::fmt::Display for HorizonHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "transaction {} (pid {}, database {:?}, {}, running for {:.1} s)",
+            self.transaction_id,
+            self.pid,
+            self.database,
+            self.state,
+            self.running_for.as_secs_f64()
+        )
+    }
+}
+
+/// Which transaction holds the horizon back, if one does (a prepared
+/// transaction is not a backend and is not named here).
+pub async fn horizon_holder(conn: &mut PgConnection) -> Result<Option<HorizonHolder>> {
+    let row = sqlx::query(
+        "SELECT pid, coalesce(datname, ''), backend_xid::text,
+                coalesce(extract(epoch FROM clock_timestamp() - xact_start), 0)::float8,
+                coalesce(state, '')
+           FROM pg_stat_activity
+          WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+          ORDER BY age(backend_xid) DESC
+          LIMIT 1",
+    )
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(HorizonHolder {
+            pid: r.try_get(0)?,
+            database: r.try_get(1)?,
+            transaction_id: r.try_get(2)?,
+            running_for: Duration::try_from_secs_f64(r.try_get::<f64, _>(3)?)
+                .unwrap_or(Duration::ZERO),
+            state: r.try_get(4)?,
+        })
+    })
+    .transpose()
+}
+
+/// Pauses of an operator's command that must read up to a known head while
+/// the horizon is held back by a transaction still running (anywhere in the
+/// cluster): it waits for that transaction to end rather than stop short of
+/// events committed before the command began. Pauses grow from 10 ms to
+/// 200 ms; every 5 s of waiting it logs who holds the horizon.
+#[derive(Debug)]
+pub struct HorizonWait {
+    pause: Duration,
+    waiting_since: Option<Instant>,
+    warned_at: Option<Instant>,
+}
+
+impl Default for HorizonWait {
+    fn default() -> Self {
+        HorizonWait {
+            pause: Self::FIRST,
+            waiting_since: None,
+            warned_at: None,
+        }
+    }
+}
+
+impl HorizonWait {
+    const FIRST: Duration = Duration::from_millis(10);
+    const LONGEST: Duration = Duration::from_millis(200);
+    const WARN_EVERY: Duration = Duration::from_secs(5);
+
+    /// The reader moved: the next wait starts short again.
+    pub fn progressed(&mut self) {
+        *self = HorizonWait::default();
+    }
+
+    /// Waits once before the next read, still short of `head`.
+    pub async fn pause(&mut self, conn: &mut PgConnection, at: Cursor, head: Cursor) -> Result<()> {
+        let now = Instant::now();
+        let since = *self.waiting_since.get_or_insert(now);
+        let warn_due = self.warned_at.map_or(now - since >= Self::WARN_EVERY, |t| {
+            now - t >= Self::WARN_EVERY
+        });
+        if warn_due {
+            self.warned_at = Some(now);
+            let holder = horizon_holder(conn).await?;
+            tracing::warn!(
+                position = at.position,
+                head = head.position,
+                waited_s = (now - since).as_secs(),
+                holder = holder.map_or_else(|| "a prepared transaction".to_owned(), |h| h.to_string()),
+                "waiting for a running transaction to end before reading further: events below it may still commit"
+            );
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Self::LONGEST);
+        Ok(())
+    }
 }

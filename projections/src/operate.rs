@@ -159,27 +159,44 @@ pub async fn rebuild<P: Projection>(
     //    connection reads the next batch while this one is applied: two
     //    backends and both cores at work (one after the other, the rebuild
     //    spent half its time waiting on each).
+    //    It reads up to the head as the rebuild began, waiting for a
+    //    transaction still running elsewhere rather than stopping short.
+    let head = log::head(&mut conn).await?;
     let (batches, mut ready) = tokio::sync::mpsc::channel::<Result<Vec<LogEvent>>>(2);
     let reader = tokio::spawn({
         let mut read_conn = pool.acquire().await?;
         async move {
             let mut after = Cursor::START;
+            let mut wait = log::HorizonWait::default();
             loop {
-                let read =
-                    log::read_after(&mut read_conn, after, batch_size, ReadMode::GapSafe).await;
-                // A full batch: more may follow, after its last event.
-                let next = match &read {
-                    Ok(events) if i64::try_from(events.len()).unwrap_or(0) >= batch_size => {
-                        events.last().map(|e| e.cursor)
+                let events =
+                    match log::read_after(&mut read_conn, after, batch_size, ReadMode::GapSafe)
+                        .await
+                    {
+                        Ok(events) => events,
+                        Err(e) => {
+                            let _ = batches.send(Err(e)).await;
+                            return;
+                        }
+                    };
+                let full = i64::try_from(events.len()).unwrap_or(0) >= batch_size;
+                if let Some(last) = events.last() {
+                    after = last.cursor;
+                    wait.progressed();
+                    if batches.send(Ok(events)).await.is_err() {
+                        return;
                     }
-                    _ => None,
-                };
-                if batches.send(read).await.is_err() {
+                }
+                if full {
+                    continue;
+                }
+                let Some(head) = head else { return };
+                if after >= head {
                     return;
                 }
-                match next {
-                    Some(cursor) => after = cursor,
-                    None => return,
+                if let Err(e) = wait.pause(&mut read_conn, after, head).await {
+                    let _ = batches.send(Err(e)).await;
+                    return;
                 }
             }
         }
@@ -187,9 +204,6 @@ pub async fn rebuild<P: Projection>(
     let mut cursor = Cursor::START;
     while let Some(read) = ready.recv().await {
         let events = read?;
-        if events.is_empty() {
-            break;
-        }
         let mut tx = conn.begin().await?;
         apply_batch(&mut tx, projection, new, cursor, &events).await?;
         tx.commit().await?;
@@ -326,6 +340,9 @@ pub async fn replay<P: Projection>(
             }
         }
     };
+    // Everything committed before this command is replayed: a transaction
+    // still running elsewhere makes the replay wait for it, not stop short.
+    let head = log::head(&mut conn).await?;
     let (previous, generation) = {
         let mut tx = conn.begin().await?;
         let generation = checkpoint::active_generation_locked(&mut tx, name).await?;
@@ -346,6 +363,7 @@ pub async fn replay<P: Projection>(
         });
     };
     let mut done = 0u64;
+    let mut wait = log::HorizonWait::default();
     loop {
         let n =
             match runner::step(&mut locked.conn, projection, batch_size, ReadMode::GapSafe).await {
@@ -360,9 +378,21 @@ pub async fn replay<P: Projection>(
             total: total.max(done),
             elapsed: started.elapsed(),
         });
-        if i64::try_from(n).unwrap_or(0) < batch_size {
+        if n > 0 {
+            wait.progressed();
+        }
+        if i64::try_from(n).unwrap_or(0) >= batch_size {
+            continue;
+        }
+        let Some(head) = head else { break };
+        let generation = checkpoint::active_generation(&mut locked.conn, name).await?;
+        let at = checkpoint::load(&mut locked.conn, name, generation)
+            .await?
+            .cursor;
+        if at >= head {
             break;
         }
+        wait.pause(&mut locked.conn, at, head).await?;
     }
     locked.release(name).await?;
     progress(Progress {

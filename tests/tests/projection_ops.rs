@@ -6,6 +6,7 @@ use std::time::Duration;
 use e2e::{
     checkpoint, order_model_and_fold, orders_bin, spawn_app_opts, wait_caught_up, AppOptions,
 };
+use projections::operate;
 use projections::order_view::NAME;
 use projections::runner::{self, WorkerOptions};
 use projections::OrderReadModel;
@@ -226,4 +227,75 @@ async fn replay_from_a_position_restores_rows_lost_behind_the_checkpoint() {
     assert_eq!(model, fold, "the replay brought the lost rows back");
     // Replayed events the model already had were no-ops: versions still match.
     assert_eq!(checkpoint(&pool, NAME).await.cursor.position, 5);
+}
+
+/// A transaction that took its id before the orders below and is still
+/// running: it holds the gap-safe horizon back (as another test's, or another
+/// database's, long transaction does on a shared cluster).
+async fn hold_the_horizon(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *holder)
+        .await
+        .expect("take a transaction id");
+    holder
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_waits_for_a_running_transaction_instead_of_stopping_short() {
+    let app = spawn_app_opts(AppOptions {
+        workers: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let holder = hold_the_horizon(&app.db.pool).await;
+    for _ in 0..3 {
+        app.place_ok("mia").await;
+    }
+    let url = app.db.url.clone();
+    let replay =
+        tokio::spawn(async move { orders_cli(&url, &["projections", "replay", "orders"]).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !replay.is_finished(),
+        "the replay must not finish while events it has to apply are not safe to read"
+    );
+    holder.rollback().await.expect("end the holder");
+    let (ok, out, err) = tokio::time::timeout(Duration::from_secs(20), replay)
+        .await
+        .expect("the replay ends once the horizon moves")
+        .expect("task");
+    assert!(ok, "{err}");
+    assert!(out.contains("replayed 3 events"), "{out}");
+    assert_eq!(checkpoint(&app.db.pool, NAME).await.cursor.position, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_without_a_worker_includes_every_event_committed_before_it_began() {
+    let app = spawn_app_opts(AppOptions {
+        workers: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let pool = app.db.pool.clone();
+    let holder = hold_the_horizon(&pool).await;
+    for _ in 0..4 {
+        app.place_ok("noah").await;
+    }
+    let rebuild = tokio::spawn({
+        let pool = pool.clone();
+        async move { operate::rebuild(&pool, &OrderReadModel, 5000, |_| {}).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!rebuild.is_finished(), "the rebuild waits for the horizon");
+    holder.rollback().await.expect("end the holder");
+    let report = tokio::time::timeout(Duration::from_secs(20), rebuild)
+        .await
+        .expect("the rebuild ends once the horizon moves")
+        .expect("task")
+        .expect("rebuild");
+    assert_eq!(report.events, 4);
+    assert_eq!(checkpoint(&pool, NAME).await.cursor.position, 4);
+    let (model, fold) = order_model_and_fold(&pool).await;
+    assert_eq!(model, fold);
 }
