@@ -47,6 +47,11 @@ bench-rebuild *ARGS:
 bench-kafka:
     eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; cargo bench -p e2e --bench kafka_path
 
+# Commit → delivery latency with rskafka as released against rskafka with
+# TCP_NODELAY (a patched copy under target/, never in the product), alternating.
+bench-nodelay PAIRS="6":
+    bench/nodelay-ab.sh {{PAIRS}}
+
 # Fuzz the running API against its OpenAPI document (schemathesis): no 5xx, no schema violation.
 fuzz *ARGS:
     scripts/fuzz.sh {{ARGS}}

@@ -27,13 +27,16 @@ async fn main() {
         println!("kafka_path: benchmark skipped (run it with `just bench-kafka`)");
         return;
     }
-    let (relay_rate, raw_rate, events) = relay_drain().await;
-    println!("\nrelay drain of {events} outbox rows");
-    println!("  baseline: rskafka produce, same records    {raw_rate:>10.0} events/s   1.00");
-    println!(
-        "  orders relay (read, produce, delete)         {relay_rate:>10.0} events/s   {:.2}",
-        relay_rate / raw_rate
-    );
+    // `--latency-only`: bench/nodelay-ab.sh measures the latency many times.
+    if !std::env::args().any(|arg| arg == "--latency-only") {
+        let (relay_rate, raw_rate, events) = relay_drain().await;
+        println!("\nrelay drain of {events} outbox rows");
+        println!("  baseline: rskafka produce, same records    {raw_rate:>10.0} events/s   1.00");
+        println!(
+            "  orders relay (read, produce, delete)         {relay_rate:>10.0} events/s   {:.2}",
+            relay_rate / raw_rate
+        );
+    }
     let (p50, p99, n, rate) = delivery_latency().await;
     println!("\ncommit → delivery read model, {n} orders at {rate} orders/s");
     println!(
