@@ -32,4 +32,6 @@ awk -v n="$events" -v c="$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" -v r="
     printf "%-34s %10.2f %8.0f %14s\n", "baseline: COPY of the same rows", c, n / c, "1.00"
     printf "%-34s %10.2f %8.0f %14.2f\n", "orders projections rebuild", r, n / r, c / r
 }'
+gen=$(psql "$url" -Atc "SELECT active_generation FROM projections WHERE name = 'orders'")
+echo "rebuilt table order_view_g$gen: $(psql "$url" -Atc "SELECT pg_size_pretty(pg_table_size('order_view_g$gen')) || ' heap, ' || pg_size_pretty(pg_indexes_size('order_view_g$gen')) || ' indexes'")"
 psql "$admin" -qc "DROP DATABASE $db" >/dev/null
