@@ -179,15 +179,20 @@ async fn run(pool: &PgPool, parts: Parts) -> anyhow::Result<()> {
     };
     // A worker that ends on its own (a corrupt event it refuses to skip)
     // takes the process down with it, so a supervisor notices and restarts.
+    // A worker that ends because a signal asked it to is not a failure: the
+    // signal wakes this task and the workers at once, and they may finish
+    // first.
     let mut failure = None;
     tokio::select! {
+        biased;
         () = token.cancelled() => {}
         Some(ended) = workers.join_next() => {
-            failure = Some(match ended {
-                Ok(Ok(())) => anyhow::anyhow!("a projection worker stopped unexpectedly"),
-                Ok(Err(e)) => anyhow::Error::new(e).context("a projection worker failed"),
-                Err(e) => anyhow::Error::new(e).context("a projection worker panicked"),
-            });
+            failure = match ended {
+                Ok(Ok(())) if token.is_cancelled() => None,
+                Ok(Ok(())) => Some(anyhow::anyhow!("a projection worker stopped unexpectedly")),
+                Ok(Err(e)) => Some(anyhow::Error::new(e).context("a projection worker failed")),
+                Err(e) => Some(anyhow::Error::new(e).context("a projection worker panicked")),
+            };
             token.cancel();
         }
     }

@@ -97,3 +97,70 @@ async fn serve_exits_with_an_error_when_postgres_is_unreachable() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot connect to PostgreSQL"), "{stderr}");
 }
+
+/// `orders all` (HTTP, relay and both projections) stopped by SIGINT or
+/// SIGTERM exits 0 with no error, however the signal's wake-ups interleave:
+/// its workers end because they were asked to, which is not a failure.
+#[tokio::test]
+async fn all_stops_cleanly_on_sigint_and_sigterm() {
+    let db = TestDb::create().await;
+    let kafka = e2e::test_kafka();
+    for (round, signal) in ["INT", "TERM", "INT", "TERM", "INT", "TERM"]
+        .into_iter()
+        .enumerate()
+    {
+        let port = free_port();
+        let child = Command::new(orders_bin())
+            .args(["all", "--http-addr", &format!("127.0.0.1:{port}")])
+            .env("DATABASE_URL", &db.url)
+            .env("KAFKA_BROKERS", kafka.brokers.join(","))
+            .env("KAFKA_TOPIC", &kafka.topic)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start orders all");
+        let client = reqwest::Client::new();
+        let mut placed = false;
+        for _ in 0..100 {
+            let answer = client
+                .post(format!(
+                    "http://127.0.0.1:{port}/order-ms/sig{round}/orders"
+                ))
+                .json(&serde_json::json!({"coffee_name": "latte", "coffee_price": "4500"}))
+                .send()
+                .await;
+            if let Ok(r) = answer {
+                assert_eq!(r.status(), 201);
+                placed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            placed,
+            "round {round}: the service came up and took an order"
+        );
+        // Let the relay and the projections start working on it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pid = child.id().expect("pid").to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .await
+            .expect("kill");
+        assert!(sent.success());
+        let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+            .await
+            .expect("exits within 15 s of the signal")
+            .expect("wait");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "round {round}, SIG{signal}: graceful exit, got {}: {stderr}",
+            output.status
+        );
+        assert!(!stderr.contains("error"), "round {round}: {stderr}");
+    }
+}
