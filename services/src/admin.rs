@@ -73,6 +73,14 @@ pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyho
                         })
                     })
                     .await?;
+                    // The order rebuild reports its own end; this one ends
+                    // when the topic does.
+                    reporter.report(Progress {
+                        phase: Phase::Done,
+                        done: records,
+                        total: records,
+                        elapsed: started.elapsed(),
+                    });
                     operate::RebuildReport {
                         old_generation: old,
                         new_generation: new,
