@@ -37,7 +37,7 @@
 //! never makes it skip, until it ends.
 
 use std::cmp::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use domain::EventEnvelope;
 use sqlx::{PgConnection, Row};
@@ -278,60 +278,4 @@ pub async fn horizon_holder(conn: &mut PgConnection) -> Result<Option<HorizonHol
         })
     })
     .transpose()
-}
-
-/// Pauses of an operator's command that must read up to a known head while
-/// the horizon is held back by a transaction still running (anywhere in the
-/// cluster): it waits for that transaction to end rather than stop short of
-/// events committed before the command began. Pauses grow from 10 ms to
-/// 200 ms; every 5 s of waiting it logs who holds the horizon.
-#[derive(Debug)]
-pub struct HorizonWait {
-    pause: Duration,
-    waiting_since: Option<Instant>,
-    warned_at: Option<Instant>,
-}
-
-impl Default for HorizonWait {
-    fn default() -> Self {
-        HorizonWait {
-            pause: Self::FIRST,
-            waiting_since: None,
-            warned_at: None,
-        }
-    }
-}
-
-impl HorizonWait {
-    const FIRST: Duration = Duration::from_millis(10);
-    const LONGEST: Duration = Duration::from_millis(200);
-    const WARN_EVERY: Duration = Duration::from_secs(5);
-
-    /// The reader moved: the next wait starts short again.
-    pub fn progressed(&mut self) {
-        *self = HorizonWait::default();
-    }
-
-    /// Waits once before the next read, still short of `head`.
-    pub async fn pause(&mut self, conn: &mut PgConnection, at: Cursor, head: Cursor) -> Result<()> {
-        let now = Instant::now();
-        let since = *self.waiting_since.get_or_insert(now);
-        let warn_due = self.warned_at.map_or(now - since >= Self::WARN_EVERY, |t| {
-            now - t >= Self::WARN_EVERY
-        });
-        if warn_due {
-            self.warned_at = Some(now);
-            let holder = horizon_holder(conn).await?;
-            tracing::warn!(
-                position = at.position,
-                head = head.position,
-                waited_s = (now - since).as_secs(),
-                holder = holder.map_or_else(|| "a prepared transaction".to_owned(), |h| h.to_string()),
-                "waiting for a running transaction to end before reading further: events below it may still commit"
-            );
-        }
-        tokio::time::sleep(self.pause).await;
-        self.pause = (self.pause * 2).min(Self::LONGEST);
-        Ok(())
-    }
 }

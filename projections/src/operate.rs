@@ -3,14 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{Acquire, PgPool};
+use sqlx::{Acquire, PgConnection, PgPool};
 use time::OffsetDateTime;
 
 use crate::checkpoint::{self, REBUILD_LOCK};
 use crate::error::{ProjectionError, Result};
 use crate::log::{self, Cursor, LogEvent, ReadMode};
 use crate::projection::Projection;
-use crate::runner::{self, apply_batch, try_lock, unlock};
+use crate::runner::{self, apply_batch, try_lock, unlock, Backoff};
 
 /// Where a projection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +167,7 @@ pub async fn rebuild<P: Projection>(
         let mut read_conn = pool.acquire().await?;
         async move {
             let mut after = Cursor::START;
-            let mut wait = log::HorizonWait::default();
+            let mut wait = HorizonWait::default();
             loop {
                 let events =
                     match log::read_after(&mut read_conn, after, batch_size, ReadMode::GapSafe)
@@ -363,7 +363,7 @@ pub async fn replay<P: Projection>(
         });
     };
     let mut done = 0u64;
-    let mut wait = log::HorizonWait::default();
+    let mut wait = HorizonWait::default();
     loop {
         let n =
             match runner::step(&mut locked.conn, projection, batch_size, ReadMode::GapSafe).await {
@@ -406,4 +406,54 @@ pub async fn replay<P: Projection>(
         events: done,
         handed_to_worker: false,
     })
+}
+
+/// Pauses of an operator's command that must read up to a known head while
+/// the horizon is held back by a transaction still running (anywhere in the
+/// cluster): it waits for that transaction to end rather than stop short of
+/// events committed before the command began. Pauses grow from 10 ms to
+/// 200 ms; every 5 s of waiting it logs who holds the horizon.
+#[derive(Debug)]
+struct HorizonWait {
+    pauses: Backoff,
+    waiting_since: Option<Instant>,
+    warned_at: Option<Instant>,
+}
+
+impl Default for HorizonWait {
+    fn default() -> Self {
+        HorizonWait {
+            pauses: Backoff::between(Duration::from_millis(10), Duration::from_millis(200)),
+            waiting_since: None,
+            warned_at: None,
+        }
+    }
+}
+
+impl HorizonWait {
+    const WARN_EVERY: Duration = Duration::from_secs(5);
+
+    /// The reader moved: the next wait starts short again.
+    fn progressed(&mut self) {
+        *self = HorizonWait::default();
+    }
+
+    /// Waits once before the next read, still short of `head`.
+    async fn pause(&mut self, conn: &mut PgConnection, at: Cursor, head: Cursor) -> Result<()> {
+        let now = Instant::now();
+        let since = *self.waiting_since.get_or_insert(now);
+        if now - self.warned_at.unwrap_or(since) >= Self::WARN_EVERY {
+            self.warned_at = Some(now);
+            let holder = log::horizon_holder(conn).await?;
+            tracing::warn!(
+                position = at.position,
+                head = head.position,
+                waited_s = (now - since).as_secs(),
+                holder = holder.map_or_else(|| "a prepared transaction".to_owned(), |h| h.to_string()),
+                "waiting for a running transaction to end before reading further: events below it may still commit"
+            );
+        }
+        tokio::time::sleep(self.pauses.grow()).await;
+        Ok(())
+    }
 }

@@ -339,19 +339,37 @@ pub async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) {
     }
 }
 
-/// Exponential backoff from 100 ms to 5 s.
-#[derive(Debug, Default)]
-pub struct Backoff(Duration);
+/// Exponential backoff, doubling from `first` to `longest` (100 ms to 5 s
+/// for retries after errors).
+#[derive(Debug)]
+pub struct Backoff {
+    current: Duration,
+    first: Duration,
+    longest: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
 
 impl Backoff {
     pub fn new() -> Self {
-        Backoff(Duration::ZERO)
+        Backoff::between(Duration::from_millis(100), Duration::from_secs(5))
+    }
+    pub fn between(first: Duration, longest: Duration) -> Self {
+        Backoff {
+            current: Duration::ZERO,
+            first,
+            longest,
+        }
     }
     pub fn grow(&mut self) -> Duration {
-        self.0 = (self.0 * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
-        self.0
+        self.current = (self.current * 2).clamp(self.first, self.longest);
+        self.current
     }
     pub fn reset(&mut self) {
-        self.0 = Duration::ZERO;
+        self.current = Duration::ZERO;
     }
 }

@@ -184,7 +184,6 @@ async fn run(pool: &PgPool, parts: Parts) -> anyhow::Result<()> {
     // first.
     let mut failure = None;
     tokio::select! {
-        biased;
         () = token.cancelled() => {}
         Some(ended) = workers.join_next() => {
             failure = match ended {

@@ -171,6 +171,16 @@ impl Default for AppOptions {
     }
 }
 
+/// The API alone, no projection workers: the test runs (or withholds) them
+/// itself.
+pub async fn spawn_app_without_workers() -> TestApp {
+    spawn_app_opts(AppOptions {
+        workers: false,
+        ..AppOptions::default()
+    })
+    .await
+}
+
 pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
     let apis = opts.apis;
     let db = TestDb::create().await;

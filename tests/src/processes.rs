@@ -105,19 +105,25 @@ impl DurableBroker {
     }
 }
 
+/// Sends `signal` (`"TERM"`, `"INT"`, …) to a running child; false if it
+/// had exited or `kill` failed.
+pub async fn send_signal(child: &Child, signal: &str) -> bool {
+    let Some(pid) = child.id() else { return false };
+    Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
 /// SIGTERM, then SIGKILL if the child has not exited within 10 s.
 pub async fn terminate(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await;
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+    if send_signal(child, "TERM").await
+        && tokio::time::timeout(Duration::from_secs(10), child.wait())
             .await
             .is_ok()
-        {
-            return;
-        }
+    {
+        return;
     }
     child.start_kill().ok();
     child.wait().await.ok();

@@ -3,14 +3,12 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use e2e::processes::{self, send_signal};
 use e2e::{orders_bin, TestDb};
 use tokio::process::Command;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    processes::free_port().expect("a free port")
 }
 
 #[tokio::test]
@@ -67,13 +65,7 @@ async fn serve_answers_and_stops_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(up, "the server came up");
-    let pid = child.id().expect("pid").to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(killed.success());
+    assert!(send_signal(&child, "TERM").await, "SIGTERM sent");
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("exits within 10 s of SIGTERM")
@@ -144,13 +136,7 @@ async fn all_stops_cleanly_on_sigint_and_sigterm() {
         );
         // Let the relay and the projections start working on it.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let pid = child.id().expect("pid").to_string();
-        let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .await
-            .expect("kill");
-        assert!(sent.success());
+        assert!(send_signal(&child, signal).await, "SIG{signal} sent");
         let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
             .await
             .expect("exits within 15 s of the signal")

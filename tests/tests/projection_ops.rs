@@ -4,7 +4,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use e2e::{
-    checkpoint, order_model_and_fold, orders_bin, spawn_app_opts, wait_caught_up, AppOptions,
+    checkpoint, order_model_and_fold, orders_bin, spawn_app_without_workers, wait_caught_up,
 };
 use projections::operate;
 use projections::order_view::NAME;
@@ -34,11 +34,7 @@ async fn held_worker_locks(pool: &sqlx::PgPool) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_worker_waits_and_takes_over_when_the_first_stops() {
-    let app = spawn_app_opts(AppOptions {
-        workers: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = spawn_app_without_workers().await;
     let pool = app.db.pool.clone();
     let first_stop = CancellationToken::new();
     let first = tokio::spawn(runner::run_worker(
@@ -107,11 +103,7 @@ async fn orders_cli(url: &str, args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test]
 async fn status_prints_position_head_and_lag() {
-    let app = spawn_app_opts(AppOptions {
-        workers: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = spawn_app_without_workers().await;
     for _ in 0..3 {
         app.place_ok("jack").await;
     }
@@ -149,11 +141,7 @@ async fn status_prints_position_head_and_lag() {
 
 #[tokio::test]
 async fn operators_mistakes_are_clear_errors() {
-    let app = spawn_app_opts(AppOptions {
-        workers: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = spawn_app_without_workers().await;
     app.place_ok("kim").await;
     let (ok, _, err) = orders_cli(&app.db.url, &["projections", "rebuild", "nope"]).await;
     assert!(!ok);
@@ -179,11 +167,7 @@ async fn operators_mistakes_are_clear_errors() {
 
 #[tokio::test]
 async fn replay_from_a_position_restores_rows_lost_behind_the_checkpoint() {
-    let app = spawn_app_opts(AppOptions {
-        workers: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = spawn_app_without_workers().await;
     let pool = app.db.pool.clone();
     let mut ids = Vec::new();
     for _ in 0..4 {
@@ -243,11 +227,7 @@ async fn hold_the_horizon(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sql
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_waits_for_a_running_transaction_instead_of_stopping_short() {
-    let app = spawn_app_opts(AppOptions {
-        workers: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = spawn_app_without_workers().await;
     let holder = hold_the_horizon(&app.db.pool).await;
     for _ in 0..3 {
         app.place_ok("mia").await;
@@ -272,11 +252,7 @@ async fn replay_waits_for_a_running_transaction_instead_of_stopping_short() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_without_a_worker_includes_every_event_committed_before_it_began() {
-    let app = spawn_app_opts(AppOptions {
-        workers: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = spawn_app_without_workers().await;
     let pool = app.db.pool.clone();
     let holder = hold_the_horizon(&pool).await;
     for _ in 0..4 {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{eventually, placed_payload, spawn_app_opts, AppOptions};
+use e2e::{eventually, placed_payload, spawn_app_without_workers};
 use projections::runner::WorkerOptions;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -20,11 +20,7 @@ async fn applied(pool: &sqlx::PgPool, id: Uuid) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_placed_through_the_api_wakes_the_projection_long_before_its_poll() {
-    let app = spawn_app_opts(AppOptions {
-        workers: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = spawn_app_without_workers().await;
     // A worker that polls only once a minute: within this test, only a
     // notification can wake it.
     let shutdown = CancellationToken::new();
