@@ -31,7 +31,7 @@ pub struct Metadata {
 
 /// A recorded event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "RawEnvelope", into = "RawEnvelope")]
+#[serde(try_from = "StoredEvent", into = "StoredEvent")]
 pub struct EventEnvelope {
     /// Globally unique (UUID v7), for de-duplication downstream.
     pub event_id: Uuid,
@@ -46,49 +46,73 @@ pub struct EventEnvelope {
     pub recorded_at: OffsetDateTime,
 }
 
-/// The wire form, with the event split into type, schema version and payload.
-#[derive(Serialize, Deserialize)]
-struct RawEnvelope {
-    event_id: Uuid,
-    stream_id: OrderId,
-    version: u64,
+/// An event as it is stored and as it travels: the wire form, with the event
+/// split into type, schema version and a payload that has not been read yet.
+/// Everything that only moves events (the relay) or must keep one it cannot
+/// read (a projection holding an order back) works with this form; only
+/// [`StoredEvent::decode`] needs to understand the payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub event_id: Uuid,
+    /// The order's id as stored; [`StoredEvent::decode`] checks it.
+    pub stream_id: Uuid,
+    pub version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    position: Option<i64>,
-    event_type: String,
-    schema_version: u16,
-    payload: Value,
+    pub position: Option<i64>,
+    pub event_type: String,
+    pub schema_version: u16,
+    pub payload: Value,
     #[serde(default)]
-    metadata: Metadata,
+    pub metadata: Value,
     #[serde(with = "time::serde::rfc3339")]
-    recorded_at: OffsetDateTime,
+    pub recorded_at: OffsetDateTime,
 }
 
-impl TryFrom<RawEnvelope> for EventEnvelope {
-    type Error = DecodeError;
-    fn try_from(raw: RawEnvelope) -> Result<Self, DecodeError> {
+impl StoredEvent {
+    /// Reads the event with this build's knowledge: upcasts older schema
+    /// versions, refuses types and versions it does not know.
+    /// Leaves `self` as it is, so a caller keeps the stored form of an event
+    /// it cannot read.
+    pub fn decode(&self) -> Result<EventEnvelope, DecodeError> {
+        let raw = self;
+        let stream_id = OrderId::try_from(raw.stream_id)
+            .map_err(|e| DecodeError::Envelope(format!("stream id {}: {e}", raw.stream_id)))?;
+        let metadata = match &raw.metadata {
+            Value::Null => Metadata::default(),
+            other => Metadata::deserialize(other)
+                .map_err(|e| DecodeError::Envelope(format!("metadata: {e}")))?,
+        };
         Ok(EventEnvelope {
-            event: Event::decode(&raw.event_type, raw.schema_version, raw.payload)?,
+            event: Event::decode_ref(&raw.event_type, raw.schema_version, &raw.payload)?,
             event_id: raw.event_id,
-            stream_id: raw.stream_id,
+            stream_id,
             version: raw.version,
             position: raw.position,
-            metadata: raw.metadata,
+            metadata,
             recorded_at: raw.recorded_at,
         })
     }
 }
 
-impl From<EventEnvelope> for RawEnvelope {
+impl TryFrom<StoredEvent> for EventEnvelope {
+    type Error = DecodeError;
+    fn try_from(raw: StoredEvent) -> Result<Self, DecodeError> {
+        raw.decode()
+    }
+}
+
+impl From<EventEnvelope> for StoredEvent {
     fn from(e: EventEnvelope) -> Self {
-        RawEnvelope {
+        StoredEvent {
             event_type: e.event.event_type().to_owned(),
             schema_version: e.event.schema_version(),
             payload: e.event.payload(),
             event_id: e.event_id,
-            stream_id: e.stream_id,
+            stream_id: e.stream_id.as_uuid(),
             version: e.version,
             position: e.position,
-            metadata: e.metadata,
+            // Serialising a struct of strings and ids cannot fail.
+            metadata: serde_json::to_value(&e.metadata).unwrap_or(Value::Null),
             recorded_at: e.recorded_at,
         }
     }

@@ -36,9 +36,18 @@ pub enum ValueError {
     InvalidOrderId,
     #[error("is not a known status; valid statuses are {}", Status::valid_list())]
     UnknownStatus,
+    #[error("is not a known value; valid values are {valid}")]
+    UnknownOption { valid: String },
+    #[error("must be an object")]
+    NotAnObject,
+    #[error("has a member {name:?} that is not known")]
+    UnknownMember { name: String },
 }
 
-/// A stored event that this version of the code cannot read.
+/// A stored event that this version of the code cannot read. The first two
+/// are what a newer build writes during a rolling deploy: the event is fine,
+/// this build is too old for it. The last is a payload that does not fit its
+/// declared type and version: a bug or a foreign writer.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("unknown event type {event_type:?} (schema version {schema_version})")]
@@ -46,6 +55,16 @@ pub enum DecodeError {
         event_type: String,
         schema_version: u16,
     },
+    #[error("{event_type} schema version {schema_version} is newer than this build reads (up to {known})")]
+    NewerSchema {
+        event_type: String,
+        schema_version: u16,
+        known: u16,
+    },
+    /// The envelope around the payload is wrong (a stream id that is no
+    /// order id, metadata that is not an object).
+    #[error("malformed envelope: {0}")]
+    Envelope(String),
     #[error("malformed payload for {event_type} v{schema_version}: {source}")]
     Payload {
         event_type: String,

@@ -10,13 +10,17 @@
 mod envelope;
 mod error;
 mod event;
+mod options;
 mod order;
 mod status;
+mod upcast;
 mod values;
 
-pub use envelope::{EventEnvelope, Metadata};
+pub use envelope::{EventEnvelope, Metadata, StoredEvent};
 pub use error::{DecodeError, DomainError, ValueError};
 pub use event::{CancelledBy, Event, OrderCancelled, OrderPlaced};
+pub use options::{DrinkOptions, OptionValue, Size, Temperature};
 pub use order::{decide, evolve, fold, Command, Order, OrderState, PlaceOrder};
 pub use status::Status;
+pub use upcast::{current_version, upcast};
 pub use values::{whole_number, CoffeeName, OrderId, Price, Quantity, UserId, Won};

@@ -5,6 +5,7 @@
 
 use crate::error::DomainError;
 use crate::event::{CancelledBy, Event, OrderCancelled, OrderPlaced};
+use crate::options::DrinkOptions;
 use crate::status::Status;
 use crate::values::{CoffeeName, OrderId, Price, Quantity, UserId, Won};
 
@@ -26,6 +27,7 @@ pub struct PlaceOrder {
     pub coffee_name: CoffeeName,
     pub coffee_price: Price,
     pub coffee_qty: Quantity,
+    pub options: DrinkOptions,
 }
 
 /// The state of one order stream.
@@ -46,6 +48,7 @@ pub struct Order {
     pub coffee_price: Price,
     pub coffee_qty: Quantity,
     pub total_price: Won,
+    pub options: DrinkOptions,
     pub status: Status,
     /// How many events the stream holds; the version of the last one applied.
     pub version: u64,
@@ -80,6 +83,7 @@ pub fn decide(state: &OrderState, command: Command) -> Result<Vec<Event>, Domain
                 coffee_price: place.coffee_price,
                 coffee_qty: place.coffee_qty,
                 total_price,
+                options: place.options,
             })])
         }
         (OrderState::Placed(_), Command::Place(_)) => Err(DomainError::AlreadyPlaced),
@@ -121,6 +125,7 @@ pub fn evolve(state: OrderState, event: &Event) -> OrderState {
             coffee_price: p.coffee_price,
             coffee_qty: p.coffee_qty,
             total_price: p.total_price,
+            options: p.options,
             status: Status::Received,
             version: 1,
         }),

@@ -4,6 +4,7 @@ use domain::{
     decide, fold, CancelledBy, CoffeeName, Command, DomainError, Event, OrderCancelled, OrderId,
     OrderPlaced, PlaceOrder, Price, Quantity, Status, UserId, Won,
 };
+use domain::{DrinkOptions, Size, Temperature};
 
 struct Given(Vec<Event>);
 struct When(Vec<Event>, Command);
@@ -45,6 +46,10 @@ fn place() -> PlaceOrder {
         coffee_name: CoffeeName::parse("today's coffee").expect("valid"),
         coffee_price: Price::try_from(5000).expect("valid"),
         coffee_qty: Quantity::try_from(3).expect("valid"),
+        options: DrinkOptions {
+            temperature: Temperature::Iced,
+            size: Size::Large,
+        },
     }
 }
 
@@ -57,6 +62,7 @@ fn placed() -> Event {
         coffee_price: p.coffee_price,
         coffee_qty: p.coffee_qty,
         total_price: Won(15_000),
+        options: p.options,
     })
 }
 

@@ -3,8 +3,9 @@
 //! input parsing accepts exactly what API.md allows.
 
 use domain::{
-    decide, evolve, fold, whole_number, CoffeeName, Command, Event, EventEnvelope, Metadata,
-    OrderId, OrderState, PlaceOrder, Price, Quantity, Status, UserId, ValueError,
+    current_version, decide, evolve, fold, upcast, whole_number, CoffeeName, Command, DecodeError,
+    DrinkOptions, Event, EventEnvelope, Metadata, OptionValue, OrderId, OrderState, PlaceOrder,
+    Price, Quantity, Size, Status, Temperature, UserId, ValueError,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -22,14 +23,24 @@ fn arb_place() -> impl Strategy<Value = PlaceOrder> {
         0u64..=Price::MAX,
         Quantity::MIN..=Quantity::MAX,
         any::<u128>(),
+        arb_options(),
     )
-        .prop_map(|(user, name, price, qty, bits)| PlaceOrder {
+        .prop_map(|(user, name, price, qty, bits, options)| PlaceOrder {
             order_id: v7(bits),
             user_id: UserId::parse(&user).expect("generated valid"),
             coffee_name: CoffeeName::parse(&name).expect("generated valid"),
             coffee_price: Price::try_from(price).expect("in range"),
             coffee_qty: Quantity::try_from(qty).expect("in range"),
+            options,
         })
+}
+
+fn arb_options() -> impl Strategy<Value = DrinkOptions> {
+    (
+        prop::sample::select(Temperature::ALL.to_vec()),
+        prop::sample::select(Size::ALL.to_vec()),
+    )
+        .prop_map(|(temperature, size)| DrinkOptions { temperature, size })
 }
 
 /// A UUID v7 made from arbitrary bits (the timestamp from the high ones).
@@ -163,6 +174,99 @@ proptest! {
         }
     }
 
+    // --- schema evolution: the upcaster chain ---
+
+    #[test]
+    fn a_v1_placement_reads_as_a_hot_regular_drink_with_every_fact_kept(place in arb_place()) {
+        // Exactly what the previous build wrote: v1, no options member.
+        let v1 = json!({
+            "order_id": place.order_id,
+            "user_id": place.user_id,
+            "coffee_name": place.coffee_name,
+            "coffee_price": place.coffee_price,
+            "coffee_qty": place.coffee_qty,
+            "total_price": place.coffee_price.times(place.coffee_qty),
+        });
+        let event = Event::decode(Event::PLACED, 1, v1).expect("a v1 placement decodes");
+        let Event::OrderPlaced(p) = event else { panic!("a placement") };
+        prop_assert_eq!(p.options, DrinkOptions { temperature: Temperature::Hot, size: Size::Regular });
+        prop_assert_eq!(p.order_id, place.order_id);
+        prop_assert_eq!(&p.user_id, &place.user_id);
+        prop_assert_eq!(&p.coffee_name, &place.coffee_name);
+        prop_assert_eq!(p.coffee_price, place.coffee_price);
+        prop_assert_eq!(p.coffee_qty, place.coffee_qty);
+        prop_assert_eq!(p.total_price, place.coffee_price.times(place.coffee_qty));
+    }
+
+    #[test]
+    fn upcasting_a_current_payload_changes_nothing(
+        first in arb_place(),
+        rest in prop::collection::vec(arb_command(), 0..10),
+    ) {
+        let mut commands = vec![Command::Place(first)];
+        commands.extend(rest);
+        let (_, log, _) = run(commands);
+        for event in log {
+            let version = event.schema_version();
+            prop_assert_eq!(Some(version), current_version(event.event_type()));
+            let payload = event.payload();
+            prop_assert_eq!(upcast(event.event_type(), version, payload.clone()).ok(), Some(payload));
+        }
+    }
+
+    #[test]
+    fn every_known_version_of_every_type_upcasts_to_the_current_one(
+        type_index in 0usize..5,
+        extra in 1u16..100,
+    ) {
+        let event_type = Event::TYPES[type_index];
+        let current = current_version(event_type).expect("a known type");
+        for version in 1..=current {
+            let upcasted = upcast(event_type, version, json!({}));
+            prop_assert!(upcasted.is_ok(), "version {} of {}", version, event_type);
+        }
+        // A version from a newer build is refused, naming what this build knows.
+        let newer = upcast(event_type, current + extra, json!({}));
+        let is_newer = matches!(
+            newer,
+            Err(DecodeError::NewerSchema { schema_version, known, .. })
+                if schema_version == current + extra && known == current
+        );
+        prop_assert!(is_newer);
+    }
+
+    #[test]
+    fn unknown_event_types_are_refused_at_any_version(name in "[A-Za-z]{1,30}", version in 0u16..10) {
+        prop_assume!(!Event::TYPES.contains(&name.as_str()));
+        let unknown = matches!(Event::decode(&name, version, json!({})), Err(DecodeError::UnknownType { .. }));
+        prop_assert!(unknown);
+    }
+
+    #[test]
+    fn options_parse_from_codes_and_labels_and_nothing_else(s in prop_oneof![
+        "\\PC{0,10}",
+        prop::sample::select(vec![" hot", "Iced", "핫", "아이스 ", "regular", "LARGE", "레귤러", "라지", "Hot!"])
+            .prop_map(String::from),
+    ]) {
+        let t = s.trim();
+        let temperature = match t.to_ascii_lowercase().as_str() {
+            "hot" => Some(Temperature::Hot),
+            "iced" => Some(Temperature::Iced),
+            _ if t == "핫" => Some(Temperature::Hot),
+            _ if t == "아이스" => Some(Temperature::Iced),
+            _ => None,
+        };
+        prop_assert_eq!(Temperature::parse(&s).ok(), temperature);
+        let size = match t.to_ascii_lowercase().as_str() {
+            "regular" => Some(Size::Regular),
+            "large" => Some(Size::Large),
+            _ if t == "레귤러" => Some(Size::Regular),
+            _ if t == "라지" => Some(Size::Large),
+            _ => None,
+        };
+        prop_assert_eq!(Size::parse(&s).ok(), size);
+    }
+
     // --- parsing accepts exactly what API.md allows ---
 
     #[test]
@@ -253,4 +357,37 @@ fn non_numbers_are_not_whole_numbers() {
     assert_eq!(whole_number(&json!(3.0)), Ok(3));
     assert!(Price::from_json(&json!(1e300)).is_err());
     assert!(Price::from_json(&json!("99999999999999999999999999999999999999999")).is_err());
+}
+
+#[test]
+fn options_in_a_body_default_and_accept_labels() {
+    let parse = |v: Value| DrinkOptions::from_json(Some(&v));
+    assert_eq!(DrinkOptions::from_json(None), Ok(DrinkOptions::default()));
+    assert_eq!(
+        parse(json!({"temperature": "아이스", "size": "라지"})),
+        Ok(DrinkOptions {
+            temperature: Temperature::Iced,
+            size: Size::Large
+        })
+    );
+    assert_eq!(
+        parse(json!({"size": "large"})),
+        Ok(DrinkOptions {
+            temperature: Temperature::Hot,
+            size: Size::Large
+        })
+    );
+    let fields = |r: Result<DrinkOptions, Vec<(&'static str, ValueError)>>| {
+        r.err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        fields(parse(json!({"temperature": "warm", "size": 3}))),
+        ["options.temperature", "options.size"]
+    );
+    assert_eq!(fields(parse(json!("iced"))), ["options"]);
+    assert_eq!(fields(parse(json!({"milk": "oat"}))), ["options"]);
 }

@@ -48,9 +48,21 @@ pub async fn install<P: Projection>(pool: &PgPool, projection: &P) -> Result<()>
             .bind(projection.name())
             .execute(&mut *tx)
             .await?;
-        create_checkpoint(&mut tx, projection.name(), 1).await?;
+        if projection.reads_log() {
+            create_checkpoint(&mut tx, projection.name(), 1).await?;
+        }
         projection.publish(&mut tx, 1).await?;
         tracing::info!(projection = projection.name(), "projection installed");
+    } else {
+        let generation = active_generation(&mut tx, projection.name()).await?;
+        if projection.upgrade_generation(&mut tx, generation).await? {
+            projection.publish(&mut tx, generation).await?;
+            tracing::info!(
+                projection = projection.name(),
+                generation,
+                "projection tables upgraded to this build's shape"
+            );
+        }
     }
     tx.commit().await?;
     Ok(())

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{EventEnvelope, Status};
+use domain::{DrinkOptions, EventEnvelope, OptionValue, Status, StoredEvent};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::Client;
@@ -28,8 +28,10 @@ use uuid::Uuid;
 
 use crate::checkpoint::{self, REBUILD_LOCK, WORKER_LOCK};
 use crate::error::{ProjectionError, Result};
+use crate::held::{self, Incoming, Source};
 use crate::kafka;
-use crate::order_view::{apply_moves, reduce};
+use crate::order_view::{add_option_columns, apply_moves, options_of, reduce};
+use crate::projection::Projection;
 use crate::runner::{sleep_or_cancel, try_lock, unlock, Backoff};
 
 /// The projection's registry name.
@@ -61,11 +63,63 @@ pub struct DeliveryRow {
     pub user_id: String,
     pub coffee_name: String,
     pub coffee_qty: i32,
+    pub options: DrinkOptions,
     pub status: Status,
     pub ordered_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     pub version: i32,
     pub last_position: i64,
+}
+
+/// The delivery read model as a [`Projection`]: its tables and how events
+/// apply to them. (Feeding it, from Kafka, is [`run_consumer`]'s.)
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeliveryReadModel;
+
+impl Projection for DeliveryReadModel {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn description(&self) -> &'static str {
+        "order statuses fed from Kafka (view delivery.order_status): the delivery view"
+    }
+
+    fn reads_log(&self) -> bool {
+        false
+    }
+
+    async fn create_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
+        create_generation(conn, generation).await
+    }
+
+    async fn upgrade_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<bool> {
+        add_option_columns(conn, &table(generation)).await
+    }
+
+    async fn finish_generation(&self, _conn: &mut PgConnection, _generation: i32) -> Result<()> {
+        Ok(())
+    }
+
+    async fn publish(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
+        publish(conn, generation).await
+    }
+
+    async fn drop_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
+        sqlx::query(&format!("DROP TABLE IF EXISTS {}", table(generation)))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        generation: i32,
+        events: &[EventEnvelope],
+    ) -> Result<()> {
+        apply(conn, generation, events).await
+    }
 }
 
 fn table(generation: i32) -> String {
@@ -85,7 +139,9 @@ async fn create_generation(conn: &mut PgConnection, generation: i32) -> Result<(
             ordered_at    timestamptz NOT NULL,
             updated_at    timestamptz NOT NULL,
             version       integer     NOT NULL,
-            last_position bigint      NOT NULL
+            last_position bigint      NOT NULL,
+            temperature   text        NOT NULL DEFAULT 'hot' CHECK (temperature IN ('hot', 'iced')),
+            size          text        NOT NULL DEFAULT 'regular' CHECK (size IN ('regular', 'large'))
         )"
     ))
     .execute(&mut *conn)
@@ -103,37 +159,12 @@ async fn publish(conn: &mut PgConnection, generation: i32) -> Result<()> {
     sqlx::query(&format!(
         "CREATE OR REPLACE VIEW delivery.order_status AS
          SELECT order_id, user_id, coffee_name, coffee_qty, status, ordered_at, updated_at,
-                version, last_position
+                version, last_position, temperature, size
            FROM {}",
         table(generation)
     ))
     .execute(&mut *conn)
     .await?;
-    Ok(())
-}
-
-/// Registers the delivery projection (generation 1, published) unless it is.
-pub async fn install(pool: &PgPool) -> Result<()> {
-    let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(checkpoint::INSTALL_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    let registered = sqlx::query("SELECT 1 FROM projections WHERE name = $1")
-        .bind(NAME)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
-    if !registered {
-        create_generation(&mut tx, 1).await?;
-        sqlx::query("INSERT INTO projections (name, active_generation) VALUES ($1, 1)")
-            .bind(NAME)
-            .execute(&mut *tx)
-            .await?;
-        publish(&mut tx, 1).await?;
-    }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -152,9 +183,13 @@ async fn apply(conn: &mut PgConnection, generation: i32, events: &[EventEnvelope
         let mut updated = Vec::with_capacity(placed.len());
         let mut versions = Vec::with_capacity(placed.len());
         let mut positions = Vec::with_capacity(placed.len());
+        let mut temperatures = Vec::with_capacity(placed.len());
+        let mut sizes = Vec::with_capacity(placed.len());
         for (id, c) in &placed {
             let Some(p) = &c.placed else { continue };
             ids.push(*id);
+            temperatures.push(p.options.temperature.code());
+            sizes.push(p.options.size.code());
             users.push(p.user_id.as_str());
             names.push(p.coffee_name.as_str());
             qtys.push(i32::try_from(p.coffee_qty.get()).unwrap_or(i32::MAX));
@@ -166,9 +201,10 @@ async fn apply(conn: &mut PgConnection, generation: i32, events: &[EventEnvelope
         }
         sqlx::query(&format!(
             "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_qty, status, ordered_at,
-                                   updated_at, version, last_position)
+                                   updated_at, version, last_position, temperature, size)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[],
-                                  $6::timestamptz[], $7::timestamptz[], $8::int[], $9::bigint[])
+                                  $6::timestamptz[], $7::timestamptz[], $8::int[], $9::bigint[],
+                                  $10::text[], $11::text[])
              ON CONFLICT (order_id) DO UPDATE
                 SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
                     version = EXCLUDED.version, last_position = EXCLUDED.last_position
@@ -183,6 +219,8 @@ async fn apply(conn: &mut PgConnection, generation: i32, events: &[EventEnvelope
         .bind(&updated)
         .bind(&versions)
         .bind(&positions)
+        .bind(&temperatures)
+        .bind(&sizes)
         .execute(&mut *conn)
         .await?;
     }
@@ -246,22 +284,77 @@ async fn advance(
     }
 }
 
-/// Decodes fetched records; a record that is not one of our envelopes (a
-/// foreign producer on the topic) is logged and passed over, never applied.
-fn decode(records: &[RecordAndOffset], partition: i32) -> Vec<EventEnvelope> {
-    records
-        .iter()
-        .filter_map(|r| {
-            let value = r.record.value.as_deref().unwrap_or_default();
-            match serde_json::from_slice::<EventEnvelope>(value) {
-                Ok(e) => Some(e),
-                Err(e) => {
-                    tracing::error!(partition, offset = r.offset, error = %e, "not an order event envelope; passed over");
-                    None
-                }
+/// A record that is not an order event at all, kept aside with its bytes.
+struct DeadLetter {
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    reason: String,
+}
+
+/// Reads fetched records. A record that is one of our envelopes is decoded
+/// if this build can (otherwise the projection holds its order back); one
+/// that is not ours at all (a foreign producer, corrupt bytes) is a dead
+/// letter: kept with its bytes, counted, logged, and passed over.
+fn read_records(
+    records: &[RecordAndOffset],
+    topic: &Arc<str>,
+    partition: i32,
+) -> (Vec<Incoming>, Vec<DeadLetter>) {
+    let mut incoming = Vec::with_capacity(records.len());
+    let mut dead = Vec::new();
+    for r in records {
+        let value = r.record.value.as_deref().unwrap_or_default();
+        match serde_json::from_slice::<StoredEvent>(value) {
+            Ok(stored) => incoming.push(Incoming::decode(
+                Source::Record {
+                    topic: topic.clone(),
+                    partition,
+                    offset: r.offset,
+                },
+                stored,
+            )),
+            Err(e) => {
+                tracing::error!(%topic, partition, offset = r.offset, error = %e,
+                    "not an order event envelope: dead-lettered (delivery.dead_letters)");
+                dead.push(DeadLetter {
+                    offset: r.offset,
+                    key: r.record.key.clone(),
+                    value: r.record.value.clone(),
+                    reason: format!("not an order event envelope: {e}"),
+                });
             }
-        })
-        .collect()
+        }
+    }
+    (incoming, dead)
+}
+
+async fn dead_letter(
+    conn: &mut PgConnection,
+    topic: &str,
+    partition: i32,
+    dead: Vec<DeadLetter>,
+) -> Result<()> {
+    if dead.is_empty() {
+        return Ok(());
+    }
+    metrics::counter!("delivery_dead_letters_total").increment(dead.len() as u64);
+    for d in dead {
+        sqlx::query(
+            "INSERT INTO delivery.dead_letters (topic, partition, \"offset\", key, value, reason)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
+        )
+        .bind(topic)
+        .bind(partition)
+        .bind(d.offset)
+        .bind(d.key)
+        .bind(d.value)
+        .bind(d.reason)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Fetches from `offset`; an offset the broker no longer has (retention)
@@ -341,7 +434,8 @@ async fn step_partition(
         return Ok(0);
     };
     let next = last.offset + 1;
-    let events = decode(&records, partition);
+    let topic_name: Arc<str> = Arc::from(topic);
+    let (incoming, dead) = read_records(&records, &topic_name, partition);
     let mut tx = conn.begin().await?;
     if live && checkpoint::active_generation_locked(&mut tx, NAME).await? != generation {
         tx.rollback().await?;
@@ -349,17 +443,33 @@ async fn step_partition(
             name: NAME.to_owned(),
         });
     }
-    let mut ids: Vec<&str> = events
+    let mut ids: Vec<&str> = incoming
         .iter()
+        .filter_map(|i| i.event.as_ref().ok())
         .filter_map(|e| e.metadata.correlation_id.as_deref())
         .collect();
     ids.dedup();
     ids.truncate(20);
     let span =
         tracing::info_span!("apply", projection = NAME, partition, request_ids = %ids.join(","));
-    apply(&mut tx, generation, &events)
-        .instrument(span.clone())
-        .await?;
+    let offsets: std::collections::HashMap<uuid::Uuid, i64> = incoming
+        .iter()
+        .filter_map(|i| match (&i.event, &i.source) {
+            (Ok(e), Source::Record { offset, .. }) => Some((e.event_id, *offset)),
+            _ => None,
+        })
+        .collect();
+    let count = incoming.len();
+    dead_letter(&mut tx, topic, partition, dead).await?;
+    let ready = held::sort_out(&mut tx, NAME, generation, incoming).await?;
+    held::apply_or_hold(&mut tx, &DeliveryReadModel, generation, ready, |e| {
+        format!(
+            "{topic}/{partition}/{}",
+            offsets.get(&e.event_id).copied().unwrap_or_default()
+        )
+    })
+    .instrument(span.clone())
+    .await?;
     advance(
         &mut tx,
         generation,
@@ -367,7 +477,7 @@ async fn step_partition(
         partition,
         from,
         next,
-        i64::try_from(events.len()).unwrap_or(i64::MAX),
+        i64::try_from(count).unwrap_or(i64::MAX),
     )
     .await?;
     crate::failpoint::hit(crate::failpoint::PROJECTION_BEFORE_COMMIT);
@@ -375,10 +485,10 @@ async fn step_partition(
     *at = Some((generation, next));
     metrics::counter!("projection_batches_total", "projection" => NAME).increment(1);
     metrics::counter!("projection_events_applied_total", "projection" => NAME)
-        .increment(events.len() as u64);
+        .increment(count as u64);
     tracing::debug!(
         partition,
-        events = events.len(),
+        events = count,
         next_offset = next,
         "delivery batch applied"
     );
@@ -395,6 +505,7 @@ pub async fn run_consumer(
 ) -> Result<()> {
     let mut backoff = Backoff::new();
     let mut waiting_logged = false;
+    let mut asked = false;
     while !shutdown.is_cancelled() {
         let mut lock_conn = match pool.acquire().await {
             Ok(c) => c,
@@ -416,6 +527,7 @@ pub async fn run_consumer(
                     waiting_logged = true;
                 }
                 drop(lock_conn);
+                crate::runner::ask_for_handover(&pool, NAME, &mut asked).await;
                 sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
                 continue;
             }
@@ -427,10 +539,17 @@ pub async fn run_consumer(
             }
         }
         waiting_logged = false;
+        asked = false;
+        if let Err(e) = held::handover_done(&mut lock_conn, NAME).await {
+            tracing::debug!(projection = NAME, error = %e, "cannot clear a handover request");
+        }
         let result = consume(&pool, &source, &shutdown, &mut backoff).await;
         let _ = unlock(&mut lock_conn, WORKER_LOCK, NAME).await;
         match result {
             Ok(()) => {}
+            Err(ProjectionError::HandedOver { .. }) => {
+                sleep_or_cancel(crate::runner::HANDOVER_PAUSE, &shutdown).await;
+            }
             Err(e @ ProjectionError::Unknown(_)) => return Err(e),
             Err(e) => {
                 metrics::counter!("projection_retries_total", "projection" => NAME).increment(1);
@@ -486,6 +605,19 @@ async fn consume(
     tracing::info!(projection = NAME, topic = %source.topic, ?partitions, "delivery consumer running");
     let stop = shutdown.child_token();
     let mut tasks = JoinSet::new();
+    // The held list: released when this build can, handed over when a
+    // standby can read more of it.
+    tasks.spawn({
+        let (pool, stop) = (pool.clone(), stop.clone());
+        async move {
+            let mut conn = pool.acquire().await?;
+            while !stop.is_cancelled() {
+                crate::runner::look_at_held(&mut conn, &DeliveryReadModel).await?;
+                sleep_or_cancel(crate::runner::HELD_CHECK_EVERY, &stop).await;
+            }
+            Ok(())
+        }
+    });
     for partition in partitions {
         let pc = client
             .partition_client(source.topic.clone(), partition, UnknownTopicHandling::Retry)
@@ -639,8 +771,8 @@ pub async fn rebuild(
     Ok((old, new, done))
 }
 
-const ROW_COLUMNS: &str =
-    "order_id, user_id, coffee_name, coffee_qty, status, ordered_at, updated_at, version, last_position";
+const ROW_COLUMNS: &str = "order_id, user_id, coffee_name, coffee_qty, status, ordered_at, \
+     updated_at, version, last_position, temperature, size";
 
 fn decode_row(row: &sqlx::postgres::PgRow) -> Result<DeliveryRow> {
     let status: String = row.try_get("status")?;
@@ -652,6 +784,7 @@ fn decode_row(row: &sqlx::postgres::PgRow) -> Result<DeliveryRow> {
         user_id: row.try_get("user_id")?,
         coffee_name: row.try_get("coffee_name")?,
         coffee_qty: row.try_get("coffee_qty")?,
+        options: options_of(row)?,
         status,
         ordered_at: row.try_get("ordered_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -714,6 +847,7 @@ pub fn expected_from_orders(orders: &[crate::OrderRow]) -> Vec<DeliveryRow> {
             user_id: o.user_id.clone(),
             coffee_name: o.coffee_name.clone(),
             coffee_qty: o.coffee_qty,
+            options: o.options,
             status: o.status,
             ordered_at: o.ordered_at,
             updated_at: o.updated_at,

@@ -8,6 +8,15 @@ pub enum ProjectionError {
     /// projection stops at it rather than skip it.
     #[error("the event at position {position} cannot be read: {what}")]
     Corrupt { position: i64, what: String },
+    /// An event this build cannot read (an unknown type, a newer schema
+    /// version, a malformed payload). Projections hold its order back; the
+    /// write side refuses to decide on a partial fold.
+    #[error("{0}")]
+    Unreadable(Box<crate::held::UnreadableEvent>),
+    /// Moves for orders the read model has no row for: corruption, never a
+    /// silent no-op. The runner holds those orders back.
+    #[error("the read model has no row for order(s) {}", .order_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    MissingRows { order_ids: Vec<uuid::Uuid> },
     #[error("no projection is named {0:?} (see `orders projections list`)")]
     Unknown(String),
     /// Another process holds this projection's worker or rebuild lock.
@@ -17,6 +26,12 @@ pub enum ProjectionError {
     /// the batch was rolled back and will be read again.
     #[error("the checkpoint of {name:?} moved while a batch was applied")]
     CheckpointMoved { name: String },
+    #[error("{name:?} holds back no {which} (see `orders projections held {name}`)")]
+    NotHeld { name: String, which: String },
+    /// This worker stepped down so that a standby that can read the events
+    /// it holds back takes over.
+    #[error("handed {name:?} over to {to}, which can read the events held back")]
+    HandedOver { name: String, to: String },
     #[error("no committed event is at log position {0}")]
     NoSuchPosition(i64),
     #[error("Kafka: {0}")]

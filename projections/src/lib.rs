@@ -7,6 +7,8 @@
 //! - [`order_view`]: the order read model behind the list endpoint.
 //! - [`operate`]: status, replay and rebuild-with-atomic-switch.
 //! - [`consistency`]: read-your-writes waits.
+//! - [`held`]: orders held back behind events a projection cannot apply,
+//!   their release and operators' parking decisions.
 
 #![deny(unsafe_code)]
 
@@ -15,6 +17,7 @@ pub mod consistency;
 pub mod delivery;
 mod error;
 pub mod failpoint;
+pub mod held;
 pub mod kafka;
 pub mod log;
 pub mod operate;
@@ -28,7 +31,7 @@ pub use error::{ProjectionError, Result};
 pub use log::{Cursor, LogEvent, ReadMode};
 pub use order_view::{OrderReadModel, OrderRow};
 pub use projection::Projection;
-pub use row::{decode_event_row, EVENT_COLUMNS};
+pub use row::{decode_event_row, stored_event_row, EVENT_COLUMNS};
 
 use sqlx::PgPool;
 
@@ -36,5 +39,5 @@ use sqlx::PgPool;
 /// it is not registered yet. Run after the migrations.
 pub async fn install_all(pool: &PgPool) -> Result<()> {
     checkpoint::install(pool, &OrderReadModel).await?;
-    delivery::install(pool).await
+    checkpoint::install(pool, &delivery::DeliveryReadModel).await
 }

@@ -39,11 +39,12 @@
 use std::cmp::Ordering;
 use std::time::Duration;
 
-use domain::EventEnvelope;
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use crate::error::{ProjectionError, Result};
-use crate::row::{decode_event_row, EVENT_COLUMNS};
+use crate::held::{Incoming, Source};
+use crate::row::{stored_event_row, EVENT_COLUMNS};
 
 /// A place in the log in reading order: the writing transaction's id, then
 /// the position. `Cursor::START` is before every event.
@@ -87,11 +88,30 @@ pub enum ReadMode {
     NaivePositionOnly,
 }
 
-/// An event as the reader hands it out: the envelope and its cursor.
+/// An event as the reader hands it out: its cursor and the event, decoded
+/// or, when this build cannot read it, as stored (the reader never fails on
+/// an event's content: what to do with it is the projection's decision).
 #[derive(Debug, Clone)]
 pub struct LogEvent {
     pub cursor: Cursor,
-    pub envelope: EventEnvelope,
+    pub incoming: Incoming,
+}
+
+fn log_event(row: &PgRow) -> Result<LogEvent> {
+    let cursor = Cursor {
+        transaction_id: row.try_get("tx")?,
+        position: row.try_get("position")?,
+    };
+    let stored = stored_event_row(row)?;
+    Ok(LogEvent {
+        cursor,
+        incoming: Incoming::decode(
+            Source::Log {
+                position: cursor.position,
+            },
+            stored,
+        ),
+    })
 }
 
 /// Reads up to `limit` events after `after`, in reading order. With
@@ -126,16 +146,7 @@ pub async fn read_after(
         .bind(limit)
         .fetch_all(conn)
         .await?;
-    rows.iter()
-        .map(|row| {
-            let envelope = decode_event_row(row)?;
-            let cursor = Cursor {
-                transaction_id: row.try_get("tx")?,
-                position: row.try_get("position")?,
-            };
-            Ok(LogEvent { cursor, envelope })
-        })
-        .collect()
+    rows.iter().map(log_event).collect()
 }
 
 /// Reads the events after `after` up to and including `upto`, without the
@@ -163,17 +174,7 @@ pub async fn read_range(
         .bind(limit)
         .fetch_all(conn)
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(LogEvent {
-                envelope: decode_event_row(row)?,
-                cursor: Cursor {
-                    transaction_id: row.try_get("tx")?,
-                    position: row.try_get("position")?,
-                },
-            })
-        })
-        .collect()
+    rows.iter().map(log_event).collect()
 }
 
 /// The head of the log as this moment's snapshot sees it: the last committed
@@ -206,6 +207,29 @@ pub async fn cursor_of(conn: &mut PgConnection, position: i64) -> Result<Cursor>
         Some(r) => Ok(Cursor {
             transaction_id: r.try_get(0)?,
             position,
+        }),
+        None => Err(ProjectionError::NoSuchPosition(position)),
+    }
+}
+
+/// The cursor a replay "from position `position`" starts after: just before
+/// the first event, in reading order, of all events at positions ≥
+/// `position`. A later position can belong to an older transaction (it
+/// sorts before the event at `position`), so the cursor of `position` itself
+/// would leave such events out.
+pub async fn before_positions_from(conn: &mut PgConnection, position: i64) -> Result<Cursor> {
+    let row = sqlx::query(
+        "SELECT transaction_id::text::bigint, position FROM events
+          WHERE position >= $1
+          ORDER BY transaction_id, position LIMIT 1",
+    )
+    .bind(position)
+    .fetch_optional(conn)
+    .await?;
+    match row {
+        Some(r) => Ok(Cursor {
+            transaction_id: r.try_get(0)?,
+            position: r.try_get::<i64, _>(1)? - 1,
         }),
         None => Err(ProjectionError::NoSuchPosition(position)),
     }

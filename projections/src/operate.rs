@@ -132,6 +132,7 @@ pub async fn rebuild<P: Projection>(
         let mut tx = conn.begin().await?;
         for g in &leftovers {
             projection.drop_generation(&mut tx, *g).await?;
+            crate::held::drop_generation(&mut tx, name, *g).await?;
             sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1 AND generation = $2")
                 .bind(name)
                 .bind(g)
@@ -204,13 +205,14 @@ pub async fn rebuild<P: Projection>(
     let mut cursor = Cursor::START;
     while let Some(read) = ready.recv().await {
         let events = read?;
+        let (count, last) = (events.len(), events.last().map(|e| e.cursor));
         let mut tx = conn.begin().await?;
-        apply_batch(&mut tx, projection, new, cursor, &events).await?;
+        apply_batch(&mut tx, projection, new, cursor, events).await?;
         tx.commit().await?;
-        if let Some(last) = events.last() {
-            cursor = last.cursor;
+        if let Some(last) = last {
+            cursor = last;
         }
-        done += events.len() as u64;
+        done += count as u64;
         total = total.max(done);
         progress(Progress {
             phase: Phase::CatchingUp,
@@ -245,10 +247,10 @@ pub async fn rebuild<P: Projection>(
             }
             let events = log::read_range(&mut tx, cursor, live, batch_size).await?;
             let Some(last) = events.last() else { break };
-            let last = last.cursor;
-            apply_batch(&mut tx, projection, new, cursor, &events).await?;
+            let (last, count) = (last.cursor, events.len());
+            apply_batch(&mut tx, projection, new, cursor, events).await?;
             cursor = last;
-            done += events.len() as u64;
+            done += count as u64;
             total = total.max(done);
             progress(Progress {
                 phase: Phase::Switching,
@@ -279,6 +281,7 @@ pub async fn rebuild<P: Projection>(
     {
         let mut tx = conn.begin().await?;
         projection.drop_generation(&mut tx, old).await?;
+        crate::held::drop_generation(&mut tx, name, old).await?;
         sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1 AND generation = $2")
             .bind(name)
             .bind(old)
@@ -332,13 +335,7 @@ pub async fn replay<P: Projection>(
     let mut conn = pool.acquire().await?;
     let target = match from {
         None | Some(..=1) => Cursor::START,
-        Some(position) => {
-            let at = log::cursor_of(&mut conn, position).await?;
-            Cursor {
-                transaction_id: at.transaction_id,
-                position: at.position - 1,
-            }
-        }
+        Some(position) => log::before_positions_from(&mut conn, position).await?,
     };
     // Everything committed before this command is replayed: a transaction
     // still running elsewhere makes the replay wait for it, not stop short.
@@ -347,12 +344,14 @@ pub async fn replay<P: Projection>(
         let mut tx = conn.begin().await?;
         let generation = checkpoint::active_generation_locked(&mut tx, name).await?;
         let previous = checkpoint::load(&mut tx, name, generation).await?.cursor;
-        checkpoint::rewind(&mut tx, name, generation, target).await?;
+        // A replay only ever goes back: moving a lagging checkpoint forward
+        // would pass over the events in between for good.
+        checkpoint::rewind(&mut tx, name, generation, target.min(previous)).await?;
         tx.commit().await?;
         (previous, generation)
     };
     tracing::info!(projection = name, generation, from = ?from, "checkpoint rewound for replay");
-    let (total, _) = log::lag(&mut conn, target).await?;
+    let (total, _) = log::lag(&mut conn, target.min(previous)).await?;
     let total = u64::try_from(total).unwrap_or(0);
 
     let Some(mut locked) = runner::try_worker_lock(pool, name).await? else {

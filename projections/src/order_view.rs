@@ -8,13 +8,12 @@
 
 use std::collections::HashMap;
 
-use domain::{Event, EventEnvelope, Status};
+use domain::{DrinkOptions, Event, EventEnvelope, OptionValue, Size, Status, Temperature};
 use sqlx::{PgConnection, PgExecutor, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::{ProjectionError, Result};
-use crate::log::LogEvent;
 use crate::projection::Projection;
 
 /// The projection's registry name.
@@ -33,6 +32,7 @@ pub struct OrderRow {
     pub coffee_price: i64,
     pub coffee_qty: i32,
     pub total_price: i64,
+    pub options: DrinkOptions,
     pub status: Status,
     pub ordered_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -137,12 +137,18 @@ impl Projection for OrderReadModel {
                 ordered_at    timestamptz NOT NULL,
                 updated_at    timestamptz NOT NULL,
                 version       integer     NOT NULL,
-                last_position bigint      NOT NULL
+                last_position bigint      NOT NULL,
+                temperature   text        NOT NULL DEFAULT 'hot' CHECK (temperature IN ('hot', 'iced')),
+                size          text        NOT NULL DEFAULT 'regular' CHECK (size IN ('regular', 'large'))
             ) WITH (fillfactor = 60)"
         ))
         .execute(&mut *conn)
         .await?;
         Ok(())
+    }
+
+    async fn upgrade_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<bool> {
+        add_option_columns(conn, &table(generation)).await
     }
 
     async fn finish_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
@@ -161,7 +167,7 @@ impl Projection for OrderReadModel {
         sqlx::query(&format!(
             "CREATE OR REPLACE VIEW order_view AS
              SELECT order_id, user_id, coffee_name, coffee_price, coffee_qty, total_price,
-                    status, ordered_at, updated_at, version, last_position
+                    status, ordered_at, updated_at, version, last_position, temperature, size
                FROM {t}"
         ))
         .execute(&mut *conn)
@@ -180,10 +186,10 @@ impl Projection for OrderReadModel {
         &self,
         conn: &mut PgConnection,
         generation: i32,
-        events: &[LogEvent],
+        events: &[EventEnvelope],
     ) -> Result<()> {
         let t = table(generation);
-        let changes = reduce(events.iter().map(|e| &e.envelope))?;
+        let changes = reduce(events.iter())?;
         let (placed, moved): (Vec<_>, Vec<_>) =
             changes.iter().partition(|(_, c)| c.placed.is_some());
 
@@ -199,9 +205,13 @@ impl Projection for OrderReadModel {
             let mut updated = Vec::with_capacity(placed.len());
             let mut versions = Vec::with_capacity(placed.len());
             let mut positions = Vec::with_capacity(placed.len());
+            let mut temperatures = Vec::with_capacity(placed.len());
+            let mut sizes = Vec::with_capacity(placed.len());
             for (id, c) in &placed {
                 let Some(p) = &c.placed else { continue };
                 ids.push(*id);
+                temperatures.push(p.options.temperature.code());
+                sizes.push(p.options.size.code());
                 users.push(p.user_id.as_str());
                 names.push(p.coffee_name.as_str());
                 prices.push(to_i64(u64::from(p.coffee_price)));
@@ -217,10 +227,11 @@ impl Projection for OrderReadModel {
             sqlx::query(&format!(
                 "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_price, coffee_qty,
                                        total_price, status, ordered_at, updated_at, version,
-                                       last_position)
+                                       last_position, temperature, size)
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[],
                                       $5::int[], $6::bigint[], $7::text[], $8::timestamptz[],
-                                      $9::timestamptz[], $10::int[], $11::bigint[])
+                                      $9::timestamptz[], $10::int[], $11::bigint[], $12::text[],
+                                      $13::text[])
                  ON CONFLICT (order_id) DO UPDATE
                     SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
                         version = EXCLUDED.version, last_position = EXCLUDED.last_position
@@ -237,6 +248,8 @@ impl Projection for OrderReadModel {
             .bind(&updated)
             .bind(&versions)
             .bind(&positions)
+            .bind(&temperatures)
+            .bind(&sizes)
             .execute(&mut *conn)
             .await?;
         }
@@ -251,6 +264,9 @@ impl Projection for OrderReadModel {
 /// order with those columns. The version guard makes a replayed or duplicate
 /// event a no-op: a row moves only forward, and the state after an order's
 /// last event in the batch does not depend on the ones before it.
+///
+/// A move of an order the table has no row for is corruption: then nothing
+/// is updated and the answer is [`ProjectionError::MissingRows`].
 pub(crate) async fn apply_moves(
     conn: &mut PgConnection,
     table: &str,
@@ -264,26 +280,80 @@ pub(crate) async fn apply_moves(
     let updated: Vec<OffsetDateTime> = moved.iter().map(|(_, c)| c.updated_at).collect();
     let versions: Vec<i32> = moved.iter().map(|(_, c)| c.version).collect();
     let positions: Vec<i64> = moved.iter().map(|(_, c)| c.position).collect();
-    sqlx::query(&format!(
-        "UPDATE {table} AS v
-            SET status = u.status, updated_at = u.updated_at, version = u.version,
-                last_position = u.last_position
-           FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::int[], $5::bigint[])
-                AS u(order_id, status, updated_at, version, last_position)
-          WHERE v.order_id = u.order_id AND v.version < u.version"
+    // One statement: the check and the update see the same snapshot.
+    let missing: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "WITH u AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::int[], $5::bigint[])
+                 AS u(order_id, status, updated_at, version, last_position)),
+         missing AS (
+             SELECT u.order_id FROM u
+              WHERE NOT EXISTS (SELECT 1 FROM {table} v WHERE v.order_id = u.order_id)),
+         moved AS (
+             UPDATE {table} AS v
+                SET status = u.status, updated_at = u.updated_at, version = u.version,
+                    last_position = u.last_position
+               FROM u
+              WHERE v.order_id = u.order_id AND v.version < u.version
+                AND NOT EXISTS (SELECT 1 FROM missing))
+         SELECT order_id FROM missing"
     ))
     .bind(&ids)
     .bind(&statuses)
     .bind(&updated)
     .bind(&versions)
     .bind(&positions)
+    .fetch_all(&mut *conn)
+    .await?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ProjectionError::MissingRows { order_ids: missing })
+    }
+}
+
+/// Adds the drink-option columns (OrderPlaced v2) to a table created by an
+/// older build. Every row it holds was placed before options existed, so the
+/// defaults (hot, regular) are the truth for them. Returns whether it changed
+/// the table (then its view must be published again).
+pub(crate) async fn add_option_columns(conn: &mut PgConnection, table: &str) -> Result<bool> {
+    let has: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                         WHERE attrelid = to_regclass($1) AND attname = 'temperature'
+                           AND NOT attisdropped)",
+    )
+    .bind(table)
+    .fetch_one(&mut *conn)
+    .await?;
+    if has {
+        return Ok(false);
+    }
+    sqlx::query(&format!(
+        "ALTER TABLE {table}
+            ADD COLUMN IF NOT EXISTS temperature text NOT NULL DEFAULT 'hot'
+                CHECK (temperature IN ('hot', 'iced')),
+            ADD COLUMN IF NOT EXISTS size text NOT NULL DEFAULT 'regular'
+                CHECK (size IN ('regular', 'large'))"
+    ))
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    tracing::info!(table, "added the drink-option columns (OrderPlaced v2)");
+    Ok(true)
+}
+
+/// Reads the option columns of a read-model row.
+pub(crate) fn options_of(row: &sqlx::postgres::PgRow) -> Result<DrinkOptions> {
+    let parse_error =
+        |e: domain::ValueError| ProjectionError::Database(sqlx::Error::Decode(Box::new(e)));
+    let temperature: String = row.try_get("temperature")?;
+    let size: String = row.try_get("size")?;
+    Ok(DrinkOptions {
+        temperature: Temperature::parse(&temperature).map_err(parse_error)?,
+        size: Size::parse(&size).map_err(parse_error)?,
+    })
 }
 
 const ROW_COLUMNS: &str = "order_id, user_id, coffee_name, coffee_price, coffee_qty, total_price, \
-     status, ordered_at, updated_at, version, last_position";
+     status, ordered_at, updated_at, version, last_position, temperature, size";
 
 fn decode(row: &sqlx::postgres::PgRow) -> Result<OrderRow> {
     let status: String = row.try_get("status")?;
@@ -297,6 +367,7 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<OrderRow> {
         coffee_price: row.try_get("coffee_price")?,
         coffee_qty: row.try_get("coffee_qty")?,
         total_price: row.try_get("total_price")?,
+        options: options_of(row)?,
         status,
         ordered_at: row.try_get("ordered_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -342,17 +413,74 @@ pub async fn all_rows<'e>(
     rows.iter().map(decode).collect()
 }
 
+/// What a projection did that the fold of the log must take into account:
+/// the events operators parked (passed over) and, per order held back, the
+/// version of its first held event (the model shows the order as it was
+/// before it).
+#[derive(Debug, Clone, Default)]
+pub struct Accounted {
+    pub parked: std::collections::HashSet<Uuid>,
+    pub held_from: HashMap<Uuid, i64>,
+}
+
+/// The fold of the log: the rows a read model must hold, and the events this
+/// build cannot read that the projection neither holds back nor was told to
+/// pass over (each one a silent skip, which must never happen).
+#[derive(Debug, Clone, Default)]
+pub struct Folded {
+    pub rows: Vec<OrderRow>,
+    pub unaccounted: Vec<(Uuid, Uuid, String)>,
+}
+
+/// One stream's fold in progress.
+struct StreamFold {
+    id: Uuid,
+    state: domain::OrderState,
+    ordered_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+    version: u64,
+    last_position: i64,
+    /// No later event of this stream applies (held back, or unreadable).
+    stopped: bool,
+}
+
+impl StreamFold {
+    fn finish(self, rows: &mut Vec<OrderRow>) {
+        if let domain::OrderState::Placed(order) = self.state {
+            rows.push(OrderRow {
+                order_id: order.order_id.as_uuid(),
+                user_id: order.user_id.to_string(),
+                coffee_name: order.coffee_name.to_string(),
+                coffee_price: to_i64(u64::from(order.coffee_price)),
+                coffee_qty: i32::try_from(order.coffee_qty.get()).unwrap_or(i32::MAX),
+                total_price: to_i64(order.total_price.0),
+                options: order.options,
+                status: order.status,
+                ordered_at: self.ordered_at,
+                updated_at: self.updated_at,
+                // The envelope's version, as the projections record it (a
+                // parked event leaves a gap the domain's count would not).
+                version: i32::try_from(self.version).unwrap_or(i32::MAX),
+                last_position: self.last_position,
+            });
+        }
+    }
+}
+
 /// The order read model as the log says it must be: every stream folded from
 /// its first event with the domain's own `evolve`, independently of the
 /// projection's batch logic. Used to verify a model (tests, `verify`). With
 /// `published_only`, events still waiting in the outbox are left out (what
 /// the Kafka side can have seen).
-pub async fn fold_log(conn: &mut PgConnection, published_only: bool) -> Result<Vec<OrderRow>> {
+pub async fn fold_log(
+    conn: &mut PgConnection,
+    published_only: bool,
+    accounted: &Accounted,
+) -> Result<Folded> {
     use futures::TryStreamExt;
 
-    let mut rows = Vec::new();
-    let mut current: Option<(domain::OrderState, OffsetDateTime, OffsetDateTime, i64)> = None;
-    let mut current_id = None;
+    let mut folded = Folded::default();
+    let mut current: Option<StreamFold> = None;
     let filter = if published_only {
         "WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.position = events.position)"
     } else {
@@ -363,51 +491,55 @@ pub async fn fold_log(conn: &mut PgConnection, published_only: bool) -> Result<V
         crate::row::EVENT_COLUMNS
     );
     let mut stream = sqlx::query(&sql).fetch(&mut *conn);
-    let finish =
-        |rows: &mut Vec<OrderRow>,
-         state: Option<(domain::OrderState, OffsetDateTime, OffsetDateTime, i64)>| {
-            if let Some((
-                domain::OrderState::Placed(order),
-                ordered_at,
-                updated_at,
-                last_position,
-            )) = state
-            {
-                rows.push(OrderRow {
-                    order_id: order.order_id.as_uuid(),
-                    user_id: order.user_id.to_string(),
-                    coffee_name: order.coffee_name.to_string(),
-                    coffee_price: to_i64(u64::from(order.coffee_price)),
-                    coffee_qty: i32::try_from(order.coffee_qty.get()).unwrap_or(i32::MAX),
-                    total_price: to_i64(order.total_price.0),
-                    status: order.status,
-                    ordered_at,
-                    updated_at,
-                    version: i32::try_from(order.version).unwrap_or(i32::MAX),
-                    last_position,
-                });
-            }
-        };
     while let Some(row) = stream.try_next().await? {
-        let e = crate::row::decode_event_row(&row)?;
-        let position = e.position.unwrap_or_default();
-        if current_id != Some(e.stream_id) {
-            finish(&mut rows, current.take());
-            current_id = Some(e.stream_id);
-            current = Some((
-                domain::OrderState::NotPlaced,
-                e.recorded_at,
-                e.recorded_at,
-                position,
-            ));
+        let stored = crate::row::stored_event_row(&row)?;
+        let position = stored.position.unwrap_or_default();
+        if current.as_ref().map(|c| c.id) != Some(stored.stream_id) {
+            if let Some(done) = current.take() {
+                done.finish(&mut folded.rows);
+            }
+            current = Some(StreamFold {
+                id: stored.stream_id,
+                state: domain::OrderState::NotPlaced,
+                ordered_at: stored.recorded_at,
+                updated_at: stored.recorded_at,
+                version: 0,
+                last_position: position,
+                stopped: false,
+            });
         }
-        if let Some((state, _, updated_at, last_position)) = current.as_mut() {
-            *state = domain::evolve(std::mem::take(state), &e.event);
-            *updated_at = e.recorded_at;
-            *last_position = position;
+        let Some(fold) = current.as_mut() else {
+            continue;
+        };
+        let version = i64::try_from(stored.version).unwrap_or(i64::MAX);
+        if fold.stopped
+            || accounted
+                .held_from
+                .get(&fold.id)
+                .is_some_and(|from| version >= *from)
+        {
+            fold.stopped = true;
+            continue;
+        }
+        match stored.decode() {
+            Ok(e) => {
+                fold.state = domain::evolve(std::mem::take(&mut fold.state), &e.event);
+                fold.updated_at = e.recorded_at;
+                fold.version = e.version;
+                fold.last_position = position;
+            }
+            Err(_) if accounted.parked.contains(&stored.event_id) => {}
+            Err(reason) => {
+                folded
+                    .unaccounted
+                    .push((fold.id, stored.event_id, reason.to_string()));
+                fold.stopped = true;
+            }
         }
     }
-    finish(&mut rows, current.take());
-    rows.sort_by_key(|r| r.order_id);
-    Ok(rows)
+    if let Some(done) = current.take() {
+        done.finish(&mut folded.rows);
+    }
+    folded.rows.sort_by_key(|r| r.order_id);
+    Ok(folded)
 }

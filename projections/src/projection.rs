@@ -4,10 +4,10 @@
 
 use std::future::Future;
 
+use domain::EventEnvelope;
 use sqlx::PgConnection;
 
 use crate::error::Result;
-use crate::log::LogEvent;
 
 /// A read model built from the event log.
 ///
@@ -21,6 +21,12 @@ pub trait Projection: Send + Sync {
     /// One line for `orders projections list`.
     fn description(&self) -> &'static str;
 
+    /// Whether it reads the event log (and so has a log checkpoint); a
+    /// projection fed from Kafka keeps offsets of its own instead.
+    fn reads_log(&self) -> bool {
+        true
+    }
+
     /// Creates the (empty) tables of `generation`, with the indexes `apply`
     /// needs and no more. Idempotent.
     fn create_generation(
@@ -28,6 +34,16 @@ pub trait Projection: Send + Sync {
         conn: &mut PgConnection,
         generation: i32,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Brings the tables of `generation`, created by an older build, to this
+    /// build's shape (new columns whose defaults are true for every row the
+    /// older build wrote). Returns whether it changed anything; then the
+    /// readers' view is published again. Idempotent.
+    fn upgrade_generation(
+        &self,
+        conn: &mut PgConnection,
+        generation: i32,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Adds what readers need on top (secondary indexes) before `generation`
     /// is published. A rebuild calls it after the bulk of the catch-up:
@@ -55,11 +71,15 @@ pub trait Projection: Send + Sync {
 
     /// Applies a batch of events, in reading order, to `generation`. Must be
     /// idempotent per event: applying an event the tables already reflect
-    /// changes nothing (replays and rebuild catch-ups rely on it).
+    /// changes nothing (replays and rebuild catch-ups rely on it). A move of
+    /// an order the tables have no row for is corruption: the projection
+    /// writes none of the batch's moves and answers
+    /// [`crate::ProjectionError::MissingRows`] (the runner holds those
+    /// orders back and applies the rest again).
     fn apply(
         &self,
         conn: &mut PgConnection,
         generation: i32,
-        events: &[LogEvent],
+        events: &[EventEnvelope],
     ) -> impl Future<Output = Result<()>> + Send;
 }

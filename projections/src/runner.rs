@@ -18,11 +18,75 @@ use tracing::Instrument;
 use crate::checkpoint::{self, WORKER_LOCK};
 use crate::error::{ProjectionError, Result};
 use crate::failpoint;
+use crate::held;
 use crate::log::{self, Cursor, LogEvent, ReadMode};
 use crate::projection::Projection;
 
 /// The channel every append notifies at commit (see migrations/0002_outbox.sql).
 pub const LOG_CHANNEL: &str = "outbox";
+
+/// How often a leader looks at its held list again (releasing what it can,
+/// and stepping down when a standby can read more).
+pub const HELD_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// How long a leader that handed its lock over stays out of the race for it.
+pub const HANDOVER_PAUSE: Duration = Duration::from_secs(10);
+
+/// A handover request older than this is ignored (its standby is gone).
+const HANDOVER_FRESH: Duration = Duration::from_secs(10);
+
+/// Who this process is, in handover requests and logs.
+pub fn process_label() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!(
+        "{host} pid {} (orders {})",
+        std::process::id(),
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// While waiting for a projection's lock: if this build can read events the
+/// leader holds back, ask the leader to hand over (logged once).
+pub async fn ask_for_handover(pool: &PgPool, name: &str, asked: &mut bool) {
+    let asking = async {
+        let mut conn = pool.acquire().await?;
+        held::request_handover(&mut conn, name, &process_label()).await
+    };
+    match asking.await {
+        Ok(true) if !*asked => {
+            tracing::info!(
+                projection = name,
+                "this build can read events the running worker holds back: asked it to hand over"
+            );
+            *asked = true;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(projection = name, error = %e, "cannot ask for a handover"),
+    }
+}
+
+/// The leader's periodic look at its held list: releases what this build
+/// can apply now (a newer build, an operator's parking); steps down with
+/// [`ProjectionError::HandedOver`] when some is still held and a standby
+/// asked for the lock because it can read it.
+/// Returns how many events are still held.
+pub async fn look_at_held<P: Projection>(conn: &mut PgConnection, projection: &P) -> Result<usize> {
+    let name = projection.name();
+    let generation = checkpoint::active_generation(conn, name).await?;
+    let released = held::release(conn, projection, generation).await?;
+    if released.still_held == 0 {
+        return Ok(0);
+    }
+    if let Some(to) = held::handover_requested(conn, name, HANDOVER_FRESH).await? {
+        tracing::warn!(projection = name, %to, still_held = released.still_held,
+            "a standby can read events this build holds back: handing the projection over");
+        return Err(ProjectionError::HandedOver {
+            name: name.to_owned(),
+            to,
+        });
+    }
+    Ok(released.still_held)
+}
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -47,27 +111,36 @@ impl Default for WorkerOptions {
 }
 
 /// Applies `events` to `generation` and moves its checkpoint from `from` to
-/// the last event, inside the caller's transaction.
+/// the last event, inside the caller's transaction. Events of orders held
+/// back, and events this build cannot read, go to the held list instead
+/// (see [`crate::held`]); the checkpoint moves past them all the same.
 pub(crate) async fn apply_batch<P: Projection>(
     conn: &mut PgConnection,
     projection: &P,
     generation: i32,
     from: Cursor,
-    events: &[LogEvent],
+    events: Vec<LogEvent>,
 ) -> Result<()> {
-    let Some(last) = events.last() else {
+    let Some(to) = events.last().map(|e| e.cursor) else {
         return Ok(());
     };
-    projection.apply(conn, generation, events).await?;
-    checkpoint::advance(
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let name = projection.name();
+    let ready = held::sort_out(
         conn,
-        projection.name(),
+        name,
         generation,
-        from,
-        last.cursor,
-        i64::try_from(events.len()).unwrap_or(i64::MAX),
+        events.into_iter().map(|e| e.incoming).collect(),
     )
     .await?;
+    held::apply_or_hold(conn, projection, generation, ready, |e| {
+        held::Source::Log {
+            position: e.position.unwrap_or_default(),
+        }
+        .to_string()
+    })
+    .await?;
+    checkpoint::advance(conn, name, generation, from, to, count).await?;
     failpoint::hit(failpoint::PROJECTION_BEFORE_COMMIT);
     Ok(())
 }
@@ -102,22 +175,24 @@ pub async fn step<P: Projection>(
     // Every line logged while applying carries the request ids (correlation
     // ids) of the events in the batch.
     let span = tracing::info_span!("apply", projection = name, request_ids = %request_ids(&events));
-    apply_batch(&mut tx, projection, generation, from, &events)
+    let count = events.len();
+    let last_position = events.last().map(|e| e.cursor.position);
+    apply_batch(&mut tx, projection, generation, from, events)
         .instrument(span.clone())
         .await?;
     tx.commit().await?;
     metrics::counter!("projection_batches_total", "projection" => name).increment(1);
     metrics::counter!("projection_events_applied_total", "projection" => name)
-        .increment(events.len() as u64);
+        .increment(count as u64);
     span.in_scope(|| {
         tracing::debug!(
             generation,
-            events = events.len(),
-            position = events.last().map(|e| e.cursor.position),
+            events = count,
+            position = last_position,
             "batch applied"
         )
     });
-    Ok(events.len())
+    Ok(count)
 }
 
 /// The distinct correlation (request) ids of a batch's events, comma-separated
@@ -125,7 +200,10 @@ pub async fn step<P: Projection>(
 pub fn request_ids<'a>(events: impl IntoIterator<Item = &'a LogEvent>) -> String {
     let mut ids: Vec<&str> = Vec::new();
     for e in events {
-        if let Some(id) = e.envelope.metadata.correlation_id.as_deref() {
+        let Ok(envelope) = &e.incoming.event else {
+            continue;
+        };
+        if let Some(id) = envelope.metadata.correlation_id.as_deref() {
             if !ids.contains(&id) {
                 if ids.len() == 20 {
                     ids.push("…");
@@ -194,6 +272,7 @@ pub async fn run_worker<P: Projection>(
     let name = projection.name();
     let mut backoff = Backoff::new();
     let mut waiting_logged = false;
+    let mut asked = false;
     while !shutdown.is_cancelled() {
         let locked = match try_worker_lock(&pool, name).await {
             Ok(Some(locked)) => locked,
@@ -205,6 +284,7 @@ pub async fn run_worker<P: Projection>(
                     );
                     waiting_logged = true;
                 }
+                ask_for_handover(&pool, name, &mut asked).await;
                 sleep_or_cancel(options.lock_retry, &shutdown).await;
                 continue;
             }
@@ -216,6 +296,7 @@ pub async fn run_worker<P: Projection>(
             }
         };
         waiting_logged = false;
+        asked = false;
         tracing::info!(projection = name, "projection worker running");
         match run_locked(
             &pool,
@@ -228,7 +309,10 @@ pub async fn run_worker<P: Projection>(
         .await
         {
             Ok(()) => {}
-            Err(e @ (ProjectionError::Corrupt { .. } | ProjectionError::Unknown(_))) => {
+            Err(ProjectionError::HandedOver { .. }) => {
+                sleep_or_cancel(HANDOVER_PAUSE, &shutdown).await;
+            }
+            Err(e @ ProjectionError::Unknown(_)) => {
                 tracing::error!(projection = name, error = %e, "projection stopped");
                 return Err(e);
             }
@@ -254,7 +338,20 @@ async fn run_locked<P: Projection>(
 ) -> Result<()> {
     let name = projection.name();
     let mut listener = listen(pool, name).await;
+    held::handover_done(&mut locked.conn, name).await?;
+    let mut held_checked: Option<std::time::Instant> = None;
+    let mut still_held = 0;
     while !shutdown.is_cancelled() {
+        if held_checked.is_none_or(|t| t.elapsed() >= HELD_CHECK_EVERY) {
+            held_checked = Some(std::time::Instant::now());
+            match look_at_held(&mut locked.conn, projection).await {
+                Ok(n) => still_held = n,
+                Err(e) => {
+                    let _ = locked.release(name).await;
+                    return Err(e);
+                }
+            }
+        }
         match step(
             &mut locked.conn,
             projection,
@@ -272,7 +369,14 @@ async fn run_locked<P: Projection>(
             Err(ProjectionError::CheckpointMoved { .. }) => continue,
             Err(e) => return Err(e),
         }
-        wait_for_news(&mut listener, options.poll_interval, shutdown).await;
+        // While orders are held back, look at the list again in time to
+        // notice an operator's decision or a standby of a newer build.
+        let poll = if still_held > 0 {
+            options.poll_interval.min(HELD_CHECK_EVERY)
+        } else {
+            options.poll_interval
+        };
+        wait_for_news(&mut listener, poll, shutdown).await;
     }
     locked.release(name).await
 }

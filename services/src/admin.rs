@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use projections::delivery;
 use projections::operate::{self, Phase, Progress};
 use projections::order_view::{self, OrderReadModel};
-use projections::{checkpoint, ProjectionError};
+use projections::{checkpoint, held, ProjectionError};
 use rskafka::client::partition::UnknownTopicHandling;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -20,6 +20,37 @@ use crate::workers;
 pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyhow::Result<()> {
     match cmd {
         ProjectionsCmd::List => list(pool).await,
+        ProjectionsCmd::Held { name, json } => held_list(pool, &name, json).await,
+        ProjectionsCmd::Park {
+            name,
+            event,
+            record,
+            reason,
+        } => {
+            let name = workers::select(std::slice::from_ref(&name))?[0];
+            let which = match (event, record) {
+                (Some(id), _) => held::HeldRef::Event(id),
+                (None, Some(record)) => held::HeldRef::Source(record),
+                (None, None) => anyhow::bail!(
+                    "name the held event: --event ID or --record TOPIC/PARTITION/OFFSET"
+                ),
+            };
+            let mut conn = pool.acquire().await?;
+            let parked = held::park(&mut conn, name, &which, &reason, &os_user()).await?;
+            println!(
+                "{name}: parked event {} of order {} ({} v{}, {}) as {} ({}): \"{}\"; the running worker passes over it and applies the order's later events within seconds",
+                parked.event_id,
+                parked.stream_id,
+                parked.event_type,
+                parked.schema_version,
+                parked.source,
+                parked.os_user,
+                parked.database_role,
+                parked.reason
+            );
+            Ok(())
+        }
+        ProjectionsCmd::Parked => parked_list(pool).await,
         ProjectionsCmd::Status { json } => status(pool, kafka, json).await,
         ProjectionsCmd::Replay {
             name,
@@ -115,8 +146,21 @@ pub async fn verify(pool: &PgPool, names: &[String]) -> anyhow::Result<()> {
             delivery::NAME => projections::verify::delivery(pool).await?,
             other => return Err(ProjectionError::Unknown(other.to_owned()).into()),
         };
+        let accounted = {
+            let mut conn = pool.acquire().await?;
+            held::accounted(&mut conn, name).await?
+        };
+        let note = if accounted.held_from.is_empty() && accounted.parked.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} order(s) held back, compared as before their first held event; {} event(s) parked and passed over)",
+                accounted.held_from.len(),
+                accounted.parked.len()
+            )
+        };
         if differences.is_empty() {
-            println!("{name}: OK, every row equals the fold of the log");
+            println!("{name}: OK, every row equals the fold of the log{note}");
             continue;
         }
         println!("{name}: {} differences", differences.len());
@@ -134,6 +178,97 @@ pub async fn verify(pool: &PgPool, names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The operating-system user running this command, for the audit trail.
+fn os_user() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(user) = std::env::var(var) {
+            if !user.is_empty() {
+                return user.chars().take(100).collect();
+            }
+        }
+    }
+    // No login variables (a service manager, a container): the uid.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|uid| format!("uid {uid}")))
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+async fn held_list(pool: &PgPool, name: &str, json: bool) -> anyhow::Result<()> {
+    let name = workers::select(&[name.to_owned()])?[0];
+    let mut conn = pool.acquire().await?;
+    let events = held::list(&mut conn, name).await?;
+    if json {
+        let rows: Vec<serde_json::Value> = events.iter().map(held_json).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if events.is_empty() {
+        println!("{name}: holds nothing back");
+        return Ok(());
+    }
+    println!(
+        "{:<36} {:>4} {:<36} {:<26} {:<30}  REASON",
+        "ORDER", "VER", "EVENT", "TYPE", "SOURCE"
+    );
+    for h in &events {
+        println!(
+            "{:<36} {:>4} {:<36} {:<26} {:<30}  {}",
+            h.stream_id,
+            h.version,
+            h.event_id,
+            format!("{} v{}", h.event_type, h.schema_version),
+            h.source,
+            h.reason
+        );
+    }
+    Ok(())
+}
+
+fn held_json(h: &held::HeldEvent) -> serde_json::Value {
+    serde_json::json!({
+        "order_id": h.stream_id,
+        "version": h.version,
+        "event_id": h.event_id,
+        "event_type": h.event_type,
+        "schema_version": h.schema_version,
+        "source": h.source,
+        "reason": h.reason,
+        "held_at": crate::view::format_api_time(h.held_at),
+    })
+}
+
+async fn parked_list(pool: &PgPool) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    let parked = held::parked(&mut conn).await?;
+    if parked.is_empty() {
+        println!("no event has been parked");
+        return Ok(());
+    }
+    for p in parked {
+        println!(
+            "{} {}: event {} of order {} ({} v{}, {}) parked by {} as database role {}: \"{}\" (it was held: {})",
+            crate::view::format_api_time(p.parked_at),
+            p.projection,
+            p.event_id,
+            p.stream_id,
+            p.event_type,
+            p.schema_version,
+            p.source,
+            p.os_user,
+            p.database_role,
+            p.reason,
+            p.held_reason
+        );
+    }
+    Ok(())
+}
+
 async fn list(pool: &PgPool) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
     println!("{:<10} {:>10}  DESCRIPTION", "NAME", "GENERATION");
@@ -147,6 +282,11 @@ async fn list(pool: &PgPool) -> anyhow::Result<()> {
 async fn status(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyhow::Result<()> {
     let statuses = operate::status(pool).await?;
     let delivery_status = delivery_status(pool, kafka).await?;
+    let held = {
+        let mut conn = pool.acquire().await?;
+        held::summary(&mut conn).await?
+    };
+    let held_of = |name: &str| held.iter().find(|h| h.projection == name);
     if json {
         let rows: Vec<serde_json::Value> = statuses
             .iter()
@@ -160,11 +300,16 @@ async fn status(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyhow::Result<
                     "lag_seconds": s.lag.as_secs_f64(),
                     "events_applied": s.events_applied,
                     "updated_at": crate::view::format_api_time(s.updated_at),
+                    "held": held_of(&s.name).map(summary_json),
                 })
             })
             .collect();
         let mut rows = rows;
-        rows.push(delivery_status.json());
+        let mut delivery = delivery_status.json();
+        delivery["held"] = held_of(delivery::NAME)
+            .map(summary_json)
+            .unwrap_or_default();
+        rows.push(delivery);
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
@@ -186,7 +331,27 @@ async fn status(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyhow::Result<
         );
     }
     println!("{}", delivery_status.line());
+    for h in held.iter().filter(|h| h.orders > 0) {
+        let first = h.first.as_ref().map_or_else(String::new, |f| {
+            format!(
+                ", first event {} of order {} ({} v{}, {}): {}",
+                f.event_id, f.stream_id, f.event_type, f.schema_version, f.source, f.reason
+            )
+        });
+        println!(
+            "HELD: {} holds back {} order(s), {} event(s){first} (`orders projections held {}`)",
+            h.projection, h.orders, h.events, h.projection
+        );
+    }
     Ok(())
+}
+
+fn summary_json(h: &held::HeldSummary) -> serde_json::Value {
+    serde_json::json!({
+        "orders": h.orders,
+        "events": h.events,
+        "first": h.first.as_ref().map(held_json),
+    })
 }
 
 /// Where the Kafka-fed delivery projection stands: its offsets per partition

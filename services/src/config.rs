@@ -154,6 +154,44 @@ pub enum ProjectionsCmd {
         #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
         batch_size: i64,
     },
+    /// The events a projection holds back (orders waiting behind an event
+    /// this build cannot read), order by order.
+    Held {
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tell a projection to pass over one event it holds back, with a reason
+    /// (recorded with the database role and your operating-system user);
+    /// the order's later events then apply. Prefer deploying a build that
+    /// can read the event: that releases it by itself.
+    Park {
+        name: String,
+        /// The held event's id (see `orders projections held NAME`).
+        #[arg(long, conflicts_with = "record", required_unless_present = "record")]
+        event: Option<uuid::Uuid>,
+        /// A held Kafka record, as TOPIC/PARTITION/OFFSET (the delivery projection).
+        #[arg(long)]
+        record: Option<String>,
+        /// Why (kept in the audit trail; required).
+        #[arg(long, value_parser = reason)]
+        reason: String,
+    },
+    /// Every parking decision ever made: the audit trail.
+    Parked,
+}
+
+/// A parking reason: 1 to 500 characters, not only blanks.
+fn reason(text: &str) -> Result<String, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("give a reason".into());
+    }
+    if trimmed.chars().count() > 500 {
+        return Err("at most 500 characters".into());
+    }
+    Ok(trimmed.to_owned())
 }
 
 #[derive(Debug, Args)]

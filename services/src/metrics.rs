@@ -12,6 +12,11 @@
 //!   `projection_lag_events{projection}`, `projection_lag_seconds{projection}`,
 //!   `projection_batches_total{projection}`, `projection_events_applied_total{projection}`,
 //!   `projection_retries_total{projection}`
+//! - `projection_held_orders{projection}`, `projection_held_events{projection}`
+//!   (orders held back behind an event the projection cannot apply),
+//!   `projection_events_held_total`, `projection_events_released_total`,
+//!   `projection_events_parked_total`, `projection_corrupt_moves_total`,
+//!   `delivery_dead_letters` (records on the topic that are not order events)
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -89,5 +94,16 @@ async fn database_gauges(pool: &PgPool) -> anyhow::Result<()> {
         metrics::gauge!("projection_lag_seconds", "projection" => name).set(s.lag.as_secs_f64());
         metrics::gauge!("projection_log_head").set(s.head as f64);
     }
+    let mut conn = pool.acquire().await?;
+    for h in projections::held::summary(&mut conn).await? {
+        metrics::gauge!("projection_held_orders", "projection" => h.projection.clone())
+            .set(h.orders as f64);
+        metrics::gauge!("projection_held_events", "projection" => h.projection)
+            .set(h.events as f64);
+    }
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery.dead_letters")
+        .fetch_one(&mut *conn)
+        .await?;
+    metrics::gauge!("delivery_dead_letters").set(dead as f64);
     Ok(())
 }

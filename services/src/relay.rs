@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::EventEnvelope;
+use domain::StoredEvent;
 use futures::future::join_all;
 use projections::kafka;
 use projections::runner::{listen, sleep_or_cancel, wait_for_news, Backoff};
@@ -189,11 +189,14 @@ async fn round(
     let mut by_partition: BTreeMap<i32, (Vec<Record>, Vec<i64>)> = BTreeMap::new();
     for row in &rows {
         let position: i64 = row.try_get("position")?;
-        let envelope = projections::decode_event_row(row)?;
-        let key = envelope.stream_id.to_string();
+        // Moved as stored: the relay never needs to understand a payload, so
+        // an event written by a newer build is published like any other and
+        // its consumers upcast (or hold it back) themselves.
+        let event = projections::stored_event_row(row)?;
+        let key = event.stream_id.to_string();
         let partition = kafka::partition_for(key.as_bytes(), partitions);
         let entry = by_partition.entry(partition).or_default();
-        entry.0.push(record(&envelope, key)?);
+        entry.0.push(record(&event, key)?);
         entry.1.push(position);
     }
     let sends = by_partition.into_iter().map(|(p, (records, positions))| {
@@ -241,31 +244,36 @@ async fn round(
     }
 }
 
-/// The Kafka record of an event: key = order id, value = the JSON envelope,
-/// headers for routing and tracing without parsing the value.
-fn record(envelope: &EventEnvelope, key: String) -> Result<Record, RelayError> {
-    let value = serde_json::to_vec(envelope).map_err(|e| RelayError::Corrupt {
-        position: envelope.position.unwrap_or_default(),
+/// The Kafka record of an event: key = order id, value = the JSON envelope
+/// as stored, headers for routing and tracing without parsing the value.
+fn record(event: &StoredEvent, key: String) -> Result<Record, RelayError> {
+    let value = serde_json::to_vec(event).map_err(|e| RelayError::Corrupt {
+        position: event.position.unwrap_or_default(),
         what: e.to_string(),
     })?;
     let mut headers = BTreeMap::new();
     headers.insert(
         "event_type".to_owned(),
-        envelope.event.event_type().as_bytes().to_vec(),
+        event.event_type.as_bytes().to_vec(),
+    );
+    headers.insert(
+        "schema_version".to_owned(),
+        event.schema_version.to_string().into_bytes(),
     );
     headers.insert(
         "event_id".to_owned(),
-        envelope.event_id.to_string().into_bytes(),
+        event.event_id.to_string().into_bytes(),
     );
     headers.insert("content-type".to_owned(), b"application/json".to_vec());
-    if let Some(correlation) = &envelope.metadata.correlation_id {
-        headers.insert(
-            "correlation_id".to_owned(),
-            correlation.clone().into_bytes(),
-        );
+    if let Some(correlation) = event
+        .metadata
+        .get("correlation_id")
+        .and_then(serde_json::Value::as_str)
+    {
+        headers.insert("correlation_id".to_owned(), correlation.as_bytes().to_vec());
     }
     let millis =
-        i64::try_from(envelope.recorded_at.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
+        i64::try_from(event.recorded_at.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
     Ok(Record {
         key: Some(key.into_bytes()),
         value: Some(value),

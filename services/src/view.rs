@@ -2,7 +2,7 @@
 //! here by folding a stream's envelopes (the domain state plus the timestamps
 //! the envelopes carry).
 
-use domain::{fold, EventEnvelope, Status};
+use domain::{fold, DrinkOptions, EventEnvelope, Status};
 use projections::OrderRow;
 use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
@@ -17,6 +17,8 @@ pub struct OrderView {
     pub coffee_price: u64,
     pub coffee_qty: u64,
     pub total_price: u64,
+    #[schema(value_type = OptionsView)]
+    pub options: DrinkOptions,
     #[schema(value_type = StatusCode)]
     pub status: Status,
     #[schema(value_type = String, example = "접수완료")]
@@ -42,6 +44,16 @@ pub enum StatusCode {
     Cancelled,
 }
 
+/// A drink's options as API.md shows them (codes).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the wire form of domain::DrinkOptions
+pub struct OptionsView {
+    #[schema(value_type = String, example = "iced", pattern = "^(hot|iced)$")]
+    temperature: String,
+    #[schema(value_type = String, example = "regular", pattern = "^(regular|large)$")]
+    size: String,
+}
+
 /// An order's delivery status as API.md shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryStatusView {
@@ -49,6 +61,8 @@ pub struct DeliveryStatusView {
     pub user_id: String,
     pub coffee_name: String,
     pub coffee_qty: u64,
+    #[schema(value_type = OptionsView)]
+    pub options: DrinkOptions,
     #[schema(value_type = StatusCode)]
     pub status: Status,
     #[schema(value_type = String, example = "제작중")]
@@ -72,6 +86,7 @@ impl OrderView {
             coffee_price: order.coffee_price.into(),
             coffee_qty: order.coffee_qty.get(),
             total_price: order.total_price.0,
+            options: order.options,
             status: order.status,
             status_label: order.status.label(),
             ordered_at: first.recorded_at,
@@ -86,6 +101,7 @@ impl OrderView {
             user_id: self.user_id.clone(),
             coffee_name: self.coffee_name.clone(),
             coffee_qty: self.coffee_qty,
+            options: self.options,
             status: self.status,
             status_label: self.status_label,
             updated_at: self.updated_at,
@@ -102,6 +118,7 @@ impl From<&OrderRow> for OrderView {
             coffee_price: u64::try_from(row.coffee_price).unwrap_or_default(),
             coffee_qty: u64::try_from(row.coffee_qty).unwrap_or_default(),
             total_price: u64::try_from(row.total_price).unwrap_or_default(),
+            options: row.options,
             status: row.status,
             status_label: row.status.label(),
             ordered_at: row.ordered_at,
@@ -118,6 +135,7 @@ impl From<&projections::delivery::DeliveryRow> for DeliveryStatusView {
             user_id: row.user_id.clone(),
             coffee_name: row.coffee_name.clone(),
             coffee_qty: u64::try_from(row.coffee_qty).unwrap_or_default(),
+            options: row.options,
             status: row.status,
             status_label: row.status.label(),
             updated_at: row.updated_at,

@@ -534,8 +534,28 @@ pub fn placed_payload(
         coffee_price: domain::Price::from_json(&Value::from(price)).expect("a valid price"),
         coffee_qty: domain::Quantity::from_json(Some(&Value::from(qty))).expect("a valid quantity"),
         total_price: domain::Won(price * qty),
+        options: domain::DrinkOptions::default(),
     });
     event.payload()
+}
+
+/// An `OrderPlaced` payload exactly as the previous build wrote it (schema
+/// version 1: no options), for tests of schema evolution.
+pub fn placed_payload_v1(
+    order_id: uuid::Uuid,
+    user_id: &str,
+    name: &str,
+    price: u64,
+    qty: u64,
+) -> Value {
+    serde_json::json!({
+        "order_id": order_id,
+        "user_id": user_id,
+        "coffee_name": name,
+        "coffee_price": price,
+        "coffee_qty": qty,
+        "total_price": price * qty,
+    })
 }
 
 /// The active checkpoint of a projection: (position, events applied).
@@ -576,10 +596,13 @@ pub async fn order_model_and_fold(
         .await
         .expect("read the order read model");
     let mut conn = pool.acquire().await.expect("a connection");
-    let fold = projections::order_view::fold_log(&mut conn, false)
+    let accounted = projections::held::accounted(&mut conn, projections::order_view::NAME)
+        .await
+        .expect("what the projection holds back");
+    let fold = projections::order_view::fold_log(&mut conn, false, &accounted)
         .await
         .expect("fold the log");
-    (model, fold)
+    (model, fold.rows)
 }
 
 /// The `orders` binary, for tests that need a real process (signals, crashes).
@@ -603,4 +626,58 @@ pub fn orders_bin() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Writes one event row straight into the log, as another build (or a
+/// previous one) would have: any type, schema version and payload. With
+/// `outbox`, the relay publishes it too. Returns its position and event id.
+pub async fn insert_event(
+    pool: &PgPool,
+    stream: uuid::Uuid,
+    version: i32,
+    event_type: &str,
+    schema_version: i16,
+    payload: Value,
+    outbox: bool,
+) -> (i64, uuid::Uuid) {
+    let event_id = uuid::Uuid::now_v7();
+    let position: i64 = sqlx::query_scalar(
+        "WITH e AS (
+             INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING position),
+         o AS (INSERT INTO outbox (position, stream_id) SELECT position, $1 FROM e WHERE $7)
+         SELECT position FROM e",
+    )
+    .bind(stream)
+    .bind(version)
+    .bind(event_id)
+    .bind(event_type)
+    .bind(schema_version)
+    .bind(payload)
+    .bind(outbox)
+    .fetch_one(pool)
+    .await
+    .expect("insert an event row");
+    (position, event_id)
+}
+
+/// Runs `orders ARGS…` against `db` (and `kafka`, when given) to completion.
+pub async fn run_orders(
+    db: &TestDb,
+    kafka: Option<&KafkaSource>,
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(orders_bin());
+    cmd.args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn");
+    if let Some(k) = kafka {
+        cmd.env("KAFKA_BROKERS", k.brokers.join(","))
+            .env("KAFKA_TOPIC", &k.topic);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("orders finishes within 60 s")
+        .expect("run orders");
+    output
 }

@@ -12,6 +12,7 @@ fn placement(id: OrderId) -> Vec<Event> {
         coffee_name: domain::CoffeeName::parse("latte").expect("valid"),
         coffee_price: domain::Price::try_from(4000).expect("valid"),
         coffee_qty: domain::Quantity::try_from(1).expect("valid"),
+        options: domain::DrinkOptions::default(),
     };
     domain::decide(&domain::OrderState::NotPlaced, Command::Place(place)).expect("a placement")
 }

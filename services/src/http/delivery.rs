@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{self, ApiPath, Fields, IfMatch, RequestContext};
 use super::{order_response, settle, AppState};
 use crate::view::{DeliveryStatusView, OrderView};
-use projections::delivery;
+use projections::{delivery, held};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -51,7 +51,7 @@ async fn orders_in_status(
         (status = 200, description = "The order's delivery status", body = DeliveryStatusView),
         (status = 400, description = "A malformed user id", body = crate::http::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order for this user", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+        (status = 503, description = "Unavailable, or the order is held back behind an event this version cannot read (`/problems/order-held`)", body = crate::http::error::Problem, content_type = "application/problem+json")
     ))]
 async fn delivery_status(
     State(state): State<AppState>,
@@ -59,8 +59,23 @@ async fn delivery_status(
 ) -> ApiResult<Response> {
     let user_id = extract::user_id(&user)?;
     let order_id = extract::order_id(&order)?;
-    let row = delivery::get(&state.pool, order_id.as_uuid())
-        .await?
+    let row = delivery::get(&state.pool, order_id.as_uuid()).await?;
+    if row.as_ref().is_none_or(|r| r.user_id == user_id.as_str()) {
+        // Held back behind an event this build cannot read: what the model
+        // shows may be behind the order's truth.
+        if let Some(held) =
+            held::held_order(&state.pool, delivery::NAME, order_id.as_uuid()).await?
+        {
+            return Err(ApiError::OrderHeld {
+                order_id: held.stream_id,
+                event: format!(
+                    "the delivery view holds it back from event {} ({} v{}, {}): {}",
+                    held.event_id, held.event_type, held.schema_version, held.source, held.reason
+                ),
+            });
+        }
+    }
+    let row = row
         .filter(|r| r.user_id == user_id.as_str())
         .ok_or(ApiError::OrderNotFound)?;
     Ok(Json(DeliveryStatusView::from(&row)).into_response())

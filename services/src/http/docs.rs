@@ -44,6 +44,48 @@ pub struct PlaceOrderBody {
     pub coffee_price: WholeNumber,
     /// 1 to 1,000; 1 when absent.
     pub coffee_qty: Option<WholeNumber>,
+    /// The drink's options; hot and regular when absent.
+    pub options: Option<OptionsBody>,
+}
+
+/// A drink's options as a client sends them: codes or the Korean labels.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the wire form
+pub struct OptionsBody {
+    /// `hot` (`핫`) or `iced` (`아이스`); `hot` when absent.
+    #[schema(example = "iced")]
+    pub temperature: Option<TemperatureInput>,
+    /// `regular` (`레귤러`) or `large` (`라지`); `regular` when absent.
+    #[schema(example = "large")]
+    pub size: Option<SizeInput>,
+}
+
+/// A temperature by code or label.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the wire form
+pub enum TemperatureInput {
+    #[serde(rename = "hot")]
+    Hot,
+    #[serde(rename = "iced")]
+    Iced,
+    #[serde(rename = "핫")]
+    HotLabel,
+    #[serde(rename = "아이스")]
+    IcedLabel,
+}
+
+/// A size by code or label.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the wire form
+pub enum SizeInput {
+    #[serde(rename = "regular")]
+    Regular,
+    #[serde(rename = "large")]
+    Large,
+    #[serde(rename = "레귤러")]
+    RegularLabel,
+    #[serde(rename = "라지")]
+    LargeLabel,
 }
 
 /// A staff move: the status to move to, by code or Korean label.

@@ -82,6 +82,10 @@ pub enum ApiError {
     PreconditionFailed { current: u64 },
     #[error("the idempotency key was already used for a different request")]
     IdempotencyKeyReused,
+    /// The order has an event this build cannot read (a newer build wrote
+    /// it), or a projection holds the order back behind one.
+    #[error("order {order_id} is held back: {event}")]
+    OrderHeld { order_id: uuid::Uuid, event: String },
     #[error("the service is temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -135,6 +139,7 @@ impl ApiError {
             ApiError::Rejected(_) | ApiError::Contended => StatusCode::CONFLICT,
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Unavailable(_)
+            | ApiError::OrderHeld { .. }
             | ApiError::NotCaughtUp
             | ApiError::Overloaded
             | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
@@ -191,6 +196,10 @@ impl ApiError {
             ApiError::Unavailable(_) => {
                 ("/problems/unavailable", "Service temporarily unavailable")
             }
+            ApiError::OrderHeld { .. } => (
+                "/problems/order-held",
+                "The order has an event this version of the service cannot read",
+            ),
             ApiError::Internal(_) => ("/problems/internal", "Internal server error"),
         }
     }
@@ -231,6 +240,9 @@ impl ApiError {
             ApiError::Internal(_) => {
                 "the server failed to handle the request; it has been logged".to_owned()
             }
+            ApiError::OrderHeld { order_id, event } => format!(
+                "order {order_id} is held back: {event}. Nothing was changed; it can be read and changed again once the service is upgraded to a version that knows the event (or an operator decides about it). Retry later."
+            ),
             other => other.to_string(),
         }
     }
@@ -309,6 +321,20 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Unreadable(event) = &e {
+            tracing::warn!(error = %event, "an order's stream has an event this build cannot read");
+            return ApiError::OrderHeld {
+                order_id: event.order_id,
+                event: format!(
+                    "event {} ({} v{}, {}) cannot be read by this version: {}",
+                    event.event_id,
+                    event.event_type,
+                    event.schema_version,
+                    event.source,
+                    event.reason
+                ),
+            };
+        }
         if e.is_unavailable() {
             ApiError::Unavailable(e.into())
         } else {

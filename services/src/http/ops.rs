@@ -53,6 +53,9 @@ async fn healthz() -> &'static str {
 
 /// Readiness: 200 only when the dependencies answer (Postgres, and the Kafka
 /// brokers when the process is configured with them); 503 with the reasons.
+/// Orders held back behind events this build cannot read are reported in the
+/// body but keep it 200: during a rolling deploy the old instances must stay
+/// in rotation while the new ones take the projections over.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Postgres (and Kafka, when configured) answer", body = String, content_type = "text/plain"),
@@ -85,9 +88,34 @@ async fn readyz(State(state): State<AppState>) -> Response {
             Err(_) => Err("kafka did not answer within 3s".to_owned()),
         }
     };
+    let held = async {
+        let mut conn = state.pool.acquire().await.ok()?;
+        let summary = projections::held::summary(&mut conn).await.ok()?;
+        let lines: Vec<String> = summary
+            .iter()
+            .filter(|h| h.orders > 0)
+            .map(|h| {
+                let first = h.first.as_ref().map_or_else(String::new, |f| {
+                    format!(
+                        " from event {} ({} v{}, {}): {}",
+                        f.event_id, f.event_type, f.schema_version, f.source, f.reason
+                    )
+                });
+                format!("{} holds back {} order(s){first}", h.projection, h.orders)
+            })
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("; "))
+    };
+    let held = tokio::time::timeout(Duration::from_secs(2), held)
+        .await
+        .ok()
+        .flatten();
     let (postgres, kafka) = tokio::join!(postgres, kafka);
     match (postgres, kafka) {
-        (Ok(p), Ok(k)) => (StatusCode::OK, format!("ready: {p}, {k}\n")).into_response(),
+        (Ok(p), Ok(k)) => {
+            let held = held.map_or_else(String::new, |h| format!("; held: {h}"));
+            (StatusCode::OK, format!("ready: {p}, {k}{held}\n")).into_response()
+        }
         (p, k) => {
             let reasons: Vec<String> = [p, k].into_iter().filter_map(Result::err).collect();
             (

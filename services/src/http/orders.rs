@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use domain::{CoffeeName, Command, OrderId, PlaceOrder, Price, Quantity, UserId};
+use domain::{CoffeeName, Command, DrinkOptions, OrderId, PlaceOrder, Price, Quantity, UserId};
 use projections::{consistency, order_view};
 use serde_json::{Map, Value};
 use utoipa_axum::router::OpenApiRouter;
@@ -38,6 +38,7 @@ struct PlaceOrderInput {
     coffee_name: CoffeeName,
     coffee_price: Price,
     coffee_qty: Quantity,
+    options: DrinkOptions,
 }
 
 impl TryFrom<Map<String, Value>> for PlaceOrderInput {
@@ -58,12 +59,23 @@ impl TryFrom<Map<String, Value>> for PlaceOrderInput {
             "coffee_qty",
             Quantity::from_json(body.get("coffee_qty")),
         );
-        match (name, price, qty) {
-            (Some(coffee_name), Some(coffee_price), Some(coffee_qty)) if errors.is_empty() => {
+        let options = DrinkOptions::from_json(body.get("options"))
+            .map_err(|e| {
+                errors.extend(
+                    e.into_iter()
+                        .map(|(field, error)| FieldError::new(field, error)),
+                )
+            })
+            .ok();
+        match (name, price, qty, options) {
+            (Some(coffee_name), Some(coffee_price), Some(coffee_qty), Some(options))
+                if errors.is_empty() =>
+            {
                 Ok(PlaceOrderInput {
                     coffee_name,
                     coffee_price,
                     coffee_qty,
+                    options,
                 })
             }
             _ => Err(ApiError::Validation(errors)),
@@ -88,9 +100,22 @@ fn required<T>(errors: &mut Vec<FieldError>, field: &str) -> Option<T> {
 }
 
 impl PlaceOrderInput {
-    /// The request in normal form: `"5000"` and `5000` are the same request.
+    /// The request in normal form: `"5000"` and `5000` are the same request,
+    /// and so are `"아이스"` and `"iced"`. An order without options keeps the
+    /// fingerprint it had before options existed, so a retry across the
+    /// upgrade is still recognised.
     fn fingerprint(&self) -> String {
-        serde_json::json!([self.coffee_name, self.coffee_price, self.coffee_qty]).to_string()
+        if self.options == DrinkOptions::default() {
+            serde_json::json!([self.coffee_name, self.coffee_price, self.coffee_qty]).to_string()
+        } else {
+            serde_json::json!([
+                self.coffee_name,
+                self.coffee_price,
+                self.coffee_qty,
+                self.options
+            ])
+            .to_string()
+        }
     }
 }
 
@@ -130,6 +155,7 @@ async fn place_order(
         coffee_name: input.coffee_name,
         coffee_price: input.coffee_price,
         coffee_qty: input.coffee_qty,
+        options: input.options,
     };
     let outcome = settle(state.orders.place(place, &metadata, key).await)?;
     let view = OrderView::from_stream(&outcome.stream)

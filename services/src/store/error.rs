@@ -19,6 +19,10 @@ pub enum StoreError {
     /// A stored row this code cannot read: a bug or a foreign writer.
     #[error("the event at position {position} cannot be read: {what}")]
     Corrupt { position: i64, what: String },
+    /// The stream holds an event this build cannot read: nothing may be
+    /// decided on the part of it that it can.
+    #[error("{0}")]
+    Unreadable(Box<projections::held::UnreadableEvent>),
     #[error("cannot encode event metadata")]
     Encode(#[source] serde_json::Error),
     #[error("database error")]
@@ -31,6 +35,7 @@ impl From<projections::ProjectionError> for StoreError {
             projections::ProjectionError::Corrupt { position, what } => {
                 StoreError::Corrupt { position, what }
             }
+            projections::ProjectionError::Unreadable(event) => StoreError::Unreadable(event),
             projections::ProjectionError::Database(e) => StoreError::Database(e),
             other => StoreError::Corrupt {
                 position: 0,

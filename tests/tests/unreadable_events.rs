@@ -1,0 +1,306 @@
+//! Events this build cannot read: a row of a newer schema version (what a
+//! rolling deploy produces when a newer build writes first) holds back its
+//! order and nothing else. The API, the relay and both projections keep
+//! running, the service still starts, status, metrics and readiness say what
+//! is held and why, reading or changing the held order answers 503, and an
+//! operator's audited parking decision lets the order's later events apply.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use e2e::processes::{free_port, terminate};
+use e2e::{eventually, insert_event, orders_bin, run_orders, test_kafka, TestDb};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+async fn start_all(db: &TestDb, kafka: &projections::delivery::KafkaSource, port: u16) -> Child {
+    Command::new(orders_bin())
+        .args(["all", "--http-addr", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &db.url)
+        .env("KAFKA_BROKERS", kafka.brokers.join(","))
+        .env("KAFKA_TOPIC", &kafka.topic)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start orders all")
+}
+
+async fn wait_up(http: &reqwest::Client, base: &str, child: &mut Child) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("orders all exited with {status}");
+        }
+        let up = http
+            .get(format!("{base}/order-ms"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK);
+        if up {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orders all did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn place(http: &reqwest::Client, base: &str, user: &str) -> Value {
+    let reply = http
+        .post(format!("{base}/order-ms/{user}/orders"))
+        .json(&json!({"coffee_name": "latte", "coffee_price": 4500, "coffee_qty": 1}))
+        .send()
+        .await
+        .expect("place");
+    assert_eq!(reply.status(), StatusCode::CREATED);
+    reply.json().await.expect("an order")
+}
+
+async fn status_json(db: &TestDb, kafka: &projections::delivery::KafkaSource) -> Vec<Value> {
+    let out = run_orders(db, Some(kafka), &["projections", "status", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+fn held_orders(status: &[Value], name: &str) -> i64 {
+    status
+        .iter()
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["held"]["orders"].as_i64())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving() {
+    let db = TestDb::create().await;
+    let kafka = test_kafka();
+    let port = free_port().expect("a free port");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut all = start_all(&db, &kafka, port).await;
+    wait_up(&http, &base, &mut all).await;
+
+    // Ann's order, then a newer build moves it with an event version this
+    // build does not know, and moves it on again.
+    let ann = place(&http, &base, "ann").await;
+    let ann_id: uuid::Uuid = ann["order_id"].as_str().expect("id").parse().expect("uuid");
+    let (_, unknown) = insert_event(
+        &db.pool,
+        ann_id,
+        2,
+        "OrderPreparationStarted",
+        7,
+        json!({"station": "bar 2"}),
+        true,
+    )
+    .await;
+    insert_event(
+        &db.pool,
+        ann_id,
+        3,
+        "OrderOutForDelivery",
+        1,
+        json!({}),
+        true,
+    )
+    .await;
+
+    // Everyone else is served as before: placed, listed, moved by staff and
+    // seen on the delivery view.
+    let bob = place(&http, &base, "bob").await;
+    let bob_id = bob["order_id"].as_str().expect("id").to_owned();
+    let moved = http
+        .post(format!("{base}/delivery-ms/bob/{bob_id}/status"))
+        .json(&json!({"status": "preparing"}))
+        .send()
+        .await
+        .expect("move");
+    assert_eq!(moved.status(), StatusCode::OK);
+    let listed: Value = http
+        .get(format!("{base}/order-ms/bob/orders"))
+        .header("Prefer", "consistency=strong")
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed[0]["order_id"], bob_id.as_str());
+    eventually(
+        Duration::from_secs(20),
+        "bob's order on the delivery view",
+        || async {
+            let rows: Value = http
+                .get(format!("{base}/delivery-ms/preparing"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            rows.as_array()?
+                .iter()
+                .any(|r| r["order_id"] == bob_id.as_str())
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Both projections hold Ann's order back and say so.
+    let status = eventually(
+        Duration::from_secs(20),
+        "both projections hold ann's order",
+        || async {
+            let status = status_json(&db, &kafka).await;
+            (held_orders(&status, "orders") == 1 && held_orders(&status, "delivery") == 1)
+                .then_some(status)
+        },
+    )
+    .await;
+    let first = &status
+        .iter()
+        .find(|s| s["name"] == "orders")
+        .expect("orders")["held"]["first"];
+    assert_eq!(first["event_id"], unknown.to_string());
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("newer"),
+        "the reason names the newer schema: {first}"
+    );
+
+    // Reading or changing the held order: 503 naming the event; nothing written.
+    let events_before = db.events().await;
+    for reply in [
+        http.get(format!("{base}/order-ms/ann/orders/{ann_id}"))
+            .send()
+            .await,
+        http.post(format!("{base}/order-ms/ann/orders/{ann_id}/cancel"))
+            .send()
+            .await,
+        http.post(format!("{base}/delivery-ms/ann/{ann_id}/status"))
+            .json(&json!({"status": "delivered"}))
+            .send()
+            .await,
+        http.get(format!("{base}/delivery-ms/ann/{ann_id}"))
+            .send()
+            .await,
+    ] {
+        let reply = reply.expect("a reply");
+        assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(reply.headers()["content-type"], "application/problem+json");
+        let problem: Value = reply.json().await.expect("problem");
+        assert_eq!(problem["type"], "/problems/order-held");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&unknown.to_string()),
+            "names the event: {problem}"
+        );
+    }
+    assert_eq!(db.events().await, events_before, "nothing appended");
+
+    // Readiness stays 200 and says what is held; the metrics count it.
+    let ready = http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert!(ready
+        .text()
+        .await
+        .expect("body")
+        .contains("holds back 1 order"));
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    let metrics = metrics.text().await.expect("body");
+    assert!(
+        metrics.contains("projection_held_orders{projection=\"orders\"} 1"),
+        "{metrics}"
+    );
+
+    // A restart still starts, and still holds the order back.
+    terminate(&mut all).await;
+    let mut all = start_all(&db, &kafka, port).await;
+    wait_up(&http, &base, &mut all).await;
+    assert_eq!(held_orders(&status_json(&db, &kafka).await, "orders"), 1);
+
+    // The operator parks the unreadable event in both projections, with a
+    // reason; the order's later event (out for delivery) then applies.
+    for name in ["orders", "delivery"] {
+        let out = run_orders(
+            &db,
+            Some(&kafka),
+            &[
+                "projections",
+                "park",
+                name,
+                "--event",
+                &unknown.to_string(),
+                "--reason",
+                "written by a build we rolled back",
+            ],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "park {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the held order released",
+        || async {
+            let status = status_json(&db, &kafka).await;
+            (held_orders(&status, "orders") == 0 && held_orders(&status, "delivery") == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    let (status, version): (String, i32) =
+        sqlx::query_as("SELECT status, version FROM order_view WHERE order_id = $1")
+            .bind(ann_id)
+            .fetch_one(&db.pool)
+            .await
+            .expect("ann's row");
+    assert_eq!((status.as_str(), version), ("delivering", 3));
+    let verify = run_orders(&db, Some(&kafka), &["verify"]).await;
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success(),
+        "verify: {text}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(text.contains("1 event(s) parked"), "{text}");
+
+    // The audit trail says who decided and why.
+    let parked = run_orders(&db, None, &["projections", "parked"]).await;
+    let parked = String::from_utf8_lossy(&parked.stdout);
+    assert!(
+        parked.contains("written by a build we rolled back"),
+        "{parked}"
+    );
+    assert!(parked.contains(&unknown.to_string()), "{parked}");
+    let role: String = sqlx::query_scalar("SELECT DISTINCT database_role FROM projection_parked")
+        .fetch_one(&db.pool)
+        .await
+        .expect("one role");
+    assert!(!role.is_empty());
+    terminate(&mut all).await;
+}
