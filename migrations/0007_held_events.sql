@@ -70,3 +70,14 @@ CREATE TABLE delivery.dead_letters (
     received_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (topic, partition, "offset")
 );
+
+-- Events the relay could not publish because their record is larger than a
+-- produce request may be (KAFKA_MAX_REQUEST_BYTES): taken out of the outbox
+-- so they do not block their partition, kept here with the reason.
+CREATE TABLE outbox_dead_letters (
+    position    bigint      PRIMARY KEY REFERENCES events (position),
+    stream_id   uuid        NOT NULL,
+    size_bytes  bigint      NOT NULL,
+    reason      text        NOT NULL,
+    dead_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+);

@@ -54,6 +54,13 @@ pub struct KafkaSource {
     pub topic: String,
     /// Partitions to create the topic with if it does not exist yet.
     pub partitions: i32,
+    /// The largest produce request the relay sends, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl KafkaSource {
+    /// Kafka's own default for `message.max.bytes`.
+    pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
 }
 
 /// One row of the delivery read model.

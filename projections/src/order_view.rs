@@ -470,8 +470,8 @@ impl StreamFold {
 /// The order read model as the log says it must be: every stream folded from
 /// its first event with the domain's own `evolve`, independently of the
 /// projection's batch logic. Used to verify a model (tests, `verify`). With
-/// `published_only`, events still waiting in the outbox are left out (what
-/// the Kafka side can have seen).
+/// `published_only`, events still waiting in the outbox, and those the relay
+/// dead-lettered, are left out (what the Kafka side can have seen).
 pub async fn fold_log(
     conn: &mut PgConnection,
     published_only: bool,
@@ -482,7 +482,8 @@ pub async fn fold_log(
     let mut folded = Folded::default();
     let mut current: Option<StreamFold> = None;
     let filter = if published_only {
-        "WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.position = events.position)"
+        "WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.position = events.position)
+           AND NOT EXISTS (SELECT 1 FROM outbox_dead_letters d WHERE d.position = events.position)"
     } else {
         ""
     };

@@ -46,6 +46,11 @@ pub struct KafkaArgs {
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3, global = true,
           value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub kafka_partitions: i32,
+    /// The largest produce request the relay sends, in bytes (at most the
+    /// brokers' `message.max.bytes`); a larger event is dead-lettered.
+    #[arg(long, env = "KAFKA_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024, global = true,
+          value_parser = clap::value_parser!(u32).range(4096..=256 * 1024 * 1024))]
+    pub kafka_max_request_bytes: u32,
 }
 
 impl KafkaArgs {
@@ -71,6 +76,8 @@ impl KafkaArgs {
             brokers,
             topic: self.kafka_topic.clone(),
             partitions: self.kafka_partitions,
+            max_request_bytes: usize::try_from(self.kafka_max_request_bytes)
+                .unwrap_or(projections::delivery::KafkaSource::DEFAULT_MAX_REQUEST_BYTES),
         })
     }
 }

@@ -136,6 +136,7 @@ fn relay_options(kafka: &KafkaSource) -> RelayOptions {
         // batches of about 100 (ADR 0007), and a round's fixed costs spread.
         batch_size: 3000,
         poll_interval: Duration::from_millis(500),
+        max_request_bytes: kafka.max_request_bytes,
     }
 }
 

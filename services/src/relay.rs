@@ -42,6 +42,51 @@ pub struct RelayOptions {
     /// Outbox rows per round.
     pub batch_size: i64,
     pub poll_interval: Duration,
+    /// The largest produce request, in bytes (Kafka's `message.max.bytes`
+    /// bounds a record batch, 1 MiB by default). A partition's records are
+    /// split into requests below it; a single record too large for it is
+    /// dead-lettered (`outbox_dead_letters`) instead of blocking its
+    /// partition for ever.
+    pub max_request_bytes: usize,
+}
+
+/// What a produce request adds around its records (the record batch
+/// header), and around each record (lengths, offsets, timestamps as
+/// varints), at most.
+const BATCH_OVERHEAD: usize = 128;
+const RECORD_OVERHEAD: usize = 40;
+
+/// A record's size as it travels, at most.
+fn wire_size(record: &Record) -> usize {
+    RECORD_OVERHEAD
+        + record.key.as_ref().map_or(0, Vec::len)
+        + record.value.as_ref().map_or(0, Vec::len)
+        + record
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum::<usize>()
+}
+
+/// Splits one partition's records, in order, into requests of at most
+/// `limit` bytes each.
+fn split_by_bytes(records: Vec<(Record, i64)>, limit: usize) -> Vec<Vec<(Record, i64)>> {
+    let mut requests: Vec<Vec<(Record, i64)>> = Vec::new();
+    let mut size = 0;
+    for (record, position) in records {
+        let n = wire_size(&record);
+        match requests.last_mut() {
+            Some(current) if size + n <= limit => {
+                size += n;
+                current.push((record, position));
+            }
+            _ => {
+                size = BATCH_OVERHEAD + n;
+                requests.push(vec![(record, position)]);
+            }
+        }
+    }
+    requests
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +199,14 @@ async fn publish(
     let mut listener = listen(pool, "relay").await;
     tracing::info!(topic = %options.topic, partitions = count, "relay publishing");
     while !shutdown.is_cancelled() {
-        let published = round(conn, &clients, count, options.batch_size).await?;
+        let published = round(
+            conn,
+            &clients,
+            count,
+            options.batch_size,
+            options.max_request_bytes,
+        )
+        .await?;
         if published >= options.batch_size {
             continue;
         }
@@ -170,6 +222,7 @@ async fn round(
     clients: &BTreeMap<i32, Arc<PartitionClient>>,
     partitions: i32,
     batch_size: i64,
+    max_request_bytes: usize,
 ) -> Result<i64, RelayError> {
     let rows = sqlx::query(&format!(
         "SELECT {} FROM outbox o JOIN events e USING (position)
@@ -186,7 +239,9 @@ async fn round(
     if rows.is_empty() {
         return Ok(0);
     }
-    let mut by_partition: BTreeMap<i32, (Vec<Record>, Vec<i64>)> = BTreeMap::new();
+    let mut by_partition: BTreeMap<i32, Vec<(Record, i64)>> = BTreeMap::new();
+    let mut too_large: Vec<(i64, uuid::Uuid, i64)> = Vec::new();
+    let record_limit = max_request_bytes.saturating_sub(BATCH_OVERHEAD);
     for row in &rows {
         let position: i64 = row.try_get("position")?;
         // Moved as stored: the relay never needs to understand a payload, so
@@ -195,31 +250,55 @@ async fn round(
         let event = projections::stored_event_row(row)?;
         let key = event.stream_id.to_string();
         let partition = kafka::partition_for(key.as_bytes(), partitions);
-        let entry = by_partition.entry(partition).or_default();
-        entry.0.push(record(&event, key)?);
-        entry.1.push(position);
+        let record = record(&event, key)?;
+        let size = wire_size(&record);
+        if size > record_limit {
+            too_large.push((
+                position,
+                event.stream_id,
+                i64::try_from(size).unwrap_or(i64::MAX),
+            ));
+            continue;
+        }
+        by_partition
+            .entry(partition)
+            .or_default()
+            .push((record, position));
     }
-    let sends = by_partition.into_iter().map(|(p, (records, positions))| {
+    dead_letter(conn, &too_large, max_request_bytes).await?;
+    // Partitions in parallel; within one, requests one after the other (so
+    // an order's events stay in order), stopping at the first that fails.
+    let sends = by_partition.into_iter().map(|(p, records)| {
         let client = clients.get(&p).cloned();
+        let requests = split_by_bytes(records, max_request_bytes);
         async move {
-            let result = match client {
-                Some(c) => c.produce(records, Compression::NoCompression).await,
-                None => Err(rskafka::client::error::Error::InvalidResponse(format!(
+            let mut acked = Vec::new();
+            let Some(client) = client else {
+                let e = rskafka::client::error::Error::InvalidResponse(format!(
                     "no client for partition {p}"
-                ))),
+                ));
+                return (p, acked, Some(e));
             };
-            (p, positions, result)
+            for request in requests {
+                let (records, positions): (Vec<Record>, Vec<i64>) = request.into_iter().unzip();
+                match client.produce(records, Compression::NoCompression).await {
+                    Ok(_) => {
+                        metrics::counter!("relay_produce_requests_total").increment(1);
+                        acked.extend(positions);
+                    }
+                    Err(e) => return (p, acked, Some(e)),
+                }
+            }
+            (p, acked, None)
         }
     });
     let mut acked: Vec<i64> = Vec::new();
     let mut failure = None;
     for (partition, positions, result) in join_all(sends).await {
-        match result {
-            Ok(_) => acked.extend(positions),
-            Err(e) => {
-                tracing::warn!(partition, error = %e, "produce failed; the rows stay in the outbox");
-                failure = Some(e);
-            }
+        acked.extend(positions);
+        if let Some(e) = result {
+            tracing::warn!(partition, error = %e, "produce failed; the rows stay in the outbox");
+            failure = Some(e);
         }
     }
     projections::failpoint::hit(AFTER_PRODUCE);
@@ -240,8 +319,42 @@ async fn round(
     }
     match failure {
         Some(e) => Err(e.into()),
-        None => Ok(i64::try_from(acked.len()).unwrap_or(i64::MAX)),
+        None => Ok(i64::try_from(acked.len() + too_large.len()).unwrap_or(i64::MAX)),
     }
+}
+
+/// Moves outbox rows whose record is larger than a produce request may be
+/// out of the outbox, into `outbox_dead_letters` with the reason: retried
+/// they would block their partition for ever. Counted and logged.
+async fn dead_letter(
+    conn: &mut PoolConnection<Postgres>,
+    too_large: &[(i64, uuid::Uuid, i64)],
+    limit: usize,
+) -> Result<(), RelayError> {
+    if too_large.is_empty() {
+        return Ok(());
+    }
+    let positions: Vec<i64> = too_large.iter().map(|(p, _, _)| *p).collect();
+    let sizes: Vec<i64> = too_large.iter().map(|(_, _, s)| *s).collect();
+    for (position, order_id, size) in too_large {
+        tracing::error!(position, %order_id, size, limit,
+            "an event is larger than a produce request may be: dead-lettered (outbox_dead_letters), not published");
+    }
+    sqlx::query(
+        "WITH d AS (DELETE FROM outbox WHERE position = ANY($1) RETURNING position, stream_id)
+         INSERT INTO outbox_dead_letters (position, stream_id, size_bytes, reason)
+         SELECT d.position, d.stream_id, s.size,
+                format('the record is %s bytes; KAFKA_MAX_REQUEST_BYTES is %s', s.size, $3::bigint)
+           FROM d JOIN UNNEST($1::bigint[], $2::bigint[]) AS s(position, size) USING (position)
+         ON CONFLICT (position) DO NOTHING",
+    )
+    .bind(&positions)
+    .bind(&sizes)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .execute(&mut **conn)
+    .await?;
+    metrics::counter!("relay_dead_letters_total").increment(too_large.len() as u64);
+    Ok(())
 }
 
 /// The Kafka record of an event: key = order id, value = the JSON envelope
@@ -283,4 +396,51 @@ fn record(event: &StoredEvent, key: String) -> Result<Record, RelayError> {
             .single()
             .unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_of(size: usize) -> Record {
+        Record {
+            key: None,
+            value: Some(vec![b'x'; size]),
+            headers: BTreeMap::new(),
+            timestamp: Utc.timestamp_millis_opt(0).single().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn requests_stay_under_the_byte_limit_and_keep_the_order() {
+        let records: Vec<(Record, i64)> = (0..50).map(|i| (record_of(900), i)).collect();
+        let requests = split_by_bytes(records, 8 * 1024);
+        assert!(requests.len() >= 6, "{} requests", requests.len());
+        let mut next = 0;
+        for request in &requests {
+            let bytes: usize =
+                BATCH_OVERHEAD + request.iter().map(|(r, _)| wire_size(r)).sum::<usize>();
+            assert!(bytes <= 8 * 1024, "{bytes} bytes");
+            for (_, position) in request {
+                assert_eq!(*position, next, "in order");
+                next += 1;
+            }
+        }
+        assert_eq!(next, 50, "every record once");
+    }
+
+    #[test]
+    fn a_record_at_the_limit_travels_alone() {
+        let limit = 4096;
+        let big = limit - BATCH_OVERHEAD - RECORD_OVERHEAD;
+        let requests = split_by_bytes(
+            vec![(record_of(10), 1), (record_of(big), 2), (record_of(10), 3)],
+            limit,
+        );
+        let shape: Vec<Vec<i64>> = requests
+            .iter()
+            .map(|r| r.iter().map(|(_, p)| *p).collect())
+            .collect();
+        assert_eq!(shape, [vec![1], vec![2], vec![3]]);
+    }
 }

@@ -422,6 +422,7 @@ pub fn test_kafka() -> KafkaSource {
         brokers: brokers.split(',').map(str::to_owned).collect(),
         topic: format!("test-{}", uuid::Uuid::new_v4().simple()),
         partitions: 3,
+        max_request_bytes: KafkaSource::DEFAULT_MAX_REQUEST_BYTES,
     }
 }
 
@@ -433,6 +434,7 @@ pub fn relay_options(kafka: &KafkaSource) -> services::relay::RelayOptions {
         partitions: kafka.partitions,
         batch_size: 3000,
         poll_interval: Duration::from_millis(100),
+        max_request_bytes: kafka.max_request_bytes,
     }
 }
 

@@ -124,7 +124,37 @@ pub fn router(state: AppState, apis: Apis) -> Router {
             tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id)
         }).on_response(DefaultOnResponse::new().level(Level::INFO)))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unsafe_request_id))
         .with_state(state)
+}
+
+/// The longest `X-Request-Id` a client may choose.
+pub const REQUEST_ID_MAX: usize = 128;
+
+/// A client's `X-Request-Id` travels into logs, event metadata and Kafka
+/// headers: one longer than [`REQUEST_ID_MAX`] or with characters outside
+/// `A-Z a-z 0-9 - _ . : / + =` is dropped here, so that a fresh one is
+/// generated (the response's `X-Request-Id` says which id was used).
+async fn drop_unsafe_request_id(mut req: Request) -> Request {
+    let safe = |v: &axum::http::HeaderValue| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= REQUEST_ID_MAX
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
+    };
+    let values: Vec<&axum::http::HeaderValue> = req.headers().get_all(REQUEST_ID).iter().collect();
+    let all_safe = match values.as_slice() {
+        [] => true,
+        [one] => safe(one),
+        _ => false,
+    };
+    if !all_safe {
+        tracing::debug!("replacing a client's X-Request-Id that is too long or not plain text");
+        req.headers_mut().remove(REQUEST_ID);
+    }
+    req
 }
 
 /// The routes of the selected APIs, each registered with its OpenAPI

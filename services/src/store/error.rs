@@ -23,6 +23,8 @@ pub enum StoreError {
     /// decided on the part of it that it can.
     #[error("{0}")]
     Unreadable(Box<projections::held::UnreadableEvent>),
+    #[error("event metadata of {size} bytes is over the {limit}-byte limit")]
+    MetadataTooLarge { size: usize, limit: usize },
     #[error("cannot encode event metadata")]
     Encode(#[source] serde_json::Error),
     #[error("database error")]

@@ -15,6 +15,11 @@ use uuid::Uuid;
 pub use error::{is_unavailable, Result, StoreError};
 pub use signal::CommitSignal;
 
+/// The most an event's metadata may take, as JSON. What a request puts there
+/// is bounded (a request id of at most 128 plain characters, the actor), so
+/// this is far above anything a request produces: a guard, not a budget.
+pub const METADATA_MAX_BYTES: usize = 1024;
+
 /// A request's idempotency key, scoped (per user) and with the normalised
 /// request it stands for.
 #[derive(Debug, Clone)]
@@ -111,6 +116,13 @@ impl EventStore {
             .collect();
         let payloads: Vec<serde_json::Value> = events.iter().map(Event::payload).collect();
         let metadata_json = serde_json::to_value(metadata).map_err(StoreError::Encode)?;
+        let metadata_size = metadata_json.to_string().len();
+        if metadata_size > METADATA_MAX_BYTES {
+            return Err(StoreError::MetadataTooLarge {
+                size: metadata_size,
+                limit: METADATA_MAX_BYTES,
+            });
+        }
 
         // One statement, so one round trip and no explicit transaction: the
         // events, their outbox rows and the idempotency record commit together
