@@ -32,6 +32,11 @@ pub enum ProjectionError {
     /// it holds back takes over.
     #[error("handed {name:?} over to {to}, which can read the events held back")]
     HandedOver { name: String, to: String },
+    /// The log holds transaction ids at or above the cluster's next one: a
+    /// database restored into another cluster. New events would sort before
+    /// old ones, and readers would never see them.
+    #[error("the log's transaction ids (up to {stored}) are ahead of this cluster's clock (next {next}): was the database restored into another cluster? Stop every `orders` process and run `orders log-clock advance --reason \"…\"` (docs/runbook.md, \"A restored database\")")]
+    ClockBehind { stored: i64, next: i64 },
     #[error("no committed event is at log position {0}")]
     NoSuchPosition(i64),
     #[error("Kafka: {0}")]

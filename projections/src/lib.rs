@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod checkpoint;
+pub mod clock;
 pub mod consistency;
 pub mod delivery;
 mod error;

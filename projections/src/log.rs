@@ -128,7 +128,7 @@ pub async fn read_after(
             "SELECT {EVENT_COLUMNS}, transaction_id::text::bigint AS tx
                FROM events
               WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)
-                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                AND transaction_id < log_horizon()
               ORDER BY transaction_id, position
               LIMIT $3"
         ),

@@ -14,7 +14,7 @@ use rskafka::client::partition::UnknownTopicHandling;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 
-use crate::config::{KafkaArgs, ProjectionsCmd};
+use crate::config::{KafkaArgs, LogClockCmd, ProjectionsCmd};
 use crate::workers;
 
 pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyhow::Result<()> {
@@ -178,6 +178,42 @@ pub async fn verify(pool: &PgPool, names: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `orders log-clock …`.
+pub async fn log_clock(pool: &PgPool, cmd: LogClockCmd) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    match cmd {
+        LogClockCmd::Status => {
+            let s = projections::clock::status(&mut conn).await?;
+            println!(
+                "largest stored transaction id {}, next {} (shift {}, last changed {} by {}: {})",
+                s.stored_max
+                    .map_or_else(|| "none (empty log)".to_owned(), |m| m.to_string()),
+                s.next,
+                s.shift,
+                crate::view::format_api_time(s.changed_at),
+                s.changed_by.as_deref().unwrap_or("-"),
+                s.reason.as_deref().unwrap_or("-"),
+            );
+            match s.ahead_by() {
+                None => println!("OK: every new event sorts after every stored one"),
+                Some(ahead) => anyhow::bail!(
+                    "the stored ids are {ahead} ahead of the clock: new events would sort before old ones; run `orders log-clock advance --reason \"…\"` with every `orders` process stopped"
+                ),
+            }
+        }
+        LogClockCmd::Advance { reason } => {
+            let who = format!("{} via {}", os_user(), projections::runner::process_label());
+            let (before, after) = projections::clock::advance(&mut conn, &who, &reason).await?;
+            if before == after {
+                println!("nothing to do: every new event already sorts after every stored one (shift {after})");
+            } else {
+                println!("log clock advanced: shift {before} -> {after}; new events now sort after every stored one");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The operating-system user running this command, for the audit trail.
 fn os_user() -> String {
     for var in ["USER", "LOGNAME"] {
@@ -280,6 +316,15 @@ async fn list(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 async fn status(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyhow::Result<()> {
+    let clock = {
+        let mut conn = pool.acquire().await?;
+        projections::clock::status(&mut conn).await?
+    };
+    if let Some(ahead) = clock.ahead_by() {
+        eprintln!(
+            "WARNING: the log's stored transaction ids are {ahead} ahead of this cluster's clock (a restore into another cluster?): new events would never reach the projections, whatever the lag below says. Stop every `orders` process and run `orders log-clock advance --reason \"…\"`."
+        );
+    }
     let statuses = operate::status(pool).await?;
     let delivery_status = delivery_status(pool, kafka).await?;
     let held = {

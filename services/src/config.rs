@@ -108,6 +108,24 @@ pub enum Cmd {
     },
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// The log's clock: whether new events sort after every stored one
+    /// (they do not after a restore into another cluster), and its repair.
+    #[command(subcommand)]
+    LogClock(LogClockCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogClockCmd {
+    /// The largest stored transaction id, the clock and its shift.
+    Status,
+    /// Raise the clock past every stored transaction id (after a restore into
+    /// another cluster). Stop every `orders` process first; appends wait
+    /// while it runs (a fraction of a second).
+    Advance {
+        /// Why (kept with the clock; required).
+        #[arg(long, value_parser = reason)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Args)]

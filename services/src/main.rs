@@ -44,7 +44,9 @@ fn main() -> ExitCode {
 
 async fn orders(cli: Cli) -> anyhow::Result<()> {
     let _logs = telemetry::init(match cli.command {
-        Cmd::Projections(_) | Cmd::Migrate | Cmd::Verify { .. } => telemetry::COMMAND_LOGS,
+        Cmd::Projections(_) | Cmd::Migrate | Cmd::Verify { .. } | Cmd::LogClock(_) => {
+            telemetry::COMMAND_LOGS
+        }
         _ => telemetry::SERVICE_LOGS,
     });
     let pool = db::connect(cli.db.url()?, cli.db.db_max_connections)
@@ -60,6 +62,7 @@ async fn orders(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Projections(cmd) => admin::run(&pool, &cli.kafka, cmd).await,
         Cmd::Verify { names } => admin::verify(&pool, &names).await,
+        Cmd::LogClock(cmd) => admin::log_clock(&pool, cmd).await,
         Cmd::Serve(args) => {
             let parts = Parts {
                 serve: Some(args),
@@ -142,7 +145,16 @@ fn relay_options(kafka: &KafkaSource) -> RelayOptions {
 
 /// Runs the HTTP server, the relay and/or projection workers until SIGINT or
 /// SIGTERM, then stops them all and waits for them.
+/// Refuses to start a part that writes or reads the log when new events
+/// would sort before stored ones (a database restored into another cluster).
+async fn ensure_clock_in_order(pool: &PgPool) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    projections::clock::ensure_in_order(&mut conn).await?;
+    Ok(())
+}
+
 async fn run(pool: &PgPool, parts: Parts) -> anyhow::Result<()> {
+    ensure_clock_in_order(pool).await?;
     let token = CancellationToken::new();
     shutdown::on_signal(token.clone());
     let mut workers = match &parts.project {

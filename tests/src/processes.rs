@@ -128,3 +128,69 @@ pub async fn terminate(child: &mut Child) {
     child.start_kill().ok();
     child.wait().await.ok();
 }
+
+fn postgres_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres.sh")
+}
+
+/// Starts (creating on first use) a throwaway PostgreSQL cluster in `base`
+/// with the project's own script; returns the URL of its `orders` database.
+pub async fn start_cluster(base: &Path) -> String {
+    let out = tokio::process::Command::new(postgres_script())
+        .env("PG_BASE", base)
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .expect("run postgres.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .trim()
+        .strip_prefix("export DATABASE_URL=")
+        .expect("an export line")
+        .replace('\\', "")
+}
+
+/// Stops the throwaway cluster in `base`.
+pub async fn stop_cluster(base: &Path) {
+    let out = tokio::process::Command::new(postgres_script())
+        .arg("stop")
+        .env("PG_BASE", base)
+        .output()
+        .await
+        .expect("stop postgres");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs one of PostgreSQL's own programs (`pg_resetwal`, `pg_dump`, …) from
+/// the installed server binaries, as the clusters' owner when run as root.
+pub async fn pg_program(program: &str, args: &[&str]) -> std::process::Output {
+    let script = r#"
+        bindir=$(pg_config --bindir 2>/dev/null || true)
+        [ -x "$bindir/$0" ] || bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+        if [ "$(id -u)" -eq 0 ]; then exec runuser -u postgres -- "$bindir/$0" "$@"; fi
+        exec "$bindir/$0" "$@"
+    "#;
+    let out = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(program)
+        .args(args)
+        .output()
+        .await
+        .expect("run a PostgreSQL program");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

@@ -3,53 +3,13 @@
 //! recovers by itself once the database is back. Runs against a throwaway
 //! cluster of its own, started by the project's own script.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use e2e::eventually;
+use e2e::processes::{start_cluster, stop_cluster};
 use serde_json::json;
 use services::http::{self, Apis, AppState};
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/postgres.sh")
-}
-
-/// Starts (creating on first use) the cluster in `base`; returns its URL.
-async fn start_cluster(base: &Path) -> String {
-    let out = Command::new(script())
-        .env("PG_BASE", base)
-        .env_remove("DATABASE_URL")
-        .output()
-        .await
-        .expect("run postgres.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .trim()
-        .strip_prefix("export DATABASE_URL=")
-        .expect("an export line")
-        .replace('\\', "")
-}
-
-async fn stop_cluster(base: &Path) {
-    let out = Command::new(script())
-        .arg("stop")
-        .env("PG_BASE", base)
-        .output()
-        .await
-        .expect("stop postgres");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
