@@ -101,7 +101,16 @@ impl Projection for DeliveryReadModel {
     }
 
     async fn upgrade_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<bool> {
-        add_option_columns(conn, &table(generation)).await
+        let t = table(generation);
+        let options = add_option_columns(conn, &t).await?;
+        // Rows applied before event ids were kept have none: nothing to
+        // compare for their versions.
+        sqlx::query(&format!(
+            "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS event_ids jsonb NOT NULL DEFAULT '{{}}'"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        Ok(options)
     }
 
     async fn finish_generation(&self, _conn: &mut PgConnection, _generation: i32) -> Result<()> {
@@ -148,7 +157,8 @@ async fn create_generation(conn: &mut PgConnection, generation: i32) -> Result<(
             version       integer     NOT NULL,
             last_position bigint      NOT NULL,
             temperature   text        NOT NULL DEFAULT 'hot' CHECK (temperature IN ('hot', 'iced')),
-            size          text        NOT NULL DEFAULT 'regular' CHECK (size IN ('regular', 'large'))
+            size          text        NOT NULL DEFAULT 'regular' CHECK (size IN ('regular', 'large')),
+            event_ids     jsonb       NOT NULL DEFAULT '{{}}'
         )"
     ))
     .execute(&mut *conn)
@@ -176,8 +186,16 @@ async fn publish(conn: &mut PgConnection, generation: i32) -> Result<()> {
 }
 
 /// Applies envelopes (one partition's, in offset order) to `generation`.
+///
+/// Every row remembers the id of the event it applied at each version
+/// (`event_ids`, version → event id). An event at a version the row has seen
+/// with another id is not the same event: the log was restored to an earlier
+/// point in time and wrote anew what the topic already carried. The version
+/// guard alone would pass over it silently; here it is
+/// [`ProjectionError::DifferentEvents`], and the order is held back.
 async fn apply(conn: &mut PgConnection, generation: i32, events: &[EventEnvelope]) -> Result<()> {
     let t = table(generation);
+    let ids_by_order = check_event_ids(conn, &t, events).await?;
     let changes = reduce(events.iter())?;
     let (placed, moved): (Vec<_>, Vec<_>) = changes.iter().partition(|(_, c)| c.placed.is_some());
     if !placed.is_empty() {
@@ -232,7 +250,69 @@ async fn apply(conn: &mut PgConnection, generation: i32, events: &[EventEnvelope
         .await?;
     }
     apply_moves(conn, &t, &moved).await?;
+    let (orders, ids): (Vec<Uuid>, Vec<serde_json::Value>) = ids_by_order.into_iter().unzip();
+    sqlx::query(&format!(
+        "UPDATE {t} AS v SET event_ids = v.event_ids || u.ids
+           FROM UNNEST($1::uuid[], $2::jsonb[]) AS u(order_id, ids)
+          WHERE v.order_id = u.order_id"
+    ))
+    .bind(&orders)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
+}
+
+/// Compares the batch's event ids with those the rows applied at the same
+/// versions; returns, per order, the ids to remember (`{"version": id}`).
+async fn check_event_ids(
+    conn: &mut PgConnection,
+    table: &str,
+    events: &[EventEnvelope],
+) -> Result<std::collections::HashMap<Uuid, serde_json::Value>> {
+    use std::collections::HashMap;
+    let orders: Vec<Uuid> = events.iter().map(|e| e.stream_id.as_uuid()).collect();
+    let known: HashMap<Uuid, serde_json::Value> = sqlx::query_as::<_, (Uuid, serde_json::Value)>(
+        &format!("SELECT order_id, event_ids FROM {table} WHERE order_id = ANY($1)"),
+    )
+    .bind(&orders)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    let mut seen: HashMap<Uuid, serde_json::Map<String, serde_json::Value>> = HashMap::new();
+    let mut different = Vec::new();
+    for e in events {
+        let order = e.stream_id.as_uuid();
+        let version = e.version.to_string();
+        let id = e.event_id.to_string();
+        let batch = seen.entry(order).or_default();
+        let before = batch
+            .get(&version)
+            .or_else(|| known.get(&order).and_then(|ids| ids.get(&version)))
+            .and_then(serde_json::Value::as_str);
+        match before {
+            Some(other) if other != id => {
+                tracing::error!(%order, version = e.version, event_id = %e.event_id, applied = other,
+                    "a different event at a version already applied: was the log restored to an earlier point in time?");
+                different.push(order);
+            }
+            _ => {
+                batch.insert(version, serde_json::Value::String(id));
+            }
+        }
+    }
+    if !different.is_empty() {
+        different.sort();
+        different.dedup();
+        return Err(ProjectionError::DifferentEvents {
+            order_ids: different,
+        });
+    }
+    Ok(seen
+        .into_iter()
+        .map(|(order, ids)| (order, serde_json::Value::Object(ids)))
+        .collect())
 }
 
 /// The next offset to read of each partition, for one generation.

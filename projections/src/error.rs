@@ -17,6 +17,11 @@ pub enum ProjectionError {
     /// silent no-op. The runner holds those orders back.
     #[error("the read model has no row for order(s) {}", .order_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     MissingRows { order_ids: Vec<uuid::Uuid> },
+    /// Events at versions of orders that the read model applied with other
+    /// event ids (a log restored to an earlier point in time wrote them
+    /// anew). The runner holds those orders back.
+    #[error("different events at versions already applied for order(s) {}", .order_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    DifferentEvents { order_ids: Vec<uuid::Uuid> },
     #[error("no projection is named {0:?} (see `orders projections list`)")]
     Unknown(String),
     /// Another process holds this projection's worker or rebuild lock.

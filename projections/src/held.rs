@@ -232,7 +232,8 @@ pub async fn sort_out(
 }
 
 /// Applies `events` to `generation` through `projection`. Moves of orders
-/// the read model has no row for are corruption: those orders are held back
+/// the read model has no row for are corruption, and events at versions it
+/// applied with other event ids are a conflict: those orders are held back
 /// (with the reason) and the rest applied. Returns the events applied.
 pub async fn apply_or_hold<P: Projection>(
     conn: &mut PgConnection,
@@ -242,36 +243,39 @@ pub async fn apply_or_hold<P: Projection>(
     source_of: impl Fn(&EventEnvelope) -> String,
 ) -> Result<usize> {
     loop {
-        match projection.apply(conn, generation, &events).await {
+        let (order_ids, reason, counter) = match projection.apply(conn, generation, &events).await {
             Ok(()) => return Ok(events.len()),
-            Err(ProjectionError::MissingRows { order_ids }) => {
-                // Nothing of this call's moves was written (the projection
-                // checks before it updates); its placements are idempotent.
-                let orphans: HashSet<Uuid> = order_ids.into_iter().collect();
-                let (bad, rest): (Vec<_>, Vec<_>) = events
-                    .into_iter()
-                    .partition(|e| orphans.contains(&e.stream_id.as_uuid()));
-                let name = projection.name();
-                metrics::counter!("projection_corrupt_moves_total", "projection" => name)
-                    .increment(bad.len() as u64);
-                let to_hold = bad
-                    .into_iter()
-                    .map(|e| {
-                        let source = source_of(&e);
-                        tracing::error!(projection = name, order_id = %e.stream_id, event_id = %e.event_id,
-                            %source, "corruption: a move for an order the read model has no row for; holding the order back");
-                        ToHold::labelled(
-                            source,
-                            StoredEvent::from(e),
-                            "corruption: the read model has no row for this order to move".into(),
-                        )
-                    })
-                    .collect();
-                insert(conn, name, generation, to_hold).await?;
-                events = rest;
-            }
+            Err(ProjectionError::MissingRows { order_ids }) => (
+                order_ids,
+                "corruption: the read model has no row for this order to move",
+                "projection_corrupt_moves_total",
+            ),
+            Err(ProjectionError::DifferentEvents { order_ids }) => (
+                order_ids,
+                "conflict: the read model applied a different event at a version of this order (was the log restored to an earlier point in time?)",
+                "projection_conflicting_events_total",
+            ),
             Err(e) => return Err(e),
-        }
+        };
+        // Nothing of this call's moves was written (the projection checks
+        // before it updates); its placements are idempotent.
+        let orphans: HashSet<Uuid> = order_ids.into_iter().collect();
+        let (bad, rest): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .partition(|e| orphans.contains(&e.stream_id.as_uuid()));
+        let name = projection.name();
+        metrics::counter!(counter, "projection" => name).increment(bad.len() as u64);
+        let to_hold = bad
+            .into_iter()
+            .map(|e| {
+                let source = source_of(&e);
+                tracing::error!(projection = name, order_id = %e.stream_id, event_id = %e.event_id,
+                    %source, reason, "holding the order back");
+                ToHold::labelled(source, StoredEvent::from(e), reason.into())
+            })
+            .collect();
+        insert(conn, name, generation, to_hold).await?;
+        events = rest;
     }
 }
 

@@ -212,7 +212,7 @@ async fn read_model_tables_of_the_previous_build_are_upgraded_in_place() {
     sqlx::raw_sql(
         "DROP VIEW order_view; DROP VIEW delivery.order_status;
          ALTER TABLE order_view_g1 DROP COLUMN temperature, DROP COLUMN size;
-         ALTER TABLE delivery.order_status_g1 DROP COLUMN temperature, DROP COLUMN size;
+         ALTER TABLE delivery.order_status_g1 DROP COLUMN temperature, DROP COLUMN size, DROP COLUMN event_ids;
          CREATE VIEW order_view AS
              SELECT order_id, user_id, coffee_name, coffee_price, coffee_qty, total_price,
                     status, ordered_at, updated_at, version, last_position FROM order_view_g1;

@@ -282,3 +282,65 @@ async fn a_replay_from_a_position_includes_later_positions_of_older_transactions
         "both events at positions ≥ {from} were replayed: {rows:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_at_a_version_already_applied_with_another_id_is_held_as_a_conflict() {
+    // What a log restored to an earlier point in time produces: the topic
+    // already carries (order, version 2) and the restored log writes a
+    // different version 2, which the relay publishes.
+    let app = app_with_kafka().await;
+    let kafka = app.kafka.clone().expect("kafka");
+    let id = app.place_ok("tess").await;
+    app.move_to("tess", &id, "preparing", &[]).await.ok(200);
+    eventually(Duration::from_secs(10), "version 2 on the delivery side", || async {
+        let reply = app.get(&format!("/delivery-ms/tess/{id}")).await;
+        (reply.status == 200 && reply.json()["status"] == "preparing").then_some(())
+    })
+    .await;
+    let order: uuid::Uuid = id.parse().expect("uuid");
+    let rewritten = domain::StoredEvent {
+        event_id: uuid::Uuid::now_v7(),
+        stream_id: order,
+        version: 2,
+        position: Some(2),
+        event_type: "OrderCancelled".into(),
+        schema_version: 1,
+        payload: json!({"by": "customer"}),
+        metadata: json!({}),
+        recorded_at: time::OffsetDateTime::now_utc(),
+    };
+    let client = projections::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+        .await
+        .expect("connect");
+    let partition = projections::kafka::partition_for(id.as_bytes(), kafka.partitions);
+    client
+        .partition_client(kafka.topic.clone(), partition, UnknownTopicHandling::Retry)
+        .await
+        .expect("partition client")
+        .produce(
+            vec![Record {
+                key: Some(id.clone().into_bytes()),
+                value: Some(serde_json::to_vec(&rewritten).expect("json")),
+                headers: Default::default(),
+                timestamp: rskafka::chrono::TimeZone::timestamp_millis_opt(
+                    &rskafka::chrono::Utc,
+                    1_790_000_000_000,
+                )
+                .single()
+                .expect("a timestamp"),
+            }],
+            Compression::NoCompression,
+        )
+        .await
+        .expect("produce");
+    let held = eventually(Duration::from_secs(10), "the conflict held", || async {
+        let held = held_list(&app, "delivery").await;
+        (!held.is_empty()).then_some(held)
+    })
+    .await;
+    assert_eq!(held[0].event_id, rewritten.event_id);
+    assert!(held[0].reason.starts_with("conflict"), "{}", held[0].reason);
+    // The model still shows what it applied, not a silent mix of the two.
+    let row = app.get(&format!("/delivery-ms/tess/{id}")).await;
+    assert_eq!(row.status, 503, "held back: {}", row.text);
+}
