@@ -292,10 +292,14 @@ async fn an_event_at_a_version_already_applied_with_another_id_is_held_as_a_conf
     let kafka = app.kafka.clone().expect("kafka");
     let id = app.place_ok("tess").await;
     app.move_to("tess", &id, "preparing", &[]).await.ok(200);
-    eventually(Duration::from_secs(10), "version 2 on the delivery side", || async {
-        let reply = app.get(&format!("/delivery-ms/tess/{id}")).await;
-        (reply.status == 200 && reply.json()["status"] == "preparing").then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "version 2 on the delivery side",
+        || async {
+            let reply = app.get(&format!("/delivery-ms/tess/{id}")).await;
+            (reply.status == 200 && reply.json()["status"] == "preparing").then_some(())
+        },
+    )
     .await;
     let order: uuid::Uuid = id.parse().expect("uuid");
     let rewritten = domain::StoredEvent {
