@@ -30,9 +30,10 @@ use crate::checkpoint::{self, REBUILD_LOCK, WORKER_LOCK};
 use crate::error::{ProjectionError, Result};
 use crate::held::{self, Incoming, Source};
 use crate::kafka;
+use crate::lock::SessionLock;
 use crate::order_view::{add_option_columns, apply_moves, options_of, reduce};
 use crate::projection::Projection;
-use crate::runner::{sleep_or_cancel, try_lock, unlock, Backoff};
+use crate::runner::{sleep_or_cancel, Backoff};
 
 /// The projection's registry name.
 pub const NAME: &str = "delivery";
@@ -56,11 +57,24 @@ pub struct KafkaSource {
     pub partitions: i32,
     /// The largest produce request the relay sends, in bytes.
     pub max_request_bytes: usize,
+    /// Replicas of each partition when the relay creates the topic.
+    pub replication_factor: i16,
+    /// `retention.ms` when the relay creates the topic (-1: for ever).
+    pub retention_ms: i64,
 }
 
 impl KafkaSource {
     /// Kafka's own default for `message.max.bytes`.
     pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+    /// How the topic is created when it does not exist.
+    pub fn topic_settings(&self) -> kafka::TopicSettings {
+        kafka::TopicSettings {
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            retention_ms: self.retention_ms,
+        }
+    }
 }
 
 /// One row of the delivery read model.
@@ -335,6 +349,10 @@ pub async fn offsets(
 
 /// Moves one partition's offset from `from` to `to` (compare-and-set), counting
 /// the events applied.
+///
+/// `last` is the event id and offset of a record applied from this batch
+/// (its first), if it has one: what [`check_partition`] looks for later.
+#[allow(clippy::too_many_arguments)]
 async fn advance(
     conn: &mut PgConnection,
     generation: i32,
@@ -343,13 +361,17 @@ async fn advance(
     from: i64,
     to: i64,
     applied: i64,
+    last: Option<(Uuid, i64)>,
 ) -> Result<()> {
     let updated = sqlx::query(
-        "INSERT INTO delivery.offsets AS o (generation, topic, partition, next_offset, events_applied)
-         VALUES ($1, $2, $3, $5, $6)
+        "INSERT INTO delivery.offsets AS o (generation, topic, partition, next_offset, events_applied,
+                                            last_event_id, last_event_offset)
+         VALUES ($1, $2, $3, $5, $6, $7, $8)
          ON CONFLICT (generation, topic, partition) DO UPDATE
             SET next_offset = EXCLUDED.next_offset,
                 events_applied = o.events_applied + EXCLUDED.events_applied,
+                last_event_id = coalesce(EXCLUDED.last_event_id, o.last_event_id),
+                last_event_offset = coalesce(EXCLUDED.last_event_offset, o.last_event_offset),
                 updated_at = clock_timestamp()
           WHERE o.next_offset = $4",
     )
@@ -359,6 +381,8 @@ async fn advance(
     .bind(from)
     .bind(to)
     .bind(applied)
+    .bind(last.map(|(id, _)| id))
+    .bind(last.map(|(_, offset)| offset))
     .execute(conn)
     .await?
     .rows_affected();
@@ -444,40 +468,140 @@ async fn dead_letter(
     Ok(())
 }
 
-/// Fetches from `offset`; an offset the broker no longer has (retention)
-/// restarts at the earliest it has.
+/// Fetches from `offset`. Records gone from the partition before they were
+/// applied (deleted by retention: Kafka answers OffsetOutOfRange, Tansu an
+/// empty fetch below the high watermark) are
+/// [`ProjectionError::PartitionLost`], never passed over.
 async fn fetch(
     client: &PartitionClient,
     offset: i64,
     max_wait_ms: i32,
-) -> std::result::Result<(Vec<RecordAndOffset>, i64, i64), KafkaError> {
+) -> Result<(Vec<RecordAndOffset>, i64)> {
+    let kafka = |e: KafkaError| ProjectionError::Kafka(e.to_string());
+    let gone = |earliest: i64| {
+        ProjectionError::PartitionLost {
+        partition: client.partition(),
+        reason: format!(
+            "records {offset}..{earliest} were deleted from the partition (retention?) before they were applied"
+        ),
+    }
+    };
     match client
         .fetch_records(offset, 1..4_000_000, max_wait_ms)
         .await
     {
-        Ok((records, high_watermark)) => Ok((records, high_watermark, offset)),
+        Ok((records, high_watermark)) if records.is_empty() && high_watermark < offset => {
+            Err(ProjectionError::PartitionLost {
+                partition: client.partition(),
+                reason: format!(
+                    "the partition ends at offset {high_watermark}, below the {offset} records already applied from it: the topic was deleted and recreated, or lost records (an unclean leader election)"
+                ),
+            })
+        }
+        Ok((records, high_watermark)) if records.is_empty() && high_watermark > offset => {
+            let earliest = client.get_offset(OffsetAt::Earliest).await.map_err(kafka)?;
+            if earliest > offset {
+                return Err(gone(earliest));
+            }
+            Ok((records, high_watermark))
+        }
+        // Tansu answers a fetch below the records retention left with the
+        // next ones it still has, without an error.
+        Ok((records, _)) if records.first().is_some_and(|r| r.offset > offset) => {
+            let first = records.first().map_or(offset, |r| r.offset);
+            Err(gone(first))
+        }
+        Ok(fetched) => Ok(fetched),
         Err(KafkaError::ServerError {
             protocol_error: ProtocolError::OffsetOutOfRange,
             ..
         }) => {
-            let earliest = client.get_offset(OffsetAt::Earliest).await?;
+            let earliest = client.get_offset(OffsetAt::Earliest).await.map_err(kafka)?;
             if earliest <= offset {
                 // Past the end: nothing there yet.
-                return Ok((Vec::new(), offset, offset));
+                return Ok((Vec::new(), offset));
             }
-            tracing::warn!(
-                partition = client.partition(),
-                offset,
-                earliest,
-                "offset no longer on the broker; continuing at the earliest"
-            );
-            let (records, hwm) = client
-                .fetch_records(earliest, 1..4_000_000, max_wait_ms)
-                .await?;
-            Ok((records, hwm, earliest))
+            Err(gone(earliest))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(kafka(e)),
     }
+}
+
+/// How many records at the start of a partition are gone (deleted by
+/// retention): the offset of the first record it still has.
+async fn records_gone(client: &PartitionClient) -> Result<i64> {
+    let kafka = |e: KafkaError| ProjectionError::Kafka(e.to_string());
+    match client.fetch_records(0, 1..1_000_000, 0).await {
+        Ok((records, high_watermark)) => Ok(match records.first() {
+            Some(first) => first.offset,
+            // Nothing left of what was written.
+            None => high_watermark,
+        }),
+        Err(KafkaError::ServerError {
+            protocol_error: ProtocolError::OffsetOutOfRange,
+            ..
+        }) => client.get_offset(OffsetAt::Earliest).await.map_err(kafka),
+        Err(e) => Err(kafka(e)),
+    }
+}
+
+/// Checks that the partition still holds what the stored offsets say was
+/// applied from it: its end is not below them, and the record at the offset
+/// remembered from the last batch is the event applied from it (a topic
+/// deleted and recreated can have grown past the stored offset with other
+/// records).
+async fn check_partition(
+    conn: &mut PgConnection,
+    client: &PartitionClient,
+    topic: &str,
+    generation: i32,
+) -> Result<()> {
+    let partition = client.partition();
+    let row: Option<(i64, Option<Uuid>, Option<i64>)> = sqlx::query_as(
+        "SELECT next_offset, last_event_id, last_event_offset FROM delivery.offsets
+          WHERE generation = $1 AND topic = $2 AND partition = $3",
+    )
+    .bind(generation)
+    .bind(topic)
+    .bind(partition)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((next, last_id, last_offset)) = row else {
+        return Ok(());
+    };
+    if next == 0 {
+        return Ok(());
+    }
+    let lost = |reason: String| Err(ProjectionError::PartitionLost { partition, reason });
+    let probe = last_offset.unwrap_or(next - 1).max(0);
+    // A fetch that may wait: some brokers (Tansu) answer an immediate one
+    // with no records even when there are.
+    let (records, high_watermark) = match client.fetch_records(probe, 1..4_000_000, 500).await {
+        Ok(fetched) => fetched,
+        Err(KafkaError::ServerError {
+            protocol_error: ProtocolError::OffsetOutOfRange,
+            ..
+        }) => (Vec::new(), 0),
+        Err(e) => return Err(ProjectionError::Kafka(e.to_string())),
+    };
+    if high_watermark < next {
+        return lost(format!(
+            "the partition ends at offset {high_watermark}, below the {next} records already applied from it: the topic was deleted and recreated, or lost records (an unclean leader election)"
+        ));
+    }
+    if let (Some(expected), Some(at)) = (last_id, last_offset) {
+        let found = records
+            .iter()
+            .find(|r| r.offset == at)
+            .and_then(|r| serde_json::from_slice::<StoredEvent>(r.record.value.as_deref()?).ok())
+            .map(|e| e.event_id);
+        if found != Some(expected) {
+            return lost(format!(
+                "the record at offset {at} is not event {expected}, which was applied from it: the topic was deleted and recreated"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One batch of one partition into `generation`, in one transaction. Returns
@@ -513,9 +637,7 @@ async fn step_partition(
             (generation, from)
         }
     };
-    let (records, _, _) = fetch(client, from, max_wait_ms)
-        .await
-        .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
+    let (records, _) = fetch(client, from, max_wait_ms).await?;
     let Some(last) = records.last() else {
         *at = Some((generation, from));
         return Ok(0);
@@ -547,6 +669,16 @@ async fn step_partition(
         })
         .collect();
     let count = incoming.len();
+    // What `check_partition` looks for later: the batch's first record, at
+    // the offset this fetch started from (a broker answers a fetch there
+    // whatever it does with offsets inside a batch: Tansu answers nothing).
+    let last_ours = incoming.first().and_then(|i| match (&i.event, &i.source) {
+        (Ok(e), Source::Record { offset, .. }) if *offset == from => Some((e.event_id, *offset)),
+        (Err(u), Source::Record { offset, .. }) if *offset == from => {
+            Some((u.stored.event_id, *offset))
+        }
+        _ => None,
+    });
     dead_letter(&mut tx, topic, partition, dead).await?;
     let ready = held::sort_out(&mut tx, NAME, generation, incoming).await?;
     held::apply_or_hold(&mut tx, &DeliveryReadModel, generation, ready, |e| {
@@ -565,6 +697,7 @@ async fn step_partition(
         from,
         next,
         i64::try_from(count).unwrap_or(i64::MAX),
+        last_ours,
     )
     .await?;
     crate::failpoint::hit(crate::failpoint::PROJECTION_BEFORE_COMMIT);
@@ -582,6 +715,58 @@ async fn step_partition(
     Ok(records.len())
 }
 
+/// How often a stopped partition looks again (an operator's rebuild or a
+/// new topic may have set things right).
+const PARTITION_RECHECK: Duration = Duration::from_secs(5);
+
+/// Stops consuming a partition whose topic no longer holds what was applied
+/// from it: loudly (an error line, a gauge, a row `status` shows), never by
+/// passing over what came before.
+async fn stop_partition(
+    conn: &mut PgConnection,
+    topic: &str,
+    partition: i32,
+    reason: &str,
+) -> Result<()> {
+    let new: bool = sqlx::query_scalar(
+        "INSERT INTO delivery.stopped_partitions (topic, partition, reason) VALUES ($1, $2, $3)
+         ON CONFLICT (topic, partition) DO UPDATE SET reason = EXCLUDED.reason
+         RETURNING (xmax = 0)",
+    )
+    .bind(topic)
+    .bind(partition)
+    .bind(reason)
+    .fetch_one(conn)
+    .await?;
+    metrics::gauge!("delivery_partition_stopped", "partition" => partition.to_string()).set(1.0);
+    if new {
+        tracing::error!(projection = NAME, topic, partition, reason,
+            "delivery partition stopped: the topic lost records it had applied (docs/runbook.md, \"The topic lost records\")");
+    }
+    Ok(())
+}
+
+async fn resume_partition(conn: &mut PgConnection, topic: &str, partition: i32) -> Result<()> {
+    let was_stopped =
+        sqlx::query("DELETE FROM delivery.stopped_partitions WHERE topic = $1 AND partition = $2")
+            .bind(topic)
+            .bind(partition)
+            .execute(conn)
+            .await?
+            .rows_affected()
+            > 0;
+    metrics::gauge!("delivery_partition_stopped", "partition" => partition.to_string()).set(0.0);
+    if was_stopped {
+        tracing::warn!(
+            projection = NAME,
+            topic,
+            partition,
+            "delivery partition resumed"
+        );
+    }
+    Ok(())
+}
+
 /// Runs the delivery projection until `shutdown`: waits for its lock,
 /// connects to Kafka (retrying while the broker is down), then consumes every
 /// partition of the topic, one task each.
@@ -594,18 +779,9 @@ pub async fn run_consumer(
     let mut waiting_logged = false;
     let mut asked = false;
     while !shutdown.is_cancelled() {
-        let mut lock_conn = match pool.acquire().await {
-            Ok(c) => c,
-            Err(e) => {
-                let delay = backoff.grow();
-                tracing::warn!(projection = NAME, error = %e, ?delay, "no database connection; retrying");
-                sleep_or_cancel(delay, &shutdown).await;
-                continue;
-            }
-        };
-        match try_lock(&mut lock_conn, WORKER_LOCK, NAME).await {
-            Ok(true) => {}
-            Ok(false) => {
+        let mut consuming = match SessionLock::try_acquire(&pool, WORKER_LOCK, NAME).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
                 if !waiting_logged {
                     tracing::info!(
                         projection = NAME,
@@ -613,7 +789,6 @@ pub async fn run_consumer(
                     );
                     waiting_logged = true;
                 }
-                drop(lock_conn);
                 crate::runner::ask_for_handover(&pool, NAME, &mut asked).await;
                 sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
                 continue;
@@ -624,14 +799,16 @@ pub async fn run_consumer(
                 sleep_or_cancel(delay, &shutdown).await;
                 continue;
             }
-        }
+        };
         waiting_logged = false;
         asked = false;
-        if let Err(e) = held::handover_done(&mut lock_conn, NAME).await {
+        if let Err(e) = held::handover_done(consuming.conn(), NAME).await {
             tracing::debug!(projection = NAME, error = %e, "cannot clear a handover request");
         }
         let result = consume(&pool, &source, &shutdown, &mut backoff).await;
-        let _ = unlock(&mut lock_conn, WORKER_LOCK, NAME).await;
+        if let Err(e) = consuming.release().await {
+            tracing::debug!(projection = NAME, error = %e, "closed the lock's connection instead of unlocking");
+        }
         match result {
             Ok(()) => {}
             Err(ProjectionError::HandedOver { .. }) => {
@@ -649,13 +826,17 @@ pub async fn run_consumer(
     Ok(())
 }
 
+/// Connects to the brokers and finds the topic; a rebuild reads what is
+/// there, so a topic that does not exist is an error (creating it would only
+/// give an empty model).
 async fn connect_topic(source: &KafkaSource) -> Result<(Arc<Client>, Vec<i32>)> {
     let client = kafka::connect(&source.brokers, Duration::from_secs(5))
         .await
         .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
-    let partitions = kafka::ensure_topic(&client, &source.topic, source.partitions)
+    let partitions = kafka::find_topic(&client, &source.topic)
         .await
-        .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
+        .map_err(|e| ProjectionError::Kafka(e.to_string()))?
+        .ok_or_else(|| ProjectionError::Kafka(format!("topic {} does not exist", source.topic)))?;
     Ok((Arc::new(client), partitions))
 }
 
@@ -711,11 +892,28 @@ async fn consume(
             .await
             .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
         let (pool, topic, stop) = (pool.clone(), source.topic.clone(), stop.clone());
+        let partition = pc.partition();
         tasks.spawn(async move {
             let mut conn = pool.acquire().await?;
             let mut wait = FIRST_EMPTY_WAIT_MS;
             let mut at = None;
+            let mut checked = false;
             while !stop.is_cancelled() {
+                if !checked {
+                    let generation = checkpoint::active_generation(&mut conn, NAME).await?;
+                    match check_partition(&mut conn, &pc, &topic, generation).await {
+                        Ok(()) => {
+                            checked = true;
+                            resume_partition(&mut conn, &topic, partition).await?;
+                        }
+                        Err(ProjectionError::PartitionLost { reason, .. }) => {
+                            stop_partition(&mut conn, &topic, partition, &reason).await?;
+                            sleep_or_cancel(PARTITION_RECHECK, &stop).await;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 tokio::select! {
                     () = stop.cancelled() => break,
                     stepped = step_partition(&mut conn, &pc, &topic, None, wait, &mut at) => match stepped {
@@ -726,7 +924,13 @@ async fn consume(
                             // next few milliseconds' worth, not one each.
                             crate::runner::linger(&stop).await;
                         }
-                        Err(ProjectionError::CheckpointMoved { .. }) => {}
+                        Err(ProjectionError::CheckpointMoved { .. }) => checked = false,
+                        Err(ProjectionError::PartitionLost { reason, .. }) => {
+                            stop_partition(&mut conn, &topic, partition, &reason).await?;
+                            checked = false;
+                            at = None;
+                            sleep_or_cancel(PARTITION_RECHECK, &stop).await;
+                        }
                         Err(e) => return Err(e),
                     },
                 }
@@ -753,34 +957,27 @@ async fn consume(
 /// offset into a new generation, then switching atomically, as
 /// [`crate::operate::rebuild`] does for the log-fed model. Returns the new
 /// generation and the records replayed.
+///
+/// A topic whose partitions no longer start at offset 0 (records deleted by
+/// retention) would give an incomplete model: the rebuild refuses, saying how
+/// many records are gone per partition ([`ProjectionError::IncompleteTopic`]),
+/// unless `accept_incomplete` names who accepts it; the generation is then
+/// recorded as incomplete (`projection_incomplete`), and later moves of
+/// orders whose placement is gone are counted as such, not held as
+/// corruption.
 pub async fn rebuild(
     pool: &PgPool,
     source: &KafkaSource,
+    accept_incomplete: Option<&str>,
     mut progress: impl FnMut(u64),
 ) -> Result<(i32, i32, u64)> {
-    let mut lock_conn = pool.acquire().await?;
-    if !try_lock(&mut lock_conn, REBUILD_LOCK, NAME).await? {
+    let Some(rebuilding) = SessionLock::try_acquire(pool, REBUILD_LOCK, NAME).await? else {
         return Err(ProjectionError::Busy {
             name: NAME.to_owned(),
             what: "rebuilding",
         });
-    }
+    };
     let (client, partitions) = connect_topic(source).await?;
-    let mut conn = pool.acquire().await?;
-    let old = checkpoint::active_generation(&mut conn, NAME).await?;
-    let new = old + 1;
-    {
-        let mut tx = conn.begin().await?;
-        sqlx::query(&format!("DROP TABLE IF EXISTS {}", table(new)))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM delivery.offsets WHERE generation = $1")
-            .bind(new)
-            .execute(&mut *tx)
-            .await?;
-        create_generation(&mut tx, new).await?;
-        tx.commit().await?;
-    }
     let mut clients = Vec::new();
     for partition in &partitions {
         clients.push(
@@ -793,6 +990,66 @@ pub async fn rebuild(
                 .await
                 .map_err(|e| ProjectionError::Kafka(e.to_string()))?,
         );
+    }
+    let mut gone = Vec::new();
+    for pc in &clients {
+        let missing = records_gone(pc).await?;
+        if missing > 0 {
+            gone.push((pc.partition(), missing));
+        }
+    }
+    if !gone.is_empty() && accept_incomplete.is_none() {
+        return Err(ProjectionError::IncompleteTopic { gone });
+    }
+    let mut conn = pool.acquire().await?;
+    let old = checkpoint::active_generation(&mut conn, NAME).await?;
+    let new = old + 1;
+    {
+        let mut tx = conn.begin().await?;
+        DeliveryReadModel.drop_generation(&mut tx, new).await?;
+        held::drop_generation(&mut tx, NAME, new).await?;
+        sqlx::query("DELETE FROM delivery.offsets WHERE generation = $1")
+            .bind(new)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM projection_incomplete WHERE projection = $1 AND generation = $2")
+            .bind(NAME)
+            .bind(new)
+            .execute(&mut *tx)
+            .await?;
+        create_generation(&mut tx, new).await?;
+        if let (Some(who), false) = (accept_incomplete, gone.is_empty()) {
+            let detail = gone
+                .iter()
+                .map(|(p, n)| format!("partition {p}: {n} records gone"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            sqlx::query(
+                "INSERT INTO projection_incomplete (projection, generation, detail, accepted_by)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(NAME)
+            .bind(new)
+            .bind(&detail)
+            .bind(who)
+            .execute(&mut *tx)
+            .await?;
+            // Start each partition at the first record it still has.
+            for (partition, first) in &gone {
+                sqlx::query(
+                    "INSERT INTO delivery.offsets (generation, topic, partition, next_offset)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(new)
+                .bind(&source.topic)
+                .bind(partition)
+                .bind(first)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tracing::warn!(projection = NAME, generation = new, %detail, who, "rebuilding an incomplete model, as accepted");
+        }
+        tx.commit().await?;
     }
     // 1. Replay every partition to its end while the live generation serves.
     let mut done = 0u64;
@@ -845,16 +1102,15 @@ pub async fn rebuild(
     // 3. The old generation has no readers left.
     {
         let mut tx = conn.begin().await?;
-        sqlx::query(&format!("DROP TABLE IF EXISTS {}", table(old)))
-            .execute(&mut *tx)
-            .await?;
+        DeliveryReadModel.drop_generation(&mut tx, old).await?;
+        held::drop_generation(&mut tx, NAME, old).await?;
         sqlx::query("DELETE FROM delivery.offsets WHERE generation = $1")
             .bind(old)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
     }
-    unlock(&mut lock_conn, REBUILD_LOCK, NAME).await?;
+    rebuilding.release().await?;
     Ok((old, new, done))
 }
 
@@ -903,6 +1159,19 @@ pub async fn get<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<Option<D
     .fetch_optional(db)
     .await?;
     row.as_ref().map(decode_row).transpose()
+}
+
+/// The partitions the live consumer stopped, with why.
+pub async fn stopped_partitions<'e>(
+    db: impl PgExecutor<'e>,
+    topic: &str,
+) -> Result<Vec<(i32, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT partition, reason FROM delivery.stopped_partitions WHERE topic = $1 ORDER BY partition",
+    )
+    .bind(topic)
+    .fetch_all(db)
+    .await?)
 }
 
 /// Every row, by order id (for verification).

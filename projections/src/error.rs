@@ -42,6 +42,12 @@ pub enum ProjectionError {
     /// old ones, and readers would never see them.
     #[error("the log's transaction ids (up to {stored}) are ahead of this cluster's clock (next {next}): was the database restored into another cluster? Stop every `orders` process and run `orders log-clock advance --reason \"…\"` (docs/runbook.md, \"A restored database\")")]
     ClockBehind { stored: i64, next: i64 },
+    /// A Kafka partition no longer holds what was applied from it.
+    #[error("partition {partition}: {reason}")]
+    PartitionLost { partition: i32, reason: String },
+    /// A rebuild from a topic whose partitions no longer start at 0.
+    #[error("the topic no longer holds every record ({}): a rebuild from it would be incomplete; rerun with --accept-incomplete to build it anyway (it is then recorded as incomplete)", .gone.iter().map(|(p, n)| format!("partition {p}: {n} records gone")).collect::<Vec<_>>().join(", "))]
+    IncompleteTopic { gone: Vec<(i32, i64)> },
     #[error("no committed event is at log position {0}")]
     NoSuchPosition(i64),
     #[error("Kafka: {0}")]

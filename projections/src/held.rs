@@ -264,6 +264,17 @@ pub async fn apply_or_hold<P: Projection>(
             .into_iter()
             .partition(|e| orphans.contains(&e.stream_id.as_uuid()));
         let name = projection.name();
+        if counter == "projection_corrupt_moves_total" && incomplete(conn, name, generation).await?
+        {
+            // An operator accepted this generation without the records
+            // retention deleted: a move whose placement is gone is expected.
+            metrics::counter!("projection_moves_without_placement_total", "projection" => name)
+                .increment(bad.len() as u64);
+            tracing::warn!(projection = name, generation, events = bad.len(),
+                "moves of orders whose placement is gone from the source (an accepted incomplete model): passed over, counted");
+            events = rest;
+            continue;
+        }
         metrics::counter!(counter, "projection" => name).increment(bad.len() as u64);
         let to_hold = bad
             .into_iter()
@@ -277,6 +288,21 @@ pub async fn apply_or_hold<P: Projection>(
         insert(conn, name, generation, to_hold).await?;
         events = rest;
     }
+}
+
+/// Whether an operator accepted `generation` of `projection` as incomplete.
+pub async fn incomplete(
+    conn: &mut PgConnection,
+    projection: &str,
+    generation: i32,
+) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM projection_incomplete WHERE projection = $1 AND generation = $2)",
+    )
+    .bind(projection)
+    .bind(generation)
+    .fetch_one(conn)
+    .await?)
 }
 
 async fn insert(

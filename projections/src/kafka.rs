@@ -23,22 +23,60 @@ pub async fn connect(brokers: &[String], deadline: Duration) -> Result<Client, K
         .await
 }
 
-/// Creates `topic` with `partitions` partitions unless it exists, and returns
-/// the partitions it has (an existing topic keeps its own count).
+/// How the relay creates the topic when it does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSettings {
+    pub partitions: i32,
+    pub replication_factor: i16,
+    /// `retention.ms`; -1 keeps records for ever (the default: the topic is
+    /// the delivery side's source for rebuilds).
+    pub retention_ms: i64,
+}
+
+impl TopicSettings {
+    /// The topic-level configs sent with the creation. Only a finite
+    /// retention names `cleanup.policy=delete`: some brokers (Tansu 0.6)
+    /// read an explicit delete policy with `retention.ms=-1` as "everything
+    /// is older than the retention".
+    pub fn configs(&self) -> Vec<(&'static str, String)> {
+        let mut configs = vec![("retention.ms", self.retention_ms.to_string())];
+        if self.retention_ms >= 0 {
+            configs.push(("cleanup.policy", "delete".to_owned()));
+        }
+        configs
+    }
+}
+
+/// Creates `topic` with `settings` unless it exists, and returns the
+/// partitions it has (an existing topic keeps its own count and configs).
 pub async fn ensure_topic(
     client: &Client,
     topic: &str,
-    partitions: i32,
+    settings: &TopicSettings,
 ) -> Result<Vec<i32>, KafkaError> {
     if let Some(found) = find_topic(client, topic).await? {
         return Ok(found);
     }
+    let configs = settings.configs();
+    let configs: Vec<(&str, &str)> = configs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     match client
         .controller_client()?
-        .create_topic(topic, partitions, 1, 5_000)
+        .create_topic_with_configs(
+            topic,
+            settings.partitions,
+            settings.replication_factor,
+            &configs,
+            5_000,
+        )
         .await
     {
-        Ok(()) => tracing::info!(topic, partitions, "topic created"),
+        Ok(()) => tracing::info!(
+            topic,
+            partitions = settings.partitions,
+            replication_factor = settings.replication_factor,
+            retention_ms = settings.retention_ms,
+            "topic created"
+        ),
         Err(KafkaError::ServerError {
             protocol_error: ProtocolError::TopicAlreadyExists,
             ..

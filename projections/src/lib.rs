@@ -20,6 +20,7 @@ mod error;
 pub mod failpoint;
 pub mod held;
 pub mod kafka;
+pub mod lock;
 pub mod log;
 pub mod operate;
 pub mod order_view;

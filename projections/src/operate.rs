@@ -8,9 +8,10 @@ use time::OffsetDateTime;
 
 use crate::checkpoint::{self, REBUILD_LOCK};
 use crate::error::{ProjectionError, Result};
+use crate::lock::SessionLock;
 use crate::log::{self, Cursor, LogEvent, ReadMode};
 use crate::projection::Projection;
-use crate::runner::{self, apply_batch, try_lock, unlock, Backoff};
+use crate::runner::{self, apply_batch, Backoff};
 
 /// Where a projection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,13 +110,12 @@ pub async fn rebuild<P: Projection>(
 ) -> Result<RebuildReport> {
     let name = projection.name();
     let started = Instant::now();
-    let mut lock_conn = pool.acquire().await?;
-    if !try_lock(&mut lock_conn, REBUILD_LOCK, name).await? {
+    let Some(rebuilding) = SessionLock::try_acquire(pool, REBUILD_LOCK, name).await? else {
         return Err(ProjectionError::Busy {
             name: name.to_owned(),
             what: "rebuilding",
         });
-    }
+    };
 
     // 1. The new generation, after any a crashed rebuild left behind.
     let mut conn = pool.acquire().await?;
@@ -289,7 +289,7 @@ pub async fn rebuild<P: Projection>(
             .await?;
         tx.commit().await?;
     }
-    unlock(&mut lock_conn, REBUILD_LOCK, name).await?;
+    rebuilding.release().await?;
     let report = RebuildReport {
         old_generation: old,
         new_generation: new,
@@ -364,12 +364,11 @@ pub async fn replay<P: Projection>(
     let mut done = 0u64;
     let mut wait = HorizonWait::default();
     loop {
-        let n =
-            match runner::step(&mut locked.conn, projection, batch_size, ReadMode::GapSafe).await {
-                Ok(n) => n,
-                Err(ProjectionError::CheckpointMoved { .. }) => continue,
-                Err(e) => return Err(e),
-            };
+        let n = match runner::step(locked.conn(), projection, batch_size, ReadMode::GapSafe).await {
+            Ok(n) => n,
+            Err(ProjectionError::CheckpointMoved { .. }) => continue,
+            Err(e) => return Err(e),
+        };
         done += n as u64;
         progress(Progress {
             phase: Phase::Replaying,
@@ -384,16 +383,16 @@ pub async fn replay<P: Projection>(
             continue;
         }
         let Some(head) = head else { break };
-        let generation = checkpoint::active_generation(&mut locked.conn, name).await?;
-        let at = checkpoint::load(&mut locked.conn, name, generation)
+        let generation = checkpoint::active_generation(locked.conn(), name).await?;
+        let at = checkpoint::load(locked.conn(), name, generation)
             .await?
             .cursor;
         if at >= head {
             break;
         }
-        wait.pause(&mut locked.conn, at, head).await?;
+        wait.pause(locked.conn(), at, head).await?;
     }
-    locked.release(name).await?;
+    locked.release().await?;
     progress(Progress {
         phase: Phase::Done,
         done,

@@ -9,9 +9,8 @@
 
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgListener;
-use sqlx::{Acquire, PgConnection, PgPool, Postgres};
+use sqlx::{Acquire, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -19,6 +18,7 @@ use crate::checkpoint::{self, WORKER_LOCK};
 use crate::error::{ProjectionError, Result};
 use crate::failpoint;
 use crate::held;
+use crate::lock::SessionLock;
 use crate::log::{self, Cursor, LogEvent, ReadMode};
 use crate::projection::Projection;
 
@@ -216,46 +216,9 @@ pub fn request_ids<'a>(events: impl IntoIterator<Item = &'a LogEvent>) -> String
     ids.join(",")
 }
 
-/// Tries to take the session-level advisory lock `(namespace, name)` on `conn`.
-pub(crate) async fn try_lock(conn: &mut PgConnection, namespace: i32, name: &str) -> Result<bool> {
-    Ok(
-        sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
-            .bind(namespace)
-            .bind(name)
-            .fetch_one(conn)
-            .await?,
-    )
-}
-
-pub(crate) async fn unlock(conn: &mut PgConnection, namespace: i32, name: &str) -> Result<()> {
-    sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
-        .bind(namespace)
-        .bind(name)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// A connection holding a projection's worker lock. The lock goes with the
-/// connection: closed (or dead) connection, released lock.
-pub(crate) struct Locked {
-    pub conn: PoolConnection<Postgres>,
-}
-
 /// Takes the worker lock of `name` if it is free.
-pub(crate) async fn try_worker_lock(pool: &PgPool, name: &str) -> Result<Option<Locked>> {
-    let mut conn = pool.acquire().await?;
-    if try_lock(&mut conn, WORKER_LOCK, name).await? {
-        Ok(Some(Locked { conn }))
-    } else {
-        Ok(None)
-    }
-}
-
-impl Locked {
-    pub async fn release(mut self, name: &str) -> Result<()> {
-        unlock(&mut self.conn, WORKER_LOCK, name).await
-    }
+pub(crate) async fn try_worker_lock(pool: &PgPool, name: &str) -> Result<Option<SessionLock>> {
+    SessionLock::try_acquire(pool, WORKER_LOCK, name).await
 }
 
 /// Runs one projection until `shutdown`: waits for the worker lock, then
@@ -330,7 +293,7 @@ pub async fn run_worker<P: Projection>(
 
 async fn run_locked<P: Projection>(
     pool: &PgPool,
-    mut locked: Locked,
+    mut locked: SessionLock,
     projection: &P,
     options: &WorkerOptions,
     shutdown: &CancellationToken,
@@ -338,22 +301,22 @@ async fn run_locked<P: Projection>(
 ) -> Result<()> {
     let name = projection.name();
     let mut listener = listen(pool, name).await;
-    held::handover_done(&mut locked.conn, name).await?;
+    held::handover_done(locked.conn(), name).await?;
     let mut held_checked: Option<std::time::Instant> = None;
     let mut still_held = 0;
     while !shutdown.is_cancelled() {
         if held_checked.is_none_or(|t| t.elapsed() >= HELD_CHECK_EVERY) {
             held_checked = Some(std::time::Instant::now());
-            match look_at_held(&mut locked.conn, projection).await {
+            match look_at_held(locked.conn(), projection).await {
                 Ok(n) => still_held = n,
                 Err(e) => {
-                    let _ = locked.release(name).await;
+                    let _ = locked.release().await;
                     return Err(e);
                 }
             }
         }
         match step(
-            &mut locked.conn,
+            locked.conn(),
             projection,
             options.batch_size,
             options.read_mode,
@@ -378,7 +341,7 @@ async fn run_locked<P: Projection>(
         };
         wait_for_news(&mut listener, poll, shutdown).await;
     }
-    locked.release(name).await
+    locked.release().await
 }
 
 /// A listener on the log's channel, or `None` (then the caller polls only).

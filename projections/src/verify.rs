@@ -165,5 +165,11 @@ pub async fn delivery(pool: &PgPool) -> Result<Vec<Difference>> {
     let log = delivery::expected_from_orders(&sent.rows);
     let mut out = compare(&model, &log, |r| r.order_id, delivery_fields);
     out.extend(unaccounted(&sent));
+    // An accepted incomplete model lacks the orders whose records retention
+    // deleted from the topic before it was built.
+    let generation = crate::checkpoint::active_generation(&mut conn, delivery::NAME).await?;
+    if crate::held::incomplete(&mut conn, delivery::NAME, generation).await? {
+        out.retain(|d| !matches!(d, Difference::Missing { .. }));
+    }
     Ok(out)
 }

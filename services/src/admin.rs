@@ -85,9 +85,16 @@ pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyho
             }
             Ok(())
         }
-        ProjectionsCmd::Rebuild { name, batch_size } => {
+        ProjectionsCmd::Rebuild {
+            name,
+            batch_size,
+            accept_incomplete,
+        } => {
             let mut reporter = Reporter::new("rebuild", &name);
             let report = match workers::select(std::slice::from_ref(&name))?[0] {
+                order_view::NAME if accept_incomplete => anyhow::bail!(
+                    "--accept-incomplete is for the delivery projection: the order read model rebuilds from the whole log"
+                ),
                 order_view::NAME => {
                     operate::rebuild(pool, &OrderReadModel, batch_size, |p| reporter.report(p))
                         .await?
@@ -95,7 +102,9 @@ pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyho
                 delivery::NAME => {
                     let source = kafka.require("rebuilding the delivery projection")?;
                     let started = Instant::now();
-                    let (old, new, records) = delivery::rebuild(pool, &source, |done| {
+                    let who = accept_incomplete
+                        .then(|| format!("{} via {}", os_user(), projections::runner::process_label()));
+                    let (old, new, records) = delivery::rebuild(pool, &source, who.as_deref(), |done| {
                         reporter.report(Progress {
                             phase: Phase::CatchingUp,
                             done,
@@ -351,6 +360,13 @@ async fn status(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyhow::Result<
             .collect();
         let mut rows = rows;
         let mut delivery = delivery_status.json();
+        delivery["stopped_partitions"] = delivery::stopped_partitions(pool, &kafka.kafka_topic)
+            .await?
+            .into_iter()
+            .map(
+                |(partition, reason)| serde_json::json!({"partition": partition, "reason": reason}),
+            )
+            .collect();
         delivery["held"] = held_of(delivery::NAME)
             .map(summary_json)
             .unwrap_or_default();
@@ -376,6 +392,11 @@ async fn status(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyhow::Result<
         );
     }
     println!("{}", delivery_status.line());
+    for (partition, reason) in delivery::stopped_partitions(pool, &kafka.kafka_topic).await? {
+        println!(
+            "STOPPED: delivery partition {partition}: {reason} (docs/runbook.md, \"The topic lost records\")"
+        );
+    }
     for h in held.iter().filter(|h| h.orders > 0) {
         let first = h.first.as_ref().map_or_else(String::new, |f| {
             format!(

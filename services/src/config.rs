@@ -51,6 +51,17 @@ pub struct KafkaArgs {
     #[arg(long, env = "KAFKA_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024, global = true,
           value_parser = clap::value_parser!(u32).range(4096..=256 * 1024 * 1024))]
     pub kafka_max_request_bytes: u32,
+    /// Replicas of each partition when the relay creates the topic (use 3
+    /// on a production cluster).
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1, global = true,
+          value_parser = clap::value_parser!(i16).range(1..=16))]
+    pub kafka_replication_factor: i16,
+    /// `retention.ms` of the topic when the relay creates it; -1 keeps every
+    /// record for ever (the delivery side rebuilds from the topic).
+    #[arg(long, env = "KAFKA_RETENTION_MS", default_value_t = -1, global = true,
+          allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-1..))]
+    pub kafka_retention_ms: i64,
 }
 
 impl KafkaArgs {
@@ -78,6 +89,8 @@ impl KafkaArgs {
             partitions: self.kafka_partitions,
             max_request_bytes: usize::try_from(self.kafka_max_request_bytes)
                 .unwrap_or(projections::delivery::KafkaSource::DEFAULT_MAX_REQUEST_BYTES),
+            replication_factor: self.kafka_replication_factor,
+            retention_ms: self.kafka_retention_ms,
         })
     }
 }
@@ -175,6 +188,11 @@ pub enum ProjectionsCmd {
     /// Build a new generation beside the live one, then switch atomically.
     Rebuild {
         name: String,
+        /// The delivery projection only: build from a topic that no longer
+        /// holds every record (deleted by retention); the model is recorded
+        /// as incomplete.
+        #[arg(long)]
+        accept_incomplete: bool,
         /// Events per transaction.
         #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
         batch_size: i64,

@@ -134,12 +134,12 @@ fn relay_options(kafka: &KafkaSource) -> RelayOptions {
     RelayOptions {
         brokers: kafka.brokers.clone(),
         topic: kafka.topic.clone(),
-        partitions: kafka.partitions,
         // ~1,000 records per partition and produce: Tansu stalls on
         // batches of about 100 (ADR 0007), and a round's fixed costs spread.
         batch_size: 3000,
         poll_interval: Duration::from_millis(500),
         max_request_bytes: kafka.max_request_bytes,
+        settings: kafka.topic_settings(),
     }
 }
 

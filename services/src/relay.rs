@@ -37,8 +37,8 @@ pub const AFTER_PRODUCE: &str = "relay.after_produce";
 pub struct RelayOptions {
     pub brokers: Vec<String>,
     pub topic: String,
-    /// Partitions to create the topic with if it does not exist.
-    pub partitions: i32,
+    /// How to create the topic if it does not exist.
+    pub settings: kafka::TopicSettings,
     /// Outbox rows per round.
     pub batch_size: i64,
     pub poll_interval: Duration,
@@ -97,6 +97,45 @@ enum RelayError {
     Kafka(#[from] rskafka::client::error::Error),
     #[error("event at position {position} cannot be read: {what}")]
     Corrupt { position: i64, what: String },
+    #[error("topic {topic} has {now} partitions but was published with {recorded}: an order's later events would land on another partition than its earlier ones; the relay does not publish (docs/runbook.md, \"The topic's partition count changed\")")]
+    PartitionsChanged {
+        topic: String,
+        recorded: i32,
+        now: i32,
+    },
+}
+
+/// How often a publishing relay checks that the topic's partition count is
+/// still the one it publishes with.
+const PARTITIONS_CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// Records the partition count a topic is first published with, and fails
+/// when the topic has another count now.
+async fn check_partitions(
+    conn: &mut PoolConnection<Postgres>,
+    topic: &str,
+    now: i32,
+) -> Result<(), RelayError> {
+    let recorded: i32 = sqlx::query_scalar(
+        "WITH new AS (INSERT INTO kafka_topics (topic, partitions) VALUES ($1, $2)
+                      ON CONFLICT (topic) DO NOTHING RETURNING partitions)
+         SELECT partitions FROM new UNION ALL SELECT partitions FROM kafka_topics WHERE topic = $1
+         LIMIT 1",
+    )
+    .bind(topic)
+    .bind(now)
+    .fetch_one(&mut **conn)
+    .await?;
+    if recorded == now {
+        metrics::gauge!("relay_partition_count_mismatch").set(0.0);
+        return Ok(());
+    }
+    metrics::gauge!("relay_partition_count_mismatch").set(1.0);
+    Err(RelayError::PartitionsChanged {
+        topic: topic.to_owned(),
+        recorded,
+        now,
+    })
 }
 
 impl From<projections::ProjectionError> for RelayError {
@@ -158,6 +197,11 @@ pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToke
                 backoff.reset();
                 delay = Duration::ZERO;
             }
+            Err(e @ RelayError::PartitionsChanged { .. }) => {
+                metrics::counter!("relay_errors_total").increment(1);
+                delay = Duration::from_secs(30);
+                tracing::error!(error = %e, ?delay, "relay stopped publishing");
+            }
             Err(e) => {
                 metrics::counter!("relay_errors_total").increment(1);
                 delay = backoff.grow();
@@ -183,8 +227,9 @@ async fn publish(
     shutdown: &CancellationToken,
 ) -> Result<(), RelayError> {
     let client = kafka::connect(&options.brokers, Duration::from_secs(5)).await?;
-    let partitions = kafka::ensure_topic(&client, &options.topic, options.partitions).await?;
+    let partitions = kafka::ensure_topic(&client, &options.topic, &options.settings).await?;
     let count = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
+    check_partitions(conn, &options.topic, count).await?;
     let mut clients = BTreeMap::new();
     for p in partitions {
         clients.insert(
@@ -198,7 +243,15 @@ async fn publish(
     }
     let mut listener = listen(pool, "relay").await;
     tracing::info!(topic = %options.topic, partitions = count, "relay publishing");
+    let mut checked = std::time::Instant::now();
     while !shutdown.is_cancelled() {
+        if checked.elapsed() >= PARTITIONS_CHECK_EVERY {
+            checked = std::time::Instant::now();
+            let now = kafka::find_topic(&client, &options.topic)
+                .await?
+                .map_or(0, |p| i32::try_from(p.len()).unwrap_or(i32::MAX));
+            check_partitions(conn, &options.topic, now).await?;
+        }
         let published = round(
             conn,
             &clients,

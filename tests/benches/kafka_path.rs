@@ -67,7 +67,7 @@ async fn relay_drain() -> (f64, f64, i64) {
         .await
         .expect("connect");
     let raw_topic = format!("{}-raw", kafka.topic);
-    let partitions = projections::kafka::ensure_topic(&client, &raw_topic, 3)
+    let partitions = projections::kafka::ensure_topic(&client, &raw_topic, &kafka.topic_settings())
         .await
         .expect("topic");
     let rows = sqlx::query(&format!(

@@ -423,6 +423,8 @@ pub fn test_kafka() -> KafkaSource {
         topic: format!("test-{}", uuid::Uuid::new_v4().simple()),
         partitions: 3,
         max_request_bytes: KafkaSource::DEFAULT_MAX_REQUEST_BYTES,
+        replication_factor: 1,
+        retention_ms: -1,
     }
 }
 
@@ -431,10 +433,10 @@ pub fn relay_options(kafka: &KafkaSource) -> services::relay::RelayOptions {
     services::relay::RelayOptions {
         brokers: kafka.brokers.clone(),
         topic: kafka.topic.clone(),
-        partitions: kafka.partitions,
         batch_size: 3000,
         poll_interval: Duration::from_millis(100),
         max_request_bytes: kafka.max_request_bytes,
+        settings: kafka.topic_settings(),
     }
 }
 

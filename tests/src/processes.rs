@@ -34,6 +34,8 @@ pub struct DurableBroker {
     child: Option<Child>,
     /// Where the broker's output goes (`None`: discarded).
     log: Option<PathBuf>,
+    /// The storage URL (SQLite in `dir`).
+    storage: String,
 }
 
 impl DurableBroker {
@@ -47,7 +49,15 @@ impl DurableBroker {
             port: free_port()?,
             child: None,
             log,
+            storage: "sqlite://tansu.db".to_owned(),
         })
+    }
+
+    /// Runs the storage's maintenance (deletion by retention) every `every`
+    /// (humantime: `1s`) instead of every ten minutes.
+    pub fn with_maintenance_every(mut self, every: &str) -> DurableBroker {
+        self.storage = format!("sqlite://tansu.db?maintenance_interval={every}");
+        self
     }
 
     /// `127.0.0.1:PORT`, for `KAFKA_BROKERS`.
@@ -72,7 +82,7 @@ impl DurableBroker {
         let child = Command::new(&self.bin)
             .args(["broker", "--listener-url", &listener])
             .args(["--advertised-listener-url", &listener])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", &self.storage])
             .current_dir(&self.dir)
             .env_remove("STORAGE_ENGINE")
             .env_remove("LISTENER_URL")

@@ -71,7 +71,7 @@ async fn a_log_written_by_the_previous_build_rebuilds_both_read_models() {
         .await
         .expect("rebuild the order read model");
     assert_eq!(report.events, 9);
-    let (_, _, records) = delivery::rebuild(&app.db.pool, &kafka, |_| {})
+    let (_, _, records) = delivery::rebuild(&app.db.pool, &kafka, None, |_| {})
         .await
         .expect("rebuild the delivery read model");
     assert_eq!(records, 9);
