@@ -60,6 +60,7 @@ fuzz *ARGS:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    scripts/rskafka-patched.sh check
 
 # Format the code.
 fmt:
