@@ -879,8 +879,9 @@ async fn consume(
         let (pool, stop) = (pool.clone(), stop.clone());
         async move {
             let mut conn = pool.acquire().await?;
+            let mut watch = crate::runner::HeldWatch::default();
             while !stop.is_cancelled() {
-                crate::runner::look_at_held(&mut conn, &DeliveryReadModel).await?;
+                crate::runner::look_at_held(&mut conn, &DeliveryReadModel, &mut watch).await?;
                 sleep_or_cancel(crate::runner::HELD_CHECK_EVERY, &stop).await;
             }
             Ok(())

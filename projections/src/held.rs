@@ -243,18 +243,10 @@ pub async fn apply_or_hold<P: Projection>(
     source_of: impl Fn(&EventEnvelope) -> String,
 ) -> Result<usize> {
     loop {
-        let (order_ids, reason, counter) = match projection.apply(conn, generation, &events).await {
+        let (order_ids, missing_row) = match projection.apply(conn, generation, &events).await {
             Ok(()) => return Ok(events.len()),
-            Err(ProjectionError::MissingRows { order_ids }) => (
-                order_ids,
-                "corruption: the read model has no row for this order to move",
-                "projection_corrupt_moves_total",
-            ),
-            Err(ProjectionError::DifferentEvents { order_ids }) => (
-                order_ids,
-                "conflict: the read model applied a different event at a version of this order (was the log restored to an earlier point in time?)",
-                "projection_conflicting_events_total",
-            ),
+            Err(ProjectionError::MissingRows { order_ids }) => (order_ids, true),
+            Err(ProjectionError::DifferentEvents { order_ids }) => (order_ids, false),
             Err(e) => return Err(e),
         };
         // Nothing of this call's moves was written (the projection checks
@@ -263,18 +255,28 @@ pub async fn apply_or_hold<P: Projection>(
         let (bad, rest): (Vec<_>, Vec<_>) = events
             .into_iter()
             .partition(|e| orphans.contains(&e.stream_id.as_uuid()));
+        events = rest;
         let name = projection.name();
-        if counter == "projection_corrupt_moves_total" && incomplete(conn, name, generation).await?
-        {
+        if missing_row && incomplete(conn, name, generation).await? {
             // An operator accepted this generation without the records
             // retention deleted: a move whose placement is gone is expected.
             metrics::counter!("projection_moves_without_placement_total", "projection" => name)
                 .increment(bad.len() as u64);
             tracing::warn!(projection = name, generation, events = bad.len(),
                 "moves of orders whose placement is gone from the source (an accepted incomplete model): passed over, counted");
-            events = rest;
             continue;
         }
+        let (reason, counter) = if missing_row {
+            (
+                "corruption: the read model has no row for this order to move",
+                "projection_corrupt_moves_total",
+            )
+        } else {
+            (
+                "conflict: the read model applied a different event at a version of this order (was the log restored to an earlier point in time?)",
+                "projection_conflicting_events_total",
+            )
+        };
         metrics::counter!(counter, "projection" => name).increment(bad.len() as u64);
         let to_hold = bad
             .into_iter()
@@ -286,8 +288,33 @@ pub async fn apply_or_hold<P: Projection>(
             })
             .collect();
         insert(conn, name, generation, to_hold).await?;
-        events = rest;
     }
+}
+
+/// How many parking decisions `projection` has (they are never deleted).
+pub async fn parked_count(conn: &mut PgConnection, projection: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM projection_parked WHERE projection = $1")
+            .bind(projection)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// How many events `generation` of `projection` holds back.
+pub async fn held_count(
+    conn: &mut PgConnection,
+    projection: &str,
+    generation: i32,
+) -> Result<usize> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM projection_held WHERE projection = $1 AND generation = $2",
+    )
+    .bind(projection)
+    .bind(generation)
+    .fetch_one(conn)
+    .await?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// Whether an operator accepted `generation` of `projection` as incomplete.

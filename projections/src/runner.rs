@@ -65,27 +65,50 @@ pub async fn ask_for_handover(pool: &PgPool, name: &str, asked: &mut bool) {
     }
 }
 
+/// What a leader knows of its held list between two looks.
+#[derive(Debug, Default)]
+pub struct HeldWatch {
+    /// Whether this leader tried its build's knowledge on the list yet.
+    released_once: bool,
+    /// Parking decisions seen at the last release.
+    parked: i64,
+}
+
 /// The leader's periodic look at its held list: releases what this build
-/// can apply now (a newer build, an operator's parking); steps down with
-/// [`ProjectionError::HandedOver`] when some is still held and a standby
-/// asked for the lock because it can read it.
-/// Returns how many events are still held.
-pub async fn look_at_held<P: Projection>(conn: &mut PgConnection, projection: &P) -> Result<usize> {
+/// can apply now (every held event, the first time; afterwards only when an
+/// operator parked something: the build's knowledge does not change while it
+/// runs); steps down with [`ProjectionError::HandedOver`] when some is still
+/// held and a standby asked for the lock because it can read it. Returns how
+/// many events are still held.
+pub async fn look_at_held<P: Projection>(
+    conn: &mut PgConnection,
+    projection: &P,
+    watch: &mut HeldWatch,
+) -> Result<usize> {
     let name = projection.name();
     let generation = checkpoint::active_generation(conn, name).await?;
-    let released = held::release(conn, projection, generation).await?;
-    if released.still_held == 0 {
+    let parked = held::parked_count(conn, name).await?;
+    let still_held = if !watch.released_once || parked != watch.parked {
+        watch.released_once = true;
+        watch.parked = parked;
+        held::release(conn, projection, generation)
+            .await?
+            .still_held
+    } else {
+        held::held_count(conn, name, generation).await?
+    };
+    if still_held == 0 {
         return Ok(0);
     }
     if let Some(to) = held::handover_requested(conn, name, HANDOVER_FRESH).await? {
-        tracing::warn!(projection = name, %to, still_held = released.still_held,
+        tracing::warn!(projection = name, %to, still_held,
             "a standby can read events this build holds back: handing the projection over");
         return Err(ProjectionError::HandedOver {
             name: name.to_owned(),
             to,
         });
     }
-    Ok(released.still_held)
+    Ok(still_held)
 }
 
 #[derive(Debug, Clone)]
@@ -303,11 +326,12 @@ async fn run_locked<P: Projection>(
     let mut listener = listen(pool, name).await;
     held::handover_done(locked.conn(), name).await?;
     let mut held_checked: Option<std::time::Instant> = None;
+    let mut watch = HeldWatch::default();
     let mut still_held = 0;
     while !shutdown.is_cancelled() {
         if held_checked.is_none_or(|t| t.elapsed() >= HELD_CHECK_EVERY) {
             held_checked = Some(std::time::Instant::now());
-            match look_at_held(locked.conn(), projection).await {
+            match look_at_held(locked.conn(), projection, &mut watch).await {
                 Ok(n) => still_held = n,
                 Err(e) => {
                     let _ = locked.release().await;

@@ -685,3 +685,55 @@ pub async fn run_orders(
         .expect("run orders");
     output
 }
+
+/// A relay of its own for a test that starts and stops it (a relay that
+/// restarts, one started after a backlog was written).
+pub struct TestRelay {
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl TestRelay {
+    pub fn start(pool: &PgPool, kafka: &KafkaSource) -> TestRelay {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(services::relay::run(
+            pool.clone(),
+            relay_options(kafka),
+            shutdown.clone(),
+        ));
+        TestRelay { shutdown, task }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("the relay stops");
+    }
+}
+
+/// Produces one raw record to a partition of the test's topic, as a foreign
+/// producer (or a relay of another history) would.
+pub async fn produce_raw(kafka: &KafkaSource, partition: i32, key: &[u8], value: Vec<u8>) {
+    use rskafka::client::partition::{Compression, UnknownTopicHandling};
+    let client = projections::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+        .await
+        .expect("connect to Kafka");
+    let timestamp =
+        rskafka::chrono::TimeZone::timestamp_millis_opt(&rskafka::chrono::Utc, 1_790_000_000_000)
+            .single()
+            .expect("a timestamp");
+    client
+        .partition_client(kafka.topic.clone(), partition, UnknownTopicHandling::Retry)
+        .await
+        .expect("a partition client")
+        .produce(
+            vec![rskafka::record::Record {
+                key: Some(key.to_vec()),
+                value: Some(value),
+                headers: Default::default(),
+                timestamp,
+            }],
+            Compression::NoCompression,
+        )
+        .await
+        .expect("produce");
+}

@@ -42,18 +42,12 @@ async fn an_event_too_large_for_a_produce_request_is_dead_lettered_and_its_parti
         }
         ids.push(app.place_ok("vera").await);
     }
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let relay = tokio::spawn(services::relay::run(
-        app.db.pool.clone(),
-        e2e::relay_options(&kafka),
-        shutdown.clone(),
-    ));
+    let relay = e2e::TestRelay::start(&app.db.pool, &kafka);
     eventually(Duration::from_secs(20), "the outbox drained", || async {
         (app.db.outbox().await == 0).then_some(())
     })
     .await;
-    shutdown.cancel();
-    relay.await.expect("the relay stops");
+    relay.stop().await;
 
     let dead: Vec<(i64, i64, String)> =
         sqlx::query_as("SELECT position, size_bytes, reason FROM outbox_dead_letters")

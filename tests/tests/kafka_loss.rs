@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use e2e::processes::DurableBroker;
-use e2e::{eventually, placed_payload, spawn_app_opts, test_kafka, AppOptions, TestApp};
+use e2e::{eventually, placed_payload, spawn_app_opts, test_kafka, AppOptions, TestApp, TestRelay};
 use projections::delivery::{self, KafkaSource};
 use projections::{held, ProjectionError};
 
@@ -42,16 +42,7 @@ async fn a_topic_deleted_and_recreated_stops_its_partitions_until_the_operator_r
         ..AppOptions::default()
     })
     .await;
-    let start_relay = || {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let relay = tokio::spawn(services::relay::run(
-            app.db.pool.clone(),
-            e2e::relay_options(&kafka),
-            shutdown.clone(),
-        ));
-        (shutdown, relay)
-    };
-    let (relay_stop, relay) = start_relay();
+    let relay = TestRelay::start(&app.db.pool, &kafka);
     let mut before = Vec::new();
     for _ in 0..9 {
         let id = app.place_ok("uma").await;
@@ -71,9 +62,8 @@ async fn a_topic_deleted_and_recreated_stops_its_partitions_until_the_operator_r
     // (Tansu 0.6 acknowledges it silently instead): the relay, started
     // again, recreates the topic for the next orders, whose offsets start at
     // 0 again, below what the delivery side applied.
-    relay_stop.cancel();
-    relay.await.expect("the relay stops");
-    let (relay_stop, relay) = start_relay();
+    relay.stop().await;
+    let relay = TestRelay::start(&app.db.pool, &kafka);
     let after = app.place_ok("uma").await;
     let stopped = eventually(Duration::from_secs(30), "a stopped partition", || async {
         let stopped = delivery::stopped_partitions(&app.db.pool, &kafka.topic)
@@ -130,8 +120,7 @@ async fn a_topic_deleted_and_recreated_stops_its_partitions_until_the_operator_r
         .await
         .expect("verify")
         .is_empty());
-    relay_stop.cancel();
-    relay.await.expect("the relay stops");
+    relay.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -275,12 +264,7 @@ async fn the_relay_refuses_to_publish_when_the_partition_count_changed() {
     .await
     .expect("a topic with 5 partitions");
     app.place_ok("pat").await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let relay = tokio::spawn(services::relay::run(
-        app.db.pool.clone(),
-        e2e::relay_options(&kafka),
-        shutdown.clone(),
-    ));
+    let relay = TestRelay::start(&app.db.pool, &kafka);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(app.db.outbox().await, 1, "nothing published");
     assert!(app
@@ -288,6 +272,5 @@ async fn the_relay_refuses_to_publish_when_the_partition_count_changed() {
         .await
         .text
         .contains("relay_partition_count_mismatch 1"));
-    shutdown.cancel();
-    relay.await.expect("the relay stops");
+    relay.stop().await;
 }
