@@ -64,6 +64,10 @@ pub enum ApiError {
     /// The request took longer than the server's request timeout.
     #[error("the request took too long")]
     Timeout,
+    /// The request took too long after its write was sent: it may or may
+    /// not have taken effect.
+    #[error("the outcome of the request is unknown")]
+    OutcomeUnknown,
     #[error("the body must be application/json")]
     UnsupportedMediaType,
     #[error("the body is larger than the limit")]
@@ -142,7 +146,8 @@ impl ApiError {
             | ApiError::OrderHeld { .. }
             | ApiError::NotCaughtUp
             | ApiError::Overloaded
-            | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::Timeout
+            | ApiError::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -162,6 +167,10 @@ impl ApiError {
             }
             ApiError::Overloaded => ("/problems/overloaded", "The server is at capacity"),
             ApiError::Timeout => ("/problems/timeout", "The request took too long"),
+            ApiError::OutcomeUnknown => (
+                "/problems/outcome-unknown",
+                "The outcome of the request is unknown",
+            ),
             ApiError::NotCaughtUp => (
                 "/problems/read-model-behind",
                 "The read model has not caught up yet",
@@ -231,8 +240,9 @@ impl ApiError {
             }
             ApiError::Overloaded => "too many requests are in flight; retry shortly".to_owned(),
             ApiError::Timeout => {
-                "the request did not finish within the server's timeout; retry shortly".to_owned()
+                "the request did not finish within the server's timeout; nothing was written; retry shortly".to_owned()
             }
+            ApiError::OutcomeUnknown => "the request timed out after its change was sent to the database: it may or may not have taken effect. Retry with the same Idempotency-Key (a retry returns the first result if it did, and makes the change if it did not); without one, read the order or your order list before retrying".to_owned(),
             ApiError::NotCaughtUp => {
                 "the read model did not reach the requested log position in time; retry shortly"
                     .to_owned()

@@ -100,6 +100,11 @@ pub fn router(state: AppState, apis: Apis) -> Router {
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Inside the concurrency limit: a request cut off frees its slot.
+        .layer(axum::middleware::from_fn_with_state(
+            state.request_timeout,
+            deadline,
+        ))
         // Shed load instead of queueing it: beyond `max_in_flight` requests
         // at once the answer is an immediate 503; none runs longer than
         // `request_timeout`.
@@ -111,8 +116,7 @@ pub fn router(state: AppState, apis: Apis) -> Router {
                 // concurrency limit would give each route its own budget.
                 .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
                     state.max_in_flight.max(1),
-                ))
-                .timeout(state.request_timeout),
+                )),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -126,6 +130,25 @@ pub fn router(state: AppState, apis: Apis) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(axum::middleware::map_request(drop_unsafe_request_id))
         .with_state(state)
+}
+
+/// Answers a request still running after `timeout` with 503, telling the
+/// truth about it: if a write had been sent to the database
+/// ([`crate::store::WriteSent`]), it may have committed, so the answer is
+/// `/problems/outcome-unknown` (retry with the same `Idempotency-Key`),
+/// never a plain timeout that invites a retry without one.
+async fn deadline(
+    axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let sent = crate::store::WriteSent::default();
+    let running = crate::store::WRITE_SENT.scope(sent.clone(), next.run(req));
+    match tokio::time::timeout(timeout, running).await {
+        Ok(response) => response,
+        Err(_) if sent.was_sent() => ApiError::OutcomeUnknown.into_response(),
+        Err(_) => ApiError::Timeout.into_response(),
+    }
 }
 
 /// The longest `X-Request-Id` a client may choose.
@@ -176,8 +199,6 @@ pub fn api_router(apis: Apis) -> utoipa_axum::router::OpenApiRouter<AppState> {
 async fn edge_error(error: tower::BoxError) -> ApiError {
     if error.is::<tower::load_shed::error::Overloaded>() {
         ApiError::Overloaded
-    } else if error.is::<tower::timeout::error::Elapsed>() {
-        ApiError::Timeout
     } else {
         ApiError::Internal(anyhow::anyhow!("edge middleware: {error}"))
     }

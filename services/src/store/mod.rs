@@ -15,6 +15,28 @@ use uuid::Uuid;
 pub use error::{is_unavailable, Result, StoreError};
 pub use signal::CommitSignal;
 
+tokio::task_local! {
+    /// Set by the HTTP layer around each request: the store marks it the
+    /// moment an append is sent, so that a request cut off by its deadline
+    /// knows whether its outcome is unknown.
+    pub static WRITE_SENT: WriteSent;
+}
+
+/// Whether a request's append has been sent to the database.
+#[derive(Debug, Clone, Default)]
+pub struct WriteSent(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl WriteSent {
+    fn mark() {
+        let _ = WRITE_SENT.try_with(|sent| sent.0.store(true, std::sync::atomic::Ordering::SeqCst));
+    }
+
+    /// True once an append of this request was sent (it may have committed).
+    pub fn was_sent(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// The most an event's metadata may take, as JSON. What a request puts there
 /// is bounded (a request id of at most 128 plain characters, the actor), so
 /// this is far above anything a request produces: a guard, not a budget.
@@ -137,6 +159,7 @@ impl EventStore {
             Some(k) => (Some(&k.scope), Some(&k.key), Some(&k.fingerprint)),
             None => (None, None, None),
         };
+        WriteSent::mark();
         let rows = sqlx::query(
             "WITH appended AS (
                  INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata)
