@@ -288,6 +288,19 @@ async fn run(args: Args) -> Result<bool> {
     if stats.unresolved.load(Ordering::Relaxed) > 0 {
         failures.push("requests without a definitive answer".to_owned());
     }
+    let rejected = stats.rejected.load(Ordering::Relaxed);
+    if rejected > 0 {
+        failures.push(format!(
+            "{rejected} moves or cancels refused without an explanation"
+        ));
+    }
+    let reached: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM order_view GROUP BY status ORDER BY min(CASE status
+             WHEN 'received' THEN 1 WHEN 'preparing' THEN 2 WHEN 'delivering' THEN 3
+             WHEN 'delivered' THEN 4 ELSE 5 END)",
+    )
+    .fetch_all(&pool)
+    .await?;
 
     // The summary.
     let kills = faults.kills.load(Ordering::Relaxed);
@@ -309,6 +322,15 @@ async fn run(args: Args) -> Result<bool> {
         "  retried by clients   {} requests (503, timeouts, cut connections; same Idempotency-Key)",
         stats.retries.load(Ordering::Relaxed)
     );
+    println!(
+        "  orders reached       {}",
+        reached
+            .iter()
+            .map(|(status, n)| format!("{status} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  unexplained refusals {rejected} (should be 0)");
     println!(
         "  orders               lost {}   ghost {}   duplicated {}   (log holds {})",
         orders.lost, orders.ghosts, orders.duplicated, orders.in_log
@@ -354,6 +376,9 @@ struct Stats {
     retries: AtomicU64,
     server_errors: AtomicU64,
     unresolved: AtomicU64,
+    /// Moves and cancels refused for no reason the client's own retries
+    /// explain (each one is printed).
+    rejected: AtomicU64,
 }
 
 impl Stats {
@@ -374,9 +399,12 @@ struct Active {
     cancel: bool,
 }
 
-const MOVES: [&str; 3] = ["preparing", "delivering", "delivered"];
-// The original clients send Korean labels too.
-const LABELS: [&str; 3] = ["제작중", "배달중", "배달완료"];
+/// The staff moves of an order's lifecycle, in order.
+const MOVES: [domain::Status; 3] = [
+    domain::Status::Preparing,
+    domain::Status::Delivering,
+    domain::Status::Delivered,
+];
 
 async fn client_loop(
     client: usize,
@@ -407,7 +435,12 @@ async fn client_loop(
                 .send()
         })
         .await;
-        if let Some((201 | 200, json)) = answer {
+        if let Some(Answer {
+            status: 201 | 200,
+            body: json,
+            ..
+        }) = answer
+        {
             if let Some(order) = json
                 .get("order_id")
                 .and_then(Value::as_str)
@@ -445,43 +478,83 @@ async fn move_on(http: &reqwest::Client, base: &str, stats: &Stats, order: &mut 
         until_definitive(stats, || http.post(&url).send()).await
     } else {
         let url = format!("{base}/delivery-ms/{}/{}/status", order.user, order.order);
+        // The domain's codes and labels, as the original clients send both.
+        let to = MOVES[order.step];
         let status = if fastrand::bool() {
-            MOVES[order.step]
+            to.code()
         } else {
-            LABELS[order.step]
+            to.label()
         };
         until_definitive(stats, || {
             http.post(&url).json(&json!({ "status": status })).send()
         })
         .await
     };
+    let target = if order.cancel {
+        "cancelled"
+    } else {
+        MOVES[order.step].code()
+    };
     match answer {
-        Some((200, _)) => {
-            stats.moves.fetch_add(1, Ordering::Relaxed);
-            order.step += 1;
-            order.cancel || order.step == MOVES.len()
+        Some(Answer { status: 200, .. }) => {}
+        // A retry whose first attempt had committed: the order is already
+        // where this client moved it (the lifecycle refuses the same move
+        // twice). Nothing else explains a refusal.
+        Some(Answer {
+            status: 409,
+            retried: true,
+            ..
+        }) if current_status(http, base, order).await.as_deref() == Some(target) => {}
+        Some(Answer { status, body, .. }) => {
+            stats.rejected.fetch_add(1, Ordering::Relaxed);
+            say(format!(
+                "unexplained {status} moving order {} to {target}: {body}",
+                order.order
+            ));
+            return true;
         }
-        // 409: a retry whose first attempt had committed, or a lost race;
-        // this client stops driving that order either way.
-        _ => true,
+        None => return true,
     }
+    stats.moves.fetch_add(1, Ordering::Relaxed);
+    order.step += 1;
+    order.cancel || order.step == MOVES.len()
+}
+
+/// The order's status as order-ms reads it from its events.
+async fn current_status(http: &reqwest::Client, base: &str, order: &Active) -> Option<String> {
+    let url = format!("{base}/order-ms/{}/orders/{}", order.user, order.order);
+    let body: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+    body.get("status")?.as_str().map(str::to_owned)
+}
+
+/// A definitive answer, and whether it took more than one attempt (an
+/// earlier attempt may have taken effect).
+struct Answer {
+    status: u16,
+    body: Value,
+    retried: bool,
 }
 
 /// Sends until the answer is definitive (2xx or 4xx), retrying 5xx answers
 /// and transport errors with backoff. `None` when it never was (reported).
-async fn until_definitive<F, Fut>(stats: &Stats, mut send: F) -> Option<(u16, Value)>
+async fn until_definitive<F, Fut>(stats: &Stats, mut send: F) -> Option<Answer>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
 {
     let give_up = Instant::now() + Duration::from_secs(120);
     let mut backoff = Duration::from_millis(50);
+    let mut retried = false;
     loop {
         match send().await {
             Ok(response) if !response.status().is_server_error() => {
                 let status = response.status().as_u16();
                 let body = response.json::<Value>().await.unwrap_or(Value::Null);
-                return Some((status, body));
+                return Some(Answer {
+                    status,
+                    body,
+                    retried,
+                });
             }
             Ok(response) => {
                 if response.status() == reqwest::StatusCode::INTERNAL_SERVER_ERROR {
@@ -495,6 +568,7 @@ where
             Err(_) => {}
         }
         stats.retries.fetch_add(1, Ordering::Relaxed);
+        retried = true;
         if Instant::now() > give_up {
             stats.unresolved.fetch_add(1, Ordering::Relaxed);
             return None;
