@@ -19,12 +19,12 @@ use std::time::Duration;
 use domain::StoredEvent;
 use futures::future::join_all;
 use projections::kafka;
+use projections::lock::SessionLock;
 use projections::runner::{listen, sleep_or_cancel, wait_for_news, Backoff};
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
-use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
 /// Advisory lock namespace of relay leadership (second key: hashtext(topic)).
@@ -112,7 +112,7 @@ const PARTITIONS_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// Records the partition count a topic is first published with, and fails
 /// when the topic has another count now.
 async fn check_partitions(
-    conn: &mut PoolConnection<Postgres>,
+    conn: &mut PgConnection,
     topic: &str,
     now: i32,
 ) -> Result<(), RelayError> {
@@ -124,7 +124,7 @@ async fn check_partitions(
     )
     .bind(topic)
     .bind(now)
-    .fetch_one(&mut **conn)
+    .fetch_one(&mut *conn)
     .await?;
     if recorded == now {
         metrics::gauge!("relay_partition_count_mismatch").set(0.0);
@@ -162,23 +162,12 @@ pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToke
         if !delay.is_zero() {
             sleep_or_cancel(delay, &shutdown).await;
         }
-        let mut lock = match pool.acquire().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                delay = backoff.grow();
-                tracing::warn!(error = %e, ?delay, "relay: no database connection; retrying");
-                continue;
+        let mut lock = match SessionLock::try_acquire(&pool, RELAY_LOCK, &options.topic).await {
+            Ok(Some(lock)) => {
+                waiting_logged = false;
+                lock
             }
-        };
-        let locked: Result<bool, sqlx::Error> =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
-                .bind(RELAY_LOCK)
-                .bind(&options.topic)
-                .fetch_one(&mut *lock)
-                .await;
-        match locked {
-            Ok(true) => waiting_logged = false,
-            Ok(false) => {
+            Ok(None) => {
                 if !waiting_logged {
                     tracing::info!(topic = %options.topic, "another relay publishes this topic; standing by");
                     waiting_logged = true;
@@ -191,8 +180,8 @@ pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToke
                 tracing::warn!(error = %e, ?delay, "relay: cannot take the lock; retrying");
                 continue;
             }
-        }
-        match publish(&pool, &mut lock, &options, &shutdown).await {
+        };
+        match publish(&pool, lock.conn(), &options, &shutdown).await {
             Ok(()) => {
                 backoff.reset();
                 delay = Duration::ZERO;
@@ -208,12 +197,10 @@ pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToke
                 tracing::warn!(error = %e, ?delay, "relay failed; retrying");
             }
         }
-        // Dropping the connection would release the lock too; be explicit.
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
-            .bind(RELAY_LOCK)
-            .bind(&options.topic)
-            .execute(&mut *lock)
-            .await;
+        // Unlocked, or its connection closed: never back in the pool locked.
+        if let Err(e) = lock.release().await {
+            tracing::debug!(error = %e, "relay: closed the lock's connection instead of unlocking");
+        }
     }
     tracing::info!("relay stopped");
 }
@@ -222,7 +209,7 @@ pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToke
 /// rounds until shutdown or an error.
 async fn publish(
     pool: &PgPool,
-    conn: &mut PoolConnection<Postgres>,
+    conn: &mut PgConnection,
     options: &RelayOptions,
     shutdown: &CancellationToken,
 ) -> Result<(), RelayError> {
@@ -271,7 +258,7 @@ async fn publish(
 /// One round: read a batch of outbox rows, produce them per partition, delete
 /// the rows the broker acknowledged. Returns the rows published.
 async fn round(
-    conn: &mut PoolConnection<Postgres>,
+    conn: &mut PgConnection,
     clients: &BTreeMap<i32, Arc<PartitionClient>>,
     partitions: i32,
     batch_size: i64,
@@ -287,7 +274,7 @@ async fn round(
             .join(", ")
     ))
     .bind(batch_size)
-    .fetch_all(&mut **conn)
+    .fetch_all(&mut *conn)
     .await?;
     if rows.is_empty() {
         return Ok(0);
@@ -366,7 +353,7 @@ async fn round(
             .bind(&acked)
             .bind(low)
             .bind(high)
-            .execute(&mut **conn)
+            .execute(&mut *conn)
             .await?;
         metrics::counter!("relay_published_total").increment(acked.len() as u64);
     }
@@ -380,7 +367,7 @@ async fn round(
 /// out of the outbox, into `outbox_dead_letters` with the reason: retried
 /// they would block their partition for ever. Counted and logged.
 async fn dead_letter(
-    conn: &mut PoolConnection<Postgres>,
+    conn: &mut PgConnection,
     too_large: &[(i64, uuid::Uuid, i64)],
     limit: usize,
 ) -> Result<(), RelayError> {
@@ -404,7 +391,7 @@ async fn dead_letter(
     .bind(&positions)
     .bind(&sizes)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .execute(&mut **conn)
+    .execute(&mut *conn)
     .await?;
     metrics::counter!("relay_dead_letters_total").increment(too_large.len() as u64);
     Ok(())
