@@ -60,6 +60,9 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Poked by every committed append; [`serve`] turns pokes into `NOTIFY`s.
     pub commit_signal: CommitSignal,
+    /// The projections' positions for read-your-writes waiters (which hold
+    /// no connection while they wait); [`serve`] runs it.
+    pub positions: projections::consistency::PositionWatch,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
                 EventStore::new(pool.clone()).with_commit_signal(commit_signal.clone()),
             ),
             commit_signal,
+            positions: projections::consistency::PositionWatch::default(),
             pool,
             port,
             read_wait: READ_YOUR_WRITES_WAIT,
@@ -219,6 +223,12 @@ pub async fn serve(
             .clone()
             .run(state.pool.clone(), shutdown.clone()),
     );
+    let positions = tokio::spawn(
+        state
+            .positions
+            .clone()
+            .run(state.pool.clone(), shutdown.clone()),
+    );
     // Normalising must wrap the router: routing happens inside it.
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state, apis));
     tracing::info!(addr = %listener.local_addr()?, ?apis, "serving HTTP");
@@ -226,6 +236,7 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;
     signal.abort();
+    positions.abort();
     served
 }
 

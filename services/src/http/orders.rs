@@ -5,7 +5,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use domain::{CoffeeName, Command, DrinkOptions, OrderId, PlaceOrder, Price, Quantity, UserId};
-use projections::{consistency, order_view};
+use projections::order_view;
 use serde_json::{Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -230,7 +230,11 @@ async fn list_orders(
                 .as_uuid(),
         ),
     };
-    if !consistency::wait_until(&state.pool, order_view::NAME, freshness, state.read_wait).await? {
+    let caught_up = state
+        .positions
+        .wait_until(&state.pool, order_view::NAME, freshness, state.read_wait)
+        .await?;
+    if !caught_up {
         return Err(ApiError::NotCaughtUp);
     }
     let mut rows =
