@@ -749,6 +749,7 @@ pub async fn request_handover(
             AND h.generation = (SELECT active_generation FROM projections WHERE name = $1)
             AND h.reason NOT LIKE 'waits behind%'
             AND h.reason NOT LIKE 'corruption:%'
+            AND h.reason NOT LIKE 'conflict:%'
           ORDER BY h.held_at LIMIT 100",
     )
     .bind(projection)
