@@ -19,6 +19,17 @@ async fn app_on(kafka: KafkaSource) -> TestApp {
     .await
 }
 
+/// The app and the delivery projection, without the relay: the test starts
+/// and stops it itself.
+async fn app_without_relay(kafka: &KafkaSource) -> TestApp {
+    spawn_app_opts(AppOptions {
+        kafka: Some(kafka.clone()),
+        relay: false,
+        ..AppOptions::default()
+    })
+    .await
+}
+
 async fn delivered(app: &TestApp, user: &str, id: &str) {
     for _ in 0..750 {
         if app.get(&format!("/delivery-ms/{user}/{id}")).await.status == 200 {
@@ -36,12 +47,7 @@ async fn delivered(app: &TestApp, user: &str, id: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_deleted_and_recreated_stops_its_partitions_until_the_operator_repairs() {
     let kafka = test_kafka();
-    let app = spawn_app_opts(AppOptions {
-        kafka: Some(kafka.clone()),
-        relay: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = app_without_relay(&kafka).await;
     let relay = TestRelay::start(&app.db.pool, &kafka);
     let mut before = Vec::new();
     for _ in 0..9 {
@@ -237,12 +243,7 @@ async fn a_rebuild_from_a_topic_thinned_by_retention_refuses_unless_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_refuses_to_publish_when_the_partition_count_changed() {
     let kafka = test_kafka();
-    let app = spawn_app_opts(AppOptions {
-        kafka: Some(kafka.clone()),
-        relay: false,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = app_without_relay(&kafka).await;
     // The topic was published with 3 partitions; now it has 5 (Tansu has no
     // CreatePartitions: deleted and recreated with more).
     sqlx::query("INSERT INTO kafka_topics (topic, partitions) VALUES ($1, 3)")
