@@ -41,7 +41,7 @@ stop_orders() {
 }
 trap 'stop_orders; rm -rf "$tmp"; psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true' EXIT
 start_orders() { # all|serve
-    DATABASE_URL="$url" KAFKA_TOPIC="bench-$(date +%s%N)" DB_MAX_CONNECTIONS=40 \
+    DATABASE_URL="$url" KAFKA_TOPIC="bench-$(date +%s%N)" DB_WRITE_CONNECTIONS=40 \
         target/release/orders "$1" --http-addr "127.0.0.1:$port" >>"$tmp/orders.log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done

@@ -11,7 +11,6 @@ use crate::projection::Projection;
 
 /// Advisory lock namespaces (first key of the two-key form); the second key
 /// is `hashtext(name)`.
-pub(crate) const WORKER_LOCK: i32 = 0x6f72_0001;
 pub(crate) const REBUILD_LOCK: i32 = 0x6f72_0002;
 pub(crate) const INSTALL_LOCK: i64 = 0x6f72_0003;
 

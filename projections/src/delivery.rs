@@ -8,7 +8,8 @@
 //! version guard absorbs them.
 //!
 //! rskafka has no consumer groups: one consumer process holds the
-//! projection's advisory lock and reads every partition, one task each.
+//! projection's lease ([`crate::lease`]) and reads every partition, one task
+//! each.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::checkpoint::{self, REBUILD_LOCK, WORKER_LOCK};
+use crate::checkpoint::{self, REBUILD_LOCK};
 use crate::error::{ProjectionError, Result};
 use crate::held::{self, Incoming, Source};
 use crate::kafka;
+use crate::lease::{self, Fence, Lease};
 use crate::lock::SessionLock;
 use crate::order_view::{add_option_columns, apply_moves, options_of, reduce};
 use crate::projection::Projection;
@@ -604,53 +606,53 @@ async fn check_partition(
     Ok(())
 }
 
-/// One batch of one partition into `generation`, in one transaction. Returns
-/// the records consumed.
-///
-/// `at` caches the generation and the partition's next offset between calls
-/// (the caller owns the partition under the projection's lock), so a fetch
-/// that brings nothing costs no database round trip. It is cleared whenever
-/// a step fails; the offset's compare-and-set and the generation check in the
-/// transaction catch a cache gone stale.
-async fn step_partition(
+/// The next offset to read of one partition, for one generation.
+async fn next_offset(
     conn: &mut PgConnection,
+    generation: i32,
+    topic: &str,
+    partition: i32,
+) -> Result<i64> {
+    Ok(offsets(conn, generation, topic)
+        .await?
+        .get(&partition)
+        .copied()
+        .unwrap_or(0))
+}
+
+/// One batch of one partition into `generation` from offset `from`, in one
+/// transaction on `db`. Returns the records consumed and the next offset.
+///
+/// `live` carries the consumer's fence when `generation` is the live one:
+/// the batch then also checks that the generation is still active and the
+/// lease still the consumer's. The fetch holds no database connection (a
+/// long poll of an idle partition would pin one); the offset's
+/// compare-and-set catches a `from` gone stale.
+async fn step_partition<'c>(
+    db: impl Acquire<'c, Database = sqlx::Postgres>,
     client: &PartitionClient,
     topic: &str,
-    generation: Option<i32>,
+    (generation, from): (i32, i64),
+    live: Option<&Fence>,
     max_wait_ms: i32,
-    at: &mut Option<(i32, i64)>,
-) -> Result<usize> {
+) -> Result<(usize, i64)> {
     let partition = client.partition();
-    let live = generation.is_none();
-    let (generation, from) = match at.take() {
-        Some(cached) => cached,
-        None => {
-            let generation = match generation {
-                Some(g) => g,
-                None => checkpoint::active_generation(conn, NAME).await?,
-            };
-            let from = offsets(conn, generation, topic)
-                .await?
-                .get(&partition)
-                .copied()
-                .unwrap_or(0);
-            (generation, from)
-        }
-    };
     let (records, _) = fetch(client, from, max_wait_ms).await?;
     let Some(last) = records.last() else {
-        *at = Some((generation, from));
-        return Ok(0);
+        return Ok((0, from));
     };
     let next = last.offset + 1;
     let topic_name: Arc<str> = Arc::from(topic);
     let (incoming, dead) = read_records(&records, &topic_name, partition);
-    let mut tx = conn.begin().await?;
-    if live && checkpoint::active_generation_locked(&mut tx, NAME).await? != generation {
-        tx.rollback().await?;
-        return Err(ProjectionError::CheckpointMoved {
-            name: NAME.to_owned(),
-        });
+    let mut tx = db.begin().await?;
+    if let Some(fence) = live {
+        if checkpoint::active_generation_locked(&mut tx, NAME).await? != generation {
+            tx.rollback().await?;
+            return Err(ProjectionError::CheckpointMoved {
+                name: NAME.to_owned(),
+            });
+        }
+        fence.check(&mut tx).await?;
     }
     let mut ids: Vec<&str> = incoming
         .iter()
@@ -702,7 +704,6 @@ async fn step_partition(
     .await?;
     crate::failpoint::hit(crate::failpoint::PROJECTION_BEFORE_COMMIT);
     tx.commit().await?;
-    *at = Some((generation, next));
     metrics::counter!("projection_batches_total", "projection" => NAME).increment(1);
     metrics::counter!("projection_events_applied_total", "projection" => NAME)
         .increment(count as u64);
@@ -712,7 +713,7 @@ async fn step_partition(
         next_offset = next,
         "delivery batch applied"
     );
-    Ok(records.len())
+    Ok((records.len(), next))
 }
 
 /// How often a stopped partition looks again (an operator's rebuild or a
@@ -767,25 +768,26 @@ async fn resume_partition(conn: &mut PgConnection, topic: &str, partition: i32) 
     Ok(())
 }
 
-/// Runs the delivery projection until `shutdown`: waits for its lock,
+/// Runs the delivery projection until `shutdown`: waits for its lease,
 /// connects to Kafka (retrying while the broker is down), then consumes every
 /// partition of the topic, one task each.
 pub async fn run_consumer(
     pool: PgPool,
     source: KafkaSource,
+    lease_ttl: Duration,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut backoff = Backoff::new();
     let mut waiting_logged = false;
     let mut asked = false;
     while !shutdown.is_cancelled() {
-        let mut consuming = match SessionLock::try_acquire(&pool, WORKER_LOCK, NAME).await {
-            Ok(Some(lock)) => lock,
+        let lease = match Lease::try_acquire(&pool, &lease::projection(NAME), lease_ttl).await {
+            Ok(Some(lease)) => lease,
             Ok(None) => {
                 if !waiting_logged {
                     tracing::info!(
                         projection = NAME,
-                        "another consumer runs this projection; waiting for its lock"
+                        "another consumer runs this projection; standing by"
                     );
                     waiting_logged = true;
                 }
@@ -795,22 +797,17 @@ pub async fn run_consumer(
             }
             Err(e) => {
                 let delay = backoff.grow();
-                tracing::warn!(projection = NAME, error = %e, ?delay, "cannot take the consumer lock; retrying");
+                tracing::warn!(projection = NAME, error = %e, ?delay, "cannot take the consumer's lease; retrying");
                 sleep_or_cancel(delay, &shutdown).await;
                 continue;
             }
         };
         waiting_logged = false;
         asked = false;
-        if let Err(e) = held::handover_done(consuming.conn(), NAME).await {
-            tracing::debug!(projection = NAME, error = %e, "cannot clear a handover request");
-        }
-        let result = consume(&pool, &source, &shutdown, &mut backoff).await;
-        if let Err(e) = consuming.release().await {
-            tracing::debug!(projection = NAME, error = %e, "closed the lock's connection instead of unlocking");
-        }
+        let result = consume(&pool, &source, lease.fence(), &shutdown, &mut backoff).await;
+        lease.release().await;
         match result {
-            Ok(()) => {}
+            Ok(()) | Err(ProjectionError::Fenced { .. }) => {}
             Err(ProjectionError::HandedOver { .. }) => {
                 sleep_or_cancel(crate::runner::HANDOVER_PAUSE, &shutdown).await;
             }
@@ -843,9 +840,16 @@ async fn connect_topic(source: &KafkaSource) -> Result<(Arc<Client>, Vec<i32>)> 
 async fn consume(
     pool: &PgPool,
     source: &KafkaSource,
+    fence: &Fence,
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
 ) -> Result<()> {
+    {
+        let mut conn = pool.acquire().await?;
+        if let Err(e) = held::handover_done(&mut conn, NAME).await {
+            tracing::debug!(projection = NAME, error = %e, "cannot clear a handover request");
+        }
+    }
     // The relay creates the topic; creating it here too would race it (and
     // the losing side's client logs an error). Wait for it instead.
     let client = Arc::new(
@@ -870,18 +874,20 @@ async fn consume(
             }
         }
     };
-    tracing::info!(projection = NAME, topic = %source.topic, ?partitions, "delivery consumer running");
+    tracing::info!(projection = NAME, topic = %source.topic, ?partitions, token = fence.token(), "delivery consumer running");
     let stop = shutdown.child_token();
     let mut tasks = JoinSet::new();
     // The held list: released when this build can, handed over when a
     // standby can read more of it.
     tasks.spawn({
-        let (pool, stop) = (pool.clone(), stop.clone());
+        let (pool, stop, fence) = (pool.clone(), stop.clone(), fence.clone());
         async move {
-            let mut conn = pool.acquire().await?;
             let mut watch = crate::runner::HeldWatch::default();
             while !stop.is_cancelled() {
-                crate::runner::look_at_held(&mut conn, &DeliveryReadModel, &mut watch).await?;
+                let mut conn = pool.acquire().await?;
+                crate::runner::look_at_held(&mut conn, &fence, &DeliveryReadModel, &mut watch)
+                    .await?;
+                drop(conn);
                 sleep_or_cancel(crate::runner::HELD_CHECK_EVERY, &stop).await;
             }
             Ok(())
@@ -892,52 +898,13 @@ async fn consume(
             .partition_client(source.topic.clone(), partition, UnknownTopicHandling::Retry)
             .await
             .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
-        let (pool, topic, stop) = (pool.clone(), source.topic.clone(), stop.clone());
-        let partition = pc.partition();
-        tasks.spawn(async move {
-            let mut conn = pool.acquire().await?;
-            let mut wait = FIRST_EMPTY_WAIT_MS;
-            let mut at = None;
-            let mut checked = false;
-            while !stop.is_cancelled() {
-                if !checked {
-                    let generation = checkpoint::active_generation(&mut conn, NAME).await?;
-                    match check_partition(&mut conn, &pc, &topic, generation).await {
-                        Ok(()) => {
-                            checked = true;
-                            resume_partition(&mut conn, &topic, partition).await?;
-                        }
-                        Err(ProjectionError::PartitionLost { reason, .. }) => {
-                            stop_partition(&mut conn, &topic, partition, &reason).await?;
-                            sleep_or_cancel(PARTITION_RECHECK, &stop).await;
-                            continue;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    stepped = step_partition(&mut conn, &pc, &topic, None, wait, &mut at) => match stepped {
-                        Ok(0) => wait = (wait * 2).clamp(FIRST_EMPTY_WAIT_MS, FETCH_WAIT_MS),
-                        Ok(_) => {
-                            wait = 0;
-                            // Let records gather: one transaction for the
-                            // next few milliseconds' worth, not one each.
-                            crate::runner::linger(&stop).await;
-                        }
-                        Err(ProjectionError::CheckpointMoved { .. }) => checked = false,
-                        Err(ProjectionError::PartitionLost { reason, .. }) => {
-                            stop_partition(&mut conn, &topic, partition, &reason).await?;
-                            checked = false;
-                            at = None;
-                            sleep_or_cancel(PARTITION_RECHECK, &stop).await;
-                        }
-                        Err(e) => return Err(e),
-                    },
-                }
-            }
-            Ok(())
-        });
+        tasks.spawn(consume_partition(
+            pool.clone(),
+            pc,
+            source.topic.clone(),
+            fence.clone(),
+            stop.clone(),
+        ));
     }
     backoff.reset();
     // The first task to fail stops the others; the caller reconnects.
@@ -952,6 +919,77 @@ async fn consume(
         }
     }
     result
+}
+
+/// Consumes one partition into the live generation until `stop`, an error
+/// or the loss of the lease. It holds a pooled connection only to check the
+/// partition and to commit a batch, never across a fetch, so a topic with
+/// more partitions than the pool has connections is consumed all the same.
+async fn consume_partition(
+    pool: PgPool,
+    pc: PartitionClient,
+    topic: String,
+    fence: Fence,
+    stop: CancellationToken,
+) -> Result<()> {
+    let partition = pc.partition();
+    let mut wait = FIRST_EMPTY_WAIT_MS;
+    // The generation and the next offset, between batches (this task owns
+    // the partition under the lease, so only a failed step makes it stale).
+    let mut at: Option<(i32, i64)> = None;
+    while !stop.is_cancelled() {
+        if !fence.held() {
+            return Err(fence.fenced());
+        }
+        let (generation, from) = match at {
+            Some(at) => at,
+            None => {
+                let mut conn = pool.acquire().await?;
+                let generation = checkpoint::active_generation(&mut conn, NAME).await?;
+                match check_partition(&mut conn, &pc, &topic, generation).await {
+                    Ok(()) => resume_partition(&mut conn, &topic, partition).await?,
+                    Err(ProjectionError::PartitionLost { reason, .. }) => {
+                        stop_partition(&mut conn, &topic, partition, &reason).await?;
+                        drop(conn);
+                        sleep_or_cancel(PARTITION_RECHECK, &stop).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                (
+                    generation,
+                    next_offset(&mut conn, generation, &topic, partition).await?,
+                )
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = fence.lost() => return Err(fence.fenced()),
+            stepped = step_partition(&pool, &pc, &topic, (generation, from), Some(&fence), wait) => match stepped {
+                Ok((0, _)) => {
+                    at = Some((generation, from));
+                    wait = (wait * 2).clamp(FIRST_EMPTY_WAIT_MS, FETCH_WAIT_MS);
+                }
+                Ok((_, next)) => {
+                    at = Some((generation, next));
+                    wait = 0;
+                    // Let records gather: one transaction for the next few
+                    // milliseconds' worth, not one each.
+                    crate::runner::linger(&stop).await;
+                }
+                Err(ProjectionError::CheckpointMoved { .. }) => at = None,
+                Err(ProjectionError::PartitionLost { reason, .. }) => {
+                    let mut conn = pool.acquire().await?;
+                    stop_partition(&mut conn, &topic, partition, &reason).await?;
+                    drop(conn);
+                    at = None;
+                    sleep_or_cancel(PARTITION_RECHECK, &stop).await;
+                }
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Rebuilds the delivery read model by replaying the topic from its earliest
@@ -1056,7 +1094,9 @@ pub async fn rebuild(
     let mut done = 0u64;
     for pc in &clients {
         loop {
-            let n = step_partition(&mut conn, pc, &source.topic, Some(new), 100, &mut None).await?;
+            let from = next_offset(&mut conn, new, &source.topic, pc.partition()).await?;
+            let (n, _) =
+                step_partition(&mut *conn, pc, &source.topic, (new, from), None, 100).await?;
             done += n as u64;
             progress(done);
             if n == 0 {
@@ -1083,7 +1123,7 @@ pub async fn rebuild(
             if at >= target {
                 break;
             }
-            let n = step_partition(&mut tx, pc, &source.topic, Some(new), 100, &mut None).await?;
+            let (n, _) = step_partition(&mut *tx, pc, &source.topic, (new, at), None, 100).await?;
             done += n as u64;
             progress(done);
             if n == 0 {

@@ -48,6 +48,11 @@ pub enum ProjectionError {
     /// A rebuild from a topic whose partitions no longer start at 0.
     #[error("the topic no longer holds every record ({}): a rebuild from it would be incomplete; rerun with --accept-incomplete to build it anyway (it is then recorded as incomplete)", .gone.iter().map(|(p, n)| format!("partition {p}: {n} records gone")).collect::<Vec<_>>().join(", "))]
     IncompleteTopic { gone: Vec<(i32, i64)> },
+    /// This leader lost its lease to another process (it was frozen or cut
+    /// off longer than the lease lives): its write was refused and it steps
+    /// down.
+    #[error("lost the lease {lease:?} to another process: stepped down")]
+    Fenced { lease: String },
     #[error("no committed event is at log position {0}")]
     NoSuchPosition(i64),
     #[error("Kafka: {0}")]

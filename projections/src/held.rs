@@ -420,11 +420,13 @@ pub struct Released {
 /// still cannot be read; parked events are passed over. One transaction.
 pub async fn release<P: Projection>(
     conn: &mut PgConnection,
+    fence: &crate::lease::Fence,
     projection: &P,
     generation: i32,
 ) -> Result<Released> {
     let name = projection.name();
     let mut tx = conn.begin().await?;
+    fence.check(&mut tx).await?;
     let rows = sqlx::query(
         "SELECT stream_id, event_id, source, envelope FROM projection_held
           WHERE projection = $1 AND generation = $2

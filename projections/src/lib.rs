@@ -7,6 +7,8 @@
 //! - [`order_view`]: the order read model behind the list endpoint.
 //! - [`operate`]: status, replay and rebuild-with-atomic-switch.
 //! - [`consistency`]: read-your-writes waits.
+//! - [`lease`]: leadership by renewed lease, and the fencing of a leader
+//!   that lost it.
 //! - [`held`]: orders held back behind events a projection cannot apply,
 //!   their release and operators' parking decisions.
 
@@ -20,6 +22,7 @@ mod error;
 pub mod failpoint;
 pub mod held;
 pub mod kafka;
+pub mod lease;
 pub mod lock;
 pub mod log;
 pub mod operate;

@@ -354,7 +354,7 @@ pub async fn replay<P: Projection>(
     let (total, _) = log::lag(&mut conn, target.min(previous)).await?;
     let total = u64::try_from(total).unwrap_or(0);
 
-    let Some(mut locked) = runner::try_worker_lock(pool, name).await? else {
+    let Some(lease) = runner::try_worker_lease(pool, name, crate::lease::DEFAULT_TTL).await? else {
         return Ok(ReplayReport {
             from_position: previous.position,
             events: 0,
@@ -364,7 +364,15 @@ pub async fn replay<P: Projection>(
     let mut done = 0u64;
     let mut wait = HorizonWait::default();
     loop {
-        let n = match runner::step(locked.conn(), projection, batch_size, ReadMode::GapSafe).await {
+        let n = match runner::step(
+            &mut conn,
+            lease.fence(),
+            projection,
+            batch_size,
+            ReadMode::GapSafe,
+        )
+        .await
+        {
             Ok(n) => n,
             Err(ProjectionError::CheckpointMoved { .. }) => continue,
             Err(e) => return Err(e),
@@ -383,16 +391,14 @@ pub async fn replay<P: Projection>(
             continue;
         }
         let Some(head) = head else { break };
-        let generation = checkpoint::active_generation(locked.conn(), name).await?;
-        let at = checkpoint::load(locked.conn(), name, generation)
-            .await?
-            .cursor;
+        let generation = checkpoint::active_generation(&mut conn, name).await?;
+        let at = checkpoint::load(&mut conn, name, generation).await?.cursor;
         if at >= head {
             break;
         }
-        wait.pause(locked.conn(), at, head).await?;
+        wait.pause(&mut conn, at, head).await?;
     }
-    locked.release().await?;
+    lease.release().await;
     progress(Progress {
         phase: Phase::Done,
         done,

@@ -2,10 +2,11 @@
 //! read-model changes together with the checkpoint, so every event takes
 //! effect exactly once however the process dies.
 //!
-//! One worker per projection applies at a time. A worker holds a session-level
-//! advisory lock on its own connection for as long as it runs; a second worker
-//! for the same projection waits for that lock (and takes over within a second
-//! when the first dies: Postgres releases the lock with the connection).
+//! One worker per projection applies at a time: the one that holds its lease
+//! ([`crate::lease`]). A standby takes over within a second when the leader
+//! dies, within the lease's time to live when it freezes; a leader that wakes
+//! up after losing its lease has its next batch refused (fenced) and stands
+//! by.
 
 use std::time::Duration;
 
@@ -14,11 +15,11 @@ use sqlx::{Acquire, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::checkpoint::{self, WORKER_LOCK};
+use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
 use crate::failpoint;
 use crate::held;
-use crate::lock::SessionLock;
+use crate::lease::{self, Fence, Lease};
 use crate::log::{self, Cursor, LogEvent, ReadMode};
 use crate::projection::Projection;
 
@@ -82,6 +83,7 @@ pub struct HeldWatch {
 /// many events are still held.
 pub async fn look_at_held<P: Projection>(
     conn: &mut PgConnection,
+    fence: &Fence,
     projection: &P,
     watch: &mut HeldWatch,
 ) -> Result<usize> {
@@ -91,7 +93,7 @@ pub async fn look_at_held<P: Projection>(
     let still_held = if !watch.released_once || parked != watch.parked {
         watch.released_once = true;
         watch.parked = parked;
-        held::release(conn, projection, generation)
+        held::release(conn, fence, projection, generation)
             .await?
             .still_held
     } else {
@@ -117,8 +119,11 @@ pub struct WorkerOptions {
     pub batch_size: i64,
     /// How often to look at the log when no notification came.
     pub poll_interval: Duration,
-    /// How often a waiting worker tries the lock again.
+    /// How often a standby tries the lease again.
     pub lock_retry: Duration,
+    /// How long the leader's lease lives without renewal: a frozen leader
+    /// is replaced within this (plus `lock_retry`).
+    pub lease_ttl: Duration,
     pub read_mode: ReadMode,
 }
 
@@ -128,6 +133,7 @@ impl Default for WorkerOptions {
             batch_size: 1000,
             poll_interval: Duration::from_millis(250),
             lock_retry: Duration::from_secs(1),
+            lease_ttl: lease::DEFAULT_TTL,
             read_mode: ReadMode::GapSafe,
         }
     }
@@ -172,6 +178,7 @@ pub(crate) async fn apply_batch<P: Projection>(
 /// how many events it applied; 0 when nothing is safe to read yet.
 pub async fn step<P: Projection>(
     conn: &mut PgConnection,
+    fence: &Fence,
     projection: &P,
     batch_size: i64,
     mode: ReadMode,
@@ -195,6 +202,8 @@ pub async fn step<P: Projection>(
             name: name.to_owned(),
         });
     }
+    // Still the leader, and no takeover until this commits.
+    fence.check(&mut tx).await?;
     // Every line logged while applying carries the request ids (correlation
     // ids) of the events in the batch.
     let span = tracing::info_span!("apply", projection = name, request_ids = %request_ids(&events));
@@ -239,16 +248,20 @@ pub fn request_ids<'a>(events: impl IntoIterator<Item = &'a LogEvent>) -> String
     ids.join(",")
 }
 
-/// Takes the worker lock of `name` if it is free.
-pub(crate) async fn try_worker_lock(pool: &PgPool, name: &str) -> Result<Option<SessionLock>> {
-    SessionLock::try_acquire(pool, WORKER_LOCK, name).await
+/// Takes the lease of projection `name` if no live leader holds it.
+pub(crate) async fn try_worker_lease(
+    pool: &PgPool,
+    name: &str,
+    ttl: Duration,
+) -> Result<Option<Lease>> {
+    Lease::try_acquire(pool, &lease::projection(name), ttl).await
 }
 
-/// Runs one projection until `shutdown`: waits for the worker lock, then
-/// applies batches as the log grows, waking on the append notification and
-/// polling as a fallback. Database errors are logged and retried with backoff;
-/// only a corrupt event (which it will not skip) or an unknown projection end
-/// it with an error.
+/// Runs one projection until `shutdown`: waits for its lease, then applies
+/// batches as the log grows, waking on the append notification and polling
+/// as a fallback. Database errors are logged and retried with backoff; a
+/// lost lease makes it a standby again; only an unknown projection ends it
+/// with an error.
 pub async fn run_worker<P: Projection>(
     pool: PgPool,
     projection: P,
@@ -260,13 +273,13 @@ pub async fn run_worker<P: Projection>(
     let mut waiting_logged = false;
     let mut asked = false;
     while !shutdown.is_cancelled() {
-        let locked = match try_worker_lock(&pool, name).await {
-            Ok(Some(locked)) => locked,
+        let lease = match try_worker_lease(&pool, name, options.lease_ttl).await {
+            Ok(Some(lease)) => lease,
             Ok(None) => {
                 if !waiting_logged {
                     tracing::info!(
                         projection = name,
-                        "another worker runs this projection; waiting for its lock"
+                        "another worker runs this projection; standing by"
                     );
                     waiting_logged = true;
                 }
@@ -276,28 +289,34 @@ pub async fn run_worker<P: Projection>(
             }
             Err(e) => {
                 let delay = backoff.grow();
-                tracing::warn!(projection = name, error = %e, ?delay, "cannot take the worker lock; retrying");
+                tracing::warn!(projection = name, error = %e, ?delay, "cannot take the projection's lease; retrying");
                 sleep_or_cancel(delay, &shutdown).await;
                 continue;
             }
         };
         waiting_logged = false;
         asked = false;
-        tracing::info!(projection = name, "projection worker running");
-        match run_locked(
+        tracing::info!(
+            projection = name,
+            token = lease.fence().token(),
+            "projection worker running"
+        );
+        let result = run_leading(
             &pool,
-            locked,
+            lease.fence(),
             &projection,
             &options,
             &shutdown,
             &mut backoff,
         )
-        .await
-        {
+        .await;
+        lease.release().await;
+        match result {
             Ok(()) => {}
             Err(ProjectionError::HandedOver { .. }) => {
                 sleep_or_cancel(HANDOVER_PAUSE, &shutdown).await;
             }
+            Err(ProjectionError::Fenced { .. }) => {}
             Err(e @ ProjectionError::Unknown(_)) => {
                 tracing::error!(projection = name, error = %e, "projection stopped");
                 return Err(e);
@@ -314,33 +333,34 @@ pub async fn run_worker<P: Projection>(
     Ok(())
 }
 
-async fn run_locked<P: Projection>(
+/// The leader's loop, on one pooled connection, until shutdown, an error or
+/// the loss of its lease.
+async fn run_leading<P: Projection>(
     pool: &PgPool,
-    mut locked: SessionLock,
+    fence: &Fence,
     projection: &P,
     options: &WorkerOptions,
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
 ) -> Result<()> {
     let name = projection.name();
+    let mut conn = pool.acquire().await?;
     let mut listener = listen(pool, name).await;
-    held::handover_done(locked.conn(), name).await?;
+    held::handover_done(&mut conn, name).await?;
     let mut held_checked: Option<std::time::Instant> = None;
     let mut watch = HeldWatch::default();
     let mut still_held = 0;
     while !shutdown.is_cancelled() {
+        if !fence.held() {
+            return Err(fence.fenced());
+        }
         if held_checked.is_none_or(|t| t.elapsed() >= HELD_CHECK_EVERY) {
             held_checked = Some(std::time::Instant::now());
-            match look_at_held(locked.conn(), projection, &mut watch).await {
-                Ok(n) => still_held = n,
-                Err(e) => {
-                    let _ = locked.release().await;
-                    return Err(e);
-                }
-            }
+            still_held = look_at_held(&mut conn, fence, projection, &mut watch).await?;
         }
         match step(
-            locked.conn(),
+            &mut conn,
+            fence,
             projection,
             options.batch_size,
             options.read_mode,
@@ -363,15 +383,24 @@ async fn run_locked<P: Projection>(
         } else {
             options.poll_interval
         };
-        wait_for_news(&mut listener, poll, shutdown).await;
+        tokio::select! {
+            () = wait_for_news(&mut listener, poll, shutdown) => {}
+            () = fence.lost() => return Err(fence.fenced()),
+        }
     }
-    locked.release().await
+    Ok(())
 }
 
 /// A listener on the log's channel, or `None` (then the caller polls only).
+/// Its connection is its own, outside `pool` (a pool of one, connected with
+/// `pool`'s settings): a connection that has run `LISTEN` is never handed
+/// to anyone else, and listeners take nothing from a budget.
 pub async fn listen(pool: &PgPool, who: &str) -> Option<PgListener> {
     let listening = async {
-        let mut l = PgListener::connect_with(pool).await?;
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let mut l = PgListener::connect_with(&own).await?;
         l.listen(LOG_CHANNEL).await?;
         Ok::<_, sqlx::Error>(l)
     };

@@ -15,6 +15,8 @@ pub struct Cli {
     pub db: DbArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub leadership: LeadershipArgs,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -24,9 +26,40 @@ pub struct DbArgs {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Largest number of pooled database connections.
-    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 20, global = true)]
-    pub db_max_connections: u32,
+    /// Connections for the API's writes (appends, idempotency records).
+    #[arg(long, env = "DB_WRITE_CONNECTIONS", default_value_t = 20, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_write_connections: u32,
+    /// Connections for the API's reads (lists, order views, the delivery
+    /// view, the read-your-writes watcher, /readyz, /metrics).
+    #[arg(long, env = "DB_READ_CONNECTIONS", default_value_t = 10, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_read_connections: u32,
+    /// Connections for the relay and the log-fed projection workers.
+    #[arg(long, env = "DB_WORKER_CONNECTIONS", default_value_t = 4, global = true,
+          value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub db_worker_connections: u32,
+    /// Connections for the delivery consumer's batch commits (any number of
+    /// partitions share them).
+    #[arg(long, env = "DB_CONSUMER_CONNECTIONS", default_value_t = 2, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_consumer_connections: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct LeadershipArgs {
+    /// Seconds a relay's or projection worker's lease lives without renewal
+    /// (renewed every third of it): a frozen or cut-off leader is replaced
+    /// within this plus a second.
+    #[arg(long, env = "LEASE_TTL_SECS", default_value_t = 5, global = true,
+          value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_ttl_secs: u64,
+}
+
+impl LeadershipArgs {
+    pub fn ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_ttl_secs)
+    }
 }
 
 #[derive(Debug, Args)]

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
+
+use crate::config::DbArgs;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -17,6 +19,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// dropped (a restart) fails its query once, the request answers 503, and the
 /// broken connection is discarded.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    pool_options(max_connections).connect(url).await
+}
+
+fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(3))
@@ -29,8 +35,61 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
                 Ok(true)
             })
         })
-        .connect(url)
-        .await
+}
+
+/// A process's connection budgets: one pool each, so that no part can take
+/// another's connections (readers waiting, a slow consumer, a busy worker
+/// never leave the writers without one). Connections that carry session
+/// state are outside every pool: each leader's lease connection and each
+/// `LISTEN` connection is its own.
+#[derive(Debug, Clone)]
+pub struct Pools {
+    /// The API's writes: appends, idempotency records, commit notifications.
+    pub writes: PgPool,
+    /// The API's reads: order lists and views, the delivery view, the
+    /// read-your-writes position watcher, `/readyz`, `/metrics`.
+    pub reads: PgPool,
+    /// The relay and the log-fed projection workers (a leader holds one
+    /// while it leads; standbys borrow one now and then).
+    pub workers: PgPool,
+    /// The delivery consumer: one per batch commit, never across a fetch,
+    /// so it serves any number of partitions.
+    pub consumer: PgPool,
+}
+
+impl Pools {
+    /// Every budget from the settings; only the write pool connects at once
+    /// (so a database that is down fails the start), the others on first use.
+    pub async fn connect(args: &DbArgs) -> Result<Pools, anyhow::Error> {
+        let url = args.url()?;
+        let options: PgConnectOptions = url.parse()?;
+        let writes = pool_options(args.db_write_connections)
+            .connect_with(options.clone())
+            .await?;
+        let lazy = |n: u32| pool_options(n).connect_lazy_with(options.clone());
+        Ok(Pools {
+            writes,
+            reads: lazy(args.db_read_connections),
+            workers: lazy(args.db_worker_connections),
+            consumer: lazy(args.db_consumer_connections),
+        })
+    }
+
+    /// One pool for every budget (tests that size a single pool themselves).
+    pub fn single(pool: PgPool) -> Pools {
+        Pools {
+            writes: pool.clone(),
+            reads: pool.clone(),
+            workers: pool.clone(),
+            consumer: pool,
+        }
+    }
+
+    pub async fn close(&self) {
+        for pool in [&self.writes, &self.reads, &self.workers, &self.consumer] {
+            pool.close().await;
+        }
+    }
 }
 
 /// A connection idle longer than this is pinged before use.

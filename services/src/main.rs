@@ -49,34 +49,38 @@ async fn orders(cli: Cli) -> anyhow::Result<()> {
         }
         _ => telemetry::SERVICE_LOGS,
     });
-    let pool = db::connect(cli.db.url()?, cli.db.db_max_connections)
+    let pools = db::Pools::connect(&cli.db)
         .await
         .context("cannot connect to PostgreSQL (is DATABASE_URL right, and is the server up?)")?;
-    db::migrate(&pool)
-        .await
-        .context("cannot apply migrations")?;
+    // Operators' commands and the migrations use the write budget.
+    let pool = &pools.writes;
+    db::migrate(pool).await.context("cannot apply migrations")?;
+    let lease_ttl = cli.leadership.ttl();
     let result = match cli.command {
         Cmd::Migrate => {
             println!("migrations applied");
             Ok(())
         }
-        Cmd::Projections(cmd) => admin::run(&pool, &cli.kafka, cmd).await,
-        Cmd::Verify { names } => admin::verify(&pool, &names).await,
-        Cmd::LogClock(cmd) => admin::log_clock(&pool, cmd).await,
+        Cmd::Projections(cmd) => admin::run(pool, &cli.kafka, cmd).await,
+        Cmd::Verify { names } => admin::verify(pool, &names).await,
+        Cmd::LogClock(cmd) => admin::log_clock(pool, cmd).await,
         Cmd::Serve(args) => {
             let parts = Parts {
                 serve: Some(args),
                 kafka_brokers: cli.kafka.brokers(),
                 ..Parts::default()
             };
-            run(&pool, parts).await
+            run(&pools, parts).await
         }
         Cmd::Relay => {
             let parts = Parts {
-                relay: Some(relay_options(&cli.kafka.require("orders relay")?)),
+                relay: Some(relay_options(
+                    &cli.kafka.require("orders relay")?,
+                    lease_ttl,
+                )),
                 ..Parts::default()
             };
-            run(&pool, parts).await
+            run(&pools, parts).await
         }
         Cmd::Project(args) => {
             let names = workers::select(&args.names)?;
@@ -88,33 +92,36 @@ async fn orders(cli: Cli) -> anyhow::Result<()> {
             let parts = Parts {
                 project: Some((names, args.worker)),
                 kafka,
+                lease_ttl,
                 ..Parts::default()
             };
-            run(&pool, parts).await
+            run(&pools, parts).await
         }
         Cmd::Work(args) => {
             let kafka = cli.kafka.require("orders work")?;
             let parts = Parts {
-                relay: Some(relay_options(&kafka)),
+                relay: Some(relay_options(&kafka, lease_ttl)),
                 project: Some((workers::KNOWN.to_vec(), args)),
                 kafka: Some(kafka),
+                lease_ttl,
                 ..Parts::default()
             };
-            run(&pool, parts).await
+            run(&pools, parts).await
         }
         Cmd::All(args) => {
             let kafka = cli.kafka.require("orders all")?;
             let parts = Parts {
                 serve: Some(args.serve),
                 kafka_brokers: Some(kafka.brokers.clone()),
-                relay: Some(relay_options(&kafka)),
+                relay: Some(relay_options(&kafka, lease_ttl)),
                 project: Some((workers::KNOWN.to_vec(), args.worker)),
                 kafka: Some(kafka),
+                lease_ttl,
             };
-            run(&pool, parts).await
+            run(&pools, parts).await
         }
     };
-    pool.close().await;
+    pools.close().await;
     result
 }
 
@@ -128,9 +135,11 @@ struct Parts {
     project: Option<(Vec<&'static str>, WorkerArgs)>,
     /// Where the delivery projection reads.
     kafka: Option<KafkaSource>,
+    /// How long a leader's lease lives without renewal.
+    lease_ttl: Duration,
 }
 
-fn relay_options(kafka: &KafkaSource) -> RelayOptions {
+fn relay_options(kafka: &KafkaSource, lease_ttl: Duration) -> RelayOptions {
     RelayOptions {
         brokers: kafka.brokers.clone(),
         topic: kafka.topic.clone(),
@@ -140,6 +149,7 @@ fn relay_options(kafka: &KafkaSource) -> RelayOptions {
         poll_interval: Duration::from_millis(500),
         max_request_bytes: kafka.max_request_bytes,
         settings: kafka.topic_settings(),
+        lease_ttl,
     }
 }
 
@@ -153,31 +163,32 @@ async fn ensure_clock_in_order(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(pool: &PgPool, parts: Parts) -> anyhow::Result<()> {
-    ensure_clock_in_order(pool).await?;
+async fn run(pools: &db::Pools, parts: Parts) -> anyhow::Result<()> {
+    ensure_clock_in_order(&pools.writes).await?;
     let token = CancellationToken::new();
     shutdown::on_signal(token.clone());
     let mut workers = match &parts.project {
         Some((names, args)) => {
             let options = WorkerOptions {
                 batch_size: args.batch_size,
+                lease_ttl: parts.lease_ttl,
                 ..WorkerOptions::default()
             };
             tracing::info!(projections = ?names, "starting projection workers");
-            workers::spawn(pool, names, &options, parts.kafka.as_ref(), &token)
+            workers::spawn(pools, names, &options, parts.kafka.as_ref(), &token)
         }
         None => tokio::task::JoinSet::new(),
     };
     let relay = parts
         .relay
-        .map(|options| tokio::spawn(relay::run(pool.clone(), options, token.clone())));
+        .map(|options| tokio::spawn(relay::run(pools.workers.clone(), options, token.clone())));
     let serve = parts.serve;
     let server = match serve {
         Some(args) => {
             let listener = tokio::net::TcpListener::bind(args.http_addr)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.http_addr))?;
-            let mut state = AppState::new(pool.clone(), listener.local_addr()?.port());
+            let mut state = AppState::new(pools, listener.local_addr()?.port());
             state.kafka_brokers = parts.kafka_brokers;
             state.max_in_flight = usize::try_from(args.max_in_flight).unwrap_or(usize::MAX);
             state.request_timeout = Duration::from_secs(args.request_timeout_secs);

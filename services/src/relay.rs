@@ -6,9 +6,13 @@
 //!   partition (Kafka's default partitioner on the order id), produced in that
 //!   order; a partition whose produce failed keeps its rows, which are read
 //!   again, still before any later event of the same order.
-//! - One publisher at a time: the relay holds an advisory lock per topic on
-//!   its own connection; other relay processes wait as hot standbys and take
-//!   over within a second of its death (docs/adr/0007-relay-leadership.md).
+//! - One publisher at a time: the relay that holds the topic's lease
+//!   ([`projections::lease`]); other relay processes wait as hot standbys and
+//!   take over within a second of its death, within the lease's time to live
+//!   when it freezes. A relay that wakes after losing its lease deletes
+//!   nothing: its delete is fenced, and what it sent meanwhile (at most the
+//!   round it had prepared) is counted as re-sent
+//!   (docs/adr/0007-relay-leadership.md).
 //! - Broker down: the API keeps accepting orders, rows wait in the outbox, the
 //!   relay retries with backoff and drains the backlog when the broker returns.
 
@@ -19,16 +23,13 @@ use std::time::Duration;
 use domain::StoredEvent;
 use futures::future::join_all;
 use projections::kafka;
-use projections::lock::SessionLock;
+use projections::lease::{self, Fence, Lease};
 use projections::runner::{listen, sleep_or_cancel, wait_for_news, Backoff};
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Acquire, PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
-
-/// Advisory lock namespace of relay leadership (second key: hashtext(topic)).
-const RELAY_LOCK: i32 = 0x6f72_0010;
 
 /// The failpoint between the broker's acknowledgement and the outbox delete.
 pub const AFTER_PRODUCE: &str = "relay.after_produce";
@@ -48,6 +49,8 @@ pub struct RelayOptions {
     /// dead-lettered (`outbox_dead_letters`) instead of blocking its
     /// partition for ever.
     pub max_request_bytes: usize,
+    /// How long the leader's lease lives without renewal.
+    pub lease_ttl: Duration,
 }
 
 /// What a produce request adds around its records (the record batch
@@ -103,6 +106,8 @@ enum RelayError {
         recorded: i32,
         now: i32,
     },
+    #[error("lost the lease {lease:?} to another relay: stepped down")]
+    Fenced { lease: String },
 }
 
 /// How often a publishing relay checks that the topic's partition count is
@@ -142,6 +147,7 @@ impl From<projections::ProjectionError> for RelayError {
     fn from(e: projections::ProjectionError) -> Self {
         match e {
             projections::ProjectionError::Database(e) => RelayError::Database(e),
+            projections::ProjectionError::Fenced { lease } => RelayError::Fenced { lease },
             projections::ProjectionError::Corrupt { position, what } => {
                 RelayError::Corrupt { position, what }
             }
@@ -162,10 +168,16 @@ pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToke
         if !delay.is_zero() {
             sleep_or_cancel(delay, &shutdown).await;
         }
-        let mut lock = match SessionLock::try_acquire(&pool, RELAY_LOCK, &options.topic).await {
-            Ok(Some(lock)) => {
+        let lease = match Lease::try_acquire(
+            &pool,
+            &lease::relay(&options.topic),
+            options.lease_ttl,
+        )
+        .await
+        {
+            Ok(Some(lease)) => {
                 waiting_logged = false;
-                lock
+                lease
             }
             Ok(None) => {
                 if !waiting_logged {
@@ -177,14 +189,19 @@ pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToke
             }
             Err(e) => {
                 delay = backoff.grow();
-                tracing::warn!(error = %e, ?delay, "relay: cannot take the lock; retrying");
+                tracing::warn!(error = %e, ?delay, "relay: cannot take the lease; retrying");
                 continue;
             }
         };
-        match publish(&pool, lock.conn(), &options, &shutdown).await {
+        let result = publish(&pool, lease.fence(), &options, &shutdown).await;
+        lease.release().await;
+        match result {
             Ok(()) => {
                 backoff.reset();
                 delay = Duration::ZERO;
+            }
+            Err(RelayError::Fenced { .. }) => {
+                delay = Duration::from_secs(1);
             }
             Err(e @ RelayError::PartitionsChanged { .. }) => {
                 metrics::counter!("relay_errors_total").increment(1);
@@ -197,22 +214,20 @@ pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToke
                 tracing::warn!(error = %e, ?delay, "relay failed; retrying");
             }
         }
-        // Unlocked, or its connection closed: never back in the pool locked.
-        if let Err(e) = lock.release().await {
-            tracing::debug!(error = %e, "relay: closed the lock's connection instead of unlocking");
-        }
     }
     tracing::info!("relay stopped");
 }
 
-/// While holding the lock: connect, make sure of the topic, then publish
-/// rounds until shutdown or an error.
+/// While holding the lease: connect, make sure of the topic, then publish
+/// rounds until shutdown, an error or the loss of the lease.
 async fn publish(
     pool: &PgPool,
-    conn: &mut PgConnection,
+    fence: &Fence,
     options: &RelayOptions,
     shutdown: &CancellationToken,
 ) -> Result<(), RelayError> {
+    let mut conn = pool.acquire().await?;
+    let conn = &mut *conn;
     let client = kafka::connect(&options.brokers, Duration::from_secs(5)).await?;
     let partitions = kafka::ensure_topic(&client, &options.topic, &options.settings).await?;
     let count = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
@@ -241,6 +256,7 @@ async fn publish(
         }
         let published = round(
             conn,
+            fence,
             &clients,
             count,
             options.batch_size,
@@ -250,7 +266,10 @@ async fn publish(
         if published >= options.batch_size {
             continue;
         }
-        wait_for_news(&mut listener, options.poll_interval, shutdown).await;
+        tokio::select! {
+            () = wait_for_news(&mut listener, options.poll_interval, shutdown) => {}
+            () = fence.lost() => return Err(fence.fenced().into()),
+        }
     }
     Ok(())
 }
@@ -259,6 +278,7 @@ async fn publish(
 /// the rows the broker acknowledged. Returns the rows published.
 async fn round(
     conn: &mut PgConnection,
+    fence: &Fence,
     clients: &BTreeMap<i32, Arc<PartitionClient>>,
     partitions: i32,
     batch_size: i64,
@@ -305,7 +325,13 @@ async fn round(
             .or_default()
             .push((record, position));
     }
-    dead_letter(conn, &too_large, max_request_bytes).await?;
+    dead_letter(conn, fence, &too_large, max_request_bytes).await?;
+    // The last moment to notice a lost lease before a side effect the
+    // database cannot fence: a leader frozen after this check sends this
+    // round once more when it wakes (its delete below is then refused).
+    if !fence.held() {
+        return Err(fence.fenced().into());
+    }
     // Partitions in parallel; within one, requests one after the other (so
     // an order's events stay in order), stopping at the first that fails.
     let sends = by_partition.into_iter().map(|(p, records)| {
@@ -349,12 +375,24 @@ async fn round(
         let (low, high) = acked
             .iter()
             .fold((i64::MAX, i64::MIN), |(l, h), p| (l.min(*p), h.max(*p)));
+        let mut tx = conn.begin().await?;
+        if let Err(e) = fence.check(&mut tx).await {
+            // Another relay owns these rows now and publishes them again:
+            // what this one sent after losing the lease are duplicates.
+            metrics::counter!("relay_resent_after_lease_lost_total").increment(acked.len() as u64);
+            tracing::warn!(
+                records = acked.len(),
+                "sent records after losing the lease: the new leader publishes them again (duplicates consumers absorb); deleted nothing"
+            );
+            return Err(e.into());
+        }
         sqlx::query("DELETE FROM outbox WHERE position BETWEEN $2 AND $3 AND position = ANY($1)")
             .bind(&acked)
             .bind(low)
             .bind(high)
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         metrics::counter!("relay_published_total").increment(acked.len() as u64);
     }
     match failure {
@@ -368,12 +406,15 @@ async fn round(
 /// they would block their partition for ever. Counted and logged.
 async fn dead_letter(
     conn: &mut PgConnection,
+    fence: &Fence,
     too_large: &[(i64, uuid::Uuid, i64)],
     limit: usize,
 ) -> Result<(), RelayError> {
     if too_large.is_empty() {
         return Ok(());
     }
+    let mut tx = conn.begin().await?;
+    fence.check(&mut tx).await?;
     let positions: Vec<i64> = too_large.iter().map(|(p, _, _)| *p).collect();
     let sizes: Vec<i64> = too_large.iter().map(|(_, _, s)| *s).collect();
     for (position, order_id, size) in too_large {
@@ -391,8 +432,9 @@ async fn dead_letter(
     .bind(&positions)
     .bind(&sizes)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     metrics::counter!("relay_dead_letters_total").increment(too_large.len() as u64);
     Ok(())
 }

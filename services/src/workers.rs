@@ -4,7 +4,6 @@ use projections::delivery::{self, KafkaSource};
 use projections::order_view::{self, OrderReadModel};
 use projections::runner::{self, WorkerOptions};
 use projections::{Projection, ProjectionError};
-use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -44,9 +43,10 @@ pub fn select(names: &[String]) -> Result<Vec<&'static str>, ProjectionError> {
 }
 
 /// Starts one worker per named projection; they stop when `shutdown` is
-/// cancelled. The delivery projection needs `kafka`.
+/// cancelled. The log-fed ones draw from the workers' budget, the delivery
+/// consumer from its own; it needs `kafka`.
 pub fn spawn(
-    pool: &PgPool,
+    pools: &crate::db::Pools,
     names: &[&'static str],
     options: &WorkerOptions,
     kafka: Option<&KafkaSource>,
@@ -54,13 +54,23 @@ pub fn spawn(
 ) -> JoinSet<Result<(), ProjectionError>> {
     let mut set = JoinSet::new();
     for name in names {
-        let (pool, options, shutdown) = (pool.clone(), options.clone(), shutdown.clone());
+        let (options, shutdown) = (options.clone(), shutdown.clone());
         match (*name, kafka) {
             (order_view::NAME, _) => {
-                set.spawn(runner::run_worker(pool, OrderReadModel, options, shutdown));
+                set.spawn(runner::run_worker(
+                    pools.workers.clone(),
+                    OrderReadModel,
+                    options,
+                    shutdown,
+                ));
             }
             (delivery::NAME, Some(source)) => {
-                set.spawn(delivery::run_consumer(pool, source.clone(), shutdown));
+                set.spawn(delivery::run_consumer(
+                    pools.consumer.clone(),
+                    source.clone(),
+                    options.lease_ttl,
+                    shutdown,
+                ));
             }
             (other, _) => {
                 let other = other.to_owned();

@@ -188,7 +188,8 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         .await
         .expect("bind an ephemeral port");
     let port = listener.local_addr().expect("local addr").port();
-    let mut state = AppState::new(db.pool.clone(), port);
+    let pools = services::db::Pools::single(db.pool.clone());
+    let mut state = AppState::new(&pools, port);
     state.read_wait = opts.read_wait;
     if let Some(n) = opts.max_in_flight {
         state.max_in_flight = n;
@@ -209,8 +210,7 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         (true, None) => services::workers::LOG_FED,
         (true, Some(_)) => services::workers::KNOWN,
     };
-    let workers =
-        services::workers::spawn(&db.pool, names, &options, opts.kafka.as_ref(), &shutdown);
+    let workers = services::workers::spawn(&pools, names, &options, opts.kafka.as_ref(), &shutdown);
     let relay = opts.kafka.as_ref().filter(|_| opts.relay).map(|k| {
         tokio::spawn(services::relay::run(
             db.pool.clone(),
@@ -412,6 +412,51 @@ impl Drop for TestApp {
     }
 }
 
+/// `orders all` as a process, as deployed (the production assembly and its
+/// connection budgets), with the test's own database and topic, and `env`
+/// on top (`DB_READ_CONNECTIONS`, `KAFKA_PARTITIONS`, …). The returned app
+/// talks to it over HTTP; the child is killed when dropped.
+pub async fn spawn_orders_all(env: &[(&str, &str)]) -> (TestApp, tokio::process::Child) {
+    let db = TestDb::create().await;
+    let kafka = test_kafka();
+    let port = processes::free_port().expect("a free port");
+    let mut cmd = tokio::process::Command::new(orders_bin());
+    cmd.arg("all")
+        .env("DATABASE_URL", &db.url)
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("KAFKA_BROKERS", kafka.brokers.join(","))
+        .env("KAFKA_TOPIC", &kafka.topic)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("start orders all");
+    let app = TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client"),
+        db,
+        shutdown: CancellationToken::new(),
+        server: None,
+        workers: tokio::task::JoinSet::new(),
+        relay: None,
+        kafka: Some(kafka),
+    };
+    eventually(Duration::from_secs(30), "orders all answers", || async {
+        let r = app
+            .http
+            .get(format!("{}/healthz", app.base))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    (app, child)
+}
+
 /// The Kafka brokers `just test` started (`KAFKA_BROKERS`), with a topic of
 /// this test's own.
 pub fn test_kafka() -> KafkaSource {
@@ -428,6 +473,19 @@ pub fn test_kafka() -> KafkaSource {
     }
 }
 
+/// The lease of projection `name`, for a test that steps the projection
+/// itself (as its worker would, under the worker's lease).
+pub async fn projection_lease(pool: &PgPool, name: &str) -> projections::lease::Lease {
+    projections::lease::Lease::try_acquire(
+        pool,
+        &projections::lease::projection(name),
+        projections::lease::DEFAULT_TTL,
+    )
+    .await
+    .expect("take the lease")
+    .expect("no worker holds the lease")
+}
+
 /// The relay's settings for tests: small polls, so tests run fast.
 pub fn relay_options(kafka: &KafkaSource) -> services::relay::RelayOptions {
     services::relay::RelayOptions {
@@ -437,6 +495,7 @@ pub fn relay_options(kafka: &KafkaSource) -> services::relay::RelayOptions {
         poll_interval: Duration::from_millis(100),
         max_request_bytes: kafka.max_request_bytes,
         settings: kafka.topic_settings(),
+        lease_ttl: projections::lease::DEFAULT_TTL,
     }
 }
 

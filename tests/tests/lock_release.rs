@@ -1,7 +1,7 @@
-//! Locks never leak: a worker whose statement is cancelled mid-batch gives
-//! its advisory lock back (its connection is closed, never returned to the
-//! pool still holding the lock), and the projection goes on under whichever
-//! worker takes the lock next.
+//! Locks never leak: a worker whose statement is cancelled mid-batch leaves
+//! no session state behind (no lock held by an idle connection, no
+//! transaction left open), gives its lease up, and the projection goes on
+//! under whichever worker takes the lease next.
 
 use std::time::{Duration, Instant};
 
@@ -9,18 +9,27 @@ use e2e::{placed_payload, spawn_app_without_workers, wait_caught_up};
 use projections::runner::WorkerOptions;
 use tokio_util::sync::CancellationToken;
 
-/// `checkpoint::WORKER_LOCK`, the first key of a worker's advisory lock.
-const WORKER_LOCK: i64 = 0x6f72_0001;
+async fn lease_token(pool: &sqlx::PgPool) -> Option<i64> {
+    sqlx::query_scalar("SELECT token FROM leader_leases WHERE name = $1")
+        .bind(projections::lease::projection(
+            projections::order_view::NAME,
+        ))
+        .fetch_optional(pool)
+        .await
+        .expect("leader_leases")
+}
 
-async fn lock_holder(pool: &sqlx::PgPool) -> Option<i32> {
+/// Backends of this database, other than the caller's, running a statement
+/// of the projection's (its batches read and write these tables).
+async fn busy_backends(pool: &sqlx::PgPool) -> Vec<i32> {
     sqlx::query_scalar(
-        "SELECT pid FROM pg_locks
-          WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objsubid = 2",
+        "SELECT pid FROM pg_stat_activity
+          WHERE datname = current_database() AND pid <> pg_backend_pid()
+            AND state = 'active' AND query !~* 'LISTEN|pg_stat_activity'",
     )
-    .bind(WORKER_LOCK)
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await
-    .expect("pg_locks")
+    .expect("pg_stat_activity")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,45 +62,51 @@ async fn a_worker_whose_statement_is_cancelled_gives_its_lock_back_and_the_proje
         ..WorkerOptions::default()
     };
     let name = [projections::order_view::NAME];
-    let mut leader = services::workers::spawn(&app.db.pool, &name, &options, None, &shutdown);
-    let mut standby = services::workers::spawn(&app.db.pool, &name, &options, None, &shutdown);
+    let pools = services::db::Pools::single(app.db.pool.clone());
+    let mut leader = services::workers::spawn(&pools, &name, &options, None, &shutdown);
+    let mut standby = services::workers::spawn(&pools, &name, &options, None, &shutdown);
 
-    // Cancel the lock holder's statements until one lands mid-batch (the
-    // holder changes or goes).
+    // Cancel the leader's statements until one lands mid-batch: the leader
+    // steps down and the lease is taken again (a new token).
     let deadline = Instant::now() + Duration::from_secs(10);
-    let cancelled = loop {
+    let first = loop {
+        assert!(Instant::now() < deadline, "no worker took the lease");
+        if let Some(token) = lease_token(&app.db.pool).await {
+            break token;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let mut cancelled = 0;
+    while lease_token(&app.db.pool).await == Some(first) {
         assert!(
             Instant::now() < deadline,
-            "no statement of the leader was cancelled"
+            "{cancelled} cancels, and the leader never stepped down"
         );
-        let Some(pid) = lock_holder(&app.db.pool).await else {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
-        let _: bool = sqlx::query_scalar("SELECT pg_cancel_backend($1)")
-            .bind(pid)
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("cancel");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if lock_holder(&app.db.pool).await != Some(pid) {
-            break pid;
+        for pid in busy_backends(&app.db.pool).await {
+            let done: bool = sqlx::query_scalar("SELECT pg_cancel_backend($1)")
+                .bind(pid)
+                .fetch_one(&app.db.pool)
+                .await
+                .expect("cancel");
+            cancelled += usize::from(done);
         }
-    };
-    // Within a second the cancelled backend holds no lock: it was closed, not
-    // returned to the pool with the lock.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Within a second no idle connection holds a lock, and none sits in a
+    // transaction (open or aborted) for more than a moment: nothing went
+    // back to the pool with session state. (A live batch is idle in its
+    // transaction between statements, for microseconds.)
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let still_locked: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory'",
+    let leaked: Vec<(i32, String, String)> = sqlx::query_as(
+        "SELECT a.pid, a.state, l.locktype FROM pg_stat_activity a JOIN pg_locks l USING (pid)
+          WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+            AND ((a.state LIKE 'idle in transaction%' AND a.state_change < clock_timestamp() - interval '500 ms')
+                 OR (a.state = 'idle' AND l.locktype = 'advisory'))",
     )
-    .bind(cancelled)
-    .fetch_one(&app.db.pool)
+    .fetch_all(&app.db.pool)
     .await
     .expect("pg_locks");
-    assert_eq!(
-        still_locked, 0,
-        "backend {cancelled} still holds an advisory lock"
-    );
+    assert!(leaked.is_empty(), "session state left behind: {leaked:?}");
     // And a worker applies the rest.
     wait_caught_up(
         &app.db.pool,

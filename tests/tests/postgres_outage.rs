@@ -24,7 +24,7 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
     let stop = CancellationToken::new();
     let server = tokio::spawn(http::serve(
         listener,
-        AppState::new(pool.clone(), port),
+        AppState::new(&services::db::Pools::single(pool.clone()), port),
         Apis::All,
         stop.clone(),
     ));

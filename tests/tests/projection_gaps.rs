@@ -83,6 +83,7 @@ async fn out_of_order_commit(mode: ReadMode) -> (usize, usize, Vec<Uuid>, [Uuid;
     let mut a = connect(&db).await;
     let mut b = connect(&db).await;
     let mut reader = connect(&db).await;
+    let lease = e2e::projection_lease(&db.pool, projections::order_view::NAME).await;
 
     let mut held = a.begin().await.expect("begin");
     let p1 = insert(&mut held, first, 1, &placed(first, "early")).await;
@@ -94,7 +95,7 @@ async fn out_of_order_commit(mode: ReadMode) -> (usize, usize, Vec<Uuid>, [Uuid;
         .await
         .expect("commit the later position first");
 
-    let before = runner::step(&mut reader, &OrderReadModel, 100, mode)
+    let before = runner::step(&mut reader, lease.fence(), &OrderReadModel, 100, mode)
         .await
         .expect("a step");
     held.commit()
@@ -110,7 +111,7 @@ async fn out_of_order_commit(mode: ReadMode) -> (usize, usize, Vec<Uuid>, [Uuid;
     };
     let deadline = Instant::now() + patience;
     while Instant::now() < deadline {
-        after += runner::step(&mut reader, &OrderReadModel, 100, mode)
+        after += runner::step(&mut reader, lease.fence(), &OrderReadModel, 100, mode)
             .await
             .expect("a step");
         if after >= 2 {

@@ -21,15 +21,16 @@ fn options() -> WorkerOptions {
     }
 }
 
-/// Worker locks held in the database, granted ones only.
-async fn held_worker_locks(pool: &sqlx::PgPool) -> i64 {
+/// The projection's lease: its token while a live worker holds it.
+async fn lease_token(pool: &sqlx::PgPool) -> Option<i64> {
     sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
-            AND classid = 1869742081::oid::bigint::oid AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        "SELECT token FROM leader_leases
+          WHERE name = $1 AND expires_at > clock_timestamp()",
     )
-    .fetch_one(pool)
+    .bind(projections::lease::projection(NAME))
+    .fetch_optional(pool)
     .await
-    .expect("read pg_locks")
+    .expect("read leader_leases")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,6 +48,7 @@ async fn a_second_worker_waits_and_takes_over_when_the_first_stops() {
         app.place_ok("ivy").await;
     }
     wait_caught_up(&pool, NAME, Duration::from_secs(10)).await;
+    let first_token = lease_token(&pool).await.expect("the first worker leads");
 
     let second_stop = CancellationToken::new();
     let second = tokio::spawn(runner::run_worker(
@@ -57,9 +59,9 @@ async fn a_second_worker_waits_and_takes_over_when_the_first_stops() {
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        held_worker_locks(&pool).await,
-        1,
-        "one worker holds the projection"
+        lease_token(&pool).await,
+        Some(first_token),
+        "the second worker stands by"
     );
     for _ in 0..20 {
         app.place_ok("ivy").await;
@@ -73,7 +75,11 @@ async fn a_second_worker_waits_and_takes_over_when_the_first_stops() {
     }
     // The second worker takes the lock and applies the rest.
     wait_caught_up(&pool, NAME, Duration::from_secs(10)).await;
-    assert_eq!(held_worker_locks(&pool).await, 1);
+    assert_eq!(
+        lease_token(&pool).await,
+        Some(first_token + 1),
+        "the second worker took the lease"
+    );
     second_stop.cancel();
     second.await.expect("task").expect("second worker");
 

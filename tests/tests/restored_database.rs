@@ -51,11 +51,19 @@ async fn place(pool: &PgPool, n: usize) {
 /// safe to read.
 async fn project(pool: &PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
-    while runner::step(&mut conn, &OrderReadModel, 100, ReadMode::GapSafe)
-        .await
-        .expect("a batch")
+    let lease = e2e::projection_lease(pool, projections::order_view::NAME).await;
+    while runner::step(
+        &mut conn,
+        lease.fence(),
+        &OrderReadModel,
+        100,
+        ReadMode::GapSafe,
+    )
+    .await
+    .expect("a batch")
         > 0
     {}
+    lease.release().await;
 }
 
 async fn rows(pool: &PgPool) -> usize {

@@ -317,7 +317,7 @@ async fn a_build_that_can_read_held_events_releases_them_by_itself() {
     let run_worker = || {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let worker = services::workers::spawn(
-            &app.db.pool,
+            &services::db::Pools::single(app.db.pool.clone()),
             &[projections::order_view::NAME],
             &options,
             None,

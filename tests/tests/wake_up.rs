@@ -29,7 +29,7 @@ async fn an_order_placed_through_the_api_wakes_the_projection_long_before_its_po
         ..WorkerOptions::default()
     };
     let mut workers = services::workers::spawn(
-        &app.db.pool,
+        &services::db::Pools::single(app.db.pool.clone()),
         &[projections::order_view::NAME],
         &options,
         None,

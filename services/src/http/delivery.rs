@@ -39,7 +39,7 @@ async fn orders_in_status(
     let status = Status::parse(status.trim()).map_err(|_| ApiError::UnknownStatus {
         given: status.clone(),
     })?;
-    let rows = delivery::list_by_status(&state.pool, status).await?;
+    let rows = delivery::list_by_status(&state.reads, status).await?;
     let views: Vec<DeliveryStatusView> = rows.iter().map(DeliveryStatusView::from).collect();
     Ok(Json(views).into_response())
 }
@@ -59,12 +59,12 @@ async fn delivery_status(
 ) -> ApiResult<Response> {
     let user_id = extract::user_id(&user)?;
     let order_id = extract::order_id(&order)?;
-    let row = delivery::get(&state.pool, order_id.as_uuid()).await?;
+    let row = delivery::get(&state.reads, order_id.as_uuid()).await?;
     if row.as_ref().is_none_or(|r| r.user_id == user_id.as_str()) {
         // Held back behind an event this build cannot read: what the model
         // shows may be behind the order's truth.
         if let Some(held) =
-            held::held_order(&state.pool, delivery::NAME, order_id.as_uuid()).await?
+            held::held_order(&state.reads, delivery::NAME, order_id.as_uuid()).await?
         {
             return Err(ApiError::OrderHeld {
                 order_id: held.stream_id,

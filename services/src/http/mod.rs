@@ -47,7 +47,10 @@ pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct AppState {
     pub orders: Orders,
+    /// The write budget (appends go through `orders`' store, which holds it).
     pub pool: PgPool,
+    /// The read budget: reads never take the writers' connections.
+    pub reads: PgPool,
     /// The port the server listens on (the original health check names it).
     pub port: u16,
     /// See [`READ_YOUR_WRITES_WAIT`].
@@ -66,15 +69,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, port: u16) -> Self {
+    pub fn new(pools: &crate::db::Pools, port: u16) -> Self {
         let commit_signal = CommitSignal::new();
         AppState {
             orders: Orders::new(
-                EventStore::new(pool.clone()).with_commit_signal(commit_signal.clone()),
+                EventStore::new(pools.writes.clone()).with_commit_signal(commit_signal.clone()),
             ),
             commit_signal,
             positions: projections::consistency::PositionWatch::default(),
-            pool,
+            pool: pools.writes.clone(),
+            reads: pools.reads.clone(),
             port,
             read_wait: READ_YOUR_WRITES_WAIT,
             kafka_brokers: None,
@@ -227,7 +231,7 @@ pub async fn serve(
         state
             .positions
             .clone()
-            .run(state.pool.clone(), shutdown.clone()),
+            .run(state.reads.clone(), shutdown.clone()),
     );
     // Normalising must wrap the router: routing happens inside it.
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state, apis));

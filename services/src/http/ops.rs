@@ -26,7 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
-    crate::metrics::render(&state.pool).await
+    crate::metrics::render(&state.reads).await
 }
 
 /// This document.
@@ -89,7 +89,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }
     };
     let held = async {
-        let mut conn = state.pool.acquire().await.ok()?;
+        let mut conn = state.reads.acquire().await.ok()?;
         let summary = projections::held::summary(&mut conn).await.ok()?;
         let lines: Vec<String> = summary
             .iter()

@@ -232,13 +232,13 @@ async fn list_orders(
     };
     let caught_up = state
         .positions
-        .wait_until(&state.pool, order_view::NAME, freshness, state.read_wait)
+        .wait_until(&state.reads, order_view::NAME, freshness, state.read_wait)
         .await?;
     if !caught_up {
         return Err(ApiError::NotCaughtUp);
     }
     let mut rows =
-        order_view::list_for_user(&state.pool, user_id.as_str(), before, limit + 1).await?;
+        order_view::list_for_user(&state.reads, user_id.as_str(), before, limit + 1).await?;
     let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let views: Vec<OrderView> = rows.iter().map(OrderView::from).collect();
