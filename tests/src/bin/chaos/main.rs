@@ -1,0 +1,370 @@
+//! `just chaos`: steady order traffic and staff moves through the real HTTP
+//! API while faults are injected, then the invariants, checked from outside.
+//!
+//! Every part is real and runs as its own process: a PostgreSQL cluster of
+//! the run's own (so it can be crashed), a Tansu broker with SQLite storage
+//! (so stopping it loses nothing), `orders serve` (the APIs) and `orders work`
+//! (the relay and both projections). Both `orders` processes are supervised as
+//! a service manager would: restarted whenever they exit.
+//!
+//! Faults: `kill -9` of `orders work` at random moments (at least
+//! `--min-kills`); the broker stopped for `--broker-down` seconds and started
+//! again; PostgreSQL crashed (immediate stop: no shutdown checkpoint, clients
+//! cut off) and started again.
+//!
+//! The clients behave as good clients of API.md do: every order request
+//! carries an `Idempotency-Key` and is retried with the same key until it gets
+//! a definitive answer, so "accepted" is exact even when a 503 or a cut
+//! connection hid a commit.
+//!
+//! After the traffic, once the system has converged:
+//! - every order that got a 201 is in the log (lost = 0), and every order in
+//!   the log got a 201 for its request, exactly once (ghost = duplicated = 0);
+//! - `orders verify`: both read models equal the fold of the log;
+//! - every event is on the topic at least once, first occurrences in version
+//!   order per order, all of an order on one partition;
+//! - the delivery projection consumed every record exactly once (its offsets
+//!   and counts advanced in the same transactions as its rows), so the
+//!   redelivered records were absorbed by its version guard, not re-applied.
+//!
+//! Exit status 0 only when every invariant holds.
+
+mod checks;
+mod clients;
+mod faults;
+mod infra;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use e2e::processes::{free_port, DurableBroker};
+use sqlx::postgres::PgPoolOptions;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use checks::{converge, delivery_check, orders_check, topic_check};
+use clients::{client_loop, wait_ready, Stats};
+use faults::{kill_loop, Faults, Supervised};
+use infra::{fresh_database, sleep_until, Postgres};
+
+#[derive(Debug, Parser)]
+#[command(about = "Fault injection under load, then the invariants (see the module docs)")]
+struct Args {
+    /// The `orders` binary to run.
+    #[arg(long, default_value = "target/release/orders")]
+    orders_bin: PathBuf,
+    /// Where the run keeps its cluster, broker storage and logs.
+    #[arg(long, default_value = ".local/chaos")]
+    dir: PathBuf,
+    /// Seconds of traffic (longer if the faults need it).
+    #[arg(long, default_value_t = 120)]
+    seconds: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Orders per second, all clients together.
+    #[arg(long, default_value_t = 40.0)]
+    rate: f64,
+    /// At least this many `kill -9` of `orders work`.
+    #[arg(long, default_value_t = 20)]
+    min_kills: u32,
+    /// Seconds the broker stays stopped (0: no broker fault).
+    #[arg(long, default_value_t = 30)]
+    broker_down: u64,
+    /// Crash and restart PostgreSQL once.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    postgres_restart: bool,
+    /// Seconds allowed to converge after the last fault.
+    #[arg(long, default_value_t = 120)]
+    converge_timeout: u64,
+    /// Seed of the random choices (printed, so a run can be repeated).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("chaos: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn say(message: impl AsRef<str>) {
+    eprintln!("chaos: {}", message.as_ref());
+}
+
+async fn run(args: Args) -> Result<bool> {
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    fastrand::seed(seed);
+    let root = std::env::current_dir()?;
+    let dir = root.join(&args.dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let orders_bin = root.join(&args.orders_bin);
+    if !orders_bin.exists() {
+        bail!(
+            "{} not found: build it first (`just chaos` does)",
+            orders_bin.display()
+        );
+    }
+    say(format!(
+        "seed {seed}; {} s of traffic, {} clients, {} orders/s; logs in {}",
+        args.seconds,
+        args.clients,
+        args.rate,
+        dir.display()
+    ));
+
+    // The run's own PostgreSQL cluster and database, and its own broker.
+    // The repository's scripts start and crash the cluster.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let postgres = Postgres::new(&repo, &dir);
+    let cluster_url = postgres.start().await?;
+    let url = fresh_database(&cluster_url, "chaos").await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&url)
+        .await
+        .context("connect to the chaos database")?;
+    let mut broker = DurableBroker::new(&dir.join("kafka"), Some(dir.join("broker.log")))?;
+    broker.start().await?;
+    let topic = format!("chaos-{}", Uuid::now_v7().simple());
+    let env = vec![
+        ("DATABASE_URL".to_owned(), url.clone()),
+        ("KAFKA_BROKERS".to_owned(), broker.address()),
+        ("KAFKA_TOPIC".to_owned(), topic.clone()),
+        ("KAFKA_PARTITIONS".to_owned(), "3".to_owned()),
+    ];
+
+    // Migrate once, before anything races to.
+    let migrated = Command::new(&orders_bin)
+        .arg("migrate")
+        .envs(env.iter().cloned())
+        .output()
+        .await?;
+    if !migrated.status.success() {
+        bail!(
+            "orders migrate failed: {}",
+            String::from_utf8_lossy(&migrated.stderr)
+        );
+    }
+
+    let http_port = free_port()?;
+    let stop = CancellationToken::new();
+    let serve = Supervised::start(
+        "serve",
+        &orders_bin,
+        vec![
+            "serve".into(),
+            "--http-addr".into(),
+            format!("127.0.0.1:{http_port}"),
+        ],
+        env.clone(),
+        dir.join("serve.log"),
+        stop.clone(),
+    )?;
+    let work = Supervised::start(
+        "work",
+        &orders_bin,
+        vec!["work".into()],
+        env.clone(),
+        dir.join("work.log"),
+        stop.clone(),
+    )?;
+    let base = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    wait_ready(&http, &base).await?;
+
+    // Traffic.
+    let stats = Arc::new(Stats::default());
+    let traffic_on = Arc::new(AtomicBool::new(true));
+    let mut clients = tokio::task::JoinSet::new();
+    let period = Duration::from_secs_f64(args.clients as f64 / args.rate.max(0.1));
+    for client in 0..args.clients {
+        clients.spawn(client_loop(
+            client,
+            http.clone(),
+            base.clone(),
+            period,
+            stats.clone(),
+            traffic_on.clone(),
+        ));
+    }
+
+    // Faults.
+    let started = Instant::now();
+    let traffic = Duration::from_secs(args.seconds);
+    let faults = Arc::new(Faults::default());
+    let killer = tokio::spawn(kill_loop(
+        work.kill.clone(),
+        faults.clone(),
+        args.min_kills,
+        started + traffic,
+    ));
+    if args.broker_down > 0 {
+        sleep_until(started + traffic / 5).await;
+        say("stopping the broker");
+        broker.stop().await;
+        faults.mark();
+        tokio::time::sleep(Duration::from_secs(args.broker_down)).await;
+        broker.start().await?;
+        faults.mark();
+        say("broker started again");
+    }
+    if args.postgres_restart {
+        sleep_until(started + traffic * 7 / 10).await;
+        say("crashing PostgreSQL (immediate stop)");
+        postgres.crash().await?;
+        faults.mark();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let again = postgres.start().await?;
+        if again != cluster_url {
+            bail!("PostgreSQL came back at {again}, not {cluster_url}: the services cannot follow");
+        }
+        faults.mark();
+        say("PostgreSQL started again (crash recovery)");
+    }
+    sleep_until(started + traffic).await;
+    killer.await?;
+    traffic_on.store(false, Ordering::SeqCst);
+    while let Some(done) = clients.join_next().await {
+        done?;
+    }
+    let traffic_secs = started.elapsed().as_secs_f64();
+    say(format!(
+        "traffic over after {traffic_secs:.0} s; every request has its answer; waiting to converge"
+    ));
+
+    // Converge: outbox drained, both read models at every order's last version.
+    let last_fault = faults.last();
+    let converged = converge(&pool, Duration::from_secs(args.converge_timeout)).await?;
+    let converge_secs = converged
+        .saturating_duration_since(last_fault)
+        .as_secs_f64();
+    stop.cancel();
+    serve.finished().await;
+    work.finished().await;
+
+    // The invariants.
+    let mut failures = Vec::new();
+    let accepted = stats.accepted();
+    let orders = orders_check(&pool, &accepted).await?;
+    if orders.lost > 0 || orders.ghosts > 0 || orders.duplicated > 0 {
+        failures.push("orders: lost, ghost or duplicated".to_owned());
+    }
+    let verify = Command::new(&orders_bin)
+        .arg("verify")
+        .envs(env.iter().cloned())
+        .output()
+        .await?;
+    let verify_out = String::from_utf8_lossy(&verify.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !verify.status.success() {
+        failures.push(format!(
+            "orders verify: {verify_out} {}",
+            String::from_utf8_lossy(&verify.stderr).trim()
+        ));
+    }
+    let topic_check = topic_check(&pool, &broker.address(), &topic).await?;
+    failures.extend(topic_check.failures.iter().cloned());
+    let delivery = delivery_check(&pool, &topic, &topic_check.per_partition).await?;
+    failures.extend(delivery.failures.iter().cloned());
+    if stats.server_errors.load(Ordering::Relaxed) > 0 {
+        failures.push("500 answers (a bug, not a fault)".to_owned());
+    }
+    if stats.unresolved.load(Ordering::Relaxed) > 0 {
+        failures.push("requests without a definitive answer".to_owned());
+    }
+    let rejected = stats.rejected.load(Ordering::Relaxed);
+    if rejected > 0 {
+        failures.push(format!(
+            "{rejected} moves or cancels refused without an explanation"
+        ));
+    }
+    let reached: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM order_view GROUP BY status ORDER BY min(CASE status
+             WHEN 'received' THEN 1 WHEN 'preparing' THEN 2 WHEN 'delivering' THEN 3
+             WHEN 'delivered' THEN 4 ELSE 5 END)",
+    )
+    .fetch_all(&pool)
+    .await?;
+
+    // The summary.
+    let kills = faults.kills.load(Ordering::Relaxed);
+    println!();
+    println!("chaos summary (seed {seed})");
+    println!(
+        "  faults injected      {kills} × kill -9 of `orders work`, broker stopped {} s × {}, PostgreSQL crash-restart × {}",
+        args.broker_down,
+        u8::from(args.broker_down > 0),
+        u8::from(args.postgres_restart)
+    );
+    println!(
+        "  traffic              {traffic_secs:.0} s, {} clients; {} orders accepted (201), {} staff moves and cancels accepted",
+        args.clients,
+        accepted.len(),
+        stats.moves.load(Ordering::Relaxed)
+    );
+    println!(
+        "  retried by clients   {} requests (503, timeouts, cut connections; same Idempotency-Key)",
+        stats.retries.load(Ordering::Relaxed)
+    );
+    println!(
+        "  orders reached       {}",
+        reached
+            .iter()
+            .map(|(status, n)| format!("{status} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  unexplained refusals {rejected} (should be 0)");
+    println!(
+        "  orders               lost {}   ghost {}   duplicated {}   (log holds {})",
+        orders.lost, orders.ghosts, orders.duplicated, orders.in_log
+    );
+    println!(
+        "  topic                {} records for {} events: {} redelivered, {} missing, {} out of order",
+        topic_check.records,
+        topic_check.events,
+        topic_check.redelivered,
+        topic_check.missing,
+        topic_check.out_of_order
+    );
+    println!(
+        "  delivery model       {} records consumed, each once ({} consumed twice); version guard absorbed the redelivered",
+        delivery.consumed, delivery.consumed_twice
+    );
+    println!("  orders verify        {verify_out}");
+    println!(
+        "  restarts             serve {} (should be 0), work {} (after each kill)",
+        serve.restarts.load(Ordering::Relaxed),
+        work.restarts.load(Ordering::Relaxed)
+    );
+    println!("  converged            {converge_secs:.1} s after the last fault");
+    if failures.is_empty() {
+        println!("  result               every invariant holds");
+    } else {
+        for f in &failures {
+            println!("  FAILED               {f}");
+        }
+    }
+    broker.stop().await;
+    Ok(failures.is_empty())
+}
