@@ -1,8 +1,11 @@
 //! A short run of the chaos tool (`just chaos` runs the long one): real
-//! processes, `kill -9` of the worker process, the broker stopped and started,
+//! processes (two API, two worker), `kill -9` of the workers, a leader
+//! frozen and woken, `pg_cancel_backend` bursts, a transaction holding the
+//! horizon while clients read their writes, the broker stopped and started,
 //! PostgreSQL crashed and restarted, under steady traffic; then every
 //! invariant (nothing lost, nothing duplicated, read models equal the fold,
-//! every event on the topic in order, each record consumed once).
+//! every event on the topic in order, each record consumed once, every
+//! strong read saw its write, the frozen leader replaced).
 
 use std::process::Command;
 
@@ -23,6 +26,15 @@ fn a_short_chaos_run_loses_and_duplicates_nothing() {
             "--postgres-restart",
             "true",
         ])
+        .args([
+            "--freezes",
+            "1",
+            "--freeze-secs",
+            "8",
+            "--cancel-every",
+            "4",
+        ])
+        .args(["--long-transactions", "1", "--long-secs", "5"])
         .args(["--converge-timeout", "90"])
         .output()
         .expect("run the chaos tool");
@@ -42,5 +54,12 @@ fn a_short_chaos_run_loses_and_duplicates_nothing() {
         .and_then(|n| n.parse().ok())
         .expect("the summary counts the kills");
     assert!(kills >= 6, "{stdout}");
+    assert!(
+        stdout.contains("× 1: ")
+            && stdout.contains("taken over after")
+            && !stdout.contains("never"),
+        "the frozen leader was replaced: {stdout}"
+    );
+    assert!(stdout.contains("strong reads, 0 without"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }

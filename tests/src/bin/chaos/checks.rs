@@ -256,3 +256,39 @@ pub(crate) async fn delivery_check(
         failures,
     })
 }
+
+/// What the worker processes' logs say about leadership.
+#[derive(Debug, Default)]
+pub(crate) struct LeadershipLog {
+    /// A standby took a lease whose leader stopped renewing it.
+    pub(crate) takeovers_after_expiry: usize,
+    /// A woken (or cut-off) leader found its lease gone and stepped down.
+    pub(crate) stepped_down: usize,
+    /// Records a relay had sent after losing its lease (re-sent by the new
+    /// leader: duplicates the delivery side absorbs).
+    pub(crate) resent: u64,
+}
+
+/// Reads the JSON log lines of the worker processes.
+pub(crate) fn leadership_log(logs: &[std::path::PathBuf]) -> LeadershipLog {
+    let mut found = LeadershipLog::default();
+    for log in logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let message = v["fields"]["message"].as_str().unwrap_or_default();
+            if message.starts_with("took the lease over from a leader that stopped renewing it") {
+                found.takeovers_after_expiry += 1;
+            } else if message.starts_with("lease lost: stepping down")
+                || message.starts_with("another process took this lease over")
+            {
+                found.stepped_down += 1;
+            } else if message.starts_with("sent records after losing the lease") {
+                found.resent += v["fields"]["records"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    found
+}

@@ -25,6 +25,10 @@ pub(crate) struct Stats {
     /// Moves and cancels refused for no reason the client's own retries
     /// explain (each one is printed).
     pub(crate) rejected: AtomicU64,
+    /// Strong reads of the client's own orders, and those whose answer
+    /// lacked the order just placed (each one is printed).
+    pub(crate) reads: AtomicU64,
+    pub(crate) reads_missing: AtomicU64,
 }
 
 impl Stats {
@@ -52,10 +56,15 @@ pub(crate) const MOVES: [domain::Status; 3] = [
     domain::Status::Delivered,
 ];
 
+/// One of the API processes, at random (as a load balancer would).
+fn any(bases: &[String]) -> &str {
+    &bases[fastrand::usize(..bases.len())]
+}
+
 pub(crate) async fn client_loop(
     client: usize,
     http: reqwest::Client,
-    base: String,
+    bases: Arc<Vec<String>>,
     period: Duration,
     stats: Arc<Stats>,
     traffic_on: Arc<AtomicBool>,
@@ -73,9 +82,8 @@ pub(crate) async fn client_loop(
             "coffee_price": (fastrand::u32(1..=12) * 500).to_string(),
             "coffee_qty": qty.to_string(),
         });
-        let url = format!("{base}/order-ms/{user}/orders");
         let answer = until_definitive(&stats, || {
-            http.post(&url)
+            http.post(format!("{}/order-ms/{user}/orders", any(&bases)))
                 .header("Idempotency-Key", &key)
                 .json(&body)
                 .send()
@@ -95,6 +103,11 @@ pub(crate) async fn client_loop(
                 if let Ok(mut accepted) = stats.accepted.lock() {
                     accepted.insert(key, order);
                 }
+                // A third of the time, read it back at once (through either
+                // API process), asking for the write to be visible.
+                if fastrand::u8(..3) == 0 {
+                    read_own_write(&http, &bases, &stats, &user, order).await;
+                }
                 active.push(Active {
                     user: user.clone(),
                     order,
@@ -106,7 +119,7 @@ pub(crate) async fn client_loop(
         // Move one of the client's orders on (about as many moves as orders).
         if !active.is_empty() && fastrand::bool() {
             let i = fastrand::usize(..active.len());
-            let done = move_on(&http, &base, &stats, &mut active[i]).await;
+            let done = move_on(&http, &bases, &stats, &mut active[i]).await;
             if done {
                 active.swap_remove(i);
             }
@@ -117,18 +130,15 @@ pub(crate) async fn client_loop(
 /// One step of an order's lifecycle; true when the order needs no more.
 pub(crate) async fn move_on(
     http: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     stats: &Stats,
     order: &mut Active,
 ) -> bool {
     let answer = if order.cancel {
-        let url = format!(
-            "{base}/order-ms/{}/orders/{}/cancel",
-            order.user, order.order
-        );
-        until_definitive(stats, || http.post(&url).send()).await
+        let path = format!("/order-ms/{}/orders/{}/cancel", order.user, order.order);
+        until_definitive(stats, || http.post(format!("{}{path}", any(bases))).send()).await
     } else {
-        let url = format!("{base}/delivery-ms/{}/{}/status", order.user, order.order);
+        let path = format!("/delivery-ms/{}/{}/status", order.user, order.order);
         // The domain's codes and labels, as the original clients send both.
         let to = MOVES[order.step];
         let status = if fastrand::bool() {
@@ -137,7 +147,9 @@ pub(crate) async fn move_on(
             to.label()
         };
         until_definitive(stats, || {
-            http.post(&url).json(&json!({ "status": status })).send()
+            http.post(format!("{}{path}", any(bases)))
+                .json(&json!({ "status": status }))
+                .send()
         })
         .await
     };
@@ -155,7 +167,7 @@ pub(crate) async fn move_on(
             status: 409,
             retried: true,
             ..
-        }) if current_status(http, base, order).await.as_deref() == Some(target) => {}
+        }) if current_status(http, any(bases), order).await.as_deref() == Some(target) => {}
         Some(Answer { status, body, .. }) => {
             stats.rejected.fetch_add(1, Ordering::Relaxed);
             say(format!(
@@ -169,6 +181,33 @@ pub(crate) async fn move_on(
     stats.moves.fetch_add(1, Ordering::Relaxed);
     order.step += 1;
     order.cancel || order.step == MOVES.len()
+}
+
+/// Reads the user's orders with `Prefer: consistency=strong` (a 503 while
+/// the read model lags is retried like any 5xx) and checks that the order
+/// just placed is there.
+async fn read_own_write(
+    http: &reqwest::Client,
+    bases: &[String],
+    stats: &Stats,
+    user: &str,
+    order: Uuid,
+) {
+    let answer = until_definitive(stats, || {
+        http.get(format!("{}/order-ms/{user}/orders", any(bases)))
+            .header("Prefer", "consistency=strong")
+            .send()
+    })
+    .await;
+    let Some(answer) = answer else { return };
+    stats.reads.fetch_add(1, Ordering::Relaxed);
+    if answer.status != 200 || !answer.body.to_string().contains(&order.to_string()) {
+        stats.reads_missing.fetch_add(1, Ordering::Relaxed);
+        say(format!(
+            "a strong read of {user}'s orders lacks {order} (status {})",
+            answer.status
+        ));
+    }
 }
 
 /// The order's status as order-ms reads it from its events.

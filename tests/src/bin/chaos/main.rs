@@ -3,19 +3,27 @@
 //!
 //! Every part is real and runs as its own process: a PostgreSQL cluster of
 //! the run's own (so it can be crashed), a Tansu broker with SQLite storage
-//! (so stopping it loses nothing), `orders serve` (the APIs) and `orders work`
-//! (the relay and both projections). Both `orders` processes are supervised as
-//! a service manager would: restarted whenever they exit.
+//! (so stopping it loses nothing), two `orders serve` (the APIs, clients
+//! spread over both) and two `orders work` (the relay and both projections:
+//! one leads each, the other stands by). Every `orders` process is supervised
+//! as a service manager would: restarted whenever it exits.
 //!
-//! Faults: `kill -9` of `orders work` at random moments (at least
-//! `--min-kills`); the broker stopped for `--broker-down` seconds and started
-//! again; PostgreSQL crashed (immediate stop: no shutdown checkpoint, clients
-//! cut off) and started again.
+//! Faults: `kill -9` of either `orders work` at random moments (at least
+//! `--min-kills`); the current leader of a lease (relay or projection)
+//! frozen with SIGSTOP for `--freeze-secs` and woken with SIGCONT
+//! (`--freezes` times: a standby must take over, the woken one must step
+//! down); bursts of `pg_cancel_backend` on the workers' statements (every
+//! `--cancel-every` seconds); a transaction held open for `--long-secs`
+//! (`--long-transactions` times) while clients read their own writes; the
+//! broker stopped for `--broker-down` seconds and started again; PostgreSQL
+//! crashed (immediate stop: no shutdown checkpoint, clients cut off) and
+//! started again.
 //!
 //! The clients behave as good clients of API.md do: every order request
 //! carries an `Idempotency-Key` and is retried with the same key until it gets
 //! a definitive answer, so "accepted" is exact even when a 503 or a cut
-//! connection hid a commit.
+//! connection hid a commit. A third of the orders are read back at once with
+//! `Prefer: consistency=strong`, through either API process.
 //!
 //! After the traffic, once the system has converged:
 //! - every order that got a 201 is in the log (lost = 0), and every order in
@@ -25,7 +33,10 @@
 //!   order per order, all of an order on one partition;
 //! - the delivery projection consumed every record exactly once (its offsets
 //!   and counts advanced in the same transactions as its rows), so the
-//!   redelivered records were absorbed by its version guard, not re-applied.
+//!   redelivered records were absorbed by its version guard, not re-applied;
+//! - every strong read showed the order just placed; every frozen leader
+//!   was replaced within its freeze; no move or cancel was refused without
+//!   an explanation, and no answer was a 500.
 //!
 //! Exit status 0 only when every invariant holds.
 
@@ -47,9 +58,9 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use checks::{converge, delivery_check, orders_check, topic_check};
+use checks::{converge, delivery_check, leadership_log, orders_check, topic_check};
 use clients::{client_loop, wait_ready, Stats};
-use faults::{kill_loop, Faults, Supervised};
+use faults::{kill_loop, leadership_faults, Faults, LeadershipFaults, Supervised, WORKERS};
 use infra::{fresh_database, sleep_until, Postgres};
 
 #[derive(Debug, Parser)]
@@ -76,6 +87,22 @@ struct Args {
     /// Seconds the broker stays stopped (0: no broker fault).
     #[arg(long, default_value_t = 30)]
     broker_down: u64,
+    /// Times the leader of a lease is frozen (SIGSTOP) and woken (SIGCONT).
+    #[arg(long, default_value_t = 3)]
+    freezes: u32,
+    /// Seconds a frozen leader stays stopped (more than the lease's 5 s).
+    #[arg(long, default_value_t = 8)]
+    freeze_secs: u64,
+    /// Seconds between bursts of `pg_cancel_backend` on the workers'
+    /// statements (0: none).
+    #[arg(long, default_value_t = 10)]
+    cancel_every: u64,
+    /// Times a transaction holds the log's horizon while clients read.
+    #[arg(long, default_value_t = 2)]
+    long_transactions: u32,
+    /// Seconds each such transaction stays open.
+    #[arg(long, default_value_t = 8)]
+    long_secs: u64,
     /// Crash and restart PostgreSQL once.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     postgres_restart: bool,
@@ -160,33 +187,51 @@ async fn run(args: Args) -> Result<bool> {
         );
     }
 
-    let http_port = free_port()?;
+    // Two API processes and two worker processes; the database URL names
+    // each kind (`application_name`), so the cancel bursts find the workers.
     let stop = CancellationToken::new();
-    let serve = Supervised::start(
-        "serve",
-        &orders_bin,
-        vec![
-            "serve".into(),
-            "--http-addr".into(),
-            format!("127.0.0.1:{http_port}"),
-        ],
-        env.clone(),
-        dir.join("serve.log"),
-        stop.clone(),
-    )?;
-    let work = Supervised::start(
-        "work",
-        &orders_bin,
-        vec!["work".into()],
-        env.clone(),
-        dir.join("work.log"),
-        stop.clone(),
-    )?;
-    let base = format!("http://127.0.0.1:{http_port}");
+    let named = |name: &str| {
+        let mut env = env.clone();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        env[0].1 = format!("{url}{sep}application_name={name}");
+        env
+    };
+    let mut serves = Vec::new();
+    let mut bases = Vec::new();
+    for n in 1..=2 {
+        let port = free_port()?;
+        serves.push(Supervised::start(
+            "serve",
+            &orders_bin,
+            vec![
+                "serve".into(),
+                "--http-addr".into(),
+                format!("127.0.0.1:{port}"),
+            ],
+            named("orders-serve"),
+            dir.join(format!("serve-{n}.log")),
+            stop.clone(),
+        )?);
+        bases.push(format!("http://127.0.0.1:{port}"));
+    }
+    let mut works = Vec::new();
+    for n in 1..=2 {
+        works.push(Supervised::start(
+            "work",
+            &orders_bin,
+            vec!["work".into()],
+            named(WORKERS),
+            dir.join(format!("work-{n}.log")),
+            stop.clone(),
+        )?);
+    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
-    wait_ready(&http, &base).await?;
+    for base in &bases {
+        wait_ready(&http, base).await?;
+    }
+    let bases = Arc::new(bases);
 
     // Traffic.
     let stats = Arc::new(Stats::default());
@@ -197,7 +242,7 @@ async fn run(args: Args) -> Result<bool> {
         clients.spawn(client_loop(
             client,
             http.clone(),
-            base.clone(),
+            bases.clone(),
             period,
             stats.clone(),
             traffic_on.clone(),
@@ -209,10 +254,24 @@ async fn run(args: Args) -> Result<bool> {
     let traffic = Duration::from_secs(args.seconds);
     let faults = Arc::new(Faults::default());
     let killer = tokio::spawn(kill_loop(
-        work.kill.clone(),
+        works.iter().map(|w| w.kill.clone()).collect(),
         faults.clone(),
         args.min_kills,
         started + traffic,
+    ));
+    let leadership = tokio::spawn(leadership_faults(
+        pool.clone(),
+        url.clone(),
+        faults.clone(),
+        LeadershipFaults {
+            freezes: args.freezes,
+            freeze: Duration::from_secs(args.freeze_secs),
+            cancel_every: Duration::from_secs(args.cancel_every),
+            long_transactions: args.long_transactions,
+            long: Duration::from_secs(args.long_secs),
+        },
+        started,
+        traffic,
     ));
     if args.broker_down > 0 {
         sleep_until(started + traffic / 5).await;
@@ -239,6 +298,7 @@ async fn run(args: Args) -> Result<bool> {
     }
     sleep_until(started + traffic).await;
     killer.await?;
+    leadership.await?;
     traffic_on.store(false, Ordering::SeqCst);
     while let Some(done) = clients.join_next().await {
         done?;
@@ -255,8 +315,9 @@ async fn run(args: Args) -> Result<bool> {
         .saturating_duration_since(last_fault)
         .as_secs_f64();
     stop.cancel();
-    serve.finished().await;
-    work.finished().await;
+    for p in serves.iter().chain(&works) {
+        p.finished().await;
+    }
 
     // The invariants.
     let mut failures = Vec::new();
@@ -292,6 +353,21 @@ async fn run(args: Args) -> Result<bool> {
     if stats.unresolved.load(Ordering::Relaxed) > 0 {
         failures.push("requests without a definitive answer".to_owned());
     }
+    let reads = stats.reads.load(Ordering::Relaxed);
+    let reads_missing = stats.reads_missing.load(Ordering::Relaxed);
+    if reads_missing > 0 {
+        failures.push(format!(
+            "{reads_missing} strong reads did not show the order just placed"
+        ));
+    }
+    let freezes = faults.freezes.lock().map(|f| f.clone()).unwrap_or_default();
+    for f in freezes.iter().filter(|f| f.takeover.is_none()) {
+        failures.push(format!(
+            "pid {}, frozen while leading {}, was not replaced within {} s",
+            f.pid, f.lease, args.freeze_secs
+        ));
+    }
+    let leadership = leadership_log(&[dir.join("work-1.log"), dir.join("work-2.log")]);
     let rejected = stats.rejected.load(Ordering::Relaxed);
     if rejected > 0 {
         failures.push(format!(
@@ -317,6 +393,28 @@ async fn run(args: Args) -> Result<bool> {
         u8::from(args.postgres_restart)
     );
     println!(
+        "                       leaders frozen (SIGSTOP, {} s, then SIGCONT) × {}: {}",
+        args.freeze_secs,
+        freezes.len(),
+        freezes
+            .iter()
+            .map(|f| format!(
+                "{} taken over after {}",
+                f.lease,
+                f.takeover
+                    .map_or("never".to_owned(), |t| format!("{:.1} s", t.as_secs_f64()))
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "                       pg_cancel_backend bursts on the workers × {} ({} statements cancelled); a transaction held the horizon {} s × {}",
+        faults.cancel_bursts.load(Ordering::Relaxed),
+        faults.statements_cancelled.load(Ordering::Relaxed),
+        args.long_secs,
+        faults.long_transactions.load(Ordering::Relaxed)
+    );
+    println!(
         "  traffic              {traffic_secs:.0} s, {} clients; {} orders accepted (201), {} staff moves and cancels accepted",
         args.clients,
         accepted.len(),
@@ -336,6 +434,13 @@ async fn run(args: Args) -> Result<bool> {
     );
     println!("  unexplained refusals {rejected} (should be 0)");
     println!(
+        "  read own writes      {reads} strong reads, {reads_missing} without the order just placed (should be 0)"
+    );
+    println!(
+        "  leadership           {} takeovers after a lease expired; woken or cut-off leaders stepped down {} times; the relay re-sent {} records it had sent after losing its lease (counted; absorbed below)",
+        leadership.takeovers_after_expiry, leadership.stepped_down, leadership.resent
+    );
+    println!(
         "  orders               lost {}   ghost {}   duplicated {}   (log holds {})",
         orders.lost, orders.ghosts, orders.duplicated, orders.in_log
     );
@@ -352,10 +457,16 @@ async fn run(args: Args) -> Result<bool> {
         delivery.consumed, delivery.consumed_twice
     );
     println!("  orders verify        {verify_out}");
+    let restarts = |ps: &[Supervised]| {
+        ps.iter()
+            .map(|p| p.restarts.load(Ordering::Relaxed).to_string())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
     println!(
         "  restarts             serve {} (should be 0), work {} (after each kill)",
-        serve.restarts.load(Ordering::Relaxed),
-        work.restarts.load(Ordering::Relaxed)
+        restarts(&serves),
+        restarts(&works)
     );
     println!("  converged            {converge_secs:.1} s after the last fault");
     if failures.is_empty() {
