@@ -20,7 +20,7 @@ test:
 # What CI runs: formatting, lints, then every test.
 ci: lint test
 
-# Fault injection under load (kill -9, broker down, PostgreSQL crash), then the invariants. Try `just chaos --help`.
+# Fault injection under load (kill -9, frozen leaders, cancelled statements, long transactions, broker down, PostgreSQL crash), then the invariants. Try `just chaos --help`.
 chaos *ARGS:
     eval "$(scripts/kafka.sh install)"; cargo build --release -p services --bin orders -p e2e --bin chaos && target/release/chaos {{ARGS}}
 
