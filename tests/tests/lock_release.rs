@@ -19,14 +19,16 @@ async fn lease_token(pool: &sqlx::PgPool) -> Option<i64> {
         .expect("leader_leases")
 }
 
-/// Backends of this database, other than the caller's, running a statement
-/// of the projection's (its batches read and write these tables).
+const WORKERS: &str = "lock-release-workers";
+
+/// The workers' backends running a statement now.
 async fn busy_backends(pool: &sqlx::PgPool) -> Vec<i32> {
     sqlx::query_scalar(
         "SELECT pid FROM pg_stat_activity
-          WHERE datname = current_database() AND pid <> pg_backend_pid()
-            AND state = 'active' AND query !~* 'LISTEN|pg_stat_activity'",
+          WHERE datname = current_database() AND application_name = $1
+            AND state = 'active' AND query !~* 'LISTEN'",
     )
+    .bind(WORKERS)
     .fetch_all(pool)
     .await
     .expect("pg_stat_activity")
@@ -62,7 +64,20 @@ async fn a_worker_whose_statement_is_cancelled_gives_its_lock_back_and_the_proje
         ..WorkerOptions::default()
     };
     let name = [projections::order_view::NAME];
-    let pools = services::db::Pools::single(app.db.pool.clone());
+    // The workers' own pool, its connections named so that the test cancels
+    // theirs only (never one of its own).
+    let options_for_workers = app
+        .db
+        .url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .expect("url")
+        .application_name(WORKERS);
+    let workers_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options_for_workers)
+        .await
+        .expect("the workers' pool");
+    let pools = services::db::Pools::single(workers_pool);
     let mut leader = services::workers::spawn(&pools, &name, &options, None, &shutdown);
     let mut standby = services::workers::spawn(&pools, &name, &options, None, &shutdown);
 
