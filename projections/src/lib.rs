@@ -35,7 +35,7 @@ pub mod verify;
 pub use error::{ProjectionError, Result};
 pub use log::{Cursor, LogEvent, ReadMode};
 pub use order_view::{OrderReadModel, OrderRow};
-pub use projection::Projection;
+pub use projection::{Projection, ProjectionName};
 pub use row::{decode_event_row, stored_event_row, EVENT_COLUMNS};
 
 use sqlx::PgPool;

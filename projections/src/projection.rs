@@ -83,3 +83,63 @@ pub trait Projection: Send + Sync {
         events: &[EventEnvelope],
     ) -> impl Future<Output = Result<()>> + Send;
 }
+
+/// The projections this code knows, by the names operators type
+/// (`orders projections rebuild orders`, `orders project delivery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProjectionName {
+    /// The order read model, fed from the log.
+    Orders,
+    /// The delivery-status read model, fed from the Kafka topic.
+    Delivery,
+}
+
+impl ProjectionName {
+    pub const ALL: [ProjectionName; 2] = [ProjectionName::Orders, ProjectionName::Delivery];
+
+    /// The registry name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectionName::Orders => crate::order_view::NAME,
+            ProjectionName::Delivery => crate::delivery::NAME,
+        }
+    }
+
+    /// One line for `orders projections list`.
+    pub fn description(self) -> &'static str {
+        match self {
+            ProjectionName::Orders => crate::OrderReadModel.description(),
+            ProjectionName::Delivery => crate::delivery::DeliveryReadModel.description(),
+        }
+    }
+
+    /// Whether it follows the log (otherwise the Kafka topic).
+    pub fn reads_log(self) -> bool {
+        matches!(self, ProjectionName::Orders)
+    }
+
+    /// Every name in `names`, or all of them when it is empty.
+    pub fn parse_all(names: &[String]) -> crate::Result<Vec<ProjectionName>> {
+        if names.is_empty() {
+            return Ok(Self::ALL.to_vec());
+        }
+        names.iter().map(|n| n.parse()).collect()
+    }
+}
+
+impl std::fmt::Display for ProjectionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ProjectionName {
+    type Err = crate::ProjectionError;
+
+    fn from_str(name: &str) -> crate::Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == name)
+            .ok_or_else(|| crate::ProjectionError::Unknown(name.to_owned()))
+    }
+}

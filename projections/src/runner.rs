@@ -127,10 +127,14 @@ pub struct WorkerOptions {
     pub read_mode: ReadMode,
 }
 
+impl WorkerOptions {
+    pub const DEFAULT_BATCH_SIZE: i64 = 1000;
+}
+
 impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
-            batch_size: 1000,
+            batch_size: Self::DEFAULT_BATCH_SIZE,
             poll_interval: Duration::from_millis(250),
             lock_retry: Duration::from_secs(1),
             lease_ttl: lease::DEFAULT_TTL,

@@ -8,14 +8,13 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use projections::delivery;
 use projections::operate::{self, Phase, Progress};
-use projections::order_view::{self, OrderReadModel};
-use projections::{checkpoint, held, ProjectionError};
+use projections::order_view::OrderReadModel;
+use projections::{checkpoint, held, ProjectionName};
 use rskafka::client::partition::UnknownTopicHandling;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 
 use crate::config::{KafkaArgs, LogClockCmd, ProjectionsCmd};
-use crate::workers;
 
 pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyhow::Result<()> {
     match cmd {
@@ -27,7 +26,7 @@ pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyho
             record,
             reason,
         } => {
-            let name = workers::select(std::slice::from_ref(&name))?[0];
+            let name: ProjectionName = name.parse()?;
             let which = match (event, record) {
                 (Some(id), _) => held::HeldRef::Event(id),
                 (None, Some(record)) => held::HeldRef::Source(record),
@@ -36,7 +35,7 @@ pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyho
                 ),
             };
             let mut conn = pool.acquire().await?;
-            let parked = held::park(&mut conn, name, &which, &reason, &os_user()).await?;
+            let parked = held::park(&mut conn, name.as_str(), &which, &reason, &os_user()).await?;
             println!(
                 "{name}: parked event {} of order {} ({} v{}, {}) as {} ({}): \"{}\"; the running worker passes over it and applies the order's later events within seconds",
                 parked.event_id,
@@ -58,17 +57,16 @@ pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyho
             batch_size,
         } => {
             let mut reporter = Reporter::new("replay", &name);
-            let report = match workers::select(std::slice::from_ref(&name))?[0] {
-                order_view::NAME => {
+            let report = match name.parse()? {
+                ProjectionName::Orders => {
                     operate::replay(pool, &OrderReadModel, from, batch_size, |p| {
                         reporter.report(p)
                     })
                     .await?
                 }
-                delivery::NAME => anyhow::bail!(
+                ProjectionName::Delivery => anyhow::bail!(
                     "the delivery projection reads Kafka, not the log: rebuild it (`orders projections rebuild delivery`) to replay the topic"
                 ),
-                other => return Err(ProjectionError::Unknown(other.to_owned()).into()),
             };
             reporter.finish();
             if report.handed_to_worker {
@@ -91,15 +89,15 @@ pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyho
             accept_incomplete,
         } => {
             let mut reporter = Reporter::new("rebuild", &name);
-            let report = match workers::select(std::slice::from_ref(&name))?[0] {
-                order_view::NAME if accept_incomplete => anyhow::bail!(
+            let report = match name.parse()? {
+                ProjectionName::Orders if accept_incomplete => anyhow::bail!(
                     "--accept-incomplete is for the delivery projection: the order read model rebuilds from the whole log"
                 ),
-                order_view::NAME => {
+                ProjectionName::Orders => {
                     operate::rebuild(pool, &OrderReadModel, batch_size, |p| reporter.report(p))
                         .await?
                 }
-                delivery::NAME => {
+                ProjectionName::Delivery => {
                     let source = kafka.require("rebuilding the delivery projection")?;
                     let started = Instant::now();
                     let who = accept_incomplete
@@ -128,7 +126,6 @@ pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyho
                         elapsed: started.elapsed(),
                     }
                 }
-                other => return Err(ProjectionError::Unknown(other.to_owned()).into()),
             };
             reporter.finish();
             let secs = report.elapsed.as_secs_f64();
@@ -149,11 +146,11 @@ pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyho
 pub async fn verify(pool: &PgPool, names: &[String]) -> anyhow::Result<()> {
     const SHOWN: usize = 50;
     let mut total = 0;
-    for name in workers::select(names)? {
-        let differences = match name {
-            order_view::NAME => projections::verify::orders(pool).await?,
-            delivery::NAME => projections::verify::delivery(pool).await?,
-            other => return Err(ProjectionError::Unknown(other.to_owned()).into()),
+    for projection in ProjectionName::parse_all(names)? {
+        let name = projection.as_str();
+        let differences = match projection {
+            ProjectionName::Orders => projections::verify::orders(pool).await?,
+            ProjectionName::Delivery => projections::verify::delivery(pool).await?,
         };
         let accounted = {
             let mut conn = pool.acquire().await?;
@@ -245,9 +242,9 @@ fn os_user() -> String {
 }
 
 async fn held_list(pool: &PgPool, name: &str, json: bool) -> anyhow::Result<()> {
-    let name = workers::select(&[name.to_owned()])?[0];
+    let name: ProjectionName = name.parse()?;
     let mut conn = pool.acquire().await?;
-    let events = held::list(&mut conn, name).await?;
+    let events = held::list(&mut conn, name.as_str()).await?;
     if json {
         let rows: Vec<serde_json::Value> = events.iter().map(held_json).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -317,9 +314,9 @@ async fn parked_list(pool: &PgPool) -> anyhow::Result<()> {
 async fn list(pool: &PgPool) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
     println!("{:<10} {:>10}  DESCRIPTION", "NAME", "GENERATION");
-    for (name, description) in workers::described() {
-        let generation = checkpoint::active_generation(&mut conn, name).await?;
-        println!("{name:<10} {generation:>10}  {description}");
+    for name in ProjectionName::ALL {
+        let generation = checkpoint::active_generation(&mut conn, name.as_str()).await?;
+        println!("{name:<10} {generation:>10}  {}", name.description());
     }
     Ok(())
 }

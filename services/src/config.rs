@@ -5,6 +5,10 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
 
+use projections::runner::WorkerOptions;
+
+use crate::app::ServeConfig;
+use crate::db::Budgets;
 use crate::http::Apis;
 
 /// The coffee-order system: API, workers and operators' tools in one binary.
@@ -27,21 +31,21 @@ pub struct DbArgs {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
     /// Connections for the API's writes (appends, idempotency records).
-    #[arg(long, env = "DB_WRITE_CONNECTIONS", default_value_t = 20, global = true,
+    #[arg(long, env = "DB_WRITE_CONNECTIONS", default_value_t = Budgets::DEFAULT_WRITES, global = true,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_write_connections: u32,
     /// Connections for the API's reads (lists, order views, the delivery
     /// view, the read-your-writes watcher, /readyz, /metrics).
-    #[arg(long, env = "DB_READ_CONNECTIONS", default_value_t = 10, global = true,
+    #[arg(long, env = "DB_READ_CONNECTIONS", default_value_t = Budgets::DEFAULT_READS, global = true,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_read_connections: u32,
     /// Connections for the relay and the log-fed projection workers.
-    #[arg(long, env = "DB_WORKER_CONNECTIONS", default_value_t = 4, global = true,
+    #[arg(long, env = "DB_WORKER_CONNECTIONS", default_value_t = Budgets::DEFAULT_WORKERS, global = true,
           value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub db_worker_connections: u32,
     /// Connections for the delivery consumer's batch commits (any number of
     /// partitions share them).
-    #[arg(long, env = "DB_CONSUMER_CONNECTIONS", default_value_t = 2, global = true,
+    #[arg(long, env = "DB_CONSUMER_CONNECTIONS", default_value_t = Budgets::DEFAULT_CONSUMER, global = true,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_consumer_connections: u32,
 }
@@ -111,19 +115,23 @@ impl KafkaArgs {
         (!list.is_empty()).then_some(list)
     }
 
-    /// The brokers, or an error naming the setting.
-    pub fn require(&self, what: &str) -> anyhow::Result<projections::delivery::KafkaSource> {
-        let brokers = self.brokers().ok_or_else(|| {
-            anyhow::anyhow!("{what} needs Kafka: set KAFKA_BROKERS (or pass --kafka-brokers)")
-        })?;
-        Ok(projections::delivery::KafkaSource {
-            brokers,
+    /// Where Kafka is, when brokers are configured.
+    pub fn source(&self) -> Option<projections::delivery::KafkaSource> {
+        Some(projections::delivery::KafkaSource {
+            brokers: self.brokers()?,
             topic: self.kafka_topic.clone(),
             partitions: self.kafka_partitions,
             max_request_bytes: usize::try_from(self.kafka_max_request_bytes)
                 .unwrap_or(projections::delivery::KafkaSource::DEFAULT_MAX_REQUEST_BYTES),
             replication_factor: self.kafka_replication_factor,
             retention_ms: self.kafka_retention_ms,
+        })
+    }
+
+    /// Where Kafka is, or an error naming the setting `what` needs.
+    pub fn require(&self, what: &str) -> anyhow::Result<projections::delivery::KafkaSource> {
+        self.source().ok_or_else(|| {
+            anyhow::anyhow!("{what} needs Kafka: set KAFKA_BROKERS (or pass --kafka-brokers)")
         })
     }
 }
@@ -193,9 +201,19 @@ pub struct ProjectArgs {
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Events a projection worker applies per transaction.
-    #[arg(long, env = "PROJECTION_BATCH_SIZE", default_value_t = 1000,
+    #[arg(long, env = "PROJECTION_BATCH_SIZE", default_value_t = WorkerOptions::DEFAULT_BATCH_SIZE,
           value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub batch_size: i64,
+}
+
+impl WorkerArgs {
+    pub fn options(&self, lease_ttl: std::time::Duration) -> WorkerOptions {
+        WorkerOptions {
+            batch_size: self.batch_size,
+            lease_ttl,
+            ..WorkerOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,16 +297,36 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = Apis::All)]
     pub api: Apis,
     /// Requests handled at once; more are answered 503 with Retry-After.
-    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 512,
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = ServeConfig::DEFAULT_MAX_IN_FLIGHT,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
     /// Seconds after which a request still running is answered 503.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10,
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = ServeConfig::DEFAULT_REQUEST_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub request_timeout_secs: u64,
 }
 
+impl ServeArgs {
+    pub fn config(&self) -> ServeConfig {
+        ServeConfig {
+            apis: self.api,
+            max_in_flight: usize::try_from(self.max_in_flight).unwrap_or(usize::MAX),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
+            ..ServeConfig::on(self.http_addr)
+        }
+    }
+}
+
 impl DbArgs {
+    pub fn budgets(&self) -> Budgets {
+        Budgets {
+            writes: self.db_write_connections,
+            reads: self.db_read_connections,
+            workers: self.db_worker_connections,
+            consumer: self.db_consumer_connections,
+        }
+    }
+
     pub fn url(&self) -> anyhow::Result<&str> {
         self.database_url
             .as_deref()

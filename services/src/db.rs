@@ -5,8 +5,6 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
-use crate::config::DbArgs;
-
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -57,21 +55,47 @@ pub struct Pools {
     pub consumer: PgPool,
 }
 
+/// The size of each pool (README, "Configuration").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    pub writes: u32,
+    pub reads: u32,
+    pub workers: u32,
+    pub consumer: u32,
+}
+
+impl Budgets {
+    pub const DEFAULT_WRITES: u32 = 20;
+    pub const DEFAULT_READS: u32 = 10;
+    pub const DEFAULT_WORKERS: u32 = 4;
+    pub const DEFAULT_CONSUMER: u32 = 2;
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            writes: Self::DEFAULT_WRITES,
+            reads: Self::DEFAULT_READS,
+            workers: Self::DEFAULT_WORKERS,
+            consumer: Self::DEFAULT_CONSUMER,
+        }
+    }
+}
+
 impl Pools {
-    /// Every budget from the settings; only the write pool connects at once
-    /// (so a database that is down fails the start), the others on first use.
-    pub async fn connect(args: &DbArgs) -> Result<Pools, anyhow::Error> {
-        let url = args.url()?;
+    /// Every budget; only the write pool connects at once (so a database
+    /// that is down fails the start), the others on first use.
+    pub async fn connect(url: &str, budgets: Budgets) -> Result<Pools, anyhow::Error> {
         let options: PgConnectOptions = url.parse()?;
-        let writes = pool_options(args.db_write_connections)
+        let writes = pool_options(budgets.writes)
             .connect_with(options.clone())
             .await?;
         let lazy = |n: u32| pool_options(n).connect_lazy_with(options.clone());
         Ok(Pools {
             writes,
-            reads: lazy(args.db_read_connections),
-            workers: lazy(args.db_worker_connections),
-            consumer: lazy(args.db_consumer_connections),
+            reads: lazy(budgets.reads),
+            workers: lazy(budgets.workers),
+            consumer: lazy(budgets.consumer),
         })
     }
 

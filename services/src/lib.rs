@@ -4,6 +4,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod app;
 pub mod config;
 pub mod db;
 pub mod http;

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use domain::StoredEvent;
 use futures::future::join_all;
+use projections::delivery::KafkaSource;
 use projections::kafka;
 use projections::lease::{self, Fence, Lease};
 use projections::runner::{listen, sleep_or_cancel, wait_for_news, Backoff};
@@ -51,6 +52,24 @@ pub struct RelayOptions {
     pub max_request_bytes: usize,
     /// How long the leader's lease lives without renewal.
     pub lease_ttl: Duration,
+}
+
+impl RelayOptions {
+    /// The relay of `kafka`'s topic, with the defaults: rounds of 3,000 rows
+    /// (~1,000 records per partition and produce: Tansu stalls on batches of
+    /// about 100, ADR 0007, and a round's fixed costs spread), a poll every
+    /// 500 ms when no notification came.
+    pub fn new(kafka: &KafkaSource, lease_ttl: Duration) -> RelayOptions {
+        RelayOptions {
+            brokers: kafka.brokers.clone(),
+            topic: kafka.topic.clone(),
+            settings: kafka.topic_settings(),
+            batch_size: 3000,
+            poll_interval: Duration::from_millis(500),
+            max_request_bytes: kafka.max_request_bytes,
+            lease_ttl,
+        }
+    }
 }
 
 /// What a produce request adds around its records (the record batch

@@ -1,53 +1,21 @@
 //! The projection workers this binary runs, by name.
 
 use projections::delivery::{self, KafkaSource};
-use projections::order_view::{self, OrderReadModel};
 use projections::runner::{self, WorkerOptions};
-use projections::{Projection, ProjectionError};
+pub use projections::ProjectionName;
+use projections::{OrderReadModel, ProjectionError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Every projection, by name: the order read model follows the Postgres log,
-/// the delivery read model follows the Kafka topic.
-pub const KNOWN: &[&str] = &[order_view::NAME, delivery::NAME];
-
-/// The projections fed from the Postgres log alone.
-pub const LOG_FED: &[&str] = &[order_view::NAME];
-
-/// The known projections' names and descriptions.
-pub fn described() -> Vec<(&'static str, &'static str)> {
-    vec![
-        (OrderReadModel.name(), OrderReadModel.description()),
-        (
-            delivery::NAME,
-            "the delivery side's order statuses (schema delivery), fed from the Kafka topic",
-        ),
-    ]
-}
-
-/// Checks `names` (empty: all) against [`KNOWN`].
-pub fn select(names: &[String]) -> Result<Vec<&'static str>, ProjectionError> {
-    if names.is_empty() {
-        return Ok(KNOWN.to_vec());
-    }
-    names
-        .iter()
-        .map(|n| {
-            KNOWN
-                .iter()
-                .copied()
-                .find(|k| k == n)
-                .ok_or_else(|| ProjectionError::Unknown(n.clone()))
-        })
-        .collect()
-}
+use crate::db::Pools;
 
 /// Starts one worker per named projection; they stop when `shutdown` is
 /// cancelled. The log-fed ones draw from the workers' budget, the delivery
-/// consumer from its own; it needs `kafka`.
+/// consumer from its own; it needs `kafka` (without it, its task ends at once
+/// with an error saying so).
 pub fn spawn(
-    pools: &crate::db::Pools,
-    names: &[&'static str],
+    pools: &Pools,
+    names: &[ProjectionName],
     options: &WorkerOptions,
     kafka: Option<&KafkaSource>,
     shutdown: &CancellationToken,
@@ -55,8 +23,8 @@ pub fn spawn(
     let mut set = JoinSet::new();
     for name in names {
         let (options, shutdown) = (options.clone(), shutdown.clone());
-        match (*name, kafka) {
-            (order_view::NAME, _) => {
+        match (name, kafka) {
+            (ProjectionName::Orders, _) => {
                 set.spawn(runner::run_worker(
                     pools.workers.clone(),
                     OrderReadModel,
@@ -64,7 +32,7 @@ pub fn spawn(
                     shutdown,
                 ));
             }
-            (delivery::NAME, Some(source)) => {
+            (ProjectionName::Delivery, Some(source)) => {
                 set.spawn(delivery::run_consumer(
                     pools.consumer.clone(),
                     source.clone(),
@@ -72,12 +40,11 @@ pub fn spawn(
                     shutdown,
                 ));
             }
-            (other, _) => {
-                let other = other.to_owned();
-                set.spawn(async move {
-                    Err(ProjectionError::Kafka(format!(
-                        "projection {other} needs KAFKA_BROKERS"
-                    )))
+            (ProjectionName::Delivery, None) => {
+                set.spawn(async {
+                    Err(ProjectionError::Kafka(
+                        "projection delivery needs KAFKA_BROKERS".to_owned(),
+                    ))
                 });
             }
         }

@@ -10,13 +10,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use projections::delivery::KafkaSource;
+use projections::ProjectionName;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use services::http::{self, Apis, AppState};
+use services::app::{self, App, ServeConfig};
+use services::http::Apis;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -121,9 +122,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub db: TestDb,
     shutdown: CancellationToken,
-    server: Option<JoinHandle<std::io::Result<()>>>,
-    workers: tokio::task::JoinSet<Result<(), projections::ProjectionError>>,
-    relay: Option<JoinHandle<()>>,
+    /// The process's parts, run by the production assembly (`App::run`).
+    running: Option<JoinHandle<anyhow::Result<()>>>,
     pub kafka: Option<KafkaSource>,
 }
 
@@ -162,7 +162,7 @@ impl Default for AppOptions {
         AppOptions {
             apis: Apis::All,
             workers: true,
-            read_wait: http::READ_YOUR_WRITES_WAIT,
+            read_wait: ServeConfig::DEFAULT_READ_WAIT,
             kafka: None,
             relay: true,
             max_in_flight: None,
@@ -181,43 +181,49 @@ pub async fn spawn_app_without_workers() -> TestApp {
     .await
 }
 
+/// The process `opts` describe, built and run by the production assembly
+/// ([`services::app::App`]) with the production connection budgets, on the
+/// test's own database and an ephemeral port. Only the pace differs: workers
+/// poll every 50 ms and the relay every 100 ms, so tests run fast.
 pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
-    let apis = opts.apis;
     let db = TestDb::create().await;
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind an ephemeral port");
-    let port = listener.local_addr().expect("local addr").port();
-    let pools = services::db::Pools::single(db.pool.clone());
-    let mut state = AppState::new(&pools, port);
-    state.read_wait = opts.read_wait;
+    let mut serve = ServeConfig::on(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    serve.apis = opts.apis;
+    serve.read_wait = opts.read_wait;
     if let Some(n) = opts.max_in_flight {
-        state.max_in_flight = n;
+        serve.max_in_flight = n;
     }
     if let Some(t) = opts.request_timeout {
-        state.request_timeout = t;
+        serve.request_timeout = t;
     }
-    state.kafka_brokers = opts.kafka.as_ref().map(|k| k.brokers.clone());
+    let projections = match (opts.workers, &opts.kafka) {
+        (false, _) => vec![],
+        (true, None) => vec![ProjectionName::Orders],
+        (true, Some(_)) => ProjectionName::ALL.to_vec(),
+    };
+    let config = app::Config {
+        serve: Some(serve),
+        relay: opts
+            .kafka
+            .as_ref()
+            .filter(|_| opts.relay)
+            .map(relay_options),
+        projections,
+        worker: projections::runner::WorkerOptions {
+            poll_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
+        kafka: opts.kafka.clone(),
+    };
+    let pools = services::db::Pools::connect(&db.url, services::db::Budgets::default())
+        .await
+        .expect("the application's pools");
+    let app = App::build(pools, config)
+        .await
+        .expect("build the application");
+    let port = app.port().expect("it serves HTTP");
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(http::serve(listener, state, apis, shutdown.clone()));
-    // As `orders all` does: the projection workers beside the API.
-    let options = projections::runner::WorkerOptions {
-        poll_interval: Duration::from_millis(50),
-        ..Default::default()
-    };
-    let names: &[&str] = match (opts.workers, &opts.kafka) {
-        (false, _) => &[],
-        (true, None) => services::workers::LOG_FED,
-        (true, Some(_)) => services::workers::KNOWN,
-    };
-    let workers = services::workers::spawn(&pools, names, &options, opts.kafka.as_ref(), &shutdown);
-    let relay = opts.kafka.as_ref().filter(|_| opts.relay).map(|k| {
-        tokio::spawn(services::relay::run(
-            db.pool.clone(),
-            relay_options(k),
-            shutdown.clone(),
-        ))
-    });
+    let running = tokio::spawn(app.run(shutdown.clone()));
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
         http: reqwest::Client::builder()
@@ -226,9 +232,7 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
             .expect("http client"),
         db,
         shutdown,
-        server: Some(server),
-        workers,
-        relay,
+        running: Some(running),
         kafka: opts.kafka,
     }
 }
@@ -394,14 +398,11 @@ impl TestApp {
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server ran");
-        }
-        while let Some(ended) = self.workers.join_next().await {
-            ended.expect("worker task").expect("worker ran");
-        }
-        if let Some(relay) = self.relay.take() {
-            relay.await.expect("relay task");
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("the application task")
+                .expect("the application stopped cleanly");
         }
     }
 }
@@ -439,9 +440,7 @@ pub async fn spawn_orders_all(env: &[(&str, &str)]) -> (TestApp, tokio::process:
             .expect("http client"),
         db,
         shutdown: CancellationToken::new(),
-        server: None,
-        workers: tokio::task::JoinSet::new(),
-        relay: None,
+        running: None,
         kafka: Some(kafka),
     };
     eventually(Duration::from_secs(30), "orders all answers", || async {
@@ -489,13 +488,8 @@ pub async fn projection_lease(pool: &PgPool, name: &str) -> projections::lease::
 /// The relay's settings for tests: small polls, so tests run fast.
 pub fn relay_options(kafka: &KafkaSource) -> services::relay::RelayOptions {
     services::relay::RelayOptions {
-        brokers: kafka.brokers.clone(),
-        topic: kafka.topic.clone(),
-        batch_size: 3000,
         poll_interval: Duration::from_millis(100),
-        max_request_bytes: kafka.max_request_bytes,
-        settings: kafka.topic_settings(),
-        lease_ttl: projections::lease::DEFAULT_TTL,
+        ..services::relay::RelayOptions::new(kafka, projections::lease::DEFAULT_TTL)
     }
 }
 

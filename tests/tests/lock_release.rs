@@ -63,7 +63,7 @@ async fn a_worker_whose_statement_is_cancelled_gives_its_lock_back_and_the_proje
         lock_retry: Duration::from_millis(200),
         ..WorkerOptions::default()
     };
-    let name = [projections::order_view::NAME];
+    let name = [projections::ProjectionName::Orders];
     // The workers' own pool, its connections named so that the test cancels
     // theirs only (never one of its own).
     let options_for_workers = app

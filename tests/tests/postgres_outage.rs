@@ -8,26 +8,27 @@ use std::time::{Duration, Instant};
 use e2e::eventually;
 use e2e::processes::{start_cluster, stop_cluster};
 use serde_json::json;
-use services::http::{self, Apis, AppState};
+use services::app::{self, App, ServeConfig};
+use services::db::{Budgets, Pools};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
     let base = std::env::temp_dir().join(format!("pg-outage-{}", uuid::Uuid::new_v4().simple()));
     let url = start_cluster(&base).await;
-    let pool = services::db::connect(&url, 5).await.expect("connect");
-    services::db::migrate(&pool).await.expect("migrate");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let pools = Pools::connect(&url, Budgets::default())
         .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
+        .expect("connect");
+    services::db::migrate(&pools.writes).await.expect("migrate");
+    // `orders serve`, as the binary assembles it.
+    let config = app::Config {
+        serve: Some(ServeConfig::on(([127, 0, 0, 1], 0).into())),
+        ..app::Config::default()
+    };
+    let app = App::build(pools.clone(), config).await.expect("build");
+    let port = app.port().expect("serves");
     let stop = CancellationToken::new();
-    let server = tokio::spawn(http::serve(
-        listener,
-        AppState::new(&services::db::Pools::single(pool.clone()), port),
-        Apis::All,
-        stop.clone(),
-    ));
+    let server = tokio::spawn(app.run(stop.clone()));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -105,7 +106,7 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
 
     stop.cancel();
     server.await.expect("server").expect("served");
-    pool.close().await;
+    pools.close().await;
     stop_cluster(&base).await;
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -25,6 +25,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::app::ServeConfig;
 use crate::orders::{Handled, Orders, Outcome};
 use crate::store::{CommitSignal, EventStore};
 use error::ApiError;
@@ -39,10 +40,6 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The global log position of a write, for read-your-writes on the read models.
 pub const LOG_POSITION: HeaderName = HeaderName::from_static("x-log-position");
 
-/// How long a read that asks for its own writes (`X-Log-Position`,
-/// `Prefer: consistency=strong`) waits for the read model before it answers 503.
-pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
-
 /// State shared by every handler.
 #[derive(Clone)]
 pub struct AppState {
@@ -53,7 +50,9 @@ pub struct AppState {
     pub reads: PgPool,
     /// The port the server listens on (the original health check names it).
     pub port: u16,
-    /// See [`READ_YOUR_WRITES_WAIT`].
+    /// How long a read that asks for its own writes (`X-Log-Position`,
+    /// `Prefer: consistency=strong`) waits for the read model before it
+    /// answers 503.
     pub read_wait: Duration,
     /// The Kafka brokers `/readyz` checks, when configured.
     pub kafka_brokers: Option<Vec<String>>,
@@ -80,10 +79,10 @@ impl AppState {
             pool: pools.writes.clone(),
             reads: pools.reads.clone(),
             port,
-            read_wait: READ_YOUR_WRITES_WAIT,
+            read_wait: ServeConfig::DEFAULT_READ_WAIT,
             kafka_brokers: None,
-            max_in_flight: 512,
-            request_timeout: Duration::from_secs(10),
+            max_in_flight: ServeConfig::DEFAULT_MAX_IN_FLIGHT as usize,
+            request_timeout: Duration::from_secs(ServeConfig::DEFAULT_REQUEST_TIMEOUT_SECS),
         }
     }
 }

@@ -1,0 +1,158 @@
+//! The assembly: what one `orders` process runs, built from its
+//! configuration in one place. `main` and the test harness both call
+//! [`App::build`] and [`App::run`], so the tests run the wiring production
+//! runs (pools, HTTP server, relay, projection workers, their shutdown).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use projections::delivery::KafkaSource;
+use projections::runner::WorkerOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Pools;
+use crate::http::{self, Apis, AppState};
+use crate::relay::{self, RelayOptions};
+use crate::workers::{self, ProjectionName};
+
+/// The HTTP side of a process.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub addr: SocketAddr,
+    pub apis: Apis,
+    /// Requests handled at once; more are answered 503 with `Retry-After`.
+    pub max_in_flight: usize,
+    /// A request still running after this is answered 503.
+    pub request_timeout: Duration,
+    /// How long a read that asks for its own writes waits for the read model.
+    pub read_wait: Duration,
+}
+
+impl ServeConfig {
+    pub const DEFAULT_MAX_IN_FLIGHT: u32 = 512;
+    pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
+    pub const DEFAULT_READ_WAIT: Duration = Duration::from_secs(5);
+
+    /// The defaults, listening on `addr`.
+    pub fn on(addr: SocketAddr) -> ServeConfig {
+        ServeConfig {
+            addr,
+            apis: Apis::All,
+            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT as usize,
+            request_timeout: Duration::from_secs(Self::DEFAULT_REQUEST_TIMEOUT_SECS),
+            read_wait: Self::DEFAULT_READ_WAIT,
+        }
+    }
+}
+
+/// Everything one process runs: any of the HTTP APIs, the relay, projection
+/// workers.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub serve: Option<ServeConfig>,
+    pub relay: Option<RelayOptions>,
+    /// The projection workers to run.
+    pub projections: Vec<ProjectionName>,
+    pub worker: WorkerOptions,
+    /// Where the delivery projection reads (and `/readyz` checks).
+    pub kafka: Option<KafkaSource>,
+}
+
+/// A process, built and bound (its port is known), not yet running.
+pub struct App {
+    pools: Pools,
+    config: Config,
+    server: Option<(TcpListener, AppState)>,
+}
+
+impl App {
+    /// Checks the log's clock and binds the HTTP listener, if any.
+    ///
+    /// Refuses a part that writes or reads the log when new events would
+    /// sort before stored ones (a database restored into another cluster).
+    pub async fn build(pools: Pools, config: Config) -> anyhow::Result<App> {
+        let mut conn = pools.writes.acquire().await?;
+        projections::clock::ensure_in_order(&mut conn).await?;
+        drop(conn);
+        let server = match &config.serve {
+            Some(serve) => {
+                let listener = TcpListener::bind(serve.addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", serve.addr))?;
+                let mut state = AppState::new(&pools, listener.local_addr()?.port());
+                state.kafka_brokers = config.kafka.as_ref().map(|k| k.brokers.clone());
+                state.max_in_flight = serve.max_in_flight;
+                state.request_timeout = serve.request_timeout;
+                state.read_wait = serve.read_wait;
+                Some((listener, state))
+            }
+            None => None,
+        };
+        Ok(App {
+            pools,
+            config,
+            server,
+        })
+    }
+
+    /// The port the HTTP server listens on, if it serves.
+    pub fn port(&self) -> Option<u16> {
+        self.server.as_ref().map(|(_, state)| state.port)
+    }
+
+    /// Runs every part until `shutdown`, then stops them all and waits for
+    /// them. A projection worker that ends on its own (a corrupt event it
+    /// refuses to skip) takes the process down with it, so a supervisor
+    /// notices and restarts.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App {
+            pools,
+            config,
+            server,
+        } = self;
+        if !config.projections.is_empty() {
+            tracing::info!(projections = ?config.projections, "starting projection workers");
+        }
+        let mut workers = workers::spawn(
+            &pools,
+            &config.projections,
+            &config.worker,
+            config.kafka.as_ref(),
+            &shutdown,
+        );
+        let relay = config.relay.map(|options| {
+            tokio::spawn(relay::run(pools.workers.clone(), options, shutdown.clone()))
+        });
+        let apis = config.serve.map_or(Apis::All, |s| s.apis);
+        let server = server.map(|(listener, state)| {
+            tokio::spawn(http::serve(listener, state, apis, shutdown.clone()))
+        });
+        // A worker that ends because shutdown was asked for is not a failure:
+        // the signal wakes this task and the workers at once, and they may
+        // finish first.
+        let mut failure = None;
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            Some(ended) = workers.join_next() => {
+                failure = match ended {
+                    Ok(Ok(())) if shutdown.is_cancelled() => None,
+                    Ok(Ok(())) => Some(anyhow::anyhow!("a projection worker stopped unexpectedly")),
+                    Ok(Err(e)) => Some(anyhow::Error::new(e).context("a projection worker failed")),
+                    Err(e) => Some(anyhow::Error::new(e).context("a projection worker panicked")),
+                };
+                shutdown.cancel();
+            }
+        }
+        while workers.join_next().await.is_some() {}
+        if let Some(relay) = relay {
+            relay.await.context("the relay task failed")?;
+        }
+        if let Some(server) = server {
+            server.await.context("the HTTP server task failed")??;
+        }
+        tracing::info!("stopped");
+        failure.map_or(Ok(()), Err)
+    }
+}
