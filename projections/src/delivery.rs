@@ -478,7 +478,7 @@ async fn fetch(
     client: &PartitionClient,
     offset: i64,
     max_wait_ms: i32,
-) -> Result<(Vec<RecordAndOffset>, i64)> {
+) -> Result<Vec<RecordAndOffset>> {
     let kafka = |e: KafkaError| ProjectionError::Kafka(e.to_string());
     let gone = |earliest: i64| {
         ProjectionError::PartitionLost {
@@ -505,7 +505,7 @@ async fn fetch(
             if earliest > offset {
                 return Err(gone(earliest));
             }
-            Ok((records, high_watermark))
+            Ok(records)
         }
         // Tansu answers a fetch below the records retention left with the
         // next ones it still has, without an error.
@@ -513,7 +513,7 @@ async fn fetch(
             let first = records.first().map_or(offset, |r| r.offset);
             Err(gone(first))
         }
-        Ok(fetched) => Ok(fetched),
+        Ok((records, _)) => Ok(records),
         Err(KafkaError::ServerError {
             protocol_error: ProtocolError::OffsetOutOfRange,
             ..
@@ -521,7 +521,7 @@ async fn fetch(
             let earliest = client.get_offset(OffsetAt::Earliest).await.map_err(kafka)?;
             if earliest <= offset {
                 // Past the end: nothing there yet.
-                return Ok((Vec::new(), offset));
+                return Ok(Vec::new());
             }
             Err(gone(earliest))
         }
@@ -637,7 +637,7 @@ async fn step_partition<'c>(
     max_wait_ms: i32,
 ) -> Result<(usize, i64)> {
     let partition = client.partition();
-    let (records, _) = fetch(client, from, max_wait_ms).await?;
+    let records = fetch(client, from, max_wait_ms).await?;
     let Some(last) = records.last() else {
         return Ok((0, from));
     };
@@ -994,8 +994,8 @@ async fn consume_partition(
 
 /// Rebuilds the delivery read model by replaying the topic from its earliest
 /// offset into a new generation, then switching atomically, as
-/// [`crate::operate::rebuild`] does for the log-fed model. Returns the new
-/// generation and the records replayed.
+/// [`crate::operate::rebuild`] does for the log-fed model. Returns the old
+/// and the new generation and the records replayed.
 ///
 /// A topic whose partitions no longer start at offset 0 (records deleted by
 /// retention) would give an incomplete model: the rebuild refuses, saying how

@@ -1,16 +1,23 @@
-//! Read models built from the event log.
+//! Read models built from the event log, and what keeps them right.
 //!
 //! - [`log`]: the gap-safe reader: hands out events in an order no late
 //!   commit can slip under (transaction-id visibility).
 //! - [`runner`]: applies batches and commits each with its checkpoint
 //!   (exactly-once effect); one worker per projection at a time.
+//! - [`checkpoint`]: the registry of projections and generations, and their
+//!   checkpoints (compare-and-set).
 //! - [`order_view`]: the order read model behind the list endpoint.
+//! - [`delivery`]: the delivery-status read model, fed from the Kafka topic.
 //! - [`operate`]: status, replay and rebuild-with-atomic-switch.
+//! - [`verify`]: each read model against the fold of the log.
 //! - [`consistency`]: read-your-writes waits.
 //! - [`lease`]: leadership by renewed lease, and the fencing of a leader
-//!   that lost it.
+//!   that lost it; [`lock`]: session locks that never leak (rebuilds).
 //! - [`held`]: orders held back behind events a projection cannot apply,
 //!   their release and operators' parking decisions.
+//! - [`clock`]: the log's clock (transaction ids after a restore).
+//! - [`kafka`]: connecting, topics, the partitioner.
+//! - [`failpoint`]: crash points the tests arm through the environment.
 
 #![deny(unsafe_code)]
 

@@ -23,7 +23,10 @@ use crate::lease::{self, Fence, Lease};
 use crate::log::{self, Cursor, LogEvent, ReadMode};
 use crate::projection::Projection;
 
-/// The channel every append notifies at commit (see migrations/0002_outbox.sql).
+/// The channel the API processes notify after their appends commit (one
+/// `NOTIFY` per linger, sent by `services::store::CommitSignal`; no trigger
+/// does it since migrations/0006_notify_after_commit.sql). Listeners poll as
+/// well: a notification is a wake-up, never the only way to see an event.
 pub const LOG_CHANNEL: &str = "outbox";
 
 /// How often a leader looks at its held list again (releasing what it can,

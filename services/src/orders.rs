@@ -53,10 +53,6 @@ impl Orders {
         Orders { store }
     }
 
-    pub fn store(&self) -> &EventStore {
-        &self.store
-    }
-
     /// Places a new order. With an idempotency key, a retry returns the first
     /// result and appends nothing; a different request under the same key is
     /// rejected.

@@ -127,6 +127,8 @@ enum RelayError {
     },
     #[error("lost the lease {lease:?} to another relay: stepped down")]
     Fenced { lease: String },
+    #[error(transparent)]
+    Projection(Box<projections::ProjectionError>),
 }
 
 /// How often a publishing relay checks that the topic's partition count is
@@ -170,10 +172,7 @@ impl From<projections::ProjectionError> for RelayError {
             projections::ProjectionError::Corrupt { position, what } => {
                 RelayError::Corrupt { position, what }
             }
-            other => RelayError::Corrupt {
-                position: 0,
-                what: other.to_string(),
-            },
+            other => RelayError::Projection(Box::new(other)),
         }
     }
 }

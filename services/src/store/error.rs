@@ -29,6 +29,11 @@ pub enum StoreError {
     Encode(#[source] serde_json::Error),
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// Anything else the shared log reader said (none of its other errors
+    /// arise on the write side's paths today; kept as they are, not
+    /// disguised as corruption).
+    #[error(transparent)]
+    Projection(Box<projections::ProjectionError>),
 }
 
 impl From<projections::ProjectionError> for StoreError {
@@ -39,10 +44,7 @@ impl From<projections::ProjectionError> for StoreError {
             }
             projections::ProjectionError::Unreadable(event) => StoreError::Unreadable(event),
             projections::ProjectionError::Database(e) => StoreError::Database(e),
-            other => StoreError::Corrupt {
-                position: 0,
-                what: other.to_string(),
-            },
+            other => StoreError::Projection(Box::new(other)),
         }
     }
 }

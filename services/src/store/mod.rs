@@ -91,10 +91,6 @@ impl EventStore {
         self
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Every event of one stream, oldest first.
     #[instrument(skip_all, fields(order_id = %stream), err)]
     pub async fn load(&self, stream: OrderId) -> Result<Vec<EventEnvelope>> {
