@@ -1,0 +1,249 @@
+//! The live consumer: the lease, then one task per partition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::client::Client;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint;
+use crate::error::{ProjectionError, Result};
+use crate::held;
+use crate::kafka;
+use crate::lease::{self, Fence, Lease};
+use crate::runner::{sleep_or_cancel, Backoff};
+
+use super::offsets::next_offset;
+use super::partition::check_partition;
+use super::partition::resume_partition;
+use super::partition::step_partition;
+use super::partition::stop_partition;
+use super::partition::PARTITION_RECHECK;
+use super::{DeliveryReadModel, KafkaSource, FETCH_WAIT_MS, FIRST_EMPTY_WAIT_MS, NAME};
+
+/// Runs the delivery projection until `shutdown`: waits for its lease,
+/// connects to Kafka (retrying while the broker is down), then consumes every
+/// partition of the topic, one task each.
+pub async fn run_consumer(
+    pool: PgPool,
+    source: KafkaSource,
+    lease_ttl: Duration,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut backoff = Backoff::new();
+    let mut waiting_logged = false;
+    let mut asked = false;
+    while !shutdown.is_cancelled() {
+        let lease = match Lease::try_acquire(&pool, &lease::projection(NAME), lease_ttl).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                if !waiting_logged {
+                    tracing::info!(
+                        projection = NAME,
+                        "another consumer runs this projection; standing by"
+                    );
+                    waiting_logged = true;
+                }
+                crate::runner::ask_for_handover(&pool, NAME, &mut asked).await;
+                sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
+                continue;
+            }
+            Err(e) => {
+                let delay = backoff.grow();
+                tracing::warn!(projection = NAME, error = %e, ?delay, "cannot take the consumer's lease; retrying");
+                sleep_or_cancel(delay, &shutdown).await;
+                continue;
+            }
+        };
+        waiting_logged = false;
+        asked = false;
+        let result = consume(&pool, &source, lease.fence(), &shutdown, &mut backoff).await;
+        lease.release().await;
+        match result {
+            Ok(()) | Err(ProjectionError::Fenced { .. }) => {}
+            Err(ProjectionError::HandedOver { .. }) => {
+                sleep_or_cancel(crate::runner::HANDOVER_PAUSE, &shutdown).await;
+            }
+            Err(e @ ProjectionError::Unknown(_)) => return Err(e),
+            Err(e) => {
+                metrics::counter!("projection_retries_total", "projection" => NAME).increment(1);
+                let delay = backoff.grow();
+                tracing::warn!(projection = NAME, error = %e, ?delay, "delivery consumer failed; retrying");
+                sleep_or_cancel(delay, &shutdown).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Connects to the brokers and finds the topic; a rebuild reads what is
+/// there, so a topic that does not exist is an error (creating it would only
+/// give an empty model).
+pub(super) async fn connect_topic(source: &KafkaSource) -> Result<(Arc<Client>, Vec<i32>)> {
+    let client = kafka::connect(&source.brokers, Duration::from_secs(5))
+        .await
+        .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
+    let partitions = kafka::find_topic(&client, &source.topic)
+        .await
+        .map_err(|e| ProjectionError::Kafka(e.to_string()))?
+        .ok_or_else(|| ProjectionError::Kafka(format!("topic {} does not exist", source.topic)))?;
+    Ok((Arc::new(client), partitions))
+}
+
+pub(super) async fn consume(
+    pool: &PgPool,
+    source: &KafkaSource,
+    fence: &Fence,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> Result<()> {
+    {
+        let mut conn = pool.acquire().await?;
+        if let Err(e) = held::handover_done(&mut conn, NAME).await {
+            tracing::debug!(projection = NAME, error = %e, "cannot clear a handover request");
+        }
+    }
+    // The relay creates the topic; creating it here too would race it (and
+    // the losing side's client logs an error). Wait for it instead.
+    let client = Arc::new(
+        kafka::connect(&source.brokers, Duration::from_secs(5))
+            .await
+            .map_err(|e| ProjectionError::Kafka(e.to_string()))?,
+    );
+    let mut logged = false;
+    let partitions = loop {
+        match kafka::find_topic(&client, &source.topic)
+            .await
+            .map_err(|e| ProjectionError::Kafka(e.to_string()))?
+        {
+            Some(partitions) => break partitions,
+            None if shutdown.is_cancelled() => return Ok(()),
+            None => {
+                if !logged {
+                    tracing::info!(projection = NAME, topic = %source.topic, "waiting for the relay to create the topic");
+                    logged = true;
+                }
+                sleep_or_cancel(Duration::from_millis(200), shutdown).await;
+            }
+        }
+    };
+    tracing::info!(projection = NAME, topic = %source.topic, ?partitions, token = fence.token(), "delivery consumer running");
+    let stop = shutdown.child_token();
+    let mut tasks = JoinSet::new();
+    // The held list: released when this build can, handed over when a
+    // standby can read more of it.
+    tasks.spawn({
+        let (pool, stop, fence) = (pool.clone(), stop.clone(), fence.clone());
+        async move {
+            let mut watch = crate::runner::HeldWatch::default();
+            while !stop.is_cancelled() {
+                let mut conn = pool.acquire().await?;
+                crate::runner::look_at_held(&mut conn, &fence, &DeliveryReadModel, &mut watch)
+                    .await?;
+                drop(conn);
+                sleep_or_cancel(crate::runner::HELD_CHECK_EVERY, &stop).await;
+            }
+            Ok(())
+        }
+    });
+    for partition in partitions {
+        let pc = client
+            .partition_client(source.topic.clone(), partition, UnknownTopicHandling::Retry)
+            .await
+            .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
+        tasks.spawn(consume_partition(
+            pool.clone(),
+            pc,
+            source.topic.clone(),
+            fence.clone(),
+            stop.clone(),
+        ));
+    }
+    backoff.reset();
+    // The first task to fail stops the others; the caller reconnects.
+    let mut result = Ok(());
+    while let Some(ended) = tasks.join_next().await {
+        let ended = ended.unwrap_or_else(|e| Err(ProjectionError::Kafka(format!("task: {e}"))));
+        if let Err(e) = ended {
+            stop.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}
+
+/// Consumes one partition into the live generation until `stop`, an error
+/// or the loss of the lease. It holds a pooled connection only to check the
+/// partition and to commit a batch, never across a fetch, so a topic with
+/// more partitions than the pool has connections is consumed all the same.
+pub(super) async fn consume_partition(
+    pool: PgPool,
+    pc: PartitionClient,
+    topic: String,
+    fence: Fence,
+    stop: CancellationToken,
+) -> Result<()> {
+    let partition = pc.partition();
+    let mut wait = FIRST_EMPTY_WAIT_MS;
+    // The generation and the next offset, between batches (this task owns
+    // the partition under the lease, so only a failed step makes it stale).
+    let mut at: Option<(i32, i64)> = None;
+    while !stop.is_cancelled() {
+        if !fence.held() {
+            return Err(fence.fenced());
+        }
+        let (generation, from) = match at {
+            Some(at) => at,
+            None => {
+                let mut conn = pool.acquire().await?;
+                let generation = checkpoint::active_generation(&mut conn, NAME).await?;
+                match check_partition(&mut conn, &pc, &topic, generation).await {
+                    Ok(()) => resume_partition(&mut conn, &topic, partition).await?,
+                    Err(ProjectionError::PartitionLost { reason, .. }) => {
+                        stop_partition(&mut conn, &topic, partition, &reason).await?;
+                        drop(conn);
+                        sleep_or_cancel(PARTITION_RECHECK, &stop).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                (
+                    generation,
+                    next_offset(&mut conn, generation, &topic, partition).await?,
+                )
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = fence.lost() => return Err(fence.fenced()),
+            stepped = step_partition(&pool, &pc, &topic, (generation, from), Some(&fence), wait) => match stepped {
+                Ok((0, _)) => {
+                    at = Some((generation, from));
+                    wait = (wait * 2).clamp(FIRST_EMPTY_WAIT_MS, FETCH_WAIT_MS);
+                }
+                Ok((_, next)) => {
+                    at = Some((generation, next));
+                    wait = 0;
+                    // Let records gather: one transaction for the next few
+                    // milliseconds' worth, not one each.
+                    crate::runner::linger(&stop).await;
+                }
+                Err(ProjectionError::CheckpointMoved { .. }) => at = None,
+                Err(ProjectionError::PartitionLost { reason, .. }) => {
+                    let mut conn = pool.acquire().await?;
+                    stop_partition(&mut conn, &topic, partition, &reason).await?;
+                    drop(conn);
+                    at = None;
+                    sleep_or_cancel(PARTITION_RECHECK, &stop).await;
+                }
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    Ok(())
+}

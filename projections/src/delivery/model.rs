@@ -1,0 +1,190 @@
+//! The delivery model's tables: one set per generation, created, published
+//! (the view readers use) and written by `apply`.
+
+use domain::{EventEnvelope, OptionValue};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::error::{ProjectionError, Result};
+use crate::order_view::{apply_moves, reduce};
+
+pub(super) fn table(generation: i32) -> String {
+    format!("delivery.order_status_g{generation}")
+}
+
+pub(super) async fn create_generation(conn: &mut PgConnection, generation: i32) -> Result<()> {
+    let t = table(generation);
+    sqlx::query(&format!(
+        "CREATE TABLE IF NOT EXISTS {t} (
+            order_id      uuid        PRIMARY KEY,
+            user_id       text        NOT NULL,
+            coffee_name   text        NOT NULL,
+            coffee_qty    integer     NOT NULL,
+            status        text        NOT NULL CHECK (status IN
+                ('received', 'preparing', 'delivering', 'delivered', 'cancelled')),
+            ordered_at    timestamptz NOT NULL,
+            updated_at    timestamptz NOT NULL,
+            version       integer     NOT NULL,
+            last_position bigint      NOT NULL,
+            temperature   text        NOT NULL DEFAULT 'hot' CHECK (temperature IN ('hot', 'iced')),
+            size          text        NOT NULL DEFAULT 'regular' CHECK (size IN ('regular', 'large')),
+            event_ids     jsonb       NOT NULL DEFAULT '{{}}'
+        )"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(&format!(
+        "CREATE INDEX IF NOT EXISTS order_status_g{generation}_status_idx
+            ON {t} (status, ordered_at, order_id)"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn publish(conn: &mut PgConnection, generation: i32) -> Result<()> {
+    sqlx::query(&format!(
+        "CREATE OR REPLACE VIEW delivery.order_status AS
+         SELECT order_id, user_id, coffee_name, coffee_qty, status, ordered_at, updated_at,
+                version, last_position, temperature, size
+           FROM {}",
+        table(generation)
+    ))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Applies envelopes (one partition's, in offset order) to `generation`.
+///
+/// Every row remembers the id of the event it applied at each version
+/// (`event_ids`, version → event id). An event at a version the row has seen
+/// with another id is not the same event: the log was restored to an earlier
+/// point in time and wrote anew what the topic already carried. The version
+/// guard alone would pass over it silently; here it is
+/// [`ProjectionError::DifferentEvents`], and the order is held back.
+pub(super) async fn apply(
+    conn: &mut PgConnection,
+    generation: i32,
+    events: &[EventEnvelope],
+) -> Result<()> {
+    let t = table(generation);
+    let ids_by_order = check_event_ids(conn, &t, events).await?;
+    let changes = reduce(events.iter())?;
+    let (placed, moved): (Vec<_>, Vec<_>) = changes.iter().partition(|(_, c)| c.placed.is_some());
+    if !placed.is_empty() {
+        let mut ids = Vec::with_capacity(placed.len());
+        let mut users = Vec::with_capacity(placed.len());
+        let mut names = Vec::with_capacity(placed.len());
+        let mut qtys = Vec::with_capacity(placed.len());
+        let mut statuses = Vec::with_capacity(placed.len());
+        let mut ordered = Vec::with_capacity(placed.len());
+        let mut updated = Vec::with_capacity(placed.len());
+        let mut versions = Vec::with_capacity(placed.len());
+        let mut positions = Vec::with_capacity(placed.len());
+        let mut temperatures = Vec::with_capacity(placed.len());
+        let mut sizes = Vec::with_capacity(placed.len());
+        for (id, c) in &placed {
+            let Some(p) = &c.placed else { continue };
+            ids.push(*id);
+            temperatures.push(p.options.temperature.code());
+            sizes.push(p.options.size.code());
+            users.push(p.user_id.as_str());
+            names.push(p.coffee_name.as_str());
+            qtys.push(i32::try_from(p.coffee_qty.get()).unwrap_or(i32::MAX));
+            statuses.push(c.status.code());
+            ordered.push(c.ordered_at);
+            updated.push(c.updated_at);
+            versions.push(c.version);
+            positions.push(c.position);
+        }
+        sqlx::query(&format!(
+            "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_qty, status, ordered_at,
+                                   updated_at, version, last_position, temperature, size)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[],
+                                  $6::timestamptz[], $7::timestamptz[], $8::int[], $9::bigint[],
+                                  $10::text[], $11::text[])
+             ON CONFLICT (order_id) DO UPDATE
+                SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
+                    version = EXCLUDED.version, last_position = EXCLUDED.last_position
+              WHERE v.version < EXCLUDED.version"
+        ))
+        .bind(&ids)
+        .bind(&users)
+        .bind(&names)
+        .bind(&qtys)
+        .bind(&statuses)
+        .bind(&ordered)
+        .bind(&updated)
+        .bind(&versions)
+        .bind(&positions)
+        .bind(&temperatures)
+        .bind(&sizes)
+        .execute(&mut *conn)
+        .await?;
+    }
+    apply_moves(conn, &t, &moved).await?;
+    let (orders, ids): (Vec<Uuid>, Vec<serde_json::Value>) = ids_by_order.into_iter().unzip();
+    sqlx::query(&format!(
+        "UPDATE {t} AS v SET event_ids = v.event_ids || u.ids
+           FROM UNNEST($1::uuid[], $2::jsonb[]) AS u(order_id, ids)
+          WHERE v.order_id = u.order_id"
+    ))
+    .bind(&orders)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Compares the batch's event ids with those the rows applied at the same
+/// versions; returns, per order, the ids to remember (`{"version": id}`).
+pub(super) async fn check_event_ids(
+    conn: &mut PgConnection,
+    table: &str,
+    events: &[EventEnvelope],
+) -> Result<std::collections::HashMap<Uuid, serde_json::Value>> {
+    use std::collections::HashMap;
+    let orders: Vec<Uuid> = events.iter().map(|e| e.stream_id.as_uuid()).collect();
+    let known: HashMap<Uuid, serde_json::Value> = sqlx::query_as::<_, (Uuid, serde_json::Value)>(
+        &format!("SELECT order_id, event_ids FROM {table} WHERE order_id = ANY($1)"),
+    )
+    .bind(&orders)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    let mut seen: HashMap<Uuid, serde_json::Map<String, serde_json::Value>> = HashMap::new();
+    let mut different = Vec::new();
+    for e in events {
+        let order = e.stream_id.as_uuid();
+        let version = e.version.to_string();
+        let id = e.event_id.to_string();
+        let batch = seen.entry(order).or_default();
+        let before = batch
+            .get(&version)
+            .or_else(|| known.get(&order).and_then(|ids| ids.get(&version)))
+            .and_then(serde_json::Value::as_str);
+        match before {
+            Some(other) if other != id => {
+                tracing::error!(%order, version = e.version, event_id = %e.event_id, applied = other,
+                    "a different event at a version already applied: was the log restored to an earlier point in time?");
+                different.push(order);
+            }
+            _ => {
+                batch.insert(version, serde_json::Value::String(id));
+            }
+        }
+    }
+    if !different.is_empty() {
+        different.sort();
+        different.dedup();
+        return Err(ProjectionError::DifferentEvents {
+            order_ids: different,
+        });
+    }
+    Ok(seen
+        .into_iter()
+        .map(|(order, ids)| (order, serde_json::Value::Object(ids)))
+        .collect())
+}
