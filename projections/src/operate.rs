@@ -1,12 +1,14 @@
 //! Operators' work on projections: status (position, head, lag), replay from
 //! a position, and rebuild beside the live model with an atomic switch.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sqlx::{Acquire, PgConnection, PgPool};
 use time::OffsetDateTime;
 
 use crate::checkpoint::{self, REBUILD_LOCK};
+use crate::delivery::KafkaSource;
 use crate::error::{ProjectionError, Result};
 use crate::lock::SessionLock;
 use crate::log::{self, Cursor, LogEvent, ReadMode};
@@ -28,10 +30,46 @@ pub struct Status {
     pub lag: Duration,
     pub events_applied: i64,
     pub updated_at: OffsetDateTime,
+    /// For a projection fed from a Kafka topic: where it stands on the topic.
+    pub topic: Option<TopicProgress>,
 }
 
-/// The status of every registered projection.
-pub async fn status(pool: &PgPool) -> Result<Vec<Status>> {
+/// Where a Kafka-fed projection stands on its topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicProgress {
+    pub topic: String,
+    /// The next offset to read, per partition.
+    pub offsets: BTreeMap<i32, i64>,
+    /// Each partition's end, when the brokers answered.
+    pub ends: Option<BTreeMap<i32, i64>>,
+    /// When the oldest record not consumed yet was recorded, if any.
+    pub oldest_unconsumed: Option<OffsetDateTime>,
+}
+
+impl TopicProgress {
+    /// Records on the topic past the offsets (`None`: the brokers did not
+    /// answer).
+    pub fn lag_records(&self) -> Option<i64> {
+        let ends = self.ends.as_ref()?;
+        Some(
+            ends.iter()
+                .map(|(p, end)| (end - self.offsets.get(p).copied().unwrap_or(0)).max(0))
+                .sum(),
+        )
+    }
+}
+
+/// The status of every projection, in the log's terms. The delivery
+/// projection's counts the records it has not consumed when `kafka` says
+/// where its topic is and the brokers answer.
+pub async fn status(pool: &PgPool, kafka: Option<&KafkaSource>) -> Result<Vec<Status>> {
+    let mut out = log_fed_status(pool).await?;
+    let head = out.first().map_or(0, |s| s.head);
+    out.push(crate::delivery::status(pool, kafka, head).await?);
+    Ok(out)
+}
+
+async fn log_fed_status(pool: &PgPool) -> Result<Vec<Status>> {
     let mut conn = pool.acquire().await?;
     let checkpoints = checkpoint::load_all_active(&mut conn).await?;
     let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
@@ -53,6 +91,7 @@ pub async fn status(pool: &PgPool) -> Result<Vec<Status>> {
             lag,
             events_applied: c.events_applied,
             updated_at: c.updated_at,
+            topic: None,
         });
     }
     Ok(out)

@@ -10,9 +10,7 @@ use projections::delivery;
 use projections::operate::{self, Phase, Progress};
 use projections::order_view::OrderReadModel;
 use projections::{checkpoint, held, ProjectionName};
-use rskafka::client::partition::UnknownTopicHandling;
 use sqlx::PgPool;
-use std::collections::BTreeMap;
 
 use crate::config::{KafkaArgs, LogClockCmd, ProjectionsCmd};
 
@@ -331,8 +329,8 @@ async fn status(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyhow::Result<
             "WARNING: the log's stored transaction ids are {ahead} ahead of this cluster's clock (a restore into another cluster?): new events would never reach the projections, whatever the lag below says. Stop every `orders` process and run `orders log-clock advance --reason \"…\"`."
         );
     }
-    let statuses = operate::status(pool).await?;
-    let delivery_status = delivery_status(pool, kafka).await?;
+    let statuses = operate::status(pool, kafka.source().as_ref()).await?;
+    let stopped = delivery::stopped_partitions(pool, &kafka.kafka_topic).await?;
     let held = {
         let mut conn = pool.acquire().await?;
         held::summary(&mut conn).await?
@@ -342,7 +340,7 @@ async fn status(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyhow::Result<
         let rows: Vec<serde_json::Value> = statuses
             .iter()
             .map(|s| {
-                serde_json::json!({
+                let mut row = serde_json::json!({
                     "name": s.name,
                     "generation": s.generation,
                     "position": s.position,
@@ -352,22 +350,22 @@ async fn status(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyhow::Result<
                     "events_applied": s.events_applied,
                     "updated_at": crate::view::format_api_time(s.updated_at),
                     "held": held_of(&s.name).map(summary_json),
-                })
+                });
+                if let Some(t) = &s.topic {
+                    row["topic"] = t.topic.clone().into();
+                    row["offsets"] = serde_json::json!(t.offsets);
+                    row["ends"] = serde_json::json!(t.ends);
+                    row["lag_records"] = serde_json::json!(t.lag_records());
+                    row["stopped_partitions"] = stopped
+                        .iter()
+                        .map(|(partition, reason)| {
+                            serde_json::json!({"partition": partition, "reason": reason})
+                        })
+                        .collect();
+                }
+                row
             })
             .collect();
-        let mut rows = rows;
-        let mut delivery = delivery_status.json();
-        delivery["stopped_partitions"] = delivery::stopped_partitions(pool, &kafka.kafka_topic)
-            .await?
-            .into_iter()
-            .map(
-                |(partition, reason)| serde_json::json!({"partition": partition, "reason": reason}),
-            )
-            .collect();
-        delivery["held"] = held_of(delivery::NAME)
-            .map(summary_json)
-            .unwrap_or_default();
-        rows.push(delivery);
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
@@ -375,7 +373,7 @@ async fn status(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyhow::Result<
         "{:<10} {:>4} {:>12} {:>12} {:>12} {:>10} {:>14}  UPDATED",
         "NAME", "GEN", "POSITION", "HEAD", "LAG EVENTS", "LAG", "APPLIED"
     );
-    for s in statuses {
+    for s in &statuses {
         println!(
             "{:<10} {:>4} {:>12} {:>12} {:>12} {:>9.1}s {:>14}  {}",
             s.name,
@@ -388,8 +386,19 @@ async fn status(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyhow::Result<
             crate::view::format_api_time(s.updated_at)
         );
     }
-    println!("{}", delivery_status.line());
-    for (partition, reason) in delivery::stopped_partitions(pool, &kafka.kafka_topic).await? {
+    for s in &statuses {
+        let Some(t) = &s.topic else { continue };
+        let offsets: Vec<String> = t.offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+        println!(
+            "{}: topic {} offsets [{}], {} records not consumed yet (counted in its lag, with the outbox)",
+            s.name,
+            t.topic,
+            offsets.join(" "),
+            t.lag_records()
+                .map_or_else(|| "? (Kafka not reachable)".to_owned(), |l| l.to_string()),
+        );
+    }
+    for (partition, reason) in &stopped {
         println!(
             "STOPPED: delivery partition {partition}: {reason} (docs/runbook.md, \"The topic lost records\")"
         );
@@ -415,99 +424,6 @@ fn summary_json(h: &held::HeldSummary) -> serde_json::Value {
         "events": h.events,
         "first": h.first.as_ref().map(held_json),
     })
-}
-
-/// Where the Kafka-fed delivery projection stands: its offsets per partition
-/// and, when the brokers answer, the partitions' ends (the lag in records).
-struct DeliveryStatus {
-    generation: i32,
-    topic: String,
-    applied: i64,
-    offsets: BTreeMap<i32, i64>,
-    ends: Option<BTreeMap<i32, i64>>,
-}
-
-impl DeliveryStatus {
-    fn lag(&self) -> Option<i64> {
-        let ends = self.ends.as_ref()?;
-        Some(
-            ends.iter()
-                .map(|(p, end)| (end - self.offsets.get(p).copied().unwrap_or(0)).max(0))
-                .sum(),
-        )
-    }
-
-    fn line(&self) -> String {
-        let offsets: Vec<String> = self
-            .offsets
-            .iter()
-            .map(|(p, o)| format!("{p}:{o}"))
-            .collect();
-        format!(
-            "{:<10} {:>4}  topic {} offsets [{}], lag {} records, {} events applied",
-            delivery::NAME,
-            self.generation,
-            self.topic,
-            offsets.join(" "),
-            self.lag()
-                .map_or_else(|| "? (Kafka not reachable)".to_owned(), |l| l.to_string()),
-            self.applied
-        )
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "name": delivery::NAME,
-            "generation": self.generation,
-            "topic": self.topic,
-            "offsets": self.offsets,
-            "ends": self.ends,
-            "lag_records": self.lag(),
-            "events_applied": self.applied,
-        })
-    }
-}
-
-async fn delivery_status(pool: &PgPool, kafka: &KafkaArgs) -> anyhow::Result<DeliveryStatus> {
-    let mut conn = pool.acquire().await?;
-    let generation = checkpoint::active_generation(&mut conn, delivery::NAME).await?;
-    let offsets = delivery::offsets(&mut conn, generation, &kafka.kafka_topic).await?;
-    let applied = delivery::events_applied(&mut *conn).await?;
-    let ends = match kafka.brokers() {
-        Some(brokers) => topic_ends(&brokers, &kafka.kafka_topic).await.ok(),
-        None => None,
-    };
-    Ok(DeliveryStatus {
-        generation,
-        topic: kafka.kafka_topic.clone(),
-        applied,
-        offsets,
-        ends,
-    })
-}
-
-/// Each partition's end (the offset the next record will get).
-async fn topic_ends(brokers: &[String], topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let client = projections::kafka::connect(brokers, Duration::from_secs(3)).await?;
-    let mut ends = BTreeMap::new();
-    let Some(t) = client
-        .list_topics()
-        .await?
-        .into_iter()
-        .find(|t| t.name == topic)
-    else {
-        return Ok(ends);
-    };
-    for p in t.partitions {
-        let pc = client
-            .partition_client(topic.to_owned(), p, UnknownTopicHandling::Retry)
-            .await?;
-        // The fetch response's high watermark: ListOffsets(latest) is not
-        // reliable on every broker (Tansu's memory engine).
-        let (_, high_watermark) = pc.fetch_records(0, 1..2, 0).await?;
-        ends.insert(p, high_watermark);
-    }
-    Ok(ends)
 }
 
 fn rate(events: u64, elapsed: Duration) -> f64 {

@@ -82,7 +82,7 @@ impl App {
                     .await
                     .with_context(|| format!("cannot listen on {}", serve.addr))?;
                 let mut state = AppState::new(&pools, listener.local_addr()?.port());
-                state.kafka_brokers = config.kafka.as_ref().map(|k| k.brokers.clone());
+                state.kafka = config.kafka.clone();
                 state.max_in_flight = serve.max_in_flight;
                 state.request_timeout = serve.request_timeout;
                 state.read_wait = serve.read_wait;

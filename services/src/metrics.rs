@@ -25,6 +25,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use projections::delivery::KafkaSource;
 use sqlx::PgPool;
 
 /// The process-wide recorder (installed once, shared by every server the
@@ -64,8 +65,8 @@ pub async fn track(req: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`: reads the database-derived gauges, then renders everything.
-pub async fn render(pool: &PgPool) -> Response {
-    if let Err(e) = database_gauges(pool).await {
+pub async fn render(pool: &PgPool, kafka: Option<&KafkaSource>) -> Response {
+    if let Err(e) = database_gauges(pool, kafka).await {
         tracing::warn!(error = %e, "metrics: cannot read the database gauges");
     }
     (
@@ -78,7 +79,7 @@ pub async fn render(pool: &PgPool) -> Response {
         .into_response()
 }
 
-async fn database_gauges(pool: &PgPool) -> anyhow::Result<()> {
+async fn database_gauges(pool: &PgPool, kafka: Option<&KafkaSource>) -> anyhow::Result<()> {
     let (rows, age): (i64, Option<f64>) = sqlx::query_as(
         "SELECT count(*), extract(epoch FROM clock_timestamp() - min(created_at))::float8 FROM outbox",
     )
@@ -86,7 +87,7 @@ async fn database_gauges(pool: &PgPool) -> anyhow::Result<()> {
     .await?;
     metrics::gauge!("outbox_backlog_rows").set(rows as f64);
     metrics::gauge!("outbox_oldest_age_seconds").set(age.unwrap_or(0.0));
-    for s in projections::operate::status(pool).await? {
+    for s in projections::operate::status(pool, kafka).await? {
         let name = s.name.clone();
         metrics::gauge!("projection_position", "projection" => name.clone()).set(s.position as f64);
         metrics::gauge!("projection_lag_events", "projection" => name.clone())

@@ -266,3 +266,72 @@ async fn a_python_consumer_reads_json_envelopes_keyed_by_order_id() {
     assert_eq!(summary["records"], 15);
     assert_eq!(summary["orders"], 10);
 }
+
+/// The delivery projection's row of `orders projections status --json`.
+async fn delivery_status(app: &TestApp) -> Value {
+    let kafka = app.kafka.as_ref().expect("kafka");
+    let out = e2e::run_orders(&app.db, Some(kafka), &["projections", "status", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("status JSON");
+    rows.into_iter()
+        .find(|r| r["name"] == "delivery")
+        .expect("a row for the delivery projection")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_metrics_show_the_delivery_projections_position_and_lag_in_the_logs_terms() {
+    let app = spawn_app_opts(AppOptions {
+        kafka: Some(test_kafka()),
+        relay: false,
+        ..AppOptions::default()
+    })
+    .await;
+    for _ in 0..3 {
+        app.place_ok("lagging").await;
+    }
+    // Not published yet: three events behind, the oldest some time ago.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let behind = delivery_status(&app).await;
+    assert_eq!(behind["lag_events"], 3, "{behind}");
+    assert_eq!(behind["head"], 3, "{behind}");
+    assert_eq!(behind["position"], 0, "{behind}");
+    assert!(
+        behind["lag_seconds"].as_f64().expect("seconds") >= 0.2,
+        "{behind}"
+    );
+    let metrics = app.get("/metrics").await.text;
+    assert!(
+        metrics.contains(r#"projection_lag_events{projection="delivery"} 3"#),
+        "{metrics}"
+    );
+
+    let relay = e2e::TestRelay::start(&app.db.pool, app.kafka.as_ref().expect("kafka"));
+    eventually(
+        Duration::from_secs(20),
+        "the delivery model catches up",
+        || async {
+            let s = delivery_status(&app).await;
+            (s["lag_events"] == 0 && s["position"] == 3).then_some(())
+        },
+    )
+    .await;
+    let caught_up = delivery_status(&app).await;
+    assert_eq!(caught_up["lag_records"], 0, "{caught_up}");
+    assert_eq!(caught_up["events_applied"], 3, "{caught_up}");
+    let metrics = app.get("/metrics").await.text;
+    for needle in [
+        r#"projection_position{projection="delivery"} 3"#,
+        r#"projection_lag_events{projection="delivery"} 0"#,
+        r#"projection_lag_seconds{projection="delivery"} 0"#,
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "/metrics lacks {needle}:\n{metrics}"
+        );
+    }
+    relay.stop().await;
+}

@@ -26,12 +26,14 @@ mod model;
 mod offsets;
 mod partition;
 mod rebuild;
+mod status;
 
 use model::{apply, create_generation, publish, table};
 
 pub use consume::run_consumer;
 pub use offsets::offsets;
 pub use rebuild::rebuild;
+pub use status::status;
 
 /// The projection's registry name.
 pub const NAME: &str = "delivery";

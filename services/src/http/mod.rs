@@ -55,7 +55,7 @@ pub struct AppState {
     /// answers 503.
     pub read_wait: Duration,
     /// The Kafka brokers `/readyz` checks, when configured.
-    pub kafka_brokers: Option<Vec<String>>,
+    pub kafka: Option<projections::delivery::KafkaSource>,
     /// Requests handled at once; more are shed with 503 + `Retry-After`.
     pub max_in_flight: usize,
     /// A request still running after this is answered 503.
@@ -80,7 +80,7 @@ impl AppState {
             reads: pools.reads.clone(),
             port,
             read_wait: ServeConfig::DEFAULT_READ_WAIT,
-            kafka_brokers: None,
+            kafka: None,
             max_in_flight: ServeConfig::DEFAULT_MAX_IN_FLIGHT as usize,
             request_timeout: Duration::from_secs(ServeConfig::DEFAULT_REQUEST_TIMEOUT_SECS),
         }

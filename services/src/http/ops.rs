@@ -26,7 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
-    crate::metrics::render(&state.reads).await
+    crate::metrics::render(&state.reads, state.kafka.as_ref()).await
 }
 
 /// This document.
@@ -75,7 +75,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }
     };
     let kafka = async {
-        let Some(brokers) = state.kafka_brokers.as_deref() else {
+        let Some(brokers) = state.kafka.as_ref().map(|k| k.brokers.as_slice()) else {
             return Ok("kafka not configured".to_owned());
         };
         let probe = async {
