@@ -27,21 +27,46 @@ pid=$!
 cleanup() {
     kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
     psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true
-    rm -f "$log"
+    rm -f "$log" "${config:-}"
 }
 trap cleanup EXIT
 for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
     sleep 0.2
 done
-# Seed one order so reads have something to find.
-curl -sf -X POST "http://127.0.0.1:$port/order-ms/fuzz/orders" -H 'Content-Type: application/json' \
-    -d '{"coffee_name": "latte", "coffee_price": "4500"}' >/dev/null
+# Seed orders so reads and moves have something to find: one the fuzzer may
+# cancel, one it may move through the kitchen. Schemathesis is told their
+# ids (a config file of this run's own), so those operations reach the
+# service's logic instead of answering 404 to every generated id; and it
+# sends `If-Match: *` on them: it cannot know an order's version, and a
+# generated one is answered 412 (tests/tests/concurrency.rs covers that).
+seed() {
+    curl -sf -X POST "http://127.0.0.1:$port/order-ms/fuzz/orders" -H 'Content-Type: application/json' \
+        -d '{"coffee_name": "latte", "coffee_price": "4500"}' |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["order_id"])'
+}
+to_cancel=$(seed)
+to_move=$(seed)
+config=$(mktemp --suffix .toml)
+cat >"$config" <<TOML
+[[operations]]
+include-path = ["/order-ms/{user_id}/orders/{order_id}", "/order-ms/{user_id}/orders/{order_id}/cancel"]
+parameters = { "path.user_id" = "fuzz", "path.order_id" = "$to_cancel", "header.If-Match" = "*" }
+
+[[operations]]
+include-path = ["/delivery-ms/{user_id}/{order_id}", "/delivery-ms/{user_id}/{order_id}/status"]
+parameters = { "path.user_id" = "fuzz", "path.order_id" = "$to_move", "header.If-Match" = "*" }
+TOML
+# The delivery side learns of the orders through Kafka.
+for _ in $(seq 50); do
+    curl -sf "http://127.0.0.1:$port/delivery-ms/fuzz/$to_move" >/dev/null && break
+    sleep 0.2
+done
 
 # not_a_server_error: no 5xx. response_schema_violation,
 # status_code_conformance, content_type_conformance, response_headers_conformance:
 # every answer is one the document describes.
-st run "http://127.0.0.1:$port/openapi.json" \
+st --config-file "$config" run "http://127.0.0.1:$port/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
     --max-examples "${FUZZ_EXAMPLES:-50}" \
     "$@"

@@ -26,7 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Every order now in a status, oldest first, from the delivery side's own
 /// read model (fed from Kafka). The status is a code or its Korean label.
 #[utoipa::path(get, path = "/delivery-ms/{status}", tag = "delivery-ms",
-    params(("status" = String, Path, description = "A code (`received`) or its Korean label (`접수완료`), percent-encoded")),
+    params(("status" = crate::http::docs::StatusInput, Path, description = "A code (`received`) or its Korean label (`접수완료`), percent-encoded")),
     responses(
         (status = 200, description = "Every order now in that status, oldest first", body = Vec<DeliveryStatusView>),
         (status = 400, description = "An unknown status (the answer lists the valid ones)", body = crate::http::error::Problem, content_type = "application/problem+json"),
@@ -46,7 +46,7 @@ async fn orders_in_status(
 
 /// One order's delivery status, as the delivery side knows it.
 #[utoipa::path(get, path = "/delivery-ms/{user_id}/{order_id}", tag = "delivery-ms",
-    params(("user_id" = String, Path), ("order_id" = String, Path)),
+    params(("user_id" = crate::http::docs::UserIdParam, Path), ("order_id" = crate::http::docs::OrderIdParam, Path)),
     responses(
         (status = 200, description = "The order's delivery status", body = DeliveryStatusView),
         (status = 400, description = "A malformed user id", body = crate::http::error::Problem, content_type = "application/problem+json"),
@@ -83,7 +83,7 @@ async fn delivery_status(
 
 /// Staff move an order on: `{"status": "preparing"}` or `{"status": "제작중"}`.
 #[utoipa::path(post, path = "/delivery-ms/{user_id}/{order_id}/status", tag = "delivery-ms",
-    params(("user_id" = String, Path), ("order_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    params(("user_id" = crate::http::docs::UserIdParam, Path), ("order_id" = crate::http::docs::OrderIdParam, Path), ("If-Match" = Option<crate::http::docs::EtagParam>, Header, nullable = false)),
     request_body(content((crate::http::docs::MoveBody = "application/json"), (crate::http::docs::MoveBody = "application/x-www-form-urlencoded"))),
     responses(
         (status = 200, description = "Moved", body = DeliveryStatusView, headers(("ETag" = String), ("X-Log-Position" = i64))),

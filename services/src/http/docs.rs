@@ -5,7 +5,9 @@
 //! the document lists exactly the routes that are mounted.
 
 use serde::Deserialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{OpenApi, PartialSchema, ToSchema};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +16,9 @@ use utoipa::{OpenApi, ToSchema};
         description = "The event-sourced coffee-order system: order-ms (customers) and delivery-ms (staff). Errors are RFC 9457 problem+json.",
         version = env!("CARGO_PKG_VERSION"),
     ),
+    // Path and header parameters refer to these; request bodies register
+    // their own schemas.
+    components(schemas(UserIdParam, OrderIdParam, EtagParam, IdempotencyKeyParam, StatusInput)),
     tags(
         (name = "order-ms", description = "Customers place, read and cancel orders"),
         (name = "delivery-ms", description = "Staff move orders on; the delivery view"),
@@ -22,41 +27,170 @@ use utoipa::{OpenApi, ToSchema};
 )]
 pub struct ApiDoc;
 
-/// A whole number, sent as a JSON number or as a string of digits (the
-/// original clients send strings).
-#[derive(Deserialize, ToSchema)]
-#[serde(untagged)]
+// The constraints below are the ones the service enforces (domain/src/values.rs,
+// http/extract.rs): generated clients and fuzzers can only send valid
+// requests if the document states them.
+
+/// A user id: 1 to 100 letters, digits, `-`, `_`, `.`.
+#[derive(ToSchema)]
+#[schema(pattern = r"^[A-Za-z0-9._-]{1,100}$", example = "sam")]
 #[allow(dead_code)] // documents the wire form
-pub enum WholeNumber {
-    Number(u64),
-    /// Digits, optionally surrounded by spaces.
-    Text(String),
+pub struct UserIdParam(String);
+
+/// An order id, a UUID v7 as the API returns it. A malformed one names no
+/// order that can exist, and is answered 404 like a missing one.
+#[derive(ToSchema)]
+#[schema(
+    format = Uuid,
+    pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$",
+    example = "019abc12-3456-7def-8abc-0123456789ab"
+)]
+#[allow(dead_code)] // documents the wire form
+pub struct OrderIdParam(String);
+
+/// An ETag this API returned (`"3"`, weak or strong), or `*`.
+#[derive(ToSchema)]
+#[schema(pattern = r#"^(\*|(W/)?"[0-9]{1,18}")$"#, example = "\"3\"")]
+#[allow(dead_code)] // documents the wire form
+pub struct EtagParam(String);
+
+/// 1 to 255 visible ASCII characters.
+#[derive(ToSchema)]
+#[schema(pattern = r"^[!-~]{1,255}$", example = "a1b2c3")]
+#[allow(dead_code)] // documents the wire form
+pub struct IdempotencyKeyParam(String);
+
+/// An order status by code or by its Korean label.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the wire form
+pub enum StatusInput {
+    #[serde(rename = "received")]
+    Received,
+    #[serde(rename = "preparing")]
+    Preparing,
+    #[serde(rename = "delivering")]
+    Delivering,
+    #[serde(rename = "delivered")]
+    Delivered,
+    #[serde(rename = "cancelled")]
+    Cancelled,
+    #[serde(rename = "접수완료")]
+    ReceivedLabel,
+    #[serde(rename = "제작중")]
+    PreparingLabel,
+    #[serde(rename = "배송중")]
+    DeliveringLabel,
+    #[serde(rename = "배송완료")]
+    DeliveredLabel,
+    #[serde(rename = "취소")]
+    CancelledLabel,
+}
+
+/// Digits for 0 to 1,000,000 (leading zeros and surrounding spaces allowed;
+/// attributes below repeat these: utoipa takes only literals there).
+const PRICE_DIGITS: &str = r"^[ \t\r\n]*0*([0-9]{1,6}|1000000)[ \t\r\n]*$";
+/// Digits for 1 to 1,000.
+const QUANTITY_DIGITS: &str = r"^[ \t\r\n]*0*([1-9][0-9]{0,2}|1000)[ \t\r\n]*$";
+
+/// A price in whole won, 0 to 1,000,000: a JSON number or a string of
+/// digits (the original clients send strings).
+pub struct PriceInput;
+
+impl PartialSchema for PriceInput {
+    fn schema() -> RefOr<Schema> {
+        whole_number(0, 1_000_000, PRICE_DIGITS, "4500")
+    }
+}
+
+impl ToSchema for PriceInput {}
+
+/// A quantity, 1 to 1,000: a JSON number or a string of digits.
+pub struct QuantityInput;
+
+impl PartialSchema for QuantityInput {
+    fn schema() -> RefOr<Schema> {
+        whole_number(1, 1_000, QUANTITY_DIGITS, "2")
+    }
+}
+
+impl ToSchema for QuantityInput {}
+
+/// A whole number from `min` to `max`, as a JSON integer or a string of
+/// digits (`pattern` says which strings are in range). utoipa's derive
+/// cannot put bounds on an untagged enum's variants, so it is built here.
+fn whole_number(min: u64, max: u64, pattern: &str, example: &str) -> RefOr<Schema> {
+    let number = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(min as f64))
+        .maximum(Some(max as f64));
+    let text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .examples([example]);
+    OneOfBuilder::new().item(number).item(text).into()
 }
 
 /// The place-order body.
-#[derive(Deserialize, ToSchema)]
+#[derive(ToSchema)]
 #[allow(dead_code)] // documents the wire form
 pub struct PlaceOrderBody {
-    /// 1 to 100 characters after trimming.
-    #[schema(min_length = 1, max_length = 100, example = "today's coffee")]
+    /// 1 to 100 characters after trimming, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \t\r\n\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        example = "today's coffee"
+    )]
     pub coffee_name: String,
-    /// Whole won, 0 to 1,000,000.
-    pub coffee_price: WholeNumber,
-    /// 1 to 1,000; 1 when absent.
-    pub coffee_qty: Option<WholeNumber>,
+    pub coffee_price: PriceInput,
+    /// 1 when absent.
+    #[schema(nullable = false)]
+    pub coffee_qty: Option<QuantityInput>,
     /// The drink's options; hot and regular when absent.
+    #[schema(nullable = false)]
     pub options: Option<OptionsBody>,
 }
 
-/// A drink's options as a client sends them: codes or the Korean labels.
+/// The place-order body as form data (`application/x-www-form-urlencoded`),
+/// as the original clients send it: flat fields, so no options (a drink
+/// ordered this way is hot and regular).
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the wire form
+pub struct PlaceOrderForm {
+    /// 1 to 100 characters after trimming, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \t\r\n\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        example = "today's coffee"
+    )]
+    pub coffee_name: String,
+    /// Whole won, 0 to 1,000,000.
+    #[schema(
+        pattern = r"^[ \t\r\n]*0*([0-9]{1,6}|1000000)[ \t\r\n]*$",
+        example = "4500"
+    )]
+    pub coffee_price: String,
+    /// 1 to 1,000; 1 when absent.
+    #[schema(
+        pattern = r"^[ \t\r\n]*0*([1-9][0-9]{0,2}|1000)[ \t\r\n]*$",
+        example = "2",
+        nullable = false
+    )]
+    pub coffee_qty: Option<String>,
+}
+
+/// A drink's options as a client sends them: codes or the Korean labels;
+/// no other members.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documents the wire form
 pub struct OptionsBody {
     /// `hot` (`핫`) or `iced` (`아이스`); `hot` when absent.
-    #[schema(example = "iced")]
+    #[schema(example = "iced", nullable = false)]
     pub temperature: Option<TemperatureInput>,
     /// `regular` (`레귤러`) or `large` (`라지`); `regular` when absent.
-    #[schema(example = "large")]
+    #[schema(example = "large", nullable = false)]
     pub size: Option<SizeInput>,
 }
 
@@ -92,6 +226,5 @@ pub enum SizeInput {
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)] // documents the wire form
 pub struct MoveBody {
-    #[schema(example = "preparing")]
-    pub status: String,
+    pub status: StatusInput,
 }

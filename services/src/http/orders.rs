@@ -122,10 +122,10 @@ impl PlaceOrderInput {
 /// Place an order.
 #[utoipa::path(post, path = "/order-ms/{user_id}/orders", tag = "order-ms",
     params(
-        ("user_id" = String, Path, description = "1 to 100 letters, digits, `-`, `_`, `.`"),
-        ("Idempotency-Key" = Option<String>, Header, description = "The same key and body again returns the same order"),
+        ("user_id" = crate::http::docs::UserIdParam, Path),
+        ("Idempotency-Key" = Option<crate::http::docs::IdempotencyKeyParam>, Header, nullable = false, description = "The same key and body again returns the same order"),
     ),
-    request_body(content((crate::http::docs::PlaceOrderBody = "application/json"), (crate::http::docs::PlaceOrderBody = "application/x-www-form-urlencoded"))),
+    request_body(content((crate::http::docs::PlaceOrderBody = "application/json"), (crate::http::docs::PlaceOrderForm = "application/x-www-form-urlencoded"))),
     responses(
         (status = 201, description = "Placed", body = OrderView, headers(("Location" = String), ("ETag" = String), ("X-Log-Position" = i64))),
         (status = 400, description = "Malformed body or path", body = crate::http::error::Problem, content_type = "application/problem+json"),
@@ -189,11 +189,11 @@ const MAX_LIMIT: i64 = 500;
 /// travels in `Link: <…>; rel="next"` and `X-Next-Cursor`.
 #[utoipa::path(get, path = "/order-ms/{user_id}/orders", tag = "order-ms",
     params(
-        ("user_id" = String, Path),
-        ("limit" = Option<u32>, Query, description = "1 to 500, default 50", minimum = 1, maximum = 500),
-        ("next" = Option<String>, Query, description = "The cursor a previous page returned (X-Next-Cursor)"),
-        ("X-Log-Position" = Option<i64>, Header, description = "Wait until the read model has this write"),
-        ("Prefer" = Option<String>, Header, description = "`consistency=strong`: wait until the read model has every committed write"),
+        ("user_id" = crate::http::docs::UserIdParam, Path),
+        ("limit" = Option<u32>, Query, nullable = false, description = "1 to 500, default 50", minimum = 1, maximum = 500),
+        ("next" = Option<crate::http::docs::OrderIdParam>, Query, nullable = false, description = "The cursor a previous page returned (X-Next-Cursor)"),
+        ("X-Log-Position" = Option<i64>, Header, nullable = false, minimum = 1, description = "Wait until the read model has this write"),
+        ("Prefer" = Option<String>, Header, nullable = false, description = "`consistency=strong`: wait until the read model has every committed write"),
     ),
     responses(
         (status = 200, description = "The user's orders, newest first", body = Vec<OrderView>, headers(("Link" = String), ("X-Next-Cursor" = String))),
@@ -258,7 +258,7 @@ async fn list_orders(
 }
 
 #[utoipa::path(get, path = "/order-ms/{user_id}/orders/{order_id}", tag = "order-ms",
-    params(("user_id" = String, Path), ("order_id" = String, Path), ("If-None-Match" = Option<String>, Header)),
+    params(("user_id" = crate::http::docs::UserIdParam, Path), ("order_id" = crate::http::docs::OrderIdParam, Path), ("If-None-Match" = Option<crate::http::docs::EtagParam>, Header, nullable = false)),
     responses(
         (status = 200, description = "The order, folded from its events", body = OrderView, headers(("ETag" = String))),
         (status = 304, description = "Not modified since the ETag given"),
@@ -294,7 +294,7 @@ async fn order_detail(
 }
 
 #[utoipa::path(post, path = "/order-ms/{user_id}/orders/{order_id}/cancel", tag = "order-ms",
-    params(("user_id" = String, Path), ("order_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    params(("user_id" = crate::http::docs::UserIdParam, Path), ("order_id" = crate::http::docs::OrderIdParam, Path), ("If-Match" = Option<crate::http::docs::EtagParam>, Header, nullable = false)),
     responses(
         (status = 200, description = "Cancelled", body = OrderView, headers(("ETag" = String), ("X-Log-Position" = i64))),
         (status = 400, description = "A malformed user id or header", body = crate::http::error::Problem, content_type = "application/problem+json"),
