@@ -35,6 +35,7 @@ pub mod log;
 pub mod operate;
 pub mod order_view;
 mod projection;
+mod rebuild;
 mod row;
 pub mod runner;
 pub mod verify;

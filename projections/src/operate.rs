@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use sqlx::{Acquire, PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use crate::checkpoint::{self, REBUILD_LOCK};
+use crate::checkpoint;
 use crate::delivery::KafkaSource;
 use crate::error::{ProjectionError, Result};
-use crate::lock::SessionLock;
 use crate::log::{self, Cursor, LogEvent, ReadMode};
 use crate::projection::Projection;
+use crate::rebuild::Rebuild;
 use crate::runner::{self, apply_batch, Backoff};
 
 /// Where a projection stands.
@@ -128,17 +128,10 @@ pub struct RebuildReport {
     pub elapsed: Duration,
 }
 
-/// Rebuilds `projection` from the whole log without downtime:
-///
-/// 1. creates the next generation's tables beside the live ones;
-/// 2. applies the log to it in batches, each committed with the new
-///    generation's checkpoint (so an interrupted rebuild can be re-run);
-/// 3. in one transaction holding the registry row exclusively (live batches
-///    wait for it): applies what the live generation had applied beyond the
-///    new one, makes the new generation active and repoints the readers'
-///    view. Readers see the old model until that commit and the new one,
-///    complete, after it;
-/// 4. drops the old generation.
+/// Rebuilds `projection` from the whole log without downtime, in the phases
+/// of [`crate::rebuild`]: the log is applied to a new generation while the
+/// live one serves, then readers switch to it in one transaction and see
+/// the old model until that commit and the new one, complete, after it.
 ///
 /// Only one rebuild of a projection runs at a time ([`ProjectionError::Busy`]).
 pub async fn rebuild<P: Projection>(
@@ -147,118 +140,113 @@ pub async fn rebuild<P: Projection>(
     batch_size: i64,
     mut progress: impl FnMut(Progress),
 ) -> Result<RebuildReport> {
-    let name = projection.name();
     let started = Instant::now();
-    let Some(rebuilding) = SessionLock::try_acquire(pool, REBUILD_LOCK, name).await? else {
-        return Err(ProjectionError::Busy {
-            name: name.to_owned(),
-            what: "rebuilding",
-        });
-    };
-
-    // 1. The new generation, after any a crashed rebuild left behind.
     let mut conn = pool.acquire().await?;
-    let old = checkpoint::active_generation(&mut conn, name).await?;
-    let leftovers: Vec<i32> = sqlx::query_scalar(
-        "SELECT generation FROM projection_checkpoints WHERE name = $1 AND generation <> $2",
-    )
-    .bind(name)
-    .bind(old)
-    .fetch_all(&mut *conn)
-    .await?;
-    let new = leftovers.iter().copied().chain([old]).max().unwrap_or(old) + 1;
-    {
-        let mut tx = conn.begin().await?;
-        for g in &leftovers {
-            projection.drop_generation(&mut tx, *g).await?;
-            crate::held::drop_generation(&mut tx, name, *g).await?;
-            sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1 AND generation = $2")
-                .bind(name)
-                .bind(g)
-                .execute(&mut *tx)
-                .await?;
-        }
-        projection.create_generation(&mut tx, new).await?;
-        checkpoint::create_checkpoint(&mut tx, name, new).await?;
-        tx.commit().await?;
-    }
+    let rebuild = Rebuild::start(pool, &mut conn, projection).await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&mut *conn)
         .await?;
-    let mut total = u64::try_from(total).unwrap_or(0);
-    let mut done = 0u64;
-    tracing::info!(
-        projection = name,
-        old,
-        new,
-        events = total,
-        "rebuild started"
-    );
-
-    // 2. Catch up while the live generation serves. A reader on its own
-    //    connection reads the next batch while this one is applied: two
-    //    backends and both cores at work (one after the other, the rebuild
-    //    spent half its time waiting on each).
-    //    It reads up to the head as the rebuild began, waiting for a
-    //    transaction still running elsewhere rather than stopping short.
-    let head = log::head(&mut conn).await?;
-    let (batches, mut ready) = tokio::sync::mpsc::channel::<Result<Vec<LogEvent>>>(2);
-    let reader = tokio::spawn({
-        let mut read_conn = pool.acquire().await?;
-        async move {
-            let mut after = Cursor::START;
-            let mut wait = HorizonWait::default();
-            loop {
-                let events =
-                    match log::read_after(&mut read_conn, after, batch_size, ReadMode::GapSafe)
-                        .await
-                    {
-                        Ok(events) => events,
-                        Err(e) => {
-                            let _ = batches.send(Err(e)).await;
-                            return;
-                        }
-                    };
-                let full = i64::try_from(events.len()).unwrap_or(0) >= batch_size;
-                if let Some(last) = events.last() {
-                    after = last.cursor;
-                    wait.progressed();
-                    if batches.send(Ok(events)).await.is_err() {
-                        return;
-                    }
-                }
-                if full {
-                    continue;
-                }
-                let Some(head) = head else { return };
-                if after >= head {
-                    return;
-                }
-                if let Err(e) = wait.pause(&mut read_conn, after, head).await {
-                    let _ = batches.send(Err(e)).await;
-                    return;
-                }
-            }
+    let mut counted = Counted {
+        done: 0,
+        total: u64::try_from(total).unwrap_or(0),
+        started,
+    };
+    // 2. Catch up while the live generation serves.
+    let cursor = catch_up(pool, &mut conn, projection, rebuild.new, batch_size, |n| {
+        progress(counted.add(Phase::CatchingUp, n));
+    })
+    .await?;
+    // Readers' indexes, built once over the filled tables.
+    {
+        let mut tx = conn.begin().await?;
+        projection.finish_generation(&mut tx, rebuild.new).await?;
+        tx.commit().await?;
+    }
+    // 3. Switch, after applying what the live generation applied beyond it.
+    {
+        let mut tx = conn.begin().await?;
+        rebuild.lock_registry(&mut tx).await?;
+        let live = checkpoint::load(&mut tx, rebuild.name, rebuild.old)
+            .await?
+            .cursor;
+        let mut cursor = cursor;
+        while cursor < live {
+            let events = log::read_range(&mut tx, cursor, live, batch_size).await?;
+            let Some(last) = events.last().map(|e| e.cursor) else {
+                break;
+            };
+            let count = events.len();
+            apply_batch(&mut tx, projection, rebuild.new, cursor, events).await?;
+            cursor = last;
+            progress(counted.add(Phase::Switching, count));
         }
+        rebuild.activate(&mut tx, projection).await?;
+        tx.commit().await?;
+    }
+    // 4. The old generation has no readers left.
+    let report = RebuildReport {
+        old_generation: rebuild.old,
+        new_generation: rebuild.new,
+        events: counted.done,
+        elapsed: started.elapsed(),
+    };
+    rebuild.finish(&mut conn, projection).await?;
+    progress(Progress {
+        phase: Phase::Done,
+        done: counted.done,
+        total: counted.done,
+        elapsed: report.elapsed,
     });
+    Ok(report)
+}
+
+/// Events applied so far against the estimate, for progress reports.
+struct Counted {
+    done: u64,
+    total: u64,
+    started: Instant,
+}
+
+impl Counted {
+    fn add(&mut self, phase: Phase, events: usize) -> Progress {
+        self.done += events as u64;
+        self.total = self.total.max(self.done);
+        Progress {
+            phase,
+            done: self.done,
+            total: self.total,
+            elapsed: self.started.elapsed(),
+        }
+    }
+}
+
+/// Applies the log up to its head as the rebuild began to `generation`, a
+/// batch per transaction, each committed with the generation's checkpoint.
+/// A reader on a connection of its own reads the next batch while this one
+/// is applied: two backends and both cores at work (one after the other, the
+/// rebuild spent half its time waiting on each). Returns where it got.
+async fn catch_up<P: Projection>(
+    pool: &PgPool,
+    conn: &mut PgConnection,
+    projection: &P,
+    generation: i32,
+    batch_size: i64,
+    mut applied: impl FnMut(usize),
+) -> Result<Cursor> {
+    let head = log::head(conn).await?;
+    let (batches, mut ready) = tokio::sync::mpsc::channel::<Result<Vec<LogEvent>>>(2);
+    let reader = tokio::spawn(read_ahead(pool.acquire().await?, head, batch_size, batches));
     let mut cursor = Cursor::START;
     while let Some(read) = ready.recv().await {
         let events = read?;
         let (count, last) = (events.len(), events.last().map(|e| e.cursor));
         let mut tx = conn.begin().await?;
-        apply_batch(&mut tx, projection, new, cursor, events).await?;
+        apply_batch(&mut tx, projection, generation, cursor, events).await?;
         tx.commit().await?;
         if let Some(last) = last {
             cursor = last;
         }
-        done += count as u64;
-        total = total.max(done);
-        progress(Progress {
-            phase: Phase::CatchingUp,
-            done,
-            total,
-            elapsed: started.elapsed(),
-        });
+        applied(count);
     }
     drop(ready);
     if let Err(e) = reader.await {
@@ -266,82 +254,47 @@ pub async fn rebuild<P: Projection>(
             std::panic::resume_unwind(e.into_panic());
         }
     }
+    Ok(cursor)
+}
 
-    // 3. Readers' indexes, built once over the filled tables; then switch.
-    {
-        let mut tx = conn.begin().await?;
-        projection.finish_generation(&mut tx, new).await?;
-        tx.commit().await?;
-    }
-    {
-        let mut tx = conn.begin().await?;
-        sqlx::query("SELECT 1 FROM projections WHERE name = $1 FOR UPDATE")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        let live = checkpoint::load(&mut tx, name, old).await?.cursor;
-        loop {
-            if cursor >= live {
-                break;
+/// Reads the log in batches up to `head` (waiting for a transaction still
+/// running elsewhere rather than stopping short) and sends them on.
+async fn read_ahead(
+    mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    head: Option<Cursor>,
+    batch_size: i64,
+    batches: tokio::sync::mpsc::Sender<Result<Vec<LogEvent>>>,
+) {
+    let mut after = Cursor::START;
+    let mut wait = HorizonWait::default();
+    loop {
+        let events = match log::read_after(&mut conn, after, batch_size, ReadMode::GapSafe).await {
+            Ok(events) => events,
+            Err(e) => {
+                let _ = batches.send(Err(e)).await;
+                return;
             }
-            let events = log::read_range(&mut tx, cursor, live, batch_size).await?;
-            let Some(last) = events.last() else { break };
-            let (last, count) = (last.cursor, events.len());
-            apply_batch(&mut tx, projection, new, cursor, events).await?;
-            cursor = last;
-            done += count as u64;
-            total = total.max(done);
-            progress(Progress {
-                phase: Phase::Switching,
-                done,
-                total,
-                elapsed: started.elapsed(),
-            });
+        };
+        let full = i64::try_from(events.len()).unwrap_or(0) >= batch_size;
+        if let Some(last) = events.last() {
+            after = last.cursor;
+            wait.progressed();
+            if batches.send(Ok(events)).await.is_err() {
+                return;
+            }
         }
-        sqlx::query(
-            "UPDATE projections SET active_generation = $2, switched_at = clock_timestamp()
-              WHERE name = $1",
-        )
-        .bind(name)
-        .bind(new)
-        .execute(&mut *tx)
-        .await?;
-        projection.publish(&mut tx, new).await?;
-        tx.commit().await?;
+        if full {
+            continue;
+        }
+        let Some(head) = head else { return };
+        if after >= head {
+            return;
+        }
+        if let Err(e) = wait.pause(&mut conn, after, head).await {
+            let _ = batches.send(Err(e)).await;
+            return;
+        }
     }
-    tracing::info!(
-        projection = name,
-        old,
-        new,
-        "switched to the rebuilt generation"
-    );
-
-    // 4. The old generation has no readers left.
-    {
-        let mut tx = conn.begin().await?;
-        projection.drop_generation(&mut tx, old).await?;
-        crate::held::drop_generation(&mut tx, name, old).await?;
-        sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1 AND generation = $2")
-            .bind(name)
-            .bind(old)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-    }
-    rebuilding.release().await?;
-    let report = RebuildReport {
-        old_generation: old,
-        new_generation: new,
-        events: done,
-        elapsed: started.elapsed(),
-    };
-    progress(Progress {
-        phase: Phase::Done,
-        done,
-        total: done,
-        elapsed: report.elapsed,
-    });
-    Ok(report)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -135,8 +135,13 @@ impl Projection for DeliveryReadModel {
         publish(conn, generation).await
     }
 
+    /// Its tables and its offsets on the topic.
     async fn drop_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
         sqlx::query(&format!("DROP TABLE IF EXISTS {}", table(generation)))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("DELETE FROM delivery.offsets WHERE generation = $1")
+            .bind(generation)
             .execute(&mut *conn)
             .await?;
         Ok(())

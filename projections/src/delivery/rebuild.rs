@@ -1,20 +1,14 @@
 //! Rebuilding the delivery model from the topic, beside the live one.
 
-use rskafka::client::partition::UnknownTopicHandling;
-use sqlx::{Acquire, PgPool};
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use sqlx::{Acquire, PgConnection, PgPool};
 
-use crate::checkpoint::{self, REBUILD_LOCK};
 use crate::error::{ProjectionError, Result};
-use crate::held;
-use crate::lock::SessionLock;
-use crate::projection::Projection;
+use crate::rebuild::Rebuild;
 
 use super::consume::connect_topic;
-use super::model::{create_generation, publish};
-use super::offsets::next_offset;
-use super::offsets::offsets;
-use super::partition::records_gone;
-use super::partition::step_partition;
+use super::offsets::{next_offset, offsets};
+use super::partition::{records_gone, step_partition};
 use super::{DeliveryReadModel, KafkaSource, NAME};
 
 /// Rebuilds the delivery read model by replaying the topic from its earliest
@@ -35,147 +29,124 @@ pub async fn rebuild(
     accept_incomplete: Option<&str>,
     mut progress: impl FnMut(u64),
 ) -> Result<(i32, i32, u64)> {
-    let Some(rebuilding) = SessionLock::try_acquire(pool, REBUILD_LOCK, NAME).await? else {
-        return Err(ProjectionError::Busy {
-            name: NAME.to_owned(),
-            what: "rebuilding",
-        });
-    };
-    let (client, partitions) = connect_topic(source).await?;
-    let mut clients = Vec::new();
-    for partition in &partitions {
-        clients.push(
-            client
-                .partition_client(
-                    source.topic.clone(),
-                    *partition,
-                    UnknownTopicHandling::Retry,
-                )
-                .await
-                .map_err(|e| ProjectionError::Kafka(e.to_string()))?,
-        );
-    }
-    let mut gone = Vec::new();
-    for pc in &clients {
-        let missing = records_gone(pc).await?;
-        if missing > 0 {
-            gone.push((pc.partition(), missing));
-        }
-    }
+    let (clients, gone) = partitions_and_gaps(source).await?;
     if !gone.is_empty() && accept_incomplete.is_none() {
         return Err(ProjectionError::IncompleteTopic { gone });
     }
     let mut conn = pool.acquire().await?;
-    let old = checkpoint::active_generation(&mut conn, NAME).await?;
-    let new = old + 1;
-    {
-        let mut tx = conn.begin().await?;
-        DeliveryReadModel.drop_generation(&mut tx, new).await?;
-        held::drop_generation(&mut tx, NAME, new).await?;
-        sqlx::query("DELETE FROM delivery.offsets WHERE generation = $1")
-            .bind(new)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM projection_incomplete WHERE projection = $1 AND generation = $2")
-            .bind(NAME)
-            .bind(new)
-            .execute(&mut *tx)
-            .await?;
-        create_generation(&mut tx, new).await?;
-        if let (Some(who), false) = (accept_incomplete, gone.is_empty()) {
-            let detail = gone
-                .iter()
-                .map(|(p, n)| format!("partition {p}: {n} records gone"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            sqlx::query(
-                "INSERT INTO projection_incomplete (projection, generation, detail, accepted_by)
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(NAME)
-            .bind(new)
-            .bind(&detail)
-            .bind(who)
-            .execute(&mut *tx)
-            .await?;
-            // Start each partition at the first record it still has.
-            for (partition, first) in &gone {
-                sqlx::query(
-                    "INSERT INTO delivery.offsets (generation, topic, partition, next_offset)
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(new)
-                .bind(&source.topic)
-                .bind(partition)
-                .bind(first)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tracing::warn!(projection = NAME, generation = new, %detail, who, "rebuilding an incomplete model, as accepted");
-        }
-        tx.commit().await?;
+    let rebuild = Rebuild::start(pool, &mut conn, &DeliveryReadModel).await?;
+    if let (Some(who), false) = (accept_incomplete, gone.is_empty()) {
+        record_incomplete(&mut conn, rebuild.new, &source.topic, &gone, who).await?;
     }
-    // 1. Replay every partition to its end while the live generation serves.
+    let topic = source.topic.as_str();
     let mut done = 0u64;
+    let mut report = |n: usize| {
+        done += n as u64;
+        progress(done);
+    };
+    // 2. Every partition to its end while the live generation serves.
     for pc in &clients {
-        loop {
-            let from = next_offset(&mut conn, new, &source.topic, pc.partition()).await?;
-            let (n, _) =
-                step_partition(&mut *conn, pc, &source.topic, (new, from), None, 100).await?;
-            done += n as u64;
-            progress(done);
-            if n == 0 {
-                break;
-            }
-        }
+        replay_partition(&mut conn, pc, topic, rebuild.new, None, &mut report).await?;
     }
-    // 2. Switch under the registry lock (live batches wait for it), after
-    //    catching up to wherever the live generation got meanwhile.
+    // 3. Switch, after catching up to wherever the live generation got.
     let mut tx = conn.begin().await?;
-    sqlx::query("SELECT 1 FROM projections WHERE name = $1 FOR UPDATE")
-        .bind(NAME)
-        .execute(&mut *tx)
-        .await?;
-    let live = offsets(&mut tx, old, &source.topic).await?;
+    rebuild.lock_registry(&mut tx).await?;
+    let live = offsets(&mut tx, rebuild.old, topic).await?;
     for pc in &clients {
-        let target = live.get(&pc.partition()).copied().unwrap_or(0);
-        loop {
-            let at = offsets(&mut tx, new, &source.topic)
-                .await?
-                .get(&pc.partition())
-                .copied()
-                .unwrap_or(0);
-            if at >= target {
-                break;
-            }
-            let (n, _) = step_partition(&mut *tx, pc, &source.topic, (new, at), None, 100).await?;
-            done += n as u64;
-            progress(done);
-            if n == 0 {
-                break;
-            }
-        }
+        let until = live.get(&pc.partition()).copied().unwrap_or(0);
+        replay_partition(&mut tx, pc, topic, rebuild.new, Some(until), &mut report).await?;
     }
+    rebuild.activate(&mut tx, &DeliveryReadModel).await?;
+    tx.commit().await?;
+    // 4. The old generation has no readers left.
+    let (old, new) = (rebuild.old, rebuild.new);
+    rebuild.finish(&mut conn, &DeliveryReadModel).await?;
+    Ok((old, new, done))
+}
+
+/// A client per partition of the topic, and the partitions whose first
+/// records are gone (deleted by retention): how many each.
+async fn partitions_and_gaps(
+    source: &KafkaSource,
+) -> Result<(Vec<PartitionClient>, Vec<(i32, i64)>)> {
+    let (client, partitions) = connect_topic(source).await?;
+    let mut clients = Vec::new();
+    let mut gone = Vec::new();
+    for partition in partitions {
+        let pc = client
+            .partition_client(source.topic.clone(), partition, UnknownTopicHandling::Retry)
+            .await
+            .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
+        let missing = records_gone(&pc).await?;
+        if missing > 0 {
+            gone.push((partition, missing));
+        }
+        clients.push(pc);
+    }
+    Ok((clients, gone))
+}
+
+/// Records who accepted building `generation` from a topic that lost
+/// records, and starts each such partition at the first record it still has.
+async fn record_incomplete(
+    conn: &mut PgConnection,
+    generation: i32,
+    topic: &str,
+    gone: &[(i32, i64)],
+    who: &str,
+) -> Result<()> {
+    let detail = gone
+        .iter()
+        .map(|(p, n)| format!("partition {p}: {n} records gone"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut tx = conn.begin().await?;
     sqlx::query(
-        "UPDATE projections SET active_generation = $2, switched_at = clock_timestamp() WHERE name = $1",
+        "INSERT INTO projection_incomplete (projection, generation, detail, accepted_by)
+         VALUES ($1, $2, $3, $4)",
     )
     .bind(NAME)
-    .bind(new)
+    .bind(generation)
+    .bind(&detail)
+    .bind(who)
     .execute(&mut *tx)
     .await?;
-    publish(&mut tx, new).await?;
-    tx.commit().await?;
-    // 3. The old generation has no readers left.
-    {
-        let mut tx = conn.begin().await?;
-        DeliveryReadModel.drop_generation(&mut tx, old).await?;
-        held::drop_generation(&mut tx, NAME, old).await?;
-        sqlx::query("DELETE FROM delivery.offsets WHERE generation = $1")
-            .bind(old)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+    for (partition, first) in gone {
+        sqlx::query(
+            "INSERT INTO delivery.offsets (generation, topic, partition, next_offset)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(generation)
+        .bind(topic)
+        .bind(partition)
+        .bind(first)
+        .execute(&mut *tx)
+        .await?;
     }
-    rebuilding.release().await?;
-    Ok((old, new, done))
+    tx.commit().await?;
+    tracing::warn!(projection = NAME, generation, %detail, who, "rebuilding an incomplete model, as accepted");
+    Ok(())
+}
+
+/// Applies one partition's records to `generation`, batch by batch, until
+/// the partition's end or the offset `until`.
+async fn replay_partition(
+    conn: &mut PgConnection,
+    pc: &PartitionClient,
+    topic: &str,
+    generation: i32,
+    until: Option<i64>,
+    report: &mut impl FnMut(usize),
+) -> Result<()> {
+    loop {
+        let at = next_offset(conn, generation, topic, pc.partition()).await?;
+        if until.is_some_and(|until| at >= until) {
+            return Ok(());
+        }
+        let (n, _) = step_partition(&mut *conn, pc, topic, (generation, at), None, 100).await?;
+        report(n);
+        if n == 0 {
+            return Ok(());
+        }
+    }
 }
