@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::NAME;
 use crate::error::{ProjectionError, Result};
+
+use super::NAME;
 
 /// The next offset to read of each partition, for one generation.
 pub async fn offsets(

@@ -1,0 +1,121 @@
+//! Operators' parking decisions: pass over one held event, with a reason,
+//! recorded for good.
+
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::{ProjectionError, Result};
+
+use super::list::list;
+
+/// How many parking decisions `projection` has (they are never deleted).
+pub async fn parked_count(conn: &mut PgConnection, projection: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM projection_parked WHERE projection = $1")
+            .bind(projection)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Which held event to park.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeldRef {
+    Event(Uuid),
+    /// `TOPIC/PARTITION/OFFSET` (or `log position N`), as `status` shows it.
+    Source(String),
+}
+
+/// An operator's decision to pass over one held event, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    pub projection: String,
+    pub event_id: Uuid,
+    pub stream_id: Uuid,
+    pub source: String,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub held_reason: String,
+    pub reason: String,
+    pub database_role: String,
+    pub os_user: String,
+    pub parked_at: OffsetDateTime,
+}
+
+/// Records that `projection` shall pass over the held event `which`, with
+/// the operator's `reason` and who they are. The running worker applies the
+/// order's later events at its next look at the list (within seconds).
+pub async fn park(
+    conn: &mut PgConnection,
+    projection: &str,
+    which: &HeldRef,
+    reason: &str,
+    os_user: &str,
+) -> Result<Parked> {
+    let held = list(conn, projection).await?;
+    let found = held.into_iter().find(|h| match which {
+        HeldRef::Event(id) => h.event_id == *id,
+        HeldRef::Source(s) => h.source == *s,
+    });
+    let Some(h) = found else {
+        return Err(ProjectionError::NotHeld {
+            name: projection.to_owned(),
+            which: match which {
+                HeldRef::Event(id) => format!("event {id}"),
+                HeldRef::Source(s) => s.clone(),
+            },
+        });
+    };
+    let row = sqlx::query(
+        "INSERT INTO projection_parked (projection, event_id, stream_id, source, event_type,
+                                        schema_version, held_reason, reason, os_user)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (projection, event_id) DO UPDATE SET reason = projection_parked.reason
+         RETURNING projection, event_id, stream_id, source, event_type, schema_version,
+                   held_reason, reason, database_role, os_user, parked_at",
+    )
+    .bind(projection)
+    .bind(h.event_id)
+    .bind(h.stream_id)
+    .bind(&h.source)
+    .bind(&h.event_type)
+    .bind(h.schema_version)
+    .bind(&h.reason)
+    .bind(reason)
+    .bind(os_user)
+    .fetch_one(&mut *conn)
+    .await?;
+    let parked = parked_row(&row)?;
+    tracing::warn!(projection, event_id = %parked.event_id, order_id = %parked.stream_id,
+        reason, os_user, role = %parked.database_role, "an operator parked a held event");
+    Ok(parked)
+}
+
+pub(super) fn parked_row(row: &sqlx::postgres::PgRow) -> Result<Parked> {
+    Ok(Parked {
+        projection: row.try_get("projection")?,
+        event_id: row.try_get("event_id")?,
+        stream_id: row.try_get("stream_id")?,
+        source: row.try_get("source")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        held_reason: row.try_get("held_reason")?,
+        reason: row.try_get("reason")?,
+        database_role: row.try_get("database_role")?,
+        os_user: row.try_get("os_user")?,
+        parked_at: row.try_get("parked_at")?,
+    })
+}
+
+/// Every parking decision, oldest first (the audit trail).
+pub async fn parked(conn: &mut PgConnection) -> Result<Vec<Parked>> {
+    let rows = sqlx::query(
+        "SELECT projection, event_id, stream_id, source, event_type, schema_version,
+                held_reason, reason, database_role, os_user, parked_at
+           FROM projection_parked ORDER BY parked_at, projection",
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(parked_row).collect()
+}

@@ -1,0 +1,153 @@
+//! Releasing held events a build can apply now, in version order.
+
+use std::collections::{HashMap, HashSet};
+
+use domain::{EventEnvelope, StoredEvent};
+use sqlx::{Acquire, PgConnection, Row};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::projection::Projection;
+
+use super::hold::apply_or_hold;
+
+pub(super) async fn parked_among(
+    conn: &mut PgConnection,
+    projection: &str,
+    event_ids: &[Uuid],
+) -> Result<HashSet<Uuid>> {
+    if event_ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT event_id FROM projection_parked WHERE projection = $1 AND event_id = ANY($2)",
+    )
+    .bind(projection)
+    .bind(event_ids)
+    .fetch_all(conn)
+    .await?
+    .into_iter()
+    .collect())
+}
+
+/// What one [`release`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Held events this build could read, now applied.
+    pub applied: usize,
+    /// Held events an operator parked, now passed over.
+    pub parked: usize,
+    /// Events still held.
+    pub still_held: usize,
+}
+
+/// Applies every held event of `generation` that can be applied now, order
+/// by order in version order, stopping at each order's first event that
+/// still cannot be read; parked events are passed over. One transaction.
+pub async fn release<P: Projection>(
+    conn: &mut PgConnection,
+    fence: &crate::lease::Fence,
+    projection: &P,
+    generation: i32,
+) -> Result<Released> {
+    let name = projection.name();
+    let mut tx = conn.begin().await?;
+    fence.check(&mut tx).await?;
+    let rows = sqlx::query(
+        "SELECT stream_id, event_id, source, envelope FROM projection_held
+          WHERE projection = $1 AND generation = $2
+          ORDER BY stream_id, version
+          FOR UPDATE",
+    )
+    .bind(name)
+    .bind(generation)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        tx.rollback().await?;
+        return Ok(Released::default());
+    }
+    let ids: Vec<Uuid> = rows
+        .iter()
+        .map(|r| r.try_get("event_id"))
+        .collect::<std::result::Result<_, _>>()?;
+    let parked = parked_among(&mut tx, name, &ids).await?;
+
+    let mut done: Vec<Uuid> = Vec::new();
+    let mut ready: Vec<EventEnvelope> = Vec::new();
+    let mut sources: HashMap<Uuid, String> = HashMap::new();
+    let mut parked_count = 0;
+    let mut blocked: HashSet<Uuid> = HashSet::new();
+    for row in &rows {
+        let stream: Uuid = row.try_get("stream_id")?;
+        let event_id: Uuid = row.try_get("event_id")?;
+        if blocked.contains(&stream) {
+            continue;
+        }
+        if parked.contains(&event_id) {
+            parked_count += 1;
+            done.push(event_id);
+            continue;
+        }
+        let envelope: serde_json::Value = row.try_get("envelope")?;
+        let decoded = serde_json::from_value::<StoredEvent>(envelope)
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.decode().map_err(|e| e.to_string()));
+        match decoded {
+            Ok(e) => {
+                sources.insert(e.event_id, row.try_get("source")?);
+                done.push(event_id);
+                ready.push(e);
+            }
+            Err(_) => {
+                blocked.insert(stream);
+            }
+        }
+    }
+    if done.is_empty() {
+        tx.rollback().await?;
+        return Ok(Released {
+            still_held: rows.len(),
+            ..Released::default()
+        });
+    }
+    // Take the events off the list first: an order found corrupt while
+    // applying is held again, with the new reason.
+    sqlx::query(
+        "DELETE FROM projection_held
+          WHERE projection = $1 AND generation = $2 AND event_id = ANY($3)",
+    )
+    .bind(name)
+    .bind(generation)
+    .bind(&done)
+    .execute(&mut *tx)
+    .await?;
+    let applied = apply_or_hold(&mut tx, projection, generation, ready, |e| {
+        sources.get(&e.event_id).cloned().unwrap_or_default()
+    })
+    .await?;
+    let still_held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM projection_held WHERE projection = $1 AND generation = $2",
+    )
+    .bind(name)
+    .bind(generation)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let released = Released {
+        applied,
+        parked: parked_count,
+        still_held: usize::try_from(still_held).unwrap_or(0),
+    };
+    tracing::info!(
+        projection = name,
+        generation,
+        applied,
+        parked = parked_count,
+        still_held = released.still_held,
+        "released held events"
+    );
+    metrics::counter!("projection_events_released_total", "projection" => name)
+        .increment(applied as u64);
+    Ok(released)
+}
