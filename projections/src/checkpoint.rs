@@ -6,13 +6,9 @@ use sqlx::{Acquire, PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 
 use crate::error::{ProjectionError, Result};
+use crate::infra::lock::INSTALL_LOCK;
 use crate::log::Cursor;
 use crate::projection::Projection;
-
-/// Advisory lock namespaces (first key of the two-key form); the second key
-/// is `hashtext(name)`.
-pub(crate) const REBUILD_LOCK: i32 = 0x6f72_0002;
-pub(crate) const INSTALL_LOCK: i64 = 0x6f72_0003;
 
 /// How far one generation of a projection has read.
 #[derive(Debug, Clone, PartialEq, Eq)]

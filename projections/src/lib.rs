@@ -11,13 +11,11 @@
 //! - [`operate`]: status, replay and rebuild-with-atomic-switch.
 //! - [`verify`]: each read model against the fold of the log.
 //! - [`consistency`]: read-your-writes waits.
-//! - [`lease`]: leadership by renewed lease, and the fencing of a leader
-//!   that lost it; [`lock`]: session locks that never leak (rebuilds).
+//! - [`infra`]: what both sides use: row decoding, leases and locks,
+//!   Kafka, failpoints, waiting.
 //! - [`held`]: orders held back behind events a projection cannot apply,
 //!   their release and operators' parking decisions.
 //! - [`clock`]: the log's clock (transaction ids after a restore).
-//! - [`kafka`]: connecting, topics, the partitioner.
-//! - [`failpoint`]: crash points the tests arm through the environment.
 
 #![deny(unsafe_code)]
 
@@ -26,17 +24,13 @@ pub mod clock;
 pub mod consistency;
 pub mod delivery;
 mod error;
-pub mod failpoint;
 pub mod held;
-pub mod kafka;
-pub mod lease;
-pub mod lock;
+pub mod infra;
 pub mod log;
 pub mod operate;
 pub mod order_view;
 mod projection;
 mod rebuild;
-mod row;
 pub mod runner;
 pub mod verify;
 
@@ -44,7 +38,6 @@ pub use error::{ProjectionError, Result};
 pub use log::{Cursor, LogEvent, ReadMode};
 pub use order_view::{OrderReadModel, OrderRow};
 pub use projection::{Projection, ProjectionName};
-pub use row::{decode_event_row, stored_event_row, EVENT_COLUMNS};
 
 use sqlx::PgPool;
 

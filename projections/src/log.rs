@@ -44,7 +44,7 @@ use sqlx::{PgConnection, Row};
 
 use crate::error::{ProjectionError, Result};
 use crate::held::{Incoming, Source};
-use crate::row::{stored_event_row, EVENT_COLUMNS};
+use crate::infra::rows::{stored_event_row, EVENT_COLUMNS};
 
 /// A place in the log in reading order: the writing transaction's id, then
 /// the position. `Cursor::START` is before every event.

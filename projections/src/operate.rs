@@ -8,12 +8,13 @@ use sqlx::{Acquire, PgConnection, PgPool};
 use time::OffsetDateTime;
 
 use crate::checkpoint;
-use crate::delivery::KafkaSource;
 use crate::error::{ProjectionError, Result};
+use crate::infra::kafka::KafkaSource;
+use crate::infra::wait::Backoff;
 use crate::log::{self, Cursor, LogEvent, ReadMode};
 use crate::projection::Projection;
 use crate::rebuild::Rebuild;
-use crate::runner::{self, apply_batch, Backoff};
+use crate::runner::{self, apply_batch};
 
 /// Where a projection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,7 +347,9 @@ pub async fn replay<P: Projection>(
     let (total, _) = log::lag(&mut conn, target.min(previous)).await?;
     let total = u64::try_from(total).unwrap_or(0);
 
-    let Some(lease) = runner::try_worker_lease(pool, name, crate::lease::DEFAULT_TTL).await? else {
+    let Some(lease) =
+        runner::try_worker_lease(pool, name, crate::infra::lease::DEFAULT_TTL).await?
+    else {
         return Ok(ReplayReport {
             from_position: previous.position,
             events: 0,

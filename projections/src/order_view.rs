@@ -489,11 +489,11 @@ pub async fn fold_log(
     };
     let sql = format!(
         "SELECT {} FROM events {filter} ORDER BY stream_id, version",
-        crate::row::EVENT_COLUMNS
+        crate::infra::rows::EVENT_COLUMNS
     );
     let mut stream = sqlx::query(&sql).fetch(&mut *conn);
     while let Some(row) = stream.try_next().await? {
-        let stored = crate::row::stored_event_row(&row)?;
+        let stored = crate::infra::rows::stored_event_row(&row)?;
         let position = stored.position.unwrap_or_default();
         if current.as_ref().map(|c| c.id) != Some(stored.stream_id) {
             if let Some(done) = current.take() {

@@ -18,10 +18,10 @@
 
 use sqlx::{PgConnection, PgPool};
 
-use crate::checkpoint::{self, REBUILD_LOCK};
+use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
 use crate::held;
-use crate::lock::SessionLock;
+use crate::infra::lock::{SessionLock, REBUILD_LOCK};
 use crate::projection::Projection;
 
 /// A rebuild in progress: the generations it moves between, under the

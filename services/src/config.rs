@@ -116,20 +116,20 @@ impl KafkaArgs {
     }
 
     /// Where Kafka is, when brokers are configured.
-    pub fn source(&self) -> Option<projections::delivery::KafkaSource> {
-        Some(projections::delivery::KafkaSource {
+    pub fn source(&self) -> Option<projections::infra::kafka::KafkaSource> {
+        Some(projections::infra::kafka::KafkaSource {
             brokers: self.brokers()?,
             topic: self.kafka_topic.clone(),
             partitions: self.kafka_partitions,
             max_request_bytes: usize::try_from(self.kafka_max_request_bytes)
-                .unwrap_or(projections::delivery::KafkaSource::DEFAULT_MAX_REQUEST_BYTES),
+                .unwrap_or(projections::infra::kafka::KafkaSource::DEFAULT_MAX_REQUEST_BYTES),
             replication_factor: self.kafka_replication_factor,
             retention_ms: self.kafka_retention_ms,
         })
     }
 
     /// Where Kafka is, or an error naming the setting `what` needs.
-    pub fn require(&self, what: &str) -> anyhow::Result<projections::delivery::KafkaSource> {
+    pub fn require(&self, what: &str) -> anyhow::Result<projections::infra::kafka::KafkaSource> {
         self.source().ok_or_else(|| {
             anyhow::anyhow!("{what} needs Kafka: set KAFKA_BROKERS (or pass --kafka-brokers)")
         })

@@ -25,7 +25,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use projections::delivery::KafkaSource;
+use projections::infra::kafka::KafkaSource;
 use sqlx::PgPool;
 
 /// The process-wide recorder (installed once, shared by every server the

@@ -7,7 +7,7 @@
 //!   order; a partition whose produce failed keeps its rows, which are read
 //!   again, still before any later event of the same order.
 //! - One publisher at a time: the relay that holds the topic's lease
-//!   ([`projections::lease`]); other relay processes wait as hot standbys and
+//!   ([`projections::infra::lease`]); other relay processes wait as hot standbys and
 //!   take over within a second of its death, within the lease's time to live
 //!   when it freezes. A relay that wakes after losing its lease deletes
 //!   nothing: its delete is fenced, and what it sent meanwhile (at most the
@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use domain::StoredEvent;
 use futures::future::join_all;
-use projections::delivery::KafkaSource;
-use projections::kafka;
-use projections::lease::{self, Fence, Lease};
-use projections::runner::{listen, sleep_or_cancel, wait_for_news, Backoff};
+use projections::infra::kafka;
+use projections::infra::kafka::KafkaSource;
+use projections::infra::lease::{self, Fence, Lease};
+use projections::infra::wait::{listen, sleep_or_cancel, wait_for_news, Backoff};
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::record::Record;
@@ -305,7 +305,7 @@ async fn round(
     let rows = sqlx::query(&format!(
         "SELECT {} FROM outbox o JOIN events e USING (position)
           ORDER BY o.position LIMIT $1",
-        projections::EVENT_COLUMNS
+        projections::infra::rows::EVENT_COLUMNS
             .split(", ")
             .map(|c| format!("e.{c}"))
             .collect::<Vec<_>>()
@@ -325,7 +325,7 @@ async fn round(
         // Moved as stored: the relay never needs to understand a payload, so
         // an event written by a newer build is published like any other and
         // its consumers upcast (or hold it back) themselves.
-        let event = projections::stored_event_row(row)?;
+        let event = projections::infra::rows::stored_event_row(row)?;
         let key = event.stream_id.to_string();
         let partition = kafka::partition_for(key.as_bytes(), partitions);
         let record = record(&event, key)?;
@@ -385,7 +385,7 @@ async fn round(
             failure = Some(e);
         }
     }
-    projections::failpoint::hit(AFTER_PRODUCE);
+    projections::infra::failpoint::hit(AFTER_PRODUCE);
     if !acked.is_empty() {
         // The range lets Postgres walk the primary key over the batch instead
         // of filtering the whole outbox (8 ms against 2 ms for 3,000 of

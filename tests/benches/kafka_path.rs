@@ -63,25 +63,26 @@ async fn relay_drain() -> (f64, f64, i64) {
 
     // Baseline: the same envelopes, produced straight to a fresh topic.
     let kafka = test_kafka();
-    let client = projections::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+    let client = projections::infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
         .await
         .expect("connect");
     let raw_topic = format!("{}-raw", kafka.topic);
-    let partitions = projections::kafka::ensure_topic(&client, &raw_topic, &kafka.topic_settings())
-        .await
-        .expect("topic");
+    let partitions =
+        projections::infra::kafka::ensure_topic(&client, &raw_topic, &kafka.topic_settings())
+            .await
+            .expect("topic");
     let rows = sqlx::query(&format!(
         "SELECT {} FROM events ORDER BY position",
-        projections::EVENT_COLUMNS
+        projections::infra::rows::EVENT_COLUMNS
     ))
     .fetch_all(&db.pool)
     .await
     .expect("events");
     let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     for row in &rows {
-        let e = projections::decode_event_row(row).expect("event");
+        let e = projections::infra::rows::decode_event_row(row).expect("event");
         let key = e.stream_id.to_string();
-        let p = projections::kafka::partition_for(key.as_bytes(), 3);
+        let p = projections::infra::kafka::partition_for(key.as_bytes(), 3);
         by_partition.entry(p).or_default().push(Record {
             key: Some(key.into_bytes()),
             value: Some(serde_json::to_vec(&e).expect("json")),

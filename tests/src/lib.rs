@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use projections::delivery::KafkaSource;
+use projections::infra::kafka::KafkaSource;
 use projections::ProjectionName;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -474,11 +474,11 @@ pub fn test_kafka() -> KafkaSource {
 
 /// The lease of projection `name`, for a test that steps the projection
 /// itself (as its worker would, under the worker's lease).
-pub async fn projection_lease(pool: &PgPool, name: &str) -> projections::lease::Lease {
-    projections::lease::Lease::try_acquire(
+pub async fn projection_lease(pool: &PgPool, name: &str) -> projections::infra::lease::Lease {
+    projections::infra::lease::Lease::try_acquire(
         pool,
-        &projections::lease::projection(name),
-        projections::lease::DEFAULT_TTL,
+        &projections::infra::lease::projection(name),
+        projections::infra::lease::DEFAULT_TTL,
     )
     .await
     .expect("take the lease")
@@ -489,7 +489,7 @@ pub async fn projection_lease(pool: &PgPool, name: &str) -> projections::lease::
 pub fn relay_options(kafka: &KafkaSource) -> services::relay::RelayOptions {
     services::relay::RelayOptions {
         poll_interval: Duration::from_millis(100),
-        ..services::relay::RelayOptions::new(kafka, projections::lease::DEFAULT_TTL)
+        ..services::relay::RelayOptions::new(kafka, projections::infra::lease::DEFAULT_TTL)
     }
 }
 
@@ -506,7 +506,7 @@ pub struct TopicRecord {
 /// Every record of the topic, partition by partition, in offset order.
 pub async fn read_topic(kafka: &KafkaSource) -> Vec<TopicRecord> {
     use rskafka::client::partition::UnknownTopicHandling;
-    let client = projections::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+    let client = projections::infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
         .await
         .expect("connect to Kafka");
     let topic = client
@@ -767,7 +767,7 @@ impl TestRelay {
 /// producer (or a relay of another history) would.
 pub async fn produce_raw(kafka: &KafkaSource, partition: i32, key: &[u8], value: Vec<u8>) {
     use rskafka::client::partition::{Compression, UnknownTopicHandling};
-    let client = projections::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+    let client = projections::infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
         .await
         .expect("connect to Kafka");
     let timestamp =

@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
 use crate::held;
-use crate::kafka;
-use crate::lease::{self, Fence, Lease};
-use crate::runner::{sleep_or_cancel, Backoff};
+use crate::infra::kafka;
+use crate::infra::lease::{self, Fence, Lease};
+use crate::infra::wait::{sleep_or_cancel, Backoff};
 
 use super::offsets::next_offset;
 use super::partition::check_partition;
@@ -231,7 +231,7 @@ pub(super) async fn consume_partition(
                     wait = 0;
                     // Let records gather: one transaction for the next few
                     // milliseconds' worth, not one each.
-                    crate::runner::linger(&stop).await;
+                    crate::infra::wait::linger(&stop).await;
                 }
                 Err(ProjectionError::CheckpointMoved { .. }) => at = None,
                 Err(ProjectionError::PartitionLost { reason, .. }) => {

@@ -8,7 +8,7 @@
 //! version guard absorbs them.
 //!
 //! rskafka has no consumer groups: one consumer process holds the
-//! projection's lease ([`crate::lease`]) and reads every partition, one task
+//! projection's lease ([`crate::infra::lease`]) and reads every partition, one task
 //! each.
 
 use domain::{DrinkOptions, EventEnvelope, Status};
@@ -17,9 +17,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::{ProjectionError, Result};
-use crate::kafka;
 use crate::order_view::{add_option_columns, options_of};
 use crate::projection::Projection;
+
+pub use crate::infra::kafka::KafkaSource;
 
 mod consume;
 mod model;
@@ -47,35 +48,6 @@ pub const NAME: &str = "delivery";
 /// milliseconds on either broker; an idle partition costs 40 fetches a second.
 const FETCH_WAIT_MS: i32 = 25;
 const FIRST_EMPTY_WAIT_MS: i32 = 5;
-
-/// How the consumer reaches Kafka.
-#[derive(Debug, Clone)]
-pub struct KafkaSource {
-    pub brokers: Vec<String>,
-    pub topic: String,
-    /// Partitions to create the topic with if it does not exist yet.
-    pub partitions: i32,
-    /// The largest produce request the relay sends, in bytes.
-    pub max_request_bytes: usize,
-    /// Replicas of each partition when the relay creates the topic.
-    pub replication_factor: i16,
-    /// `retention.ms` when the relay creates the topic (-1: for ever).
-    pub retention_ms: i64,
-}
-
-impl KafkaSource {
-    /// Kafka's own default for `message.max.bytes`.
-    pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
-
-    /// How the topic is created when it does not exist.
-    pub fn topic_settings(&self) -> kafka::TopicSettings {
-        kafka::TopicSettings {
-            partitions: self.partitions,
-            replication_factor: self.replication_factor,
-            retention_ms: self.retention_ms,
-        }
-    }
-}
 
 /// One row of the delivery read model.
 #[derive(Debug, Clone, PartialEq, Eq)]

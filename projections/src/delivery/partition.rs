@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
 use crate::held::{self, Incoming, Source};
-use crate::lease::Fence;
+use crate::infra::lease::Fence;
 
 use super::offsets::advance;
 use super::{DeliveryReadModel, NAME};
@@ -312,7 +312,7 @@ pub(super) async fn step_partition<'c>(
         last_ours,
     )
     .await?;
-    crate::failpoint::hit(crate::failpoint::PROJECTION_BEFORE_COMMIT);
+    crate::infra::failpoint::hit(crate::infra::failpoint::PROJECTION_BEFORE_COMMIT);
     tx.commit().await?;
     metrics::counter!("projection_batches_total", "projection" => NAME).increment(1);
     metrics::counter!("projection_events_applied_total", "projection" => NAME)

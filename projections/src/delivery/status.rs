@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
-use crate::kafka;
+use crate::infra::kafka;
 use crate::operate::{Status, TopicProgress};
 
 use super::offsets::offsets;

@@ -79,7 +79,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
             return Ok("kafka not configured".to_owned());
         };
         let probe = async {
-            let client = projections::kafka::connect(brokers, Duration::from_secs(2)).await?;
+            let client =
+                projections::infra::kafka::connect(brokers, Duration::from_secs(2)).await?;
             client.list_topics().await
         };
         match tokio::time::timeout(Duration::from_secs(3), probe).await {

@@ -6,7 +6,7 @@ mod error;
 mod signal;
 
 use domain::{Event, EventEnvelope, Metadata, OrderId};
-use projections::{decode_event_row, EVENT_COLUMNS};
+use projections::infra::rows::{decode_event_row, EVENT_COLUMNS};
 use sqlx::{PgPool, Row};
 use time::OffsetDateTime;
 use tracing::instrument;

@@ -8,7 +8,7 @@
 //! not notify. Instead every committed append pokes a [`CommitSignal`]; one
 //! task per process turns any number of pokes into one `NOTIFY` on its own
 //! connection, sent right away, and the next one no sooner than
-//! [`LINGER`](projections::runner::LINGER) later. Wake-up latency stays one
+//! [`LINGER`](projections::infra::wait::LINGER) later. Wake-up latency stays one
 //! round trip; the cost is at most 200 `NOTIFY`s a second instead of one per
 //! order.
 //!
@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use projections::runner::{linger, sleep_or_cancel, Backoff, LOG_CHANNEL};
+use projections::infra::wait::{linger, sleep_or_cancel, Backoff, LOG_CHANNEL};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

@@ -185,3 +185,33 @@ mod tests {
         }
     }
 }
+
+/// Where the topic is and how it is created: the relay publishes to it, the
+/// delivery projection reads it.
+#[derive(Debug, Clone)]
+pub struct KafkaSource {
+    pub brokers: Vec<String>,
+    pub topic: String,
+    /// Partitions to create the topic with if it does not exist yet.
+    pub partitions: i32,
+    /// The largest produce request the relay sends, in bytes.
+    pub max_request_bytes: usize,
+    /// Replicas of each partition when the relay creates the topic.
+    pub replication_factor: i16,
+    /// `retention.ms` when the relay creates the topic (-1: for ever).
+    pub retention_ms: i64,
+}
+
+impl KafkaSource {
+    /// Kafka's own default for `message.max.bytes`.
+    pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+    /// How the topic is created when it does not exist.
+    pub fn topic_settings(&self) -> TopicSettings {
+        TopicSettings {
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            retention_ms: self.retention_ms,
+        }
+    }
+}
