@@ -8,6 +8,7 @@
 //! up after losing its lease has its next batch refused (fenced) and stands
 //! by.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::{Acquire, PgConnection, PgPool};
@@ -45,18 +46,17 @@ pub fn process_label() -> String {
 
 /// While waiting for a projection's lock: if this build can read events the
 /// leader holds back, ask the leader to hand over (logged once).
-pub async fn ask_for_handover(pool: &PgPool, name: &str, asked: &mut bool) {
+pub async fn ask_for_handover(pool: &PgPool, name: &str, asked: &AtomicBool) {
     let asking = async {
         let mut conn = pool.acquire().await?;
         held::request_handover(&mut conn, name, &process_label()).await
     };
     match asking.await {
-        Ok(true) if !*asked => {
+        Ok(true) if !asked.swap(true, Ordering::Relaxed) => {
             tracing::info!(
                 projection = name,
                 "this build can read events the running worker holds back: asked it to hand over"
             );
-            *asked = true;
         }
         Ok(_) => {}
         Err(e) => tracing::debug!(projection = name, error = %e, "cannot ask for a handover"),
@@ -271,32 +271,20 @@ pub async fn run_worker<P: Projection>(
 ) -> Result<()> {
     let name = projection.name();
     let mut backoff = Backoff::new();
-    let mut waiting_logged = false;
-    let mut asked = false;
     while !shutdown.is_cancelled() {
-        let lease = match try_worker_lease(&pool, name, options.lease_ttl).await {
-            Ok(Some(lease)) => lease,
-            Ok(None) => {
-                if !waiting_logged {
-                    tracing::info!(
-                        projection = name,
-                        "another worker runs this projection; standing by"
-                    );
-                    waiting_logged = true;
-                }
-                ask_for_handover(&pool, name, &mut asked).await;
-                sleep_or_cancel(options.lock_retry, &shutdown).await;
-                continue;
-            }
-            Err(e) => {
-                let delay = backoff.grow();
-                tracing::warn!(projection = name, error = %e, ?delay, "cannot take the projection's lease; retrying");
-                sleep_or_cancel(delay, &shutdown).await;
-                continue;
-            }
+        let asked = AtomicBool::new(false);
+        let Some(lease) = Lease::wait_for(
+            &pool,
+            &lease::projection(name),
+            options.lease_ttl,
+            options.lock_retry,
+            &shutdown,
+            || ask_for_handover(&pool, name, &asked),
+        )
+        .await
+        else {
+            break;
         };
-        waiting_logged = false;
-        asked = false;
         tracing::info!(
             projection = name,
             token = lease.fence().token(),

@@ -181,35 +181,21 @@ impl From<projections::ProjectionError> for RelayError {
 pub async fn run(pool: PgPool, options: RelayOptions, shutdown: CancellationToken) {
     let mut backoff = Backoff::new();
     let mut delay = Duration::ZERO;
-    let mut waiting_logged = false;
     while !shutdown.is_cancelled() {
         if !delay.is_zero() {
             sleep_or_cancel(delay, &shutdown).await;
         }
-        let lease = match Lease::try_acquire(
+        let Some(lease) = Lease::wait_for(
             &pool,
             &lease::relay(&options.topic),
             options.lease_ttl,
+            Duration::from_secs(1),
+            &shutdown,
+            || async {},
         )
         .await
-        {
-            Ok(Some(lease)) => {
-                waiting_logged = false;
-                lease
-            }
-            Ok(None) => {
-                if !waiting_logged {
-                    tracing::info!(topic = %options.topic, "another relay publishes this topic; standing by");
-                    waiting_logged = true;
-                }
-                delay = Duration::from_secs(1);
-                continue;
-            }
-            Err(e) => {
-                delay = backoff.grow();
-                tracing::warn!(error = %e, ?delay, "relay: cannot take the lease; retrying");
-                continue;
-            }
+        else {
+            break;
         };
         let result = publish(&pool, lease.fence(), &options, &shutdown).await;
         lease.release().await;

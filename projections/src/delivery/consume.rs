@@ -34,32 +34,20 @@ pub async fn run_consumer(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut backoff = Backoff::new();
-    let mut waiting_logged = false;
-    let mut asked = false;
     while !shutdown.is_cancelled() {
-        let lease = match Lease::try_acquire(&pool, &lease::projection(NAME), lease_ttl).await {
-            Ok(Some(lease)) => lease,
-            Ok(None) => {
-                if !waiting_logged {
-                    tracing::info!(
-                        projection = NAME,
-                        "another consumer runs this projection; standing by"
-                    );
-                    waiting_logged = true;
-                }
-                crate::runner::ask_for_handover(&pool, NAME, &mut asked).await;
-                sleep_or_cancel(Duration::from_secs(1), &shutdown).await;
-                continue;
-            }
-            Err(e) => {
-                let delay = backoff.grow();
-                tracing::warn!(projection = NAME, error = %e, ?delay, "cannot take the consumer's lease; retrying");
-                sleep_or_cancel(delay, &shutdown).await;
-                continue;
-            }
+        let asked = std::sync::atomic::AtomicBool::new(false);
+        let Some(lease) = Lease::wait_for(
+            &pool,
+            &lease::projection(NAME),
+            lease_ttl,
+            Duration::from_secs(1),
+            &shutdown,
+            || crate::runner::ask_for_handover(&pool, NAME, &asked),
+        )
+        .await
+        else {
+            break;
         };
-        waiting_logged = false;
-        asked = false;
         let result = consume(&pool, &source, lease.fence(), &shutdown, &mut backoff).await;
         lease.release().await;
         match result {

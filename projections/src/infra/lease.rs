@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ProjectionError, Result};
+use crate::infra::wait::{sleep_or_cancel, Backoff};
 
 /// How long a lease lives without renewal: the bound on a takeover after a
 /// leader freezes (plus the standby's retry, a second).
@@ -192,6 +193,45 @@ impl Lease {
             stop,
             renewer: Some(renewer),
         }))
+    }
+
+    /// Waits until this process holds the lease `name`: tries every
+    /// `retry`, backs off after errors, logs once that it stands by, and runs
+    /// `between` after each try that found a live leader (a projection's
+    /// standby asks for a handover there). `None` once `shutdown` is
+    /// cancelled.
+    pub async fn wait_for<F>(
+        pool: &PgPool,
+        name: &str,
+        ttl: Duration,
+        retry: Duration,
+        shutdown: &CancellationToken,
+        mut between: impl FnMut() -> F,
+    ) -> Option<Lease>
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        let mut backoff = Backoff::new();
+        let mut standing_by = false;
+        while !shutdown.is_cancelled() {
+            match Lease::try_acquire(pool, name, ttl).await {
+                Ok(Some(lease)) => return Some(lease),
+                Ok(None) => {
+                    if !standing_by {
+                        tracing::info!(lease = name, "another process leads; standing by");
+                        standing_by = true;
+                    }
+                    between().await;
+                    sleep_or_cancel(retry, shutdown).await;
+                }
+                Err(e) => {
+                    let delay = backoff.grow();
+                    tracing::warn!(lease = name, error = %e, ?delay, "cannot take the lease; retrying");
+                    sleep_or_cancel(delay, shutdown).await;
+                }
+            }
+        }
+        None
     }
 
     /// What this leader's writes check.
