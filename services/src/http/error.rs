@@ -1,6 +1,6 @@
 //! The one HTTP error type. Every failure a handler can meet becomes an
-//! `ApiError`; its `status_code()` is the single place that decides the HTTP
-//! status, and `IntoResponse` writes an RFC 9457 `application/problem+json`
+//! `ApiError`; one table (`class`) gives each its HTTP status, problem type
+//! and title, and `IntoResponse` writes an RFC 9457 `application/problem+json`
 //! body. 5xx are logged with their cause chain and never shown to the client.
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -125,91 +125,149 @@ pub struct ValidStatus {
     label: &'static str,
 }
 
-impl ApiError {
-    pub fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::InvalidPath { .. }
-            | ApiError::InvalidHeader { .. }
-            | ApiError::InvalidQuery { .. }
-            | ApiError::MalformedBody(_)
-            | ApiError::UnknownStatus { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Validation(_) | ApiError::IdempotencyKeyReused => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::OrderNotFound | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Rejected(_) | ApiError::Contended => StatusCode::CONFLICT,
-            ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            ApiError::Unavailable(_)
-            | ApiError::OrderHeld { .. }
-            | ApiError::NotCaughtUp
-            | ApiError::Overloaded
-            | ApiError::Timeout
-            | ApiError::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
+/// What kind of problem an error is: its HTTP status and its problem `type`
+/// (a URI reference) and `title`, stable per kind.
+struct Class {
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+}
 
-    /// The problem `type` (a URI reference) and `title`: stable per kind.
-    fn kind(&self) -> (&'static str, &'static str) {
+const fn class(status: StatusCode, kind: &'static str, title: &'static str) -> Class {
+    Class {
+        status,
+        kind,
+        title,
+    }
+}
+
+impl ApiError {
+    /// The one table of every error's status, problem type and title.
+    fn class(&self) -> Class {
+        use StatusCode as S;
         match self {
-            ApiError::InvalidPath { .. } => (
+            ApiError::InvalidPath { .. } => class(
+                S::BAD_REQUEST,
                 "/problems/invalid-path",
                 "The path names nothing that can exist",
             ),
-            ApiError::InvalidHeader { .. } => {
-                ("/problems/invalid-header", "A request header is not valid")
-            }
-            ApiError::InvalidQuery { .. } => {
-                ("/problems/invalid-query", "A query parameter is not valid")
-            }
-            ApiError::Overloaded => ("/problems/overloaded", "The server is at capacity"),
-            ApiError::Timeout => ("/problems/timeout", "The request took too long"),
-            ApiError::OutcomeUnknown => (
-                "/problems/outcome-unknown",
-                "The outcome of the request is unknown",
+            ApiError::InvalidHeader { .. } => class(
+                S::BAD_REQUEST,
+                "/problems/invalid-header",
+                "A request header is not valid",
             ),
-            ApiError::NotCaughtUp => (
-                "/problems/read-model-behind",
-                "The read model has not caught up yet",
+            ApiError::InvalidQuery { .. } => class(
+                S::BAD_REQUEST,
+                "/problems/invalid-query",
+                "A query parameter is not valid",
             ),
-            ApiError::MalformedBody(_) => (
+            ApiError::MalformedBody(_) => class(
+                S::BAD_REQUEST,
                 "/problems/malformed-body",
                 "The request body cannot be read",
             ),
-            ApiError::Validation(_) => ("/problems/validation", "The request has invalid fields"),
-            ApiError::UnknownStatus { .. } => ("/problems/unknown-status", "Unknown order status"),
-            ApiError::UnsupportedMediaType => {
-                ("/problems/unsupported-media-type", "Unsupported media type")
+            ApiError::UnknownStatus { .. } => class(
+                S::BAD_REQUEST,
+                "/problems/unknown-status",
+                "Unknown order status",
+            ),
+            ApiError::Validation(_) => class(
+                S::UNPROCESSABLE_ENTITY,
+                "/problems/validation",
+                "The request has invalid fields",
+            ),
+            ApiError::IdempotencyKeyReused => class(
+                S::UNPROCESSABLE_ENTITY,
+                "/problems/idempotency-key-reused",
+                "Idempotency key reused",
+            ),
+            ApiError::UnsupportedMediaType => class(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "/problems/unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ApiError::PayloadTooLarge => class(
+                S::PAYLOAD_TOO_LARGE,
+                "/problems/payload-too-large",
+                "Request body too large",
+            ),
+            ApiError::OrderNotFound => {
+                class(S::NOT_FOUND, "/problems/order-not-found", "Order not found")
             }
-            ApiError::PayloadTooLarge => ("/problems/payload-too-large", "Request body too large"),
-            ApiError::OrderNotFound => ("/problems/order-not-found", "Order not found"),
-            ApiError::RouteNotFound => ("about:blank", "Not Found"),
-            ApiError::MethodNotAllowed => ("about:blank", "Method Not Allowed"),
-            ApiError::Rejected(_) => (
+            ApiError::RouteNotFound => class(S::NOT_FOUND, "about:blank", "Not Found"),
+            ApiError::MethodNotAllowed => {
+                class(S::METHOD_NOT_ALLOWED, "about:blank", "Method Not Allowed")
+            }
+            ApiError::Rejected(_) => class(
+                S::CONFLICT,
                 "/problems/transition-not-allowed",
                 "The order's lifecycle does not allow this",
             ),
-            ApiError::Contended => (
+            ApiError::Contended => class(
+                S::CONFLICT,
                 "/problems/concurrent-modification",
                 "The order is being changed concurrently",
             ),
-            ApiError::PreconditionFailed { .. } => {
-                ("/problems/version-mismatch", "The order has changed")
-            }
-            ApiError::IdempotencyKeyReused => {
-                ("/problems/idempotency-key-reused", "Idempotency key reused")
-            }
-            ApiError::Unavailable(_) => {
-                ("/problems/unavailable", "Service temporarily unavailable")
-            }
-            ApiError::OrderHeld { .. } => (
+            ApiError::PreconditionFailed { .. } => class(
+                S::PRECONDITION_FAILED,
+                "/problems/version-mismatch",
+                "The order has changed",
+            ),
+            ApiError::Unavailable(_) => class(
+                S::SERVICE_UNAVAILABLE,
+                "/problems/unavailable",
+                "Service temporarily unavailable",
+            ),
+            ApiError::OrderHeld { .. } => class(
+                S::SERVICE_UNAVAILABLE,
                 "/problems/order-held",
                 "The order has an event this version of the service cannot read",
             ),
-            ApiError::Internal(_) => ("/problems/internal", "Internal server error"),
+            ApiError::NotCaughtUp => class(
+                S::SERVICE_UNAVAILABLE,
+                "/problems/read-model-behind",
+                "The read model has not caught up yet",
+            ),
+            ApiError::Overloaded => class(
+                S::SERVICE_UNAVAILABLE,
+                "/problems/overloaded",
+                "The server is at capacity",
+            ),
+            ApiError::Timeout => class(
+                S::SERVICE_UNAVAILABLE,
+                "/problems/timeout",
+                "The request took too long",
+            ),
+            ApiError::OutcomeUnknown => class(
+                S::SERVICE_UNAVAILABLE,
+                "/problems/outcome-unknown",
+                "The outcome of the request is unknown",
+            ),
+            ApiError::Internal(_) => class(
+                S::INTERNAL_SERVER_ERROR,
+                "/problems/internal",
+                "Internal server error",
+            ),
+        }
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        self.class().status
+    }
+
+    /// The fields at fault, for the problem's `errors` member.
+    fn field_errors(self) -> Vec<FieldError> {
+        match self {
+            ApiError::Validation(errors) => errors,
+            ApiError::InvalidPath { field, message }
+            | ApiError::InvalidQuery { field, message } => {
+                vec![FieldError::new(field, message)]
+            }
+            ApiError::InvalidHeader { header, message } => vec![FieldError::new(header, message)],
+            ApiError::UnknownStatus { .. } => {
+                vec![FieldError::new("status", "is not a known status")]
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -272,42 +330,27 @@ impl IntoResponse for ApiError {
                 _ => {}
             }
         }
-        let (kind, title) = self.kind();
+        let Class { kind, title, .. } = self.class();
         let current_version = match &self {
             ApiError::PreconditionFailed { current } => Some(*current),
             _ => None,
         };
+        let valid_statuses = matches!(self, ApiError::UnknownStatus { .. }).then(|| {
+            Status::ALL
+                .iter()
+                .map(|s| ValidStatus {
+                    code: s.code(),
+                    label: s.label(),
+                })
+                .collect()
+        });
         let problem = Problem {
             kind,
             title,
             status: status.as_u16(),
             detail: self.detail(),
-            errors: match self {
-                ApiError::Validation(errors) => errors,
-                ApiError::InvalidPath { field, ref message } => {
-                    vec![FieldError::new(field, message)]
-                }
-                ApiError::InvalidHeader {
-                    header,
-                    ref message,
-                } => vec![FieldError::new(header, message)],
-                ApiError::InvalidQuery { field, ref message } => {
-                    vec![FieldError::new(field, message)]
-                }
-                ApiError::UnknownStatus { .. } => {
-                    vec![FieldError::new("status", "is not a known status")]
-                }
-                _ => Vec::new(),
-            },
-            valid_statuses: matches!(kind, "/problems/unknown-status").then(|| {
-                Status::ALL
-                    .iter()
-                    .map(|s| ValidStatus {
-                        code: s.code(),
-                        label: s.label(),
-                    })
-                    .collect()
-            }),
+            errors: self.field_errors(),
+            valid_statuses,
             current_version,
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
