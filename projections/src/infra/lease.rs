@@ -67,6 +67,17 @@ struct Shared {
 }
 
 impl Shared {
+    /// Marks the lease lost, counted and logged once, whichever of the
+    /// renewer, a fenced write or the local clock noticed first.
+    fn lose(&self, why: &str) {
+        if self.lost.is_cancelled() {
+            return;
+        }
+        self.lost.cancel();
+        metrics::counter!("leader_leases_lost_total", "lease" => self.name.clone()).increment(1);
+        tracing::warn!(lease = %self.name, token = self.token, why, "lease lost: stepping down");
+    }
+
     fn renewed(&self) -> Instant {
         *self.renewed.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -100,10 +111,8 @@ impl Fence {
         if token == Some(self.0.token) {
             Ok(())
         } else {
-            self.0.lost.cancel();
             metrics::counter!("leader_fenced_total", "lease" => self.0.name.clone()).increment(1);
-            tracing::warn!(lease = %self.0.name, token = self.0.token, now = ?token,
-                "another process took this lease over (this one was frozen or cut off): stepping down");
+            self.0.lose("a write was refused: another process took the lease over (this one was frozen or cut off)");
             Err(self.fenced())
         }
     }
@@ -128,8 +137,12 @@ impl Fence {
         self.0.token
     }
 
-    /// The error a fenced leader steps down with.
+    /// The error a leader steps down with once the lease is lost, or no
+    /// longer certainly held by the local clock (then it is marked lost).
     pub fn fenced(&self) -> ProjectionError {
+        self.0.lose(
+            "its last renewal is older than its time to live (this process was frozen or cut off)",
+        );
         ProjectionError::Fenced {
             lease: self.0.name.clone(),
         }
@@ -388,9 +401,7 @@ async fn renew(
             Ok(Err(e)) => format!("cannot renew it: {e}"),
             Err(_) => "renewing it took longer than its time to live".to_owned(),
         };
-        shared.lost.cancel();
-        metrics::counter!("leader_leases_lost_total", "lease" => shared.name.clone()).increment(1);
-        tracing::warn!(lease = %shared.name, token = shared.token, %failure, "lease lost: stepping down");
+        shared.lose(&failure);
         return None;
     }
 }

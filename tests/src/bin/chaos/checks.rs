@@ -281,9 +281,7 @@ pub(crate) fn leadership_log(logs: &[std::path::PathBuf]) -> LeadershipLog {
             let message = v["fields"]["message"].as_str().unwrap_or_default();
             if message.starts_with("took the lease over from a leader that stopped renewing it") {
                 found.takeovers_after_expiry += 1;
-            } else if message.starts_with("lease lost: stepping down")
-                || message.starts_with("another process took this lease over")
-            {
+            } else if message.starts_with("lease lost: stepping down") {
                 found.stepped_down += 1;
             } else if message.starts_with("sent records after losing the lease") {
                 found.resent += v["fields"]["records"].as_u64().unwrap_or(0);
