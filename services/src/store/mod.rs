@@ -119,43 +119,62 @@ impl EventStore {
         metadata: &Metadata,
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Appended> {
-        let count = u64::try_from(events.len()).unwrap_or(u64::MAX);
-        let first_version = expected + 1;
-        let versions: Vec<i32> = (first_version..first_version + count)
-            .map(|v| i32::try_from(v).map_err(|_| StoreError::VersionOverflow { stream }))
-            .collect::<Result<_>>()?;
-        let expected_i32 =
-            i32::try_from(expected).map_err(|_| StoreError::VersionOverflow { stream })?;
-        let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
-        let types: Vec<&str> = events.iter().map(Event::event_type).collect();
-        let schema_versions: Vec<i16> = events
-            .iter()
-            .map(|e| i16::try_from(e.schema_version()).unwrap_or(i16::MAX))
-            .collect();
-        let payloads: Vec<serde_json::Value> = events.iter().map(Event::payload).collect();
-        let metadata_json = serde_json::to_value(metadata).map_err(StoreError::Encode)?;
-        let metadata_size = metadata_json.to_string().len();
-        if metadata_size > METADATA_MAX_BYTES {
-            return Err(StoreError::MetadataTooLarge {
-                size: metadata_size,
-                limit: METADATA_MAX_BYTES,
-            });
+        let columns = Columns::of(stream, expected, events, metadata)?;
+        WriteSent::mark();
+        let stored = self.insert(&columns, idempotency).await?;
+        if stored.len() != events.len() {
+            metrics::counter!("event_store_append_conflicts_total").increment(1);
+            return Err(StoreError::Conflict { stream, expected });
         }
+        let last_position = stored.iter().map(|(p, _, _)| *p).max().unwrap_or_default();
+        if let Some(signal) = &self.committed {
+            signal.poke();
+        }
+        metrics::counter!("event_store_appends_total").increment(1);
+        let events = events
+            .iter()
+            .cloned()
+            .zip(stored)
+            .zip(columns.event_ids)
+            .map(
+                |((event, (position, version, recorded_at)), event_id)| EventEnvelope {
+                    event_id,
+                    stream_id: stream,
+                    version: u64::try_from(version).unwrap_or_default(),
+                    position: Some(position),
+                    event,
+                    metadata: metadata.clone(),
+                    recorded_at,
+                },
+            )
+            .collect();
+        Ok(Appended {
+            events,
+            last_position,
+        })
+    }
 
-        // One statement, so one round trip and no explicit transaction: the
-        // events, their outbox rows and the idempotency record commit together
-        // or not at all (a statement is atomic).
-        // - The version check is part of the insert: if the stream is not at
-        //   `expected`, nothing is inserted. A concurrent writer of the same
-        //   version blocks on the unique index until the first commits, then
-        //   fails with a unique violation, mapped to `Conflict`.
-        // - A key another request committed first violates the key's primary
-        //   key, mapped to `IdempotencyKeyTaken`: ours never happened.
+    /// The one statement of an append, so one round trip and no explicit
+    /// transaction: the events, their outbox rows and the idempotency record
+    /// commit together or not at all (a statement is atomic).
+    /// - The version check is part of the insert: if the stream is not at
+    ///   `expected`, nothing is inserted. A concurrent writer of the same
+    ///   version blocks on the unique index until the first commits, then
+    ///   fails with a unique violation, mapped to `Conflict`.
+    /// - A key another request committed first violates the key's primary
+    ///   key, mapped to `IdempotencyKeyTaken`: ours never happened.
+    ///
+    /// Returns each inserted event's position, version and time.
+    async fn insert(
+        &self,
+        columns: &Columns,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Vec<(i64, i32, OffsetDateTime)>> {
         let (scope, key, fingerprint) = match idempotency {
             Some(k) => (Some(&k.scope), Some(&k.key), Some(&k.fingerprint)),
             None => (None, None, None),
         };
-        WriteSent::mark();
+        let (stream, expected) = (columns.stream, columns.expected);
         let rows = sqlx::query(
             "WITH appended AS (
                  INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata)
@@ -174,13 +193,13 @@ impl EventStore {
              SELECT position, version, recorded_at FROM appended ORDER BY version",
         )
         .bind(stream.as_uuid())
-        .bind(&versions)
-        .bind(&event_ids)
-        .bind(&types)
-        .bind(&schema_versions)
-        .bind(&payloads)
-        .bind(&metadata_json)
-        .bind(expected_i32)
+        .bind(&columns.versions)
+        .bind(&columns.event_ids)
+        .bind(&columns.types)
+        .bind(&columns.schema_versions)
+        .bind(&columns.payloads)
+        .bind(&columns.metadata)
+        .bind(columns.expected_i32)
         .bind(scope)
         .bind(key)
         .bind(fingerprint)
@@ -192,43 +211,10 @@ impl EventStore {
                 metrics::counter!("event_store_append_conflicts_total").increment(1);
             }
         })?;
-
-        if rows.len() != events.len() {
-            metrics::counter!("event_store_append_conflicts_total").increment(1);
-            return Err(StoreError::Conflict { stream, expected });
-        }
-
-        let stored: Vec<(i64, i32, OffsetDateTime)> = rows
+        Ok(rows
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect::<Result<_, sqlx::Error>>()?;
-        let last_position = stored.iter().map(|(p, _, _)| *p).max().unwrap_or_default();
-        if let Some(signal) = &self.committed {
-            signal.poke();
-        }
-        metrics::counter!("event_store_appends_total").increment(1);
-
-        let events = events
-            .iter()
-            .cloned()
-            .zip(stored)
-            .zip(event_ids)
-            .map(
-                |((event, (position, version, recorded_at)), event_id)| EventEnvelope {
-                    event_id,
-                    stream_id: stream,
-                    version: u64::try_from(version).unwrap_or_default(),
-                    position: Some(position),
-                    event,
-                    metadata: metadata.clone(),
-                    recorded_at,
-                },
-            )
-            .collect();
-        Ok(Appended {
-            events,
-            last_position,
-        })
+            .collect::<Result<_, sqlx::Error>>()?)
     }
 
     /// What the request that first used this idempotency key did, if any.
@@ -254,5 +240,58 @@ impl EventStore {
             })
         })
         .transpose()
+    }
+}
+
+/// An append's events as the columns of its statement, checked: versions
+/// that fit, metadata within its bound.
+struct Columns {
+    stream: OrderId,
+    expected: u64,
+    expected_i32: i32,
+    versions: Vec<i32>,
+    event_ids: Vec<Uuid>,
+    types: Vec<&'static str>,
+    schema_versions: Vec<i16>,
+    payloads: Vec<serde_json::Value>,
+    metadata: serde_json::Value,
+}
+
+impl Columns {
+    fn of(
+        stream: OrderId,
+        expected: u64,
+        events: &[Event],
+        metadata: &Metadata,
+    ) -> Result<Columns> {
+        let count = u64::try_from(events.len()).unwrap_or(u64::MAX);
+        let first_version = expected + 1;
+        let versions: Vec<i32> = (first_version..first_version + count)
+            .map(|v| i32::try_from(v).map_err(|_| StoreError::VersionOverflow { stream }))
+            .collect::<Result<_>>()?;
+        let expected_i32 =
+            i32::try_from(expected).map_err(|_| StoreError::VersionOverflow { stream })?;
+        let metadata = serde_json::to_value(metadata).map_err(StoreError::Encode)?;
+        let metadata_size = metadata.to_string().len();
+        if metadata_size > METADATA_MAX_BYTES {
+            return Err(StoreError::MetadataTooLarge {
+                size: metadata_size,
+                limit: METADATA_MAX_BYTES,
+            });
+        }
+        Ok(Columns {
+            stream,
+            expected,
+            expected_i32,
+            versions,
+            event_ids: events.iter().map(|_| Uuid::now_v7()).collect(),
+            types: events.iter().map(Event::event_type).collect(),
+            schema_versions: events
+                .iter()
+                .map(|e| i16::try_from(e.schema_version()).unwrap_or(i16::MAX))
+                .collect(),
+            payloads: events.iter().map(Event::payload).collect(),
+            metadata,
+        })
     }
 }
