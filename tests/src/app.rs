@@ -1,0 +1,357 @@
+//! The application under test, built by the production assembly, and a
+//! typed HTTP client for it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use projections::infra::kafka::KafkaSource;
+use projections::ProjectionName;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use services::app::{self, App, ServeConfig};
+use services::http::Apis;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{eventually, orders_bin, processes, relay_options, test_kafka, TestDb};
+
+/// The application, served on 127.0.0.1 at an ephemeral port.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+    shutdown: CancellationToken,
+    /// The process's parts, run by the production assembly (`App::run`).
+    running: Option<JoinHandle<anyhow::Result<()>>>,
+    pub kafka: Option<KafkaSource>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Apis::All).await
+}
+
+pub async fn spawn_app_with(apis: Apis) -> TestApp {
+    spawn_app_opts(AppOptions {
+        apis,
+        ..AppOptions::default()
+    })
+    .await
+}
+
+/// How a test's application is set up.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    pub apis: Apis,
+    /// Run the projection workers beside the API, as `orders all` does.
+    pub workers: bool,
+    /// How long read-your-writes reads wait for the read model.
+    pub read_wait: Duration,
+    /// With Kafka: the relay and the delivery projection run too, on this
+    /// topic (see [`test_kafka`]).
+    pub kafka: Option<KafkaSource>,
+    /// With Kafka: run the relay in-process (tests of relay processes say no).
+    pub relay: bool,
+    /// The edge limits (`None`: the server's defaults).
+    pub max_in_flight: Option<usize>,
+    pub request_timeout: Option<Duration>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            apis: Apis::All,
+            workers: true,
+            read_wait: ServeConfig::DEFAULT_READ_WAIT,
+            kafka: None,
+            relay: true,
+            max_in_flight: None,
+            request_timeout: None,
+        }
+    }
+}
+
+/// The API alone, no projection workers: the test runs (or withholds) them
+/// itself.
+pub async fn spawn_app_without_workers() -> TestApp {
+    spawn_app_opts(AppOptions {
+        workers: false,
+        ..AppOptions::default()
+    })
+    .await
+}
+
+/// The process `opts` describe, built and run by the production assembly
+/// ([`services::app::App`]) with the production connection budgets, on the
+/// test's own database and an ephemeral port. Only the pace differs: workers
+/// poll every 50 ms and the relay every 100 ms, so tests run fast.
+pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
+    let db = TestDb::create().await;
+    let mut serve = ServeConfig::on(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    serve.apis = opts.apis;
+    serve.read_wait = opts.read_wait;
+    if let Some(n) = opts.max_in_flight {
+        serve.max_in_flight = n;
+    }
+    if let Some(t) = opts.request_timeout {
+        serve.request_timeout = t;
+    }
+    let projections = match (opts.workers, &opts.kafka) {
+        (false, _) => vec![],
+        (true, None) => vec![ProjectionName::Orders],
+        (true, Some(_)) => ProjectionName::ALL.to_vec(),
+    };
+    let config = app::Config {
+        serve: Some(serve),
+        relay: opts
+            .kafka
+            .as_ref()
+            .filter(|_| opts.relay)
+            .map(relay_options),
+        projections,
+        worker: projections::runner::WorkerOptions {
+            poll_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
+        kafka: opts.kafka.clone(),
+    };
+    let pools = services::db::Pools::connect(&db.url, services::db::Budgets::default())
+        .await
+        .expect("the application's pools");
+    let app = App::build(pools, config)
+        .await
+        .expect("build the application");
+    let port = app.port().expect("it serves HTTP");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(app.run(shutdown.clone()));
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client"),
+        db,
+        shutdown,
+        running: Some(running),
+        kafka: opts.kafka,
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an RFC 9457 problem with this status, and returns its body.
+    #[track_caller]
+    pub fn problem(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "errors are problem+json"
+        );
+        let body = self.json();
+        for member in ["type", "title", "status", "detail"] {
+            assert!(
+                body.get(member).is_some(),
+                "problem lacks {member:?}: {body}"
+            );
+        }
+        assert_eq!(body["status"], status);
+        body
+    }
+
+    #[track_caller]
+    pub fn ok(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        self.json()
+    }
+}
+
+impl TestApp {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        for (name, value) in headers {
+            req = req.header(
+                HeaderName::from_str(name).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        self.send(req).await
+    }
+
+    /// Sends a raw body with the given content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header(CONTENT_TYPE, ct);
+        }
+        self.send(req).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.send().await.expect("the server answers");
+        Reply {
+            status: resp.status(),
+            headers: resp.headers().clone(),
+            text: resp.text().await.expect("a readable body"),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn place(&self, user: &str, body: Value) -> Reply {
+        self.request(
+            Method::POST,
+            &format!("/order-ms/{user}/orders"),
+            Some(&body),
+            &[],
+        )
+        .await
+    }
+
+    /// Places a valid order and returns its id.
+    pub async fn place_ok(&self, user: &str) -> String {
+        let reply = self
+            .place(
+                user,
+                serde_json::json!({"coffee_name": "americano", "coffee_price": "4500", "coffee_qty": "2"}),
+            )
+            .await;
+        reply.ok(201)["order_id"]
+            .as_str()
+            .expect("order_id")
+            .to_owned()
+    }
+
+    pub async fn order(&self, user: &str, order_id: &str) -> Reply {
+        self.get(&format!("/order-ms/{user}/orders/{order_id}"))
+            .await
+    }
+
+    pub async fn cancel(&self, user: &str, order_id: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request(
+            Method::POST,
+            &format!("/order-ms/{user}/orders/{order_id}/cancel"),
+            None,
+            headers,
+        )
+        .await
+    }
+
+    pub async fn move_to(
+        &self,
+        user: &str,
+        order_id: &str,
+        status: &str,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let body = serde_json::json!({ "status": status });
+        self.request(
+            Method::POST,
+            &format!("/delivery-ms/{user}/{order_id}/status"),
+            Some(&body),
+            headers,
+        )
+        .await
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("the application task")
+                .expect("the application stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// `orders all` as a process, as deployed (the production assembly and its
+/// connection budgets), with the test's own database and topic, and `env`
+/// on top (`DB_READ_CONNECTIONS`, `KAFKA_PARTITIONS`, …). The returned app
+/// talks to it over HTTP; the child is killed when dropped.
+pub async fn spawn_orders_all(env: &[(&str, &str)]) -> (TestApp, tokio::process::Child) {
+    let db = TestDb::create().await;
+    let kafka = test_kafka();
+    let port = processes::free_port().expect("a free port");
+    let mut cmd = tokio::process::Command::new(orders_bin());
+    cmd.arg("all")
+        .env("DATABASE_URL", &db.url)
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("KAFKA_BROKERS", kafka.brokers.join(","))
+        .env("KAFKA_TOPIC", &kafka.topic)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("start orders all");
+    let app = TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client"),
+        db,
+        shutdown: CancellationToken::new(),
+        running: None,
+        kafka: Some(kafka),
+    };
+    eventually(Duration::from_secs(30), "orders all answers", || async {
+        let r = app
+            .http
+            .get(format!("{}/healthz", app.base))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    (app, child)
+}

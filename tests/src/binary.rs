@@ -1,0 +1,52 @@
+//! The `orders` binary, run as operators and deployments do.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use projections::infra::kafka::KafkaSource;
+
+use crate::TestDb;
+
+/// The `orders` binary, for tests that need a real process (signals, crashes).
+/// `just test` builds it; `ORDERS_BIN` overrides where it is looked for.
+pub fn orders_bin() -> PathBuf {
+    let path = std::env::var_os("ORDERS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // A test executable lives in `<target>/<profile>/deps/`; the binary
+            // one level up. This holds whatever CARGO_TARGET_DIR says.
+            let exe = std::env::current_exe().expect("the test executable's path");
+            let profile_dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("the test executable lives in <target>/<profile>/deps");
+            profile_dir.join("orders")
+        });
+    assert!(
+        path.exists(),
+        "the orders binary is missing at {}: run `cargo build -p services` (or `just test`)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `orders ARGS…` against `db` (and `kafka`, when given) to completion.
+pub async fn run_orders(
+    db: &TestDb,
+    kafka: Option<&KafkaSource>,
+    args: &[&str],
+) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(orders_bin());
+    cmd.args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn");
+    if let Some(k) = kafka {
+        cmd.env("KAFKA_BROKERS", k.brokers.join(","))
+            .env("KAFKA_TOPIC", &k.topic);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("orders finishes within 60 s")
+        .expect("run orders");
+    output
+}

@@ -1,0 +1,101 @@
+//! A database of each test's own: created, migrated, dropped with the test.
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+/// The server's `DATABASE_URL`, or a panic that says how to get one.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!("DATABASE_URL is not set: run the tests with `just test`, which starts PostgreSQL first")
+    })
+}
+
+/// A fresh, migrated database of its own for one test.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let base =
+            PgConnectOptions::from_str(&database_url()).expect("DATABASE_URL is not a valid URL");
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = base
+            .clone()
+            .database("postgres")
+            .connect()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot reach PostgreSQL at DATABASE_URL ({e}); run `just test`")
+            });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+        let options = base.database(&name);
+        let url = options.to_url_lossy().to_string();
+        let pool = PgPoolOptions::new()
+            .max_connections(40)
+            .connect_with(options)
+            .await
+            .expect("connect to the test database");
+        services::db::migrate(&pool)
+            .await
+            .expect("migrate the test database");
+        TestDb { name, url, pool }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .expect(sql)
+    }
+
+    /// Rows in the event log.
+    pub async fn events(&self) -> i64 {
+        self.count("SELECT count(*) FROM events").await
+    }
+
+    /// Rows waiting in the outbox.
+    pub async fn outbox(&self) -> i64 {
+        self.count("SELECT count(*) FROM outbox").await
+    }
+}
+
+/// A passing test's database is dropped when the test ends (a hundred tests'
+/// databases add up on a CI machine short of disk); a failing test's is kept
+/// for the post-mortem, as is every one when `TEST_KEEP_DATABASES` is set.
+/// `just test` drops the kept ones at its next start.
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("TEST_KEEP_DATABASES").is_some() {
+            return;
+        }
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on:
+        // a short-lived thread with its own runtime does the work.
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let admin = PgConnectOptions::from_str(&database_url()).ok()?;
+                let mut conn = admin.database("postgres").connect().await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()?;
+                conn.close().await.ok()
+            })
+        });
+        // Best effort: a database left behind is dropped by the next run.
+        let _ = dropper.join();
+    }
+}
