@@ -44,6 +44,7 @@ mod checks;
 mod clients;
 mod faults;
 mod infra;
+mod summary;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +59,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use checks::{converge, delivery_check, leadership_log, orders_check, topic_check};
+use checks::converge;
 use clients::{client_loop, wait_ready, Stats};
 use faults::{kill_loop, leadership_faults, Faults, LeadershipFaults, Supervised, WORKERS};
 use infra::{fresh_database, sleep_until, Postgres};
@@ -319,163 +320,50 @@ async fn run(args: Args) -> Result<bool> {
         p.finished().await;
     }
 
-    // The invariants.
-    let mut failures = Vec::new();
-    let accepted = stats.accepted();
-    let orders = orders_check(&pool, &accepted).await?;
-    if orders.lost > 0 || orders.ghosts > 0 || orders.duplicated > 0 {
-        failures.push("orders: lost, ghost or duplicated".to_owned());
-    }
-    let verify = Command::new(&orders_bin)
-        .arg("verify")
-        .envs(env.iter().cloned())
-        .output()
-        .await?;
-    let verify_out = String::from_utf8_lossy(&verify.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
-    if !verify.status.success() {
-        failures.push(format!(
-            "orders verify: {verify_out} {}",
-            String::from_utf8_lossy(&verify.stderr).trim()
-        ));
-    }
-    let topic_check = topic_check(&pool, &broker.address(), &topic).await?;
-    failures.extend(topic_check.failures.iter().cloned());
-    let delivery = delivery_check(&pool, &topic, &topic_check.per_partition).await?;
-    failures.extend(delivery.failures.iter().cloned());
-    if stats.server_errors.load(Ordering::Relaxed) > 0 {
-        failures.push("500 answers (a bug, not a fault)".to_owned());
-    }
-    if stats.unresolved.load(Ordering::Relaxed) > 0 {
-        failures.push("requests without a definitive answer".to_owned());
-    }
-    let reads = stats.reads.load(Ordering::Relaxed);
-    let reads_missing = stats.reads_missing.load(Ordering::Relaxed);
-    if reads_missing > 0 {
-        failures.push(format!(
-            "{reads_missing} strong reads did not show the order just placed"
-        ));
-    }
-    let freezes = faults.freezes.lock().map(|f| f.clone()).unwrap_or_default();
-    for f in freezes.iter().filter(|f| f.takeover.is_none()) {
-        failures.push(format!(
-            "pid {}, frozen while leading {}, was not replaced within {} s",
-            f.pid, f.lease, args.freeze_secs
-        ));
-    }
-    let leadership = leadership_log(&[dir.join("work-1.log"), dir.join("work-2.log")]);
-    let rejected = stats.rejected.load(Ordering::Relaxed);
-    if rejected > 0 {
-        failures.push(format!(
-            "{rejected} moves or cancels refused without an explanation"
-        ));
-    }
-    let reached: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT status, count(*) FROM order_view GROUP BY status ORDER BY min(CASE status
-             WHEN 'received' THEN 1 WHEN 'preparing' THEN 2 WHEN 'delivering' THEN 3
-             WHEN 'delivered' THEN 4 ELSE 5 END)",
-    )
-    .fetch_all(&pool)
-    .await?;
-
-    // The summary.
-    let kills = faults.kills.load(Ordering::Relaxed);
-    println!();
-    println!("chaos summary (seed {seed})");
-    println!(
-        "  faults injected      {kills} × kill -9 of `orders work`, broker stopped {} s × {}, PostgreSQL crash-restart × {}",
-        args.broker_down,
-        u8::from(args.broker_down > 0),
-        u8::from(args.postgres_restart)
-    );
-    println!(
-        "                       leaders frozen (SIGSTOP, {} s, then SIGCONT) × {}: {}",
-        args.freeze_secs,
-        freezes.len(),
-        freezes
-            .iter()
-            .map(|f| format!(
-                "{} taken over after {}",
-                f.lease,
-                f.takeover
-                    .map_or("never".to_owned(), |t| format!("{:.1} s", t.as_secs_f64()))
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "                       pg_cancel_backend bursts on the workers × {} ({} statements cancelled); a transaction held the horizon {} s × {}",
-        faults.cancel_bursts.load(Ordering::Relaxed),
-        faults.statements_cancelled.load(Ordering::Relaxed),
-        args.long_secs,
-        faults.long_transactions.load(Ordering::Relaxed)
-    );
-    println!(
-        "  traffic              {traffic_secs:.0} s, {} clients; {} orders accepted (201), {} staff moves and cancels accepted",
-        args.clients,
-        accepted.len(),
-        stats.moves.load(Ordering::Relaxed)
-    );
-    println!(
-        "  retried by clients   {} requests (503, timeouts, cut connections; same Idempotency-Key)",
-        stats.retries.load(Ordering::Relaxed)
-    );
-    println!(
-        "  orders reached       {}",
-        reached
-            .iter()
-            .map(|(status, n)| format!("{status} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!("  unexplained refusals {rejected} (should be 0)");
-    println!(
-        "  read own writes      {reads} strong reads, {reads_missing} without the order just placed (should be 0)"
-    );
-    println!(
-        "  leadership           {} takeovers after a lease expired; woken or cut-off leaders stepped down {} times; the relay re-sent {} records it had sent after losing its lease (counted; absorbed below)",
-        leadership.takeovers_after_expiry, leadership.stepped_down, leadership.resent
-    );
-    println!(
-        "  orders               lost {}   ghost {}   duplicated {}   (log holds {})",
-        orders.lost, orders.ghosts, orders.duplicated, orders.in_log
-    );
-    println!(
-        "  topic                {} records for {} events: {} redelivered, {} missing, {} out of order",
-        topic_check.records,
-        topic_check.events,
-        topic_check.redelivered,
-        topic_check.missing,
-        topic_check.out_of_order
-    );
-    println!(
-        "  delivery model       {} records consumed, each once ({} consumed twice); version guard absorbed the redelivered",
-        delivery.consumed, delivery.consumed_twice
-    );
-    println!("  orders verify        {verify_out}");
-    let restarts = |ps: &[Supervised]| {
-        ps.iter()
-            .map(|p| p.restarts.load(Ordering::Relaxed).to_string())
-            .collect::<Vec<_>>()
-            .join(" + ")
+    // The invariants, then the summary.
+    let run = Run {
+        seed,
+        args: &args,
+        pool: &pool,
+        orders_bin: &orders_bin,
+        env: &env,
+        broker: &broker.address(),
+        topic: &topic,
+        dir: &dir,
+        stats: &stats,
+        faults: &faults,
+        traffic_secs,
+        converge_secs,
+        restarts: [restarts(&serves), restarts(&works)],
     };
-    println!(
-        "  restarts             serve {} (should be 0), work {} (after each kill)",
-        restarts(&serves),
-        restarts(&works)
-    );
-    println!("  converged            {converge_secs:.1} s after the last fault");
-    if failures.is_empty() {
-        println!("  result               every invariant holds");
-    } else {
-        for f in &failures {
-            println!("  FAILED               {f}");
-        }
-    }
+    let failures = summary::check_and_print(&run).await?;
     broker.stop().await;
     Ok(failures.is_empty())
+}
+
+/// The processes' restarts, one count per process.
+fn restarts(processes: &[Supervised]) -> String {
+    processes
+        .iter()
+        .map(|p| p.restarts.load(Ordering::Relaxed).to_string())
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// What the summary needs of a finished run.
+struct Run<'a> {
+    seed: u64,
+    args: &'a Args,
+    pool: &'a sqlx::PgPool,
+    orders_bin: &'a Path,
+    env: &'a [(String, String)],
+    broker: &'a str,
+    topic: &'a str,
+    dir: &'a Path,
+    stats: &'a Stats,
+    faults: &'a Faults,
+    traffic_secs: f64,
+    converge_secs: f64,
+    /// Restarts of the API processes, then of the worker processes.
+    restarts: [String; 2],
 }
