@@ -6,7 +6,7 @@
 //!   (exactly-once effect); one worker per projection at a time.
 //! - [`checkpoint`]: the registry of projections and generations, and their
 //!   checkpoints (compare-and-set).
-//! - [`order_view`]: the order read model behind the list endpoint.
+//! - [`orders`]: the order read model behind the list endpoint.
 //! - [`delivery`]: the delivery-status read model, fed from the Kafka topic.
 //! - [`operate`]: status, replay and rebuild-with-atomic-switch.
 //! - [`verify`]: each read model against the fold of the log.
@@ -28,7 +28,7 @@ pub mod held;
 pub mod infra;
 pub mod log;
 pub mod operate;
-pub mod order_view;
+pub mod orders;
 mod projection;
 mod rebuild;
 pub mod runner;
@@ -36,7 +36,7 @@ pub mod verify;
 
 pub use error::{ProjectionError, Result};
 pub use log::{Cursor, LogEvent, ReadMode};
-pub use order_view::{OrderReadModel, OrderRow};
+pub use orders::{OrderRow, OrdersReadModel};
 pub use projection::{Projection, ProjectionName};
 
 use sqlx::PgPool;
@@ -44,6 +44,6 @@ use sqlx::PgPool;
 /// Registers every projection this code knows (generation 1, published) if
 /// it is not registered yet. Run after the migrations.
 pub async fn install_all(pool: &PgPool) -> Result<()> {
-    checkpoint::install(pool, &OrderReadModel).await?;
+    checkpoint::install(pool, &OrdersReadModel).await?;
     checkpoint::install(pool, &delivery::DeliveryReadModel).await
 }

@@ -100,7 +100,7 @@ impl ProjectionName {
     /// The registry name.
     pub fn as_str(self) -> &'static str {
         match self {
-            ProjectionName::Orders => crate::order_view::NAME,
+            ProjectionName::Orders => crate::orders::NAME,
             ProjectionName::Delivery => crate::delivery::NAME,
         }
     }
@@ -108,7 +108,7 @@ impl ProjectionName {
     /// One line for `orders projections list`.
     pub fn description(self) -> &'static str {
         match self {
-            ProjectionName::Orders => crate::OrderReadModel.description(),
+            ProjectionName::Orders => crate::OrdersReadModel.description(),
             ProjectionName::Delivery => crate::delivery::DeliveryReadModel.description(),
         }
     }

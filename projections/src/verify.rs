@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::delivery::{self, DeliveryRow};
 use crate::error::Result;
-use crate::order_view::{self, OrderRow};
+use crate::orders::{self, OrderRow};
 
 /// One way a read model differs from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +126,7 @@ fn delivery_fields(r: &DeliveryRow) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn unaccounted(folded: &order_view::Folded) -> impl Iterator<Item = Difference> + '_ {
+fn unaccounted(folded: &orders::Folded) -> impl Iterator<Item = Difference> + '_ {
     folded
         .unaccounted
         .iter()
@@ -145,10 +145,10 @@ fn unaccounted(folded: &order_view::Folded) -> impl Iterator<Item = Difference> 
 /// first held event; events operators parked are passed over, as the
 /// projection did.
 pub async fn orders(pool: &PgPool) -> Result<Vec<Difference>> {
-    let model = order_view::all_rows(pool, None).await?;
+    let model = orders::all_rows(pool, None).await?;
     let mut conn = pool.acquire().await?;
-    let accounted = crate::held::accounted(&mut conn, order_view::NAME).await?;
-    let folded = order_view::fold_log(&mut conn, false, &accounted).await?;
+    let accounted = crate::held::accounted(&mut conn, orders::NAME).await?;
+    let folded = orders::fold_log(&mut conn, false, &accounted).await?;
     let mut out = compare(&model, &folded.rows, |r| r.order_id, order_fields);
     out.extend(unaccounted(&folded));
     Ok(out)
@@ -161,7 +161,7 @@ pub async fn delivery(pool: &PgPool) -> Result<Vec<Difference>> {
     let model = delivery::all_rows(pool).await?;
     let mut conn = pool.acquire().await?;
     let accounted = crate::held::accounted(&mut conn, delivery::NAME).await?;
-    let sent = order_view::fold_log(&mut conn, true, &accounted).await?;
+    let sent = orders::fold_log(&mut conn, true, &accounted).await?;
     let log = delivery::expected_from_orders(&sent.rows);
     let mut out = compare(&model, &log, |r| r.order_id, delivery_fields);
     out.extend(unaccounted(&sent));

@@ -3,7 +3,7 @@
 use projections::delivery::{self, KafkaSource};
 use projections::runner::{self, WorkerOptions};
 pub use projections::ProjectionName;
-use projections::{OrderReadModel, ProjectionError};
+use projections::{OrdersReadModel, ProjectionError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +27,7 @@ pub fn spawn(
             (ProjectionName::Orders, _) => {
                 set.spawn(runner::run_worker(
                     pools.workers.clone(),
-                    OrderReadModel,
+                    OrdersReadModel,
                     options,
                     shutdown,
                 ));

@@ -112,14 +112,14 @@ pub async fn wait_caught_up(pool: &PgPool, name: &str, timeout: Duration) {
 pub async fn order_model_and_fold(
     pool: &PgPool,
 ) -> (Vec<projections::OrderRow>, Vec<projections::OrderRow>) {
-    let model = projections::order_view::all_rows(pool, None)
+    let model = projections::orders::all_rows(pool, None)
         .await
         .expect("read the order read model");
     let mut conn = pool.acquire().await.expect("a connection");
-    let accounted = projections::held::accounted(&mut conn, projections::order_view::NAME)
+    let accounted = projections::held::accounted(&mut conn, projections::orders::NAME)
         .await
         .expect("what the projection holds back");
-    let fold = projections::order_view::fold_log(&mut conn, false, &accounted)
+    let fold = projections::orders::fold_log(&mut conn, false, &accounted)
         .await
         .expect("fold the log");
     (model, fold.rows)

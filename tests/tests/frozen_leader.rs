@@ -233,7 +233,7 @@ async fn a_frozen_projection_worker_is_replaced_and_applies_nothing_when_it_wake
         })
         .await,
     );
-    let name = projections::order_view::NAME;
+    let name = projections::orders::NAME;
     let lease = projections::infra::lease::projection(name);
     let logs = [log_path("worker-a"), log_path("worker-b")];
     let mut a = orders_process(&app, &["project", name], &logs[0]);

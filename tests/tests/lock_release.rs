@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 async fn lease_token(pool: &sqlx::PgPool) -> Option<i64> {
     sqlx::query_scalar("SELECT token FROM leader_leases WHERE name = $1")
         .bind(projections::infra::lease::projection(
-            projections::order_view::NAME,
+            projections::orders::NAME,
         ))
         .fetch_optional(pool)
         .await
@@ -125,7 +125,7 @@ async fn a_worker_whose_statement_is_cancelled_gives_its_lock_back_and_the_proje
     // And a worker applies the rest.
     wait_caught_up(
         &app.db.pool,
-        projections::order_view::NAME,
+        projections::orders::NAME,
         Duration::from_secs(30),
     )
     .await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use domain::{Event, Metadata, OrderId};
 use e2e::{checkpoint, order_model_and_fold, orders_bin, placed_payload, wait_caught_up, TestDb};
-use projections::order_view::NAME;
+use projections::orders::NAME;
 use services::store::EventStore;
 use tokio::process::Command;
 

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use domain::{CancelledBy, Event, OrderCancelled, Status};
 use e2e::{checkpoint, order_model_and_fold, placed_payload, TestDb};
-use projections::order_view::NAME;
+use projections::orders::NAME;
 use projections::runner::{self, WorkerOptions};
-use projections::{OrderReadModel, ReadMode};
+use projections::{OrdersReadModel, ReadMode};
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -83,7 +83,7 @@ async fn out_of_order_commit(mode: ReadMode) -> (usize, usize, Vec<Uuid>, [Uuid;
     let mut a = connect(&db).await;
     let mut b = connect(&db).await;
     let mut reader = connect(&db).await;
-    let lease = e2e::projection_lease(&db.pool, projections::order_view::NAME).await;
+    let lease = e2e::projection_lease(&db.pool, projections::orders::NAME).await;
 
     let mut held = a.begin().await.expect("begin");
     let p1 = insert(&mut held, first, 1, &placed(first, "early")).await;
@@ -95,7 +95,7 @@ async fn out_of_order_commit(mode: ReadMode) -> (usize, usize, Vec<Uuid>, [Uuid;
         .await
         .expect("commit the later position first");
 
-    let before = runner::step(&mut reader, lease.fence(), &OrderReadModel, 100, mode)
+    let before = runner::step(&mut reader, lease.fence(), &OrdersReadModel, 100, mode)
         .await
         .expect("a step");
     held.commit()
@@ -111,7 +111,7 @@ async fn out_of_order_commit(mode: ReadMode) -> (usize, usize, Vec<Uuid>, [Uuid;
     };
     let deadline = Instant::now() + patience;
     while Instant::now() < deadline {
-        after += runner::step(&mut reader, lease.fence(), &OrderReadModel, 100, mode)
+        after += runner::step(&mut reader, lease.fence(), &OrdersReadModel, 100, mode)
             .await
             .expect("a step");
         if after >= 2 {
@@ -228,7 +228,7 @@ async fn eight_writers_with_held_transactions_every_event_applied_exactly_once()
     let stop = CancellationToken::new();
     let worker = tokio::spawn(runner::run_worker(
         db.pool.clone(),
-        OrderReadModel,
+        OrdersReadModel,
         WorkerOptions {
             batch_size: 250,
             poll_interval: Duration::from_millis(5),

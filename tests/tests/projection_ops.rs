@@ -7,9 +7,9 @@ use e2e::{
     checkpoint, order_model_and_fold, orders_bin, spawn_app_without_workers, wait_caught_up,
 };
 use projections::operate;
-use projections::order_view::NAME;
+use projections::orders::NAME;
 use projections::runner::{self, WorkerOptions};
-use projections::OrderReadModel;
+use projections::OrdersReadModel;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +40,7 @@ async fn a_second_worker_waits_and_takes_over_when_the_first_stops() {
     let first_stop = CancellationToken::new();
     let first = tokio::spawn(runner::run_worker(
         pool.clone(),
-        OrderReadModel,
+        OrdersReadModel,
         options(),
         first_stop.clone(),
     ));
@@ -53,7 +53,7 @@ async fn a_second_worker_waits_and_takes_over_when_the_first_stops() {
     let second_stop = CancellationToken::new();
     let second = tokio::spawn(runner::run_worker(
         pool.clone(),
-        OrderReadModel,
+        OrdersReadModel,
         options(),
         second_stop.clone(),
     ));
@@ -266,7 +266,7 @@ async fn rebuild_without_a_worker_includes_every_event_committed_before_it_began
     }
     let rebuild = tokio::spawn({
         let pool = pool.clone();
-        async move { operate::rebuild(&pool, &OrderReadModel, 5000, |_| {}).await }
+        async move { operate::rebuild(&pool, &OrdersReadModel, 5000, |_| {}).await }
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!rebuild.is_finished(), "the rebuild waits for the horizon");

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use e2e::{order_model_and_fold, spawn_app, wait_caught_up, TestApp};
 use projections::operate;
-use projections::order_view::NAME;
-use projections::OrderReadModel;
+use projections::orders::NAME;
+use projections::OrdersReadModel;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -173,7 +173,7 @@ async fn rebuild_switches_to_an_identical_model_while_readers_poll() {
         })
     };
 
-    let report = operate::rebuild(&pool, &OrderReadModel, 5000, |_| {})
+    let report = operate::rebuild(&pool, &OrdersReadModel, 5000, |_| {})
         .await
         .expect("rebuild");
     // Keep reading a little after the switch.

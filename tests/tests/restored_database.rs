@@ -9,7 +9,7 @@ use std::path::Path;
 use domain::{Event, Metadata, OrderId};
 use e2e::placed_payload;
 use e2e::processes::{pg_program, start_cluster, stop_cluster};
-use projections::order_view::OrderReadModel;
+use projections::orders::OrdersReadModel;
 use projections::{clock, operate, runner, ProjectionError, ReadMode};
 use services::store::EventStore;
 use sqlx::PgPool;
@@ -51,11 +51,11 @@ async fn place(pool: &PgPool, n: usize) {
 /// safe to read.
 async fn project(pool: &PgPool) {
     let mut conn = pool.acquire().await.expect("conn");
-    let lease = e2e::projection_lease(pool, projections::order_view::NAME).await;
+    let lease = e2e::projection_lease(pool, projections::orders::NAME).await;
     while runner::step(
         &mut conn,
         lease.fence(),
-        &OrderReadModel,
+        &OrdersReadModel,
         100,
         ReadMode::GapSafe,
     )
@@ -67,7 +67,7 @@ async fn project(pool: &PgPool) {
 }
 
 async fn rows(pool: &PgPool) -> usize {
-    projections::order_view::all_rows(pool, None)
+    projections::orders::all_rows(pool, None)
         .await
         .expect("rows")
         .len()
@@ -164,7 +164,7 @@ async fn a_restore_into_a_cluster_behind_the_stored_ids_is_refused_then_repaired
     assert_eq!(rows(&pool).await, 15);
     // The early write is found by replaying from its position (the replay
     // starts before every event at positions ≥ it, whatever their ids).
-    operate::replay(&pool, &OrderReadModel, Some(early - 1), 100, |_| {})
+    operate::replay(&pool, &OrdersReadModel, Some(early - 1), 100, |_| {})
         .await
         .expect("replay");
     assert_eq!(rows(&pool).await, 16);

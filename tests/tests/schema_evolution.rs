@@ -12,7 +12,7 @@ use e2e::{
 };
 use projections::delivery;
 use projections::operate;
-use projections::order_view::OrderReadModel;
+use projections::orders::OrdersReadModel;
 use serde_json::json;
 
 async fn app_with_kafka() -> TestApp {
@@ -67,7 +67,7 @@ async fn a_log_written_by_the_previous_build_rebuilds_both_read_models() {
     )
     .await;
     // …and rebuild from it, from scratch.
-    let report = operate::rebuild(&app.db.pool, &OrderReadModel, 4, |_| {})
+    let report = operate::rebuild(&app.db.pool, &OrdersReadModel, 4, |_| {})
         .await
         .expect("rebuild the order read model");
     assert_eq!(report.events, 9);
@@ -77,7 +77,7 @@ async fn a_log_written_by_the_previous_build_rebuilds_both_read_models() {
     assert_eq!(records, 9);
 
     let hot_regular = domain::DrinkOptions::default();
-    for row in projections::order_view::all_rows(&app.db.pool, None)
+    for row in projections::orders::all_rows(&app.db.pool, None)
         .await
         .expect("order rows")
     {
@@ -235,7 +235,7 @@ async fn read_model_tables_of_the_previous_build_are_upgraded_in_place() {
     .await
     .expect("columns");
     assert_eq!(has, 4, "both views show both option columns");
-    let rows = projections::order_view::all_rows(&db.pool, None)
+    let rows = projections::orders::all_rows(&db.pool, None)
         .await
         .expect("rows");
     assert_eq!(rows[0].options, domain::DrinkOptions::default());

@@ -11,7 +11,7 @@ use e2e::{
     spawn_app_without_workers, test_kafka, AppOptions, TestApp,
 };
 use projections::held;
-use projections::order_view::OrderReadModel;
+use projections::orders::OrdersReadModel;
 use serde_json::json;
 
 async fn app_with_kafka() -> TestApp {
@@ -171,7 +171,7 @@ async fn a_move_of_an_order_nobody_placed_is_held_as_corruption_in_both_models()
         );
     }
     // Nothing was written for it, and the placed order is there.
-    let rows = projections::order_view::all_rows(&app.db.pool, None)
+    let rows = projections::orders::all_rows(&app.db.pool, None)
         .await
         .expect("rows");
     assert_eq!(rows.len(), 1);
@@ -189,10 +189,10 @@ async fn a_replay_from_a_position_never_moves_a_lagging_checkpoint_forward() {
         .fetch_one(&app.db.pool)
         .await
         .expect("head");
-    projections::operate::replay(&app.db.pool, &OrderReadModel, Some(last), 100, |_| {})
+    projections::operate::replay(&app.db.pool, &OrdersReadModel, Some(last), 100, |_| {})
         .await
         .expect("replay");
-    let rows = projections::order_view::all_rows(&app.db.pool, None)
+    let rows = projections::orders::all_rows(&app.db.pool, None)
         .await
         .expect("rows");
     assert_eq!(
@@ -243,7 +243,7 @@ async fn a_replay_from_a_position_includes_later_positions_of_older_transactions
         .expect("insert");
     older.commit().await.expect("commit");
     assert!(later > from);
-    projections::operate::replay(&app.db.pool, &OrderReadModel, None, 100, |_| {})
+    projections::operate::replay(&app.db.pool, &OrdersReadModel, None, 100, |_| {})
         .await
         .expect("replay all");
     sqlx::query("DELETE FROM order_view_g1 WHERE order_id IN ($1, $2)")
@@ -252,10 +252,10 @@ async fn a_replay_from_a_position_includes_later_positions_of_older_transactions
         .execute(&app.db.pool)
         .await
         .expect("lose their rows");
-    projections::operate::replay(&app.db.pool, &OrderReadModel, Some(from), 100, |_| {})
+    projections::operate::replay(&app.db.pool, &OrdersReadModel, Some(from), 100, |_| {})
         .await
         .expect("replay from");
-    let rows = projections::order_view::all_rows(&app.db.pool, None)
+    let rows = projections::orders::all_rows(&app.db.pool, None)
         .await
         .expect("rows");
     assert_eq!(

@@ -335,7 +335,7 @@ async fn a_build_that_can_read_held_events_releases_them_by_itself() {
     let (shutdown, mut worker) = run_worker();
     e2e::wait_caught_up(
         &app.db.pool,
-        projections::order_view::NAME,
+        projections::orders::NAME,
         Duration::from_secs(10),
     )
     .await;

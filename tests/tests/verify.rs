@@ -4,7 +4,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use e2e::{eventually, orders_bin, spawn_app_opts, test_kafka, wait_caught_up, AppOptions};
-use projections::order_view::NAME;
+use projections::orders::NAME;
 use tokio::process::Command;
 
 async fn verify(url: &str, kafka: &str, args: &[&str]) -> (bool, String) {

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::{ProjectionError, Result};
-use crate::order_view::{add_option_columns, options_of};
+use crate::orders::{add_option_columns, options_of};
 use crate::projection::Projection;
 
 pub use crate::infra::kafka::KafkaSource;

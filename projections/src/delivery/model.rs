@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::{ProjectionError, Result};
-use crate::order_view::{apply_moves, reduce};
+use crate::orders::{apply_moves, reduce};
 
 pub(super) fn table(generation: i32) -> String {
     format!("delivery.order_status_g{generation}")

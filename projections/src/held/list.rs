@@ -98,7 +98,7 @@ pub async fn held_order<'e>(
 pub async fn accounted(
     conn: &mut PgConnection,
     projection: &str,
-) -> Result<crate::order_view::Accounted> {
+) -> Result<crate::orders::Accounted> {
     let parked = sqlx::query_scalar("SELECT event_id FROM projection_parked WHERE projection = $1")
         .bind(projection)
         .fetch_all(&mut *conn)
@@ -116,7 +116,7 @@ pub async fn accounted(
     .await?
     .into_iter()
     .collect();
-    Ok(crate::order_view::Accounted { parked, held_from })
+    Ok(crate::orders::Accounted { parked, held_from })
 }
 
 /// Removes a dropped generation's held list.

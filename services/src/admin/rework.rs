@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use projections::delivery;
 use projections::operate::{self, Phase, Progress};
-use projections::order_view::OrderReadModel;
+use projections::orders::OrdersReadModel;
 use projections::ProjectionName;
 use sqlx::PgPool;
 
@@ -23,7 +23,7 @@ pub(super) async fn replay(
     let mut reporter = Reporter::new("replay", name);
     let report = match name.parse()? {
         ProjectionName::Orders => {
-            operate::replay(pool, &OrderReadModel, from, batch_size, |p| {
+            operate::replay(pool, &OrdersReadModel, from, batch_size, |p| {
                 reporter.report(p)
             })
             .await?
@@ -62,7 +62,7 @@ pub(super) async fn rebuild(
             "--accept-incomplete is for the delivery projection: the order read model rebuilds from the whole log"
         ),
         ProjectionName::Orders => {
-            operate::rebuild(pool, &OrderReadModel, batch_size, |p| reporter.report(p))
+            operate::rebuild(pool, &OrdersReadModel, batch_size, |p| reporter.report(p))
                 .await?
         }
         ProjectionName::Delivery => {

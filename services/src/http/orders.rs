@@ -5,7 +5,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use domain::{CoffeeName, Command, DrinkOptions, OrderId, PlaceOrder, Price, Quantity, UserId};
-use projections::order_view;
+use projections::orders as orders_model;
 use serde_json::{Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -232,13 +232,13 @@ async fn list_orders(
     };
     let caught_up = state
         .positions
-        .wait_until(&state.reads, order_view::NAME, freshness, state.read_wait)
+        .wait_until(&state.reads, orders_model::NAME, freshness, state.read_wait)
         .await?;
     if !caught_up {
         return Err(ApiError::NotCaughtUp);
     }
     let mut rows =
-        order_view::list_for_user(&state.reads, user_id.as_str(), before, limit + 1).await?;
+        orders_model::list_for_user(&state.reads, user_id.as_str(), before, limit + 1).await?;
     let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let views: Vec<OrderView> = rows.iter().map(OrderView::from).collect();
