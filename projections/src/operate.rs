@@ -18,7 +18,7 @@ use crate::runner::{self, apply_batch};
 
 /// Where a projection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
+pub struct ProjectionStatus {
     pub name: String,
     pub generation: i32,
     /// The log position of the last event applied (0: none yet).
@@ -63,14 +63,14 @@ impl TopicProgress {
 /// The status of every projection, in the log's terms. The delivery
 /// projection's counts the records it has not consumed when `kafka` says
 /// where its topic is and the brokers answer.
-pub async fn status(pool: &PgPool, kafka: Option<&KafkaSource>) -> Result<Vec<Status>> {
+pub async fn status(pool: &PgPool, kafka: Option<&KafkaSource>) -> Result<Vec<ProjectionStatus>> {
     let mut out = log_fed_status(pool).await?;
     let head = out.first().map_or(0, |s| s.head);
     out.push(crate::delivery::status(pool, kafka, head).await?);
     Ok(out)
 }
 
-async fn log_fed_status(pool: &PgPool) -> Result<Vec<Status>> {
+async fn log_fed_status(pool: &PgPool) -> Result<Vec<ProjectionStatus>> {
     let mut conn = pool.acquire().await?;
     let checkpoints = checkpoint::load_all_active(&mut conn).await?;
     let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
@@ -83,7 +83,7 @@ async fn log_fed_status(pool: &PgPool) -> Result<Vec<Status>> {
         let lag = oldest.map_or(Duration::ZERO, |t| {
             Duration::try_from(now - t).unwrap_or(Duration::ZERO)
         });
-        out.push(Status {
+        out.push(ProjectionStatus {
             name: c.name,
             generation: c.generation,
             position: c.cursor.position,

@@ -19,7 +19,7 @@ pub struct OrderView {
     pub total_price: u64,
     #[schema(value_type = OptionsView)]
     pub options: DrinkOptions,
-    #[schema(value_type = StatusCode)]
+    #[schema(value_type = OrderStatus)]
     pub status: Status,
     #[schema(value_type = String, example = "접수완료")]
     pub status_label: &'static str,
@@ -36,7 +36,7 @@ pub struct OrderView {
 #[derive(utoipa::ToSchema)]
 #[schema(rename_all = "snake_case")]
 #[allow(dead_code)] // documents the wire form of domain::Status
-pub enum StatusCode {
+pub enum OrderStatus {
     Received,
     Preparing,
     Delivering,
@@ -63,7 +63,7 @@ pub struct DeliveryStatusView {
     pub coffee_qty: u64,
     #[schema(value_type = OptionsView)]
     pub options: DrinkOptions,
-    #[schema(value_type = StatusCode)]
+    #[schema(value_type = OrderStatus)]
     pub status: Status,
     #[schema(value_type = String, example = "제작중")]
     pub status_label: &'static str,

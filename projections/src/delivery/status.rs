@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
 use crate::infra::kafka;
-use crate::operate::{Status, TopicProgress};
+use crate::operate::{ProjectionStatus, TopicProgress};
 
 use super::offsets::offsets;
 use super::{events_applied, KafkaSource, NAME};
@@ -26,7 +26,11 @@ const BROKERS_WAIT: Duration = Duration::from_secs(3);
 
 /// The delivery projection's status; with `source`, the topic's ends and
 /// the records not consumed yet count in the lag.
-pub async fn status(pool: &PgPool, source: Option<&KafkaSource>, head: i64) -> Result<Status> {
+pub async fn status(
+    pool: &PgPool,
+    source: Option<&KafkaSource>,
+    head: i64,
+) -> Result<ProjectionStatus> {
     let mut conn = pool.acquire().await?;
     let generation = checkpoint::active_generation(&mut conn, NAME).await?;
     let (position, updated_at): (i64, Option<OffsetDateTime>) = sqlx::query_as(
@@ -66,7 +70,7 @@ pub async fn status(pool: &PgPool, source: Option<&KafkaSource>, head: i64) -> R
     .flatten()
     .min();
     let now = OffsetDateTime::now_utc();
-    Ok(Status {
+    Ok(ProjectionStatus {
         name: NAME.to_owned(),
         generation,
         position,
