@@ -6,10 +6,12 @@ use std::net::SocketAddr;
 use clap::{Args, Parser, Subcommand};
 
 use projections::runner::WorkerOptions;
+use projections::ProjectionName;
 
-use crate::app::ServeConfig;
+use crate::app::{self, ServeConfig};
 use crate::db::Budgets;
 use crate::http::Apis;
+use crate::relay::RelayOptions;
 
 /// The coffee-order system: API, workers and operators' tools in one binary.
 #[derive(Debug, Parser)]
@@ -166,6 +168,68 @@ pub enum Cmd {
     /// (they do not after a restore into another cluster), and its repair.
     #[command(subcommand)]
     LogClock(LogClockCmd),
+}
+
+impl Cmd {
+    /// What a long-running command runs, from its settings (`None`: an
+    /// operator's one-shot command).
+    pub fn process(
+        &self,
+        kafka: &KafkaArgs,
+        lease_ttl: std::time::Duration,
+    ) -> anyhow::Result<Option<app::Config>> {
+        Ok(Some(match self {
+            Cmd::Migrate | Cmd::Projections(_) | Cmd::Verify { .. } | Cmd::LogClock(_) => {
+                return Ok(None)
+            }
+            Cmd::Serve(args) => app::Config {
+                serve: Some(args.config()),
+                kafka: kafka.source(),
+                ..app::Config::default()
+            },
+            Cmd::Relay => app::Config {
+                relay: Some(RelayOptions::new(
+                    &kafka.require("orders relay")?,
+                    lease_ttl,
+                )),
+                ..app::Config::default()
+            },
+            Cmd::Project(args) => {
+                let names = ProjectionName::parse_all(&args.names)?;
+                let kafka = if names.contains(&ProjectionName::Delivery) {
+                    Some(kafka.require("the delivery projection")?)
+                } else {
+                    None
+                };
+                app::Config {
+                    projections: names,
+                    worker: args.worker.options(lease_ttl),
+                    kafka,
+                    ..app::Config::default()
+                }
+            }
+            Cmd::Work(args) => {
+                let kafka = kafka.require("orders work")?;
+                app::Config {
+                    relay: Some(RelayOptions::new(&kafka, lease_ttl)),
+                    projections: ProjectionName::ALL.to_vec(),
+                    worker: args.options(lease_ttl),
+                    kafka: Some(kafka),
+                    ..app::Config::default()
+                }
+            }
+            Cmd::All(args) => {
+                let kafka = kafka.require("orders all")?;
+                app::Config {
+                    serve: Some(args.serve.config()),
+                    relay: Some(RelayOptions::new(&kafka, lease_ttl)),
+                    projections: ProjectionName::ALL.to_vec(),
+                    worker: args.worker.options(lease_ttl),
+                    kafka: Some(kafka),
+                }
+            }
+        }))
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,10 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use projections::ProjectionName;
 use services::app::{self, App};
 use services::config::{Cli, Cmd};
-use services::relay::RelayOptions;
 use services::{admin, db, shutdown, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -52,79 +50,36 @@ async fn orders(cli: Cli) -> anyhow::Result<()> {
     // Operators' commands and the migrations use the write budget.
     let pool = &pools.writes;
     db::migrate(pool).await.context("cannot apply migrations")?;
-    let lease_ttl = cli.leadership.ttl();
-    let config = match cli.command {
-        Cmd::Migrate => {
-            println!("migrations applied");
-            None
-        }
-        Cmd::Projections(cmd) => {
-            admin::run(pool, &cli.kafka, cmd).await?;
-            None
-        }
-        Cmd::Verify { names } => {
-            admin::verify(pool, &names).await?;
-            None
-        }
-        Cmd::LogClock(cmd) => {
-            admin::log_clock(pool, cmd).await?;
-            None
-        }
-        Cmd::Serve(args) => Some(app::Config {
-            serve: Some(args.config()),
-            kafka: cli.kafka.source(),
-            ..app::Config::default()
-        }),
-        Cmd::Relay => Some(app::Config {
-            relay: Some(RelayOptions::new(
-                &cli.kafka.require("orders relay")?,
-                lease_ttl,
-            )),
-            ..app::Config::default()
-        }),
-        Cmd::Project(args) => {
-            let names = ProjectionName::parse_all(&args.names)?;
-            let kafka = if names.contains(&ProjectionName::Delivery) {
-                Some(cli.kafka.require("the delivery projection")?)
-            } else {
-                None
-            };
-            Some(app::Config {
-                projections: names,
-                worker: args.worker.options(lease_ttl),
-                kafka,
-                ..app::Config::default()
-            })
-        }
-        Cmd::Work(args) => {
-            let kafka = cli.kafka.require("orders work")?;
-            Some(app::Config {
-                relay: Some(RelayOptions::new(&kafka, lease_ttl)),
-                projections: ProjectionName::ALL.to_vec(),
-                worker: args.options(lease_ttl),
-                kafka: Some(kafka),
-                ..app::Config::default()
-            })
-        }
-        Cmd::All(args) => {
-            let kafka = cli.kafka.require("orders all")?;
-            Some(app::Config {
-                serve: Some(args.serve.config()),
-                relay: Some(RelayOptions::new(&kafka, lease_ttl)),
-                projections: ProjectionName::ALL.to_vec(),
-                worker: args.worker.options(lease_ttl),
-                kafka: Some(kafka),
-            })
+    let process = match cli.command.process(&cli.kafka, cli.leadership.ttl())? {
+        Some(process) => process,
+        None => {
+            admin_command(pool, &cli.kafka, cli.command).await?;
+            return Ok(());
         }
     };
-    let result = match config {
-        Some(config) => run(pools.clone(), config).await,
-        None => Ok(()),
-    };
+    let result = run(pools.clone(), process).await;
     pools.close().await;
     result
 }
 
+/// The operators' one-shot commands.
+async fn admin_command(
+    pool: &sqlx::PgPool,
+    kafka: &services::config::KafkaArgs,
+    command: Cmd,
+) -> anyhow::Result<()> {
+    match command {
+        Cmd::Migrate => {
+            println!("migrations applied");
+            Ok(())
+        }
+        Cmd::Projections(cmd) => admin::run(pool, kafka, cmd).await,
+        Cmd::Verify { names } => admin::verify(pool, &names).await,
+        Cmd::LogClock(cmd) => admin::log_clock(pool, cmd).await,
+        // Long-running parts are processes (`Cmd::process`).
+        Cmd::Serve(_) | Cmd::Relay | Cmd::Project(_) | Cmd::Work(_) | Cmd::All(_) => Ok(()),
+    }
+}
 /// Builds the process and runs it until SIGINT or SIGTERM.
 async fn run(pools: db::Pools, config: app::Config) -> anyhow::Result<()> {
     let app = App::build(pools, config).await?;

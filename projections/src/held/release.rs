@@ -67,43 +67,13 @@ pub async fn release<P: Projection>(
         tx.rollback().await?;
         return Ok(Released::default());
     }
-    let ids: Vec<Uuid> = rows
-        .iter()
-        .map(|r| r.try_get("event_id"))
-        .collect::<std::result::Result<_, _>>()?;
-    let parked = parked_among(&mut tx, name, &ids).await?;
-
-    let mut done: Vec<Uuid> = Vec::new();
-    let mut ready: Vec<EventEnvelope> = Vec::new();
-    let mut sources: HashMap<Uuid, String> = HashMap::new();
-    let mut parked_count = 0;
-    let mut blocked: HashSet<Uuid> = HashSet::new();
-    for row in &rows {
-        let stream: Uuid = row.try_get("stream_id")?;
-        let event_id: Uuid = row.try_get("event_id")?;
-        if blocked.contains(&stream) {
-            continue;
-        }
-        if parked.contains(&event_id) {
-            parked_count += 1;
-            done.push(event_id);
-            continue;
-        }
-        let envelope: serde_json::Value = row.try_get("envelope")?;
-        let decoded = serde_json::from_value::<StoredEvent>(envelope)
-            .map_err(|e| e.to_string())
-            .and_then(|s| s.decode().map_err(|e| e.to_string()));
-        match decoded {
-            Ok(e) => {
-                sources.insert(e.event_id, row.try_get("source")?);
-                done.push(event_id);
-                ready.push(e);
-            }
-            Err(_) => {
-                blocked.insert(stream);
-            }
-        }
-    }
+    let sorted = sort_releasable(&mut tx, name, &rows).await?;
+    let Sorted {
+        done,
+        ready,
+        sources,
+        parked: parked_count,
+    } = sorted;
     if done.is_empty() {
         tx.rollback().await?;
         return Ok(Released {
@@ -150,4 +120,62 @@ pub async fn release<P: Projection>(
     metrics::counter!("projection_events_released_total", "projection" => name)
         .increment(applied as u64);
     Ok(released)
+}
+
+/// The held rows sorted out: what leaves the list (parked, or readable now),
+/// the events to apply with where each was read, and how many were parked.
+struct Sorted {
+    done: Vec<Uuid>,
+    ready: Vec<EventEnvelope>,
+    sources: HashMap<Uuid, String>,
+    parked: usize,
+}
+
+/// Goes through an order's held events in version order: parked ones leave
+/// the list, readable ones are applied, and the first one still unreadable
+/// keeps it and every later one of its order on the list.
+async fn sort_releasable(
+    tx: &mut PgConnection,
+    name: &str,
+    rows: &[sqlx::postgres::PgRow],
+) -> Result<Sorted> {
+    let ids: Vec<Uuid> = rows
+        .iter()
+        .map(|r| r.try_get("event_id"))
+        .collect::<std::result::Result<_, _>>()?;
+    let parked = parked_among(tx, name, &ids).await?;
+    let mut sorted = Sorted {
+        done: Vec::new(),
+        ready: Vec::new(),
+        sources: HashMap::new(),
+        parked: 0,
+    };
+    let mut blocked: HashSet<Uuid> = HashSet::new();
+    for row in rows {
+        let stream: Uuid = row.try_get("stream_id")?;
+        let event_id: Uuid = row.try_get("event_id")?;
+        if blocked.contains(&stream) {
+            continue;
+        }
+        if parked.contains(&event_id) {
+            sorted.parked += 1;
+            sorted.done.push(event_id);
+            continue;
+        }
+        let envelope: serde_json::Value = row.try_get("envelope")?;
+        let decoded = serde_json::from_value::<StoredEvent>(envelope)
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.decode().map_err(|e| e.to_string()));
+        match decoded {
+            Ok(e) => {
+                sorted.sources.insert(e.event_id, row.try_get("source")?);
+                sorted.done.push(event_id);
+                sorted.ready.push(e);
+            }
+            Err(_) => {
+                blocked.insert(stream);
+            }
+        }
+    }
+    Ok(sorted)
 }
