@@ -23,45 +23,65 @@ pub(super) async fn print(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyho
         let mut conn = pool.acquire().await?;
         held::summary(&mut conn).await?
     };
-    let held_of = |name: &str| held.iter().find(|h| h.projection == name);
     if json {
-        let rows: Vec<serde_json::Value> = statuses
-            .iter()
-            .map(|s| {
-                let mut row = serde_json::json!({
-                    "name": s.name,
-                    "generation": s.generation,
-                    "position": s.position,
-                    "head": s.head,
-                    "lag_events": s.lag_events,
-                    "lag_seconds": s.lag.as_secs_f64(),
-                    "events_applied": s.events_applied,
-                    "updated_at": crate::view::format_api_time(s.updated_at),
-                    "held": held_of(&s.name).map(summary_json),
-                });
-                if let Some(t) = &s.topic {
-                    row["topic"] = t.topic.clone().into();
-                    row["offsets"] = serde_json::json!(t.offsets);
-                    row["ends"] = serde_json::json!(t.ends);
-                    row["lag_records"] = serde_json::json!(t.lag_records());
-                    row["stopped_partitions"] = stopped
-                        .iter()
-                        .map(|(partition, reason)| {
-                            serde_json::json!({"partition": partition, "reason": reason})
-                        })
-                        .collect();
-                }
-                row
-            })
-            .collect();
+        let rows = json_rows(&statuses, &stopped, &held);
         println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
+    } else {
+        print_table(&statuses, &stopped, &held);
     }
+    Ok(())
+}
+
+/// `--json`: a row per projection, with what it holds back and, for the
+/// delivery projection, its topic.
+fn json_rows(
+    statuses: &[operate::ProjectionStatus],
+    stopped: &[(i32, String)],
+    held: &[held::HeldSummary],
+) -> Vec<serde_json::Value> {
+    let held_of = |name: &str| held.iter().find(|h| h.projection == name);
+    statuses
+        .iter()
+        .map(|s| {
+            let mut row = serde_json::json!({
+                "name": s.name,
+                "generation": s.generation,
+                "position": s.position,
+                "head": s.head,
+                "lag_events": s.lag_events,
+                "lag_seconds": s.lag.as_secs_f64(),
+                "events_applied": s.events_applied,
+                "updated_at": crate::view::format_api_time(s.updated_at),
+                "held": held_of(&s.name).map(summary_json),
+            });
+            if let Some(t) = &s.topic {
+                row["topic"] = t.topic.clone().into();
+                row["offsets"] = serde_json::json!(t.offsets);
+                row["ends"] = serde_json::json!(t.ends);
+                row["lag_records"] = serde_json::json!(t.lag_records());
+                row["stopped_partitions"] = stopped
+                    .iter()
+                    .map(|(partition, reason)| {
+                        serde_json::json!({"partition": partition, "reason": reason})
+                    })
+                    .collect()
+            }
+            row
+        })
+        .collect()
+}
+
+/// The table, then the lines that need an operator's eye.
+fn print_table(
+    statuses: &[operate::ProjectionStatus],
+    stopped: &[(i32, String)],
+    held: &[held::HeldSummary],
+) {
     println!(
         "{:<10} {:>4} {:>12} {:>12} {:>12} {:>10} {:>14}  UPDATED",
         "NAME", "GEN", "POSITION", "HEAD", "LAG EVENTS", "LAG", "APPLIED"
     );
-    for s in &statuses {
+    for s in statuses {
         println!(
             "{:<10} {:>4} {:>12} {:>12} {:>12} {:>9.1}s {:>14}  {}",
             s.name,
@@ -74,7 +94,7 @@ pub(super) async fn print(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyho
             crate::view::format_api_time(s.updated_at)
         );
     }
-    for s in &statuses {
+    for s in statuses {
         let Some(t) = &s.topic else { continue };
         let offsets: Vec<String> = t.offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
         println!(
@@ -86,7 +106,7 @@ pub(super) async fn print(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyho
                 .map_or_else(|| "? (Kafka not reachable)".to_owned(), |l| l.to_string()),
         );
     }
-    for (partition, reason) in &stopped {
+    for (partition, reason) in stopped {
         println!(
             "STOPPED: delivery partition {partition}: {reason} (docs/runbook.md, \"The topic lost records\")"
         );
@@ -103,7 +123,6 @@ pub(super) async fn print(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyho
             h.projection, h.orders, h.events, h.projection
         );
     }
-    Ok(())
 }
 
 fn summary_json(h: &held::HeldSummary) -> serde_json::Value {
