@@ -94,49 +94,18 @@ pub(super) async fn consume(
             tracing::debug!(projection = NAME, error = %e, "cannot clear a handover request");
         }
     }
-    // The relay creates the topic; creating it here too would race it (and
-    // the losing side's client logs an error). Wait for it instead.
     let client = Arc::new(
         kafka::connect(&source.brokers, Duration::from_secs(5))
             .await
             .map_err(|e| ProjectionError::Kafka(e.to_string()))?,
     );
-    let mut logged = false;
-    let partitions = loop {
-        match kafka::find_topic(&client, &source.topic)
-            .await
-            .map_err(|e| ProjectionError::Kafka(e.to_string()))?
-        {
-            Some(partitions) => break partitions,
-            None if shutdown.is_cancelled() => return Ok(()),
-            None => {
-                if !logged {
-                    tracing::info!(projection = NAME, topic = %source.topic, "waiting for the relay to create the topic");
-                    logged = true;
-                }
-                sleep_or_cancel(Duration::from_millis(200), shutdown).await;
-            }
-        }
+    let Some(partitions) = wait_for_topic(&client, &source.topic, shutdown).await? else {
+        return Ok(());
     };
     tracing::info!(projection = NAME, topic = %source.topic, ?partitions, token = fence.token(), "delivery consumer running");
     let stop = shutdown.child_token();
     let mut tasks = JoinSet::new();
-    // The held list: released when this build can, handed over when a
-    // standby can read more of it.
-    tasks.spawn({
-        let (pool, stop, fence) = (pool.clone(), stop.clone(), fence.clone());
-        async move {
-            let mut watch = crate::runner::HeldWatch::default();
-            while !stop.is_cancelled() {
-                let mut conn = pool.acquire().await?;
-                crate::runner::look_at_held(&mut conn, &fence, &DeliveryReadModel, &mut watch)
-                    .await?;
-                drop(conn);
-                sleep_or_cancel(crate::runner::HELD_CHECK_EVERY, &stop).await;
-            }
-            Ok(())
-        }
-    });
+    tasks.spawn(watch_held(pool.clone(), fence.clone(), stop.clone()));
     for partition in partitions {
         let pc = client
             .partition_client(source.topic.clone(), partition, UnknownTopicHandling::Retry)
@@ -163,6 +132,50 @@ pub(super) async fn consume(
         }
     }
     result
+}
+
+/// The topic's partitions, once the relay has created it (creating it here
+/// too would race the relay, and the losing side's client logs an error);
+/// `None` on shutdown.
+async fn wait_for_topic(
+    client: &Client,
+    topic: &str,
+    shutdown: &CancellationToken,
+) -> Result<Option<Vec<i32>>> {
+    let mut logged = false;
+    loop {
+        match kafka::find_topic(client, topic)
+            .await
+            .map_err(|e| ProjectionError::Kafka(e.to_string()))?
+        {
+            Some(partitions) => return Ok(Some(partitions)),
+            None if shutdown.is_cancelled() => return Ok(None),
+            None => {
+                if !logged {
+                    tracing::info!(
+                        projection = NAME,
+                        topic,
+                        "waiting for the relay to create the topic"
+                    );
+                    logged = true;
+                }
+                sleep_or_cancel(Duration::from_millis(200), shutdown).await;
+            }
+        }
+    }
+}
+
+/// The held list, looked at every few seconds: released when this build
+/// can, handed over when a standby can read more of it.
+async fn watch_held(pool: PgPool, fence: Fence, stop: CancellationToken) -> Result<()> {
+    let mut watch = crate::runner::HeldWatch::default();
+    while !stop.is_cancelled() {
+        let mut conn = pool.acquire().await?;
+        crate::runner::look_at_held(&mut conn, &fence, &DeliveryReadModel, &mut watch).await?;
+        drop(conn);
+        sleep_or_cancel(crate::runner::HELD_CHECK_EVERY, &stop).await;
+    }
+    Ok(())
 }
 
 /// Consumes one partition into the live generation until `stop`, an error

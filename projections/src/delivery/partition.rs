@@ -264,33 +264,11 @@ pub(super) async fn step_partition<'c>(
         }
         fence.check(&mut tx).await?;
     }
-    let mut ids: Vec<&str> = incoming
-        .iter()
-        .filter_map(|i| i.event.as_ref().ok())
-        .filter_map(|e| e.metadata.correlation_id.as_deref())
-        .collect();
-    ids.dedup();
-    ids.truncate(20);
-    let span =
-        tracing::info_span!("apply", projection = NAME, partition, request_ids = %ids.join(","));
-    let offsets: std::collections::HashMap<uuid::Uuid, i64> = incoming
-        .iter()
-        .filter_map(|i| match (&i.event, &i.source) {
-            (Ok(e), Source::Record { offset, .. }) => Some((e.event_id, *offset)),
-            _ => None,
-        })
-        .collect();
+    let span = tracing::info_span!("apply", projection = NAME, partition,
+        request_ids = %request_ids(&incoming));
+    let offsets = record_offsets(&incoming);
     let count = incoming.len();
-    // What `check_partition` looks for later: the batch's first record, at
-    // the offset this fetch started from (a broker answers a fetch there
-    // whatever it does with offsets inside a batch: Tansu answers nothing).
-    let last_ours = incoming.first().and_then(|i| match (&i.event, &i.source) {
-        (Ok(e), Source::Record { offset, .. }) if *offset == from => Some((e.event_id, *offset)),
-        (Err(u), Source::Record { offset, .. }) if *offset == from => {
-            Some((u.stored.event_id, *offset))
-        }
-        _ => None,
-    });
+    let last_ours = first_at(&incoming, from);
     dead_letter(&mut tx, topic, partition, dead).await?;
     let ready = held::sort_out(&mut tx, NAME, generation, incoming).await?;
     held::apply_or_hold(&mut tx, &DeliveryReadModel, generation, ready, |e| {
@@ -324,6 +302,43 @@ pub(super) async fn step_partition<'c>(
         "delivery batch applied"
     );
     Ok((records.len(), next))
+}
+
+/// The distinct correlation (request) ids of a batch, at most 20, for its
+/// log lines.
+fn request_ids(incoming: &[Incoming]) -> String {
+    let mut ids: Vec<&str> = incoming
+        .iter()
+        .filter_map(|i| i.event.as_ref().ok())
+        .filter_map(|e| e.metadata.correlation_id.as_deref())
+        .collect();
+    ids.dedup();
+    ids.truncate(20);
+    ids.join(",")
+}
+
+/// Each readable event's record offset, for the held list's sources.
+fn record_offsets(incoming: &[Incoming]) -> std::collections::HashMap<Uuid, i64> {
+    incoming
+        .iter()
+        .filter_map(|i| match (&i.event, &i.source) {
+            (Ok(e), Source::Record { offset, .. }) => Some((e.event_id, *offset)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What `check_partition` looks for later: the batch's first record, at
+/// the offset this fetch started from (a broker answers a fetch there
+/// whatever it does with offsets inside a batch: Tansu answers nothing).
+fn first_at(incoming: &[Incoming], from: i64) -> Option<(Uuid, i64)> {
+    incoming.first().and_then(|i| match (&i.event, &i.source) {
+        (Ok(e), Source::Record { offset, .. }) if *offset == from => Some((e.event_id, *offset)),
+        (Err(u), Source::Record { offset, .. }) if *offset == from => {
+            Some((u.stored.event_id, *offset))
+        }
+        _ => None,
+    })
 }
 
 /// How often a stopped partition looks again (an operator's rebuild or a
