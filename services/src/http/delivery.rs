@@ -30,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "Every order now in that status, oldest first", body = Vec<DeliveryStatusView>),
         (status = 400, description = "An unknown status (the answer lists the valid ones)", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+        (status = 503, response = inline(crate::http::docs::Unavailable))
     ))]
 async fn orders_in_status(
     State(state): State<AppState>,
@@ -49,8 +49,8 @@ async fn orders_in_status(
     params(("user_id" = crate::http::docs::UserIdParam, Path), ("order_id" = crate::http::docs::OrderIdParam, Path)),
     responses(
         (status = 200, description = "The order's delivery status", body = DeliveryStatusView),
-        (status = 400, description = "A malformed user id", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order for this user", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 400, response = inline(crate::http::docs::InvalidUserId)),
+        (status = 404, response = inline(crate::http::docs::OrderNotFound)),
         (status = 503, description = "Unavailable, or the order is held back behind an event this version cannot read (`/problems/order-held`)", body = crate::http::error::Problem, content_type = "application/problem+json")
     ))]
 async fn delivery_status(
@@ -88,13 +88,13 @@ async fn delivery_status(
     responses(
         (status = 200, description = "Moved", body = DeliveryStatusView, headers(("ETag" = String), ("X-Log-Position" = i64))),
         (status = 400, description = "Malformed body, or an unknown status (the answer lists the valid ones)", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order for this user", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 404, response = inline(crate::http::docs::OrderNotFound)),
         (status = 409, description = "The lifecycle does not allow the move", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another version", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 1 MiB", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Neither JSON nor form data", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 412, response = inline(crate::http::docs::VersionMismatch)),
+        (status = 413, response = inline(crate::http::docs::BodyTooLarge)),
+        (status = 415, response = inline(crate::http::docs::UnsupportedBody)),
         (status = 422, description = "No status given", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+        (status = 503, response = inline(crate::http::docs::Unavailable))
     ))]
 async fn move_order(
     State(state): State<AppState>,

@@ -228,3 +228,57 @@ pub enum SizeInput {
 pub struct MoveBody {
     pub status: StatusInput,
 }
+
+// The problem answers several routes share, each stated once (a route's own
+// problems are written at the route).
+
+/// The database cannot be reached right now.
+#[derive(utoipa::ToResponse)]
+#[response(description = "Unavailable", content_type = "application/problem+json")]
+#[allow(dead_code)] // documents the wire form
+pub struct Unavailable(crate::http::error::Problem);
+
+/// No order with this id for this user.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "No such order for this user",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)] // documents the wire form
+pub struct OrderNotFound(crate::http::error::Problem);
+
+/// A body that is neither JSON nor form data.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "Neither JSON nor form data",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)] // documents the wire form
+pub struct UnsupportedBody(crate::http::error::Problem);
+
+/// A body over the limit.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "Body over 1 MiB",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)] // documents the wire form
+pub struct BodyTooLarge(crate::http::error::Problem);
+
+/// `If-Match` names another version than the order's.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "If-Match names another version",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)] // documents the wire form
+pub struct VersionMismatch(crate::http::error::Problem);
+
+/// A user id that cannot exist.
+#[derive(utoipa::ToResponse)]
+#[response(
+    description = "A malformed user id",
+    content_type = "application/problem+json"
+)]
+#[allow(dead_code)] // documents the wire form
+pub struct InvalidUserId(crate::http::error::Problem);

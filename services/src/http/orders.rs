@@ -129,10 +129,10 @@ impl PlaceOrderInput {
     responses(
         (status = 201, description = "Placed", body = OrderView, headers(("Location" = String), ("ETag" = String), ("X-Log-Position" = i64))),
         (status = 400, description = "Malformed body or path", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 1 MiB", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Neither JSON nor form data", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 413, response = inline(crate::http::docs::BodyTooLarge)),
+        (status = 415, response = inline(crate::http::docs::UnsupportedBody)),
         (status = 422, description = "Invalid fields, or an Idempotency-Key reused with another body", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+        (status = 503, response = inline(crate::http::docs::Unavailable))
     ))]
 async fn place_order(
     State(state): State<AppState>,
@@ -262,9 +262,9 @@ async fn list_orders(
     responses(
         (status = 200, description = "The order, folded from its events", body = OrderView, headers(("ETag" = String))),
         (status = 304, description = "Not modified since the ETag given"),
-        (status = 400, description = "A malformed user id", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order for this user", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+        (status = 400, response = inline(crate::http::docs::InvalidUserId)),
+        (status = 404, response = inline(crate::http::docs::OrderNotFound)),
+        (status = 503, response = inline(crate::http::docs::Unavailable))
     ))]
 async fn order_detail(
     State(state): State<AppState>,
@@ -298,10 +298,10 @@ async fn order_detail(
     responses(
         (status = 200, description = "Cancelled", body = OrderView, headers(("ETag" = String), ("X-Log-Position" = i64))),
         (status = 400, description = "A malformed user id or header", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order for this user", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 404, response = inline(crate::http::docs::OrderNotFound)),
         (status = 409, description = "The lifecycle does not allow it", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match names another version", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
+        (status = 412, response = inline(crate::http::docs::VersionMismatch)),
+        (status = 503, response = inline(crate::http::docs::Unavailable))
     ))]
 async fn cancel_order(
     State(state): State<AppState>,
