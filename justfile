@@ -2,6 +2,11 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+# Checked queries compile from their offline data (.sqlx/), never against
+# whatever DATABASE_URL the recipes point at; scripts/sqlx-prepare.sh
+# regenerates it.
+export SQLX_OFFLINE := "true"
+
 # List the recipes.
 default:
     @just --list
@@ -61,6 +66,7 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     scripts/rskafka-patched.sh check
+    scripts/sqlx-prepare.sh --check
 
 # Format the code.
 fmt:

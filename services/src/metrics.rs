@@ -80,11 +80,14 @@ pub async fn render(pool: &PgPool, kafka: Option<&KafkaSource>) -> Response {
 }
 
 async fn database_gauges(pool: &PgPool, kafka: Option<&KafkaSource>) -> anyhow::Result<()> {
-    let (rows, age): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), extract(epoch FROM clock_timestamp() - min(created_at))::float8 FROM outbox",
+    let outbox = sqlx::query!(
+        r#"SELECT count(*) AS "rows!",
+                  extract(epoch FROM clock_timestamp() - min(created_at))::float8 AS age
+             FROM outbox"#
     )
     .fetch_one(pool)
     .await?;
+    let (rows, age) = (outbox.rows, outbox.age);
     metrics::gauge!("outbox_backlog_rows").set(rows as f64);
     metrics::gauge!("outbox_oldest_age_seconds").set(age.unwrap_or(0.0));
     for s in projections::operate::status(pool, kafka).await? {
@@ -102,7 +105,7 @@ async fn database_gauges(pool: &PgPool, kafka: Option<&KafkaSource>) -> anyhow::
         metrics::gauge!("projection_held_events", "projection" => h.projection)
             .set(h.events as f64);
     }
-    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery.dead_letters")
+    let dead = sqlx::query_scalar!(r#"SELECT count(*) AS "dead!" FROM delivery.dead_letters"#)
         .fetch_one(&mut *conn)
         .await?;
     metrics::gauge!("delivery_dead_letters").set(dead as f64);

@@ -104,14 +104,15 @@ async fn check_partitions(
     topic: &str,
     now: i32,
 ) -> Result<(), RelayError> {
-    let recorded: i32 = sqlx::query_scalar(
-        "WITH new AS (INSERT INTO kafka_topics (topic, partitions) VALUES ($1, $2)
+    let recorded = sqlx::query_scalar!(
+        r#"WITH new AS (INSERT INTO kafka_topics (topic, partitions) VALUES ($1, $2)
                       ON CONFLICT (topic) DO NOTHING RETURNING partitions)
-         SELECT partitions FROM new UNION ALL SELECT partitions FROM kafka_topics WHERE topic = $1
-         LIMIT 1",
+         SELECT partitions AS "partitions!" FROM new
+          UNION ALL SELECT partitions FROM kafka_topics WHERE topic = $1
+         LIMIT 1"#,
+        topic,
+        now,
     )
-    .bind(topic)
-    .bind(now)
     .fetch_one(&mut *conn)
     .await?;
     if recorded == now {

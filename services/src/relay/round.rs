@@ -173,12 +173,14 @@ async fn delete_acked(
         );
         return Err(e.into());
     }
-    sqlx::query("DELETE FROM outbox WHERE position BETWEEN $2 AND $3 AND position = ANY($1)")
-        .bind(acked)
-        .bind(low)
-        .bind(high)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM outbox WHERE position BETWEEN $2 AND $3 AND position = ANY($1)",
+        acked,
+        low,
+        high,
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     metrics::counter!("relay_published_total").increment(acked.len() as u64);
     Ok(())
@@ -204,17 +206,17 @@ async fn dead_letter(
         tracing::error!(position, %order_id, size, limit,
             "an event is larger than a produce request may be: dead-lettered (outbox_dead_letters), not published");
     }
-    sqlx::query(
+    sqlx::query!(
         "WITH d AS (DELETE FROM outbox WHERE position = ANY($1) RETURNING position, stream_id)
          INSERT INTO outbox_dead_letters (position, stream_id, size_bytes, reason)
          SELECT d.position, d.stream_id, s.size,
                 format('the record is %s bytes; KAFKA_MAX_REQUEST_BYTES is %s', s.size, $3::bigint)
            FROM d JOIN UNNEST($1::bigint[], $2::bigint[]) AS s(position, size) USING (position)
          ON CONFLICT (position) DO NOTHING",
+        &positions,
+        &sizes,
+        i64::try_from(limit).unwrap_or(i64::MAX),
     )
-    .bind(&positions)
-    .bind(&sizes)
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

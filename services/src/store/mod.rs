@@ -7,7 +7,7 @@ mod signal;
 
 use domain::{Event, EventEnvelope, Metadata, OrderId};
 use projections::infra::rows::{decode_event_row, EVENT_COLUMNS};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use time::OffsetDateTime;
 use tracing::instrument;
 use uuid::Uuid;
@@ -175,8 +175,8 @@ impl EventStore {
             None => (None, None, None),
         };
         let (stream, expected) = (columns.stream, columns.expected);
-        let rows = sqlx::query(
-            "WITH appended AS (
+        let rows = sqlx::query!(
+            r#"WITH appended AS (
                  INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata)
                  SELECT $1, v.version, v.event_id, v.event_type, v.schema_version, v.payload, $7
                    FROM UNNEST($2::int[], $3::uuid[], $4::text[], $5::smallint[], $6::jsonb[])
@@ -190,19 +190,20 @@ impl EventStore {
                  SELECT $9, $10, $11, $1, max(version), max(position) FROM appended
                   WHERE $9::text IS NOT NULL
                  HAVING count(*) > 0)
-             SELECT position, version, recorded_at FROM appended ORDER BY version",
+             SELECT position AS "position!", version AS "version!", recorded_at AS "recorded_at!"
+               FROM appended ORDER BY version"#,
+            stream.as_uuid(),
+            &columns.versions,
+            &columns.event_ids,
+            &columns.types as &[&str],
+            &columns.schema_versions,
+            &columns.payloads,
+            &columns.metadata,
+            columns.expected_i32,
+            scope as Option<&String>,
+            key as Option<&String>,
+            fingerprint as Option<&String>,
         )
-        .bind(stream.as_uuid())
-        .bind(&columns.versions)
-        .bind(&columns.event_ids)
-        .bind(&columns.types)
-        .bind(&columns.schema_versions)
-        .bind(&columns.payloads)
-        .bind(&columns.metadata)
-        .bind(columns.expected_i32)
-        .bind(scope)
-        .bind(key)
-        .bind(fingerprint)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| StoreError::from_append(e, stream, expected))
@@ -212,9 +213,9 @@ impl EventStore {
             }
         })?;
         Ok(rows
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect::<Result<_, sqlx::Error>>()?)
+            .into_iter()
+            .map(|r| (r.position, r.version, r.recorded_at))
+            .collect())
     }
 
     /// What the request that first used this idempotency key did, if any.
@@ -223,23 +224,20 @@ impl EventStore {
         scope: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>> {
-        let row = sqlx::query(
+        let row = sqlx::query!(
             "SELECT fingerprint, stream_id, version, log_position
                FROM idempotency_keys WHERE scope = $1 AND key = $2",
+            scope,
+            key,
         )
-        .bind(scope)
-        .bind(key)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(IdempotencyRecord {
-                fingerprint: r.try_get(0)?,
-                stream_id: r.try_get(1)?,
-                version: u64::try_from(r.try_get::<i32, _>(2)?).unwrap_or_default(),
-                log_position: r.try_get(3)?,
-            })
-        })
-        .transpose()
+        Ok(row.map(|r| IdempotencyRecord {
+            fingerprint: r.fingerprint,
+            stream_id: r.stream_id,
+            version: u64::try_from(r.version).unwrap_or_default(),
+            log_position: r.log_position,
+        }))
     }
 }
 
