@@ -2,7 +2,7 @@
 //! checkpoints (how far each generation has read), both in Postgres so they
 //! commit with the read model's changes.
 
-use sqlx::{Acquire, PgConnection, PgPool, Row};
+use sqlx::{Acquire, PgConnection, PgPool};
 use time::OffsetDateTime;
 
 use crate::error::{ProjectionError, Result};
@@ -27,22 +27,25 @@ pub struct Checkpoint {
 pub async fn install<P: Projection>(pool: &PgPool, projection: &P) -> Result<()> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(INSTALL_LOCK)
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", INSTALL_LOCK)
         .execute(&mut *tx)
         .await?;
-    let registered = sqlx::query("SELECT 1 FROM projections WHERE name = $1")
-        .bind(projection.name())
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
+    let registered = sqlx::query!(
+        "SELECT 1 AS one FROM projections WHERE name = $1",
+        projection.name()
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .is_some();
     if !registered {
         projection.create_generation(&mut tx, 1).await?;
         projection.finish_generation(&mut tx, 1).await?;
-        sqlx::query("INSERT INTO projections (name, active_generation) VALUES ($1, 1)")
-            .bind(projection.name())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "INSERT INTO projections (name, active_generation) VALUES ($1, 1)",
+            projection.name()
+        )
+        .execute(&mut *tx)
+        .await?;
         if projection.reads_log() {
             create_checkpoint(&mut tx, projection.name(), 1).await?;
         }
@@ -68,14 +71,14 @@ pub(crate) async fn create_checkpoint(
     name: &str,
     generation: i32,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO projection_checkpoints (name, generation) VALUES ($1, $2)
          ON CONFLICT (name, generation) DO UPDATE
             SET transaction_id = '0', position = 0, events_applied = 0,
                 updated_at = clock_timestamp()",
+        name,
+        generation,
     )
-    .bind(name)
-    .bind(generation)
     .execute(conn)
     .await?;
     Ok(())
@@ -83,76 +86,98 @@ pub(crate) async fn create_checkpoint(
 
 /// The generation readers of `name` see now.
 pub async fn active_generation(conn: &mut PgConnection, name: &str) -> Result<i32> {
-    sqlx::query_scalar("SELECT active_generation FROM projections WHERE name = $1")
-        .bind(name)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))
+    sqlx::query_scalar!(
+        "SELECT active_generation FROM projections WHERE name = $1",
+        name
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))
 }
 
 /// Like [`active_generation`], holding a share lock on the registry row until
 /// the transaction ends: a rebuild cannot switch generations under it.
 pub(crate) async fn active_generation_locked(conn: &mut PgConnection, name: &str) -> Result<i32> {
-    sqlx::query_scalar("SELECT active_generation FROM projections WHERE name = $1 FOR SHARE")
-        .bind(name)
-        .fetch_optional(conn)
-        .await?
-        .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))
+    sqlx::query_scalar!(
+        "SELECT active_generation FROM projections WHERE name = $1 FOR SHARE",
+        name
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))
 }
 
-const CHECKPOINT_COLUMNS: &str = "name, generation, transaction_id::text::bigint AS tx, position, \
-     events_applied, updated_at";
+/// A checkpoint row as the queries below read it.
+struct CheckpointRow {
+    name: String,
+    generation: i32,
+    tx: i64,
+    position: i64,
+    events_applied: i64,
+    updated_at: OffsetDateTime,
+}
 
-fn decode(row: &sqlx::postgres::PgRow) -> Result<Checkpoint> {
-    Ok(Checkpoint {
-        name: row.try_get("name")?,
-        generation: row.try_get("generation")?,
-        cursor: Cursor {
-            transaction_id: row.try_get("tx")?,
-            position: row.try_get("position")?,
-        },
-        events_applied: row.try_get("events_applied")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+impl From<CheckpointRow> for Checkpoint {
+    fn from(row: CheckpointRow) -> Checkpoint {
+        Checkpoint {
+            name: row.name,
+            generation: row.generation,
+            cursor: Cursor {
+                transaction_id: row.tx,
+                position: row.position,
+            },
+            events_applied: row.events_applied,
+            updated_at: row.updated_at,
+        }
+    }
 }
 
 /// One generation's checkpoint.
 pub async fn load(conn: &mut PgConnection, name: &str, generation: i32) -> Result<Checkpoint> {
-    let row = sqlx::query(&format!(
-        "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints WHERE name = $1 AND generation = $2"
-    ))
-    .bind(name)
-    .bind(generation)
+    let row = sqlx::query_as!(
+        CheckpointRow,
+        r#"SELECT name, generation, transaction_id::text::bigint AS "tx!", position,
+                  events_applied, updated_at
+             FROM projection_checkpoints WHERE name = $1 AND generation = $2"#,
+        name,
+        generation,
+    )
     .fetch_optional(conn)
     .await?
     .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))?;
-    decode(&row)
+    Ok(row.into())
 }
 
 /// The checkpoint of the generation readers see: what the read model reflects.
 pub async fn load_active(conn: &mut PgConnection, name: &str) -> Result<Checkpoint> {
-    let row = sqlx::query(&format!(
-        "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints c
-          WHERE (c.name, c.generation) =
-                (SELECT name, active_generation FROM projections WHERE name = $1)"
-    ))
-    .bind(name)
+    let row = sqlx::query_as!(
+        CheckpointRow,
+        r#"SELECT name, generation, transaction_id::text::bigint AS "tx!", position,
+                  events_applied, updated_at
+             FROM projection_checkpoints c
+            WHERE (c.name, c.generation) =
+                  (SELECT name, active_generation FROM projections WHERE name = $1)"#,
+        name,
+    )
     .fetch_optional(conn)
     .await?
     .ok_or_else(|| ProjectionError::Unknown(name.to_owned()))?;
-    decode(&row)
+    Ok(row.into())
 }
 
 /// Every registered projection's active checkpoint, by name.
 pub async fn load_all_active(conn: &mut PgConnection) -> Result<Vec<Checkpoint>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {CHECKPOINT_COLUMNS} FROM projection_checkpoints c
-          WHERE (c.name, c.generation) IN (SELECT name, active_generation FROM projections)
-          ORDER BY name"
-    ))
+    let rows = sqlx::query_as!(
+        CheckpointRow,
+        r#"SELECT name, generation, transaction_id::text::bigint AS "tx!", position,
+                  events_applied, updated_at
+             FROM projection_checkpoints c
+            WHERE (c.name, c.generation) IN (SELECT name, active_generation FROM projections)
+            ORDER BY name"#
+    )
     .fetch_all(conn)
     .await?;
-    rows.iter().map(decode).collect()
+    Ok(rows.into_iter().map(Checkpoint::from).collect())
 }
 
 /// Moves a checkpoint from `from` to `to`, counting `applied` events, only if
@@ -166,20 +191,20 @@ pub(crate) async fn advance(
     to: Cursor,
     applied: i64,
 ) -> Result<()> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE projection_checkpoints
             SET transaction_id = $5::bigint::text::xid8, position = $6,
                 events_applied = events_applied + $7, updated_at = clock_timestamp()
           WHERE name = $1 AND generation = $2
             AND transaction_id = $3::bigint::text::xid8 AND position = $4",
+        name,
+        generation,
+        from.transaction_id,
+        from.position,
+        to.transaction_id,
+        to.position,
+        applied,
     )
-    .bind(name)
-    .bind(generation)
-    .bind(from.transaction_id)
-    .bind(from.position)
-    .bind(to.transaction_id)
-    .bind(to.position)
-    .bind(applied)
     .execute(conn)
     .await?
     .rows_affected();
@@ -199,15 +224,15 @@ pub(crate) async fn rewind(
     generation: i32,
     to: Cursor,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE projection_checkpoints
             SET transaction_id = $3::bigint::text::xid8, position = $4, updated_at = clock_timestamp()
           WHERE name = $1 AND generation = $2",
+        name,
+        generation,
+        to.transaction_id,
+        to.position,
     )
-    .bind(name)
-    .bind(generation)
-    .bind(to.transaction_id)
-    .bind(to.position)
     .execute(conn)
     .await?;
     Ok(())

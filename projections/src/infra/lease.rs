@@ -30,7 +30,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -97,15 +97,15 @@ impl Fence {
             return Err(self.fenced());
         }
         let idle_limit = format!("{}ms", self.0.ttl.as_millis().max(1));
-        let token: Option<i64> = sqlx::query_scalar(
+        let token = sqlx::query_scalar!(
             "SELECT l.token
                FROM leader_leases l,
                     set_config('idle_in_transaction_session_timeout', $2, true)
               WHERE l.name = $1
                 FOR SHARE OF l",
+            self.0.name,
+            idle_limit,
         )
-        .bind(&self.0.name)
-        .bind(idle_limit)
         .fetch_optional(conn)
         .await?;
         if token == Some(self.0.token) {
@@ -166,12 +166,13 @@ impl Lease {
     pub async fn try_acquire(pool: &PgPool, name: &str, ttl: Duration) -> Result<Option<Lease>> {
         // A cheap look first, on a pooled connection: usually the leader is
         // alive, and a standby should not open a connection every second.
-        let takeable: Option<bool> = sqlx::query_scalar(
-            "SELECT l.expires_at < clock_timestamp()
+        let takeable = sqlx::query_scalar!(
+            r#"SELECT l.expires_at < clock_timestamp()
                  OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.holder_pid)
-               FROM leader_leases l WHERE l.name = $1",
+                 AS "takeable!"
+               FROM leader_leases l WHERE l.name = $1"#,
+            name,
         )
-        .bind(name)
         .fetch_optional(pool)
         .await?;
         if takeable == Some(false) {
@@ -261,11 +262,11 @@ impl Lease {
         let Ok(Some(mut conn)) = renewer.await else {
             return;
         };
-        let given_up = sqlx::query(
+        let given_up = sqlx::query!(
             "UPDATE leader_leases SET expires_at = '-infinity' WHERE name = $1 AND token = $2",
+            self.fence.0.name,
+            self.fence.0.token,
         )
-        .bind(&self.fence.0.name)
-        .bind(self.fence.0.token)
         .execute(&mut conn)
         .await;
         if let Err(e) = given_up {
@@ -296,49 +297,48 @@ async fn take(conn: &mut PgConnection, name: &str, ttl: Duration) -> sqlx::Resul
     ))
     .execute(&mut *tx)
     .await?;
-    let current = sqlx::query(
-        "SELECT l.holder, l.expires_at = '-infinity' AS released,
-                l.expires_at < clock_timestamp() AS expired,
-                EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.holder_pid) AS alive
+    let current = sqlx::query!(
+        r#"SELECT l.holder, l.expires_at = '-infinity' AS "released!",
+                l.expires_at < clock_timestamp() AS "expired!",
+                EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.holder_pid) AS "alive!"
            FROM leader_leases l WHERE l.name = $1
-            FOR UPDATE",
+            FOR UPDATE"#,
+        name,
     )
-    .bind(name)
     .fetch_optional(&mut *tx)
     .await?;
     let token: Option<i64> = match current {
         None => {
-            sqlx::query_scalar(
+            sqlx::query_scalar!(
                 "INSERT INTO leader_leases (name, token, holder, holder_pid, expires_at)
                  VALUES ($1, 1, $2, pg_backend_pid(), clock_timestamp() + make_interval(secs => $3))
                  ON CONFLICT (name) DO NOTHING
                  RETURNING token",
+                name,
+                holder,
+                ttl.as_secs_f64(),
             )
-            .bind(name)
-            .bind(&holder)
-            .bind(ttl.as_secs_f64())
             .fetch_optional(&mut *tx)
             .await?
         }
         Some(row) => {
-            let previous: String = row.try_get("holder")?;
-            let released: bool = row.try_get("released")?;
-            let expired: bool = row.try_get("expired")?;
-            let alive: bool = row.try_get("alive")?;
+            let previous = row.holder;
+            let released = row.released;
+            let (expired, alive) = (row.expired, row.alive);
             if alive && !expired {
                 None
             } else {
-                let token: i64 = sqlx::query_scalar(
+                let token = sqlx::query_scalar!(
                     "UPDATE leader_leases
                         SET token = token + 1, holder = $2, holder_pid = pg_backend_pid(),
                             acquired_at = clock_timestamp(), renewed_at = clock_timestamp(),
                             expires_at = clock_timestamp() + make_interval(secs => $3)
                       WHERE name = $1
                   RETURNING token",
+                    name,
+                    holder,
+                    ttl.as_secs_f64(),
                 )
-                .bind(name)
-                .bind(&holder)
-                .bind(ttl.as_secs_f64())
                 .fetch_one(&mut *tx)
                 .await?;
                 let why = if released {
@@ -379,15 +379,15 @@ async fn renew(
             () = tokio::time::sleep(every) => {}
         }
         let sent = Instant::now();
-        let renewal = sqlx::query(
+        let renewal = sqlx::query!(
             "UPDATE leader_leases
                 SET renewed_at = clock_timestamp(),
                     expires_at = clock_timestamp() + make_interval(secs => $3)
               WHERE name = $1 AND token = $2",
+            shared.name,
+            shared.token,
+            shared.ttl.as_secs_f64(),
         )
-        .bind(&shared.name)
-        .bind(shared.token)
-        .bind(shared.ttl.as_secs_f64())
         .execute(&mut conn);
         let failure = match tokio::time::timeout(shared.ttl, renewal).await {
             Ok(Ok(done)) if done.rows_affected() == 1 => {
