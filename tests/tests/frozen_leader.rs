@@ -197,7 +197,8 @@ async fn a_frozen_relay_is_replaced_within_ten_seconds_and_deletes_nothing_when_
     }
 
     // Nothing lost, first deliveries in version order; the only duplicates
-    // are what the woken relay reported sending after it lost the lease.
+    // are among what the woken relay reported sending (or possibly sending:
+    // a request whose answer it lost while frozen) after it lost the lease.
     let records = read_topic(&kafka).await;
     let mut seen: HashSet<(String, u64)> = HashSet::new();
     let mut last: BTreeMap<String, u64> = BTreeMap::new();
@@ -220,9 +221,9 @@ async fn a_frozen_relay_is_replaced_within_ten_seconds_and_deletes_nothing_when_
         .filter_map(|v| v["fields"]["records"].as_u64())
         .sum();
     let duplicates = records.len() as u64 - seen.len() as u64;
-    assert_eq!(
-        duplicates, resent,
-        "every duplicate on the topic is one the woken relay counted"
+    assert!(
+        duplicates <= resent,
+        "every duplicate on the topic is one the woken relay counted: {duplicates} on the topic, {resent} counted"
     );
     assert!(
         resent <= 3000,

@@ -14,7 +14,7 @@ pub async fn request_handover(
     projection: &str,
     who: &str,
 ) -> Result<bool> {
-    let rows: Vec<serde_json::Value> = sqlx::query_scalar(
+    let rows = sqlx::query_scalar!(
         "SELECT h.envelope FROM projection_held h
           WHERE h.projection = $1
             AND h.generation = (SELECT active_generation FROM projections WHERE name = $1)
@@ -22,8 +22,8 @@ pub async fn request_handover(
             AND h.reason NOT LIKE 'corruption:%'
             AND h.reason NOT LIKE 'conflict:%'
           ORDER BY h.held_at LIMIT 100",
+        projection,
     )
-    .bind(projection)
     .fetch_all(&mut *conn)
     .await?;
     let readable = rows.into_iter().any(|v| {
@@ -32,13 +32,13 @@ pub async fn request_handover(
             .is_some_and(|s| s.decode().is_ok())
     });
     if readable {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO projection_handover (projection, requested_by) VALUES ($1, $2)
              ON CONFLICT (projection) DO UPDATE
                 SET requested_by = EXCLUDED.requested_by, requested_at = clock_timestamp()",
+            projection,
+            who,
         )
-        .bind(projection)
-        .bind(who)
         .execute(conn)
         .await?;
     }
@@ -51,21 +51,23 @@ pub async fn handover_requested(
     projection: &str,
     within: std::time::Duration,
 ) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "SELECT requested_by FROM projection_handover
           WHERE projection = $1 AND requested_at > clock_timestamp() - make_interval(secs => $2)",
+        projection,
+        within.as_secs_f64(),
     )
-    .bind(projection)
-    .bind(within.as_secs_f64())
     .fetch_optional(conn)
     .await?)
 }
 
 /// Clears a handover request once the standby has the lock.
 pub async fn handover_done(conn: &mut PgConnection, projection: &str) -> Result<()> {
-    sqlx::query("DELETE FROM projection_handover WHERE projection = $1")
-        .bind(projection)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM projection_handover WHERE projection = $1",
+        projection
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }

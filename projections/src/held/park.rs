@@ -11,12 +11,12 @@ use super::list::list;
 
 /// How many parking decisions `projection` has (they are never deleted).
 pub async fn parked_count(conn: &mut PgConnection, projection: &str) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM projection_parked WHERE projection = $1")
-            .bind(projection)
-            .fetch_one(conn)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "parked!" FROM projection_parked WHERE projection = $1"#,
+        projection
     )
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Which held event to park.

@@ -255,6 +255,14 @@ impl Lease {
 
     /// Gives the lease up at once (a standby need not wait for its expiry).
     pub async fn release(mut self) {
+        // A leader that gives up a lease it no longer certainly holds (it
+        // stepped down after an error, say a session ended while it was
+        // frozen) says that it lost it, whichever way it noticed.
+        if !self.fence.held() {
+            self.fence
+                .0
+                .lose("its last renewal is older than its time to live (this process was frozen or cut off)");
+        }
         self.stop.cancel();
         let Some(renewer) = self.renewer.take() else {
             return;

@@ -34,9 +34,17 @@ pub(super) async fn round(
     if !fence.held() {
         return Err(fence.fenced().into());
     }
+    let attempted: usize = batch.by_partition.values().map(Vec::len).sum();
     let (acked, failure) = produce(clients, batch.by_partition, max_request_bytes).await;
     projections::infra::failpoint::hit(AFTER_PRODUCE);
-    delete_acked(conn, fence, &acked).await?;
+    if !fence.held() {
+        // Frozen or cut off during the produce: the lease may be another's
+        // now, and a request whose answer was lost may have landed all the
+        // same. Delete nothing; count what was sent as possibly sent again.
+        resent_after_lease_lost(attempted);
+        return Err(fence.fenced().into());
+    }
+    delete_acked(conn, fence, &acked, attempted).await?;
     match failure {
         Some(e) => Err(e.into()),
         None => Ok(i64::try_from(acked.len() + batch.too_large.len()).unwrap_or(i64::MAX)),
@@ -152,6 +160,7 @@ async fn delete_acked(
     conn: &mut PgConnection,
     fence: &Fence,
     acked: &[i64],
+    attempted: usize,
 ) -> Result<(), RelayError> {
     if acked.is_empty() {
         return Ok(());
@@ -166,22 +175,29 @@ async fn delete_acked(
     if let Err(e) = fence.check(&mut tx).await {
         // Another relay owns these rows now and publishes them again: what
         // this one sent after losing the lease are duplicates.
-        metrics::counter!("relay_resent_after_lease_lost_total").increment(acked.len() as u64);
-        tracing::warn!(
-            records = acked.len(),
-            "sent records after losing the lease: the new leader publishes them again (duplicates consumers absorb); deleted nothing"
-        );
+        resent_after_lease_lost(attempted);
         return Err(e.into());
     }
-    sqlx::query!(
-        "DELETE FROM outbox WHERE position BETWEEN $2 AND $3 AND position = ANY($1)",
-        acked,
-        low,
-        high,
-    )
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    let deleted = async {
+        sqlx::query!(
+            "DELETE FROM outbox WHERE position BETWEEN $2 AND $3 AND position = ANY($1)",
+            acked,
+            low,
+            high,
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    };
+    if let Err(e) = deleted.await {
+        // A leader frozen inside this transaction has its session ended
+        // (the lease's idle-in-transaction limit) and the rows stay for the
+        // next leader: sent again, if the lease is gone by now.
+        if !fence.held() {
+            resent_after_lease_lost(attempted);
+        }
+        return Err(e.into());
+    }
     metrics::counter!("relay_published_total").increment(acked.len() as u64);
     Ok(())
 }
@@ -222,4 +238,15 @@ async fn dead_letter(
     tx.commit().await?;
     metrics::counter!("relay_dead_letters_total").increment(too_large.len() as u64);
     Ok(())
+}
+
+/// Counts records this relay sent (or may have sent: a request whose answer
+/// was lost can have landed) after losing its lease: the new leader
+/// publishes them again, duplicates the consumers absorb. At most one round.
+fn resent_after_lease_lost(records: usize) {
+    metrics::counter!("relay_resent_after_lease_lost_total").increment(records as u64);
+    tracing::warn!(
+        records,
+        "sent records after losing the lease: the new leader publishes them again (duplicates consumers absorb); deleted nothing"
+    );
 }
