@@ -10,7 +10,7 @@
 //! [`advance`] repairs it by raising the shift: in the schema, so it works
 //! where `pg_resetwal` cannot run (a managed PostgreSQL).
 
-use sqlx::{Acquire, PgConnection, Row};
+use sqlx::{Acquire, PgConnection};
 use time::OffsetDateTime;
 
 use crate::error::{ProjectionError, Result};
@@ -40,20 +40,20 @@ impl ClockStatus {
 
 /// Reads the clock and the log's largest stored id.
 pub async fn status(conn: &mut PgConnection) -> Result<ClockStatus> {
-    let row = sqlx::query(
-        "SELECT (SELECT max(transaction_id)::text::bigint FROM events),
-                log_next_xact_id()::text::bigint, shift, changed_at, changed_by, reason
-           FROM log_clock",
+    let row = sqlx::query!(
+        r#"SELECT (SELECT max(transaction_id)::text::bigint FROM events) AS stored_max,
+                  log_next_xact_id()::text::bigint AS "next!", shift, changed_at, changed_by, reason
+             FROM log_clock"#
     )
     .fetch_one(conn)
     .await?;
     Ok(ClockStatus {
-        stored_max: row.try_get(0)?,
-        next: row.try_get(1)?,
-        shift: row.try_get(2)?,
-        changed_at: row.try_get(3)?,
-        changed_by: row.try_get(4)?,
-        reason: row.try_get(5)?,
+        stored_max: row.stored_max,
+        next: row.next,
+        shift: row.shift,
+        changed_at: row.changed_at,
+        changed_by: row.changed_by,
+        reason: row.reason,
     })
 }
 
@@ -77,7 +77,7 @@ pub async fn ensure_in_order(conn: &mut PgConnection) -> Result<()> {
 /// both equal when nothing needed changing. Never lowers the shift.
 pub async fn advance(conn: &mut PgConnection, who: &str, reason: &str) -> Result<(i64, i64)> {
     let mut tx = conn.begin().await?;
-    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+    sqlx::query!("LOCK TABLE events IN EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
     let before = status(&mut tx).await?;
@@ -86,13 +86,13 @@ pub async fn advance(conn: &mut PgConnection, who: &str, reason: &str) -> Result
         return Ok((before.shift, before.shift));
     };
     let shift = before.shift + ahead;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE log_clock SET shift = $1, changed_at = clock_timestamp(), changed_by = $2,
                 reason = $3",
+        shift,
+        who,
+        reason,
     )
-    .bind(shift)
-    .bind(who)
-    .bind(reason)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -31,11 +31,13 @@ impl SessionLock {
     /// Takes the lock if it is free (`None` when someone holds it).
     pub async fn try_acquire(pool: &PgPool, namespace: i32, name: &str) -> Result<Option<Self>> {
         let mut conn = pool.acquire().await?;
-        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
-            .bind(namespace)
-            .bind(name)
-            .fetch_one(&mut *conn)
-            .await?;
+        let taken = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_lock($1, hashtext($2)) AS "taken!""#,
+            namespace,
+            name,
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         Ok(taken.then(|| SessionLock {
             conn: Some(conn),
             namespace,
@@ -61,11 +63,13 @@ impl SessionLock {
         let Some(mut conn) = self.conn.take() else {
             return Ok(());
         };
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
-            .bind(self.namespace)
-            .bind(&self.name)
-            .execute(&mut *conn)
-            .await;
+        let unlocked = sqlx::query!(
+            "SELECT pg_advisory_unlock($1, hashtext($2))",
+            self.namespace,
+            self.name,
+        )
+        .fetch_one(&mut *conn)
+        .await;
         if unlocked.is_err() {
             drop(conn.detach());
         }

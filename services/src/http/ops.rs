@@ -65,7 +65,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let postgres = async {
         match tokio::time::timeout(
             Duration::from_secs(2),
-            sqlx::query("SELECT 1").execute(&state.pool),
+            sqlx::query!("SELECT 1 AS alive").fetch_one(&state.pool),
         )
         .await
         {

@@ -49,9 +49,8 @@ impl CommitSignal {
                 () = shutdown.cancelled() => return,
                 () = self.pending.notified() => {}
             }
-            match sqlx::query("SELECT pg_notify($1, '')")
-                .bind(LOG_CHANNEL)
-                .execute(&pool)
+            match sqlx::query!("SELECT pg_notify($1, '')", LOG_CHANNEL)
+                .fetch_one(&pool)
                 .await
             {
                 Ok(_) => {
