@@ -126,10 +126,7 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
     let running = tokio::spawn(app.run(shutdown.clone()));
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("http client"),
+        http: http_client(),
         db,
         shutdown,
         running: Some(running),
@@ -334,10 +331,7 @@ pub async fn spawn_orders_all(env: &[(&str, &str)]) -> (TestApp, tokio::process:
     let child = cmd.spawn().expect("start orders all");
     let app = TestApp {
         base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("http client"),
+        http: http_client(),
         db,
         shutdown: CancellationToken::new(),
         running: None,
@@ -354,4 +348,12 @@ pub async fn spawn_orders_all(env: &[(&str, &str)]) -> (TestApp, tokio::process:
     })
     .await;
     (app, child)
+}
+
+/// The tests' HTTP client: a request that hangs fails the test in 30 s.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
 }

@@ -96,6 +96,24 @@ fn load(app: &Arc<TestApp>, stop: &Arc<AtomicBool>) -> Vec<tokio::task::JoinHand
         .collect()
 }
 
+/// Wakes (SIGCONT) the frozen process and waits until it says it lost its
+/// lease and stepped down; its log.
+async fn wake(processes: &[&Child; 2], frozen: usize, logs: &[PathBuf; 2]) -> PathBuf {
+    assert!(send_signal(processes[frozen], "CONT").await, "SIGCONT");
+    let log = logs[frozen].clone();
+    eventually(
+        Duration::from_secs(10),
+        "the woken leader steps down",
+        || async {
+            logged(&log, "lease lost: stepping down")
+                .first()
+                .map(|_| ())
+        },
+    )
+    .await;
+    log
+}
+
 /// Stops (SIGSTOP) whichever of `a`, `b` leads `lease`; returns the frozen
 /// one's index and the token it held.
 async fn freeze_leader(app: &TestApp, lease: &str, processes: &[&Child; 2]) -> (usize, i64) {
@@ -164,19 +182,7 @@ async fn a_frozen_relay_is_replaced_within_ten_seconds_and_deletes_nothing_when_
 
     // Wake the old leader under load: it finds its lease gone and steps down.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let processes = [&mut a, &mut b];
-    assert!(send_signal(processes[frozen], "CONT").await, "SIGCONT");
-    let old_log = logs[frozen].clone();
-    eventually(
-        Duration::from_secs(10),
-        "the woken relay steps down",
-        || async {
-            logged(&old_log, "lease lost: stepping down")
-                .first()
-                .map(|_| ())
-        },
-    )
-    .await;
+    let old_log = wake(&[&a, &b], frozen, &logs).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let mut placed = 0;
@@ -278,19 +284,7 @@ async fn a_frozen_projection_worker_is_replaced_and_applies_nothing_when_it_wake
     let (new_token, _) = holder(&app, &lease).await.expect("a new leader");
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let processes = [&mut a, &mut b];
-    assert!(send_signal(processes[frozen], "CONT").await, "SIGCONT");
-    let old_log = logs[frozen].clone();
-    eventually(
-        Duration::from_secs(10),
-        "the woken worker steps down",
-        || async {
-            logged(&old_log, "lease lost: stepping down")
-                .first()
-                .map(|_| ())
-        },
-    )
-    .await;
+    wake(&[&a, &b], frozen, &logs).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     for w in writers {

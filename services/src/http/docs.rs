@@ -231,54 +231,27 @@ pub struct MoveBody {
 
 // The problem answers several routes share, each stated once (a route's own
 // problems are written at the route).
+macro_rules! problem_response {
+    ($($(#[$doc:meta])* $name:ident => $description:literal;)*) => {$(
+        $(#[$doc])*
+        #[derive(utoipa::ToResponse)]
+        #[response(description = $description, content_type = "application/problem+json")]
+        #[allow(dead_code)] // documents the wire form
+        pub struct $name(crate::http::error::Problem);
+    )*};
+}
 
-/// The database cannot be reached right now.
-#[derive(utoipa::ToResponse)]
-#[response(description = "Unavailable", content_type = "application/problem+json")]
-#[allow(dead_code)] // documents the wire form
-pub struct Unavailable(crate::http::error::Problem);
-
-/// No order with this id for this user.
-#[derive(utoipa::ToResponse)]
-#[response(
-    description = "No such order for this user",
-    content_type = "application/problem+json"
-)]
-#[allow(dead_code)] // documents the wire form
-pub struct OrderNotFound(crate::http::error::Problem);
-
-/// A body that is neither JSON nor form data.
-#[derive(utoipa::ToResponse)]
-#[response(
-    description = "Neither JSON nor form data",
-    content_type = "application/problem+json"
-)]
-#[allow(dead_code)] // documents the wire form
-pub struct UnsupportedBody(crate::http::error::Problem);
-
-/// A body over the limit.
-#[derive(utoipa::ToResponse)]
-#[response(
-    description = "Body over 1 MiB",
-    content_type = "application/problem+json"
-)]
-#[allow(dead_code)] // documents the wire form
-pub struct BodyTooLarge(crate::http::error::Problem);
-
-/// `If-Match` names another version than the order's.
-#[derive(utoipa::ToResponse)]
-#[response(
-    description = "If-Match names another version",
-    content_type = "application/problem+json"
-)]
-#[allow(dead_code)] // documents the wire form
-pub struct VersionMismatch(crate::http::error::Problem);
-
-/// A user id that cannot exist.
-#[derive(utoipa::ToResponse)]
-#[response(
-    description = "A malformed user id",
-    content_type = "application/problem+json"
-)]
-#[allow(dead_code)] // documents the wire form
-pub struct InvalidUserId(crate::http::error::Problem);
+problem_response! {
+    /// The database cannot be reached right now.
+    Unavailable => "Unavailable";
+    /// No order with this id for this user.
+    OrderNotFound => "No such order for this user";
+    /// A body that is neither JSON nor form data.
+    UnsupportedBody => "Neither JSON nor form data";
+    /// A body over the limit.
+    BodyTooLarge => "Body over 1 MiB";
+    /// `If-Match` names another version than the order's.
+    VersionMismatch => "If-Match names another version";
+    /// A user id that cannot exist.
+    InvalidUserId => "A malformed user id";
+}
