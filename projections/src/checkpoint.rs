@@ -208,12 +208,17 @@ pub(crate) async fn advance(
     .execute(conn)
     .await?
     .rows_affected();
-    if updated == 1 {
-        Ok(())
-    } else {
-        Err(ProjectionError::CheckpointMoved {
+    compared_and_set(updated, name)
+}
+
+/// The outcome of a compare-and-set that touched `updated` rows: one, or
+/// [`ProjectionError::CheckpointMoved`] (another writer moved it first).
+pub(crate) fn compared_and_set(updated: u64, name: &str) -> Result<()> {
+    match updated {
+        1 => Ok(()),
+        _ => Err(ProjectionError::CheckpointMoved {
             name: name.to_owned(),
-        })
+        }),
     }
 }
 

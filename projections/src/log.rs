@@ -39,12 +39,11 @@
 use std::cmp::Ordering;
 use std::time::Duration;
 
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 
 use crate::error::{ProjectionError, Result};
 use crate::held::{Incoming, Source};
-use crate::infra::rows::{stored_event_row, EVENT_COLUMNS};
+use crate::infra::rows::EventRow;
 
 /// A place in the log in reading order: the writing transaction's id, then
 /// the position. `Cursor::START` is before every event.
@@ -97,21 +96,22 @@ pub struct LogEvent {
     pub incoming: Incoming,
 }
 
-fn log_event(row: &PgRow) -> Result<LogEvent> {
-    let cursor = Cursor {
-        transaction_id: row.try_get("tx")?,
-        position: row.try_get("position")?,
-    };
-    let stored = stored_event_row(row)?;
-    Ok(LogEvent {
-        cursor,
-        incoming: Incoming::decode(
-            Source::Log {
-                position: cursor.position,
-            },
-            stored,
-        ),
-    })
+impl LogEvent {
+    fn of(row: EventRow) -> Result<LogEvent> {
+        let cursor = Cursor {
+            transaction_id: row.transaction_id,
+            position: row.position,
+        };
+        Ok(LogEvent {
+            cursor,
+            incoming: Incoming::decode(
+                Source::Log {
+                    position: cursor.position,
+                },
+                row.stored()?,
+            ),
+        })
+    }
 }
 
 /// Reads up to `limit` events after `after`, in reading order. With
@@ -123,30 +123,33 @@ pub async fn read_after(
     limit: i64,
     mode: ReadMode,
 ) -> Result<Vec<LogEvent>> {
-    let sql = match mode {
-        ReadMode::GapSafe => format!(
-            "SELECT {EVENT_COLUMNS}, transaction_id::text::bigint AS tx
-               FROM events
-              WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)
-                AND transaction_id < log_horizon()
-              ORDER BY transaction_id, position
-              LIMIT $3"
-        ),
-        ReadMode::NaivePositionOnly => format!(
-            "SELECT {EVENT_COLUMNS}, transaction_id::text::bigint AS tx
-               FROM events
-              WHERE position > $2 AND $1::bigint IS NOT NULL
-              ORDER BY position
-              LIMIT $3"
-        ),
+    let (tx, position) = (after.transaction_id, after.position);
+    let rows = match mode {
+        ReadMode::GapSafe => {
+            crate::event_rows!(
+                "FROM events
+                  WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)
+                    AND transaction_id < log_horizon()
+                  ORDER BY transaction_id, position
+                  LIMIT $3",
+                tx,
+                position,
+                limit
+            )
+            .fetch_all(conn)
+            .await?
+        }
+        ReadMode::NaivePositionOnly => {
+            crate::event_rows!(
+                "FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+                position,
+                limit
+            )
+            .fetch_all(conn)
+            .await?
+        }
     };
-    let rows = sqlx::query(&sql)
-        .bind(after.transaction_id)
-        .bind(after.position)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(log_event).collect()
+    rows.into_iter().map(LogEvent::of).collect()
 }
 
 /// Reads the events after `after` up to and including `upto`, without the
@@ -158,58 +161,48 @@ pub async fn read_range(
     upto: Cursor,
     limit: i64,
 ) -> Result<Vec<LogEvent>> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS}, transaction_id::text::bigint AS tx
-           FROM events
+    let rows = crate::event_rows!(
+        "FROM events
           WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)
             AND (transaction_id, position) <= ($3::bigint::text::xid8, $4)
           ORDER BY transaction_id, position
-          LIMIT $5"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(after.transaction_id)
-        .bind(after.position)
-        .bind(upto.transaction_id)
-        .bind(upto.position)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
-    rows.iter().map(log_event).collect()
+          LIMIT $5",
+        after.transaction_id,
+        after.position,
+        upto.transaction_id,
+        upto.position,
+        limit
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(LogEvent::of).collect()
 }
 
 /// The head of the log as this moment's snapshot sees it: the last committed
 /// event in reading order, `None` for an empty log. A reader that has reached
 /// it has applied every event committed before the call.
 pub async fn head(conn: &mut PgConnection) -> Result<Option<Cursor>> {
-    let row = sqlx::query(
-        "SELECT transaction_id::text::bigint, position FROM events
-          ORDER BY transaction_id DESC, position DESC LIMIT 1",
+    Ok(sqlx::query_as!(
+        Cursor,
+        r#"SELECT transaction_id::text::bigint AS "transaction_id!", position FROM events
+            ORDER BY transaction_id DESC, position DESC LIMIT 1"#
     )
     .fetch_optional(conn)
-    .await?;
-    row.map(|r| {
-        Ok(Cursor {
-            transaction_id: r.try_get(0)?,
-            position: r.try_get(1)?,
-        })
-    })
-    .transpose()
+    .await?)
 }
 
 /// The cursor of the event at `position` (as a write's `X-Log-Position`
 /// returns it). A position no committed event has is an error.
 pub async fn cursor_of(conn: &mut PgConnection, position: i64) -> Result<Cursor> {
-    let row = sqlx::query("SELECT transaction_id::text::bigint FROM events WHERE position = $1")
-        .bind(position)
-        .fetch_optional(conn)
-        .await?;
-    match row {
-        Some(r) => Ok(Cursor {
-            transaction_id: r.try_get(0)?,
-            position,
-        }),
-        None => Err(ProjectionError::NoSuchPosition(position)),
-    }
+    sqlx::query_as!(
+        Cursor,
+        r#"SELECT transaction_id::text::bigint AS "transaction_id!", position FROM events
+            WHERE position = $1"#,
+        position
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(ProjectionError::NoSuchPosition(position))
 }
 
 /// The cursor a replay "from position `position`" starts after: just before
@@ -218,21 +211,18 @@ pub async fn cursor_of(conn: &mut PgConnection, position: i64) -> Result<Cursor>
 /// sorts before the event at `position`), so the cursor of `position` itself
 /// would leave such events out.
 pub async fn before_positions_from(conn: &mut PgConnection, position: i64) -> Result<Cursor> {
-    let row = sqlx::query(
-        "SELECT transaction_id::text::bigint, position FROM events
-          WHERE position >= $1
-          ORDER BY transaction_id, position LIMIT 1",
+    sqlx::query_as!(
+        Cursor,
+        r#"SELECT transaction_id::text::bigint AS "transaction_id!",
+                  position - 1 AS "position!"
+             FROM events
+            WHERE position >= $1
+            ORDER BY transaction_id, events.position LIMIT 1"#,
+        position
     )
-    .bind(position)
     .fetch_optional(conn)
-    .await?;
-    match row {
-        Some(r) => Ok(Cursor {
-            transaction_id: r.try_get(0)?,
-            position: r.try_get::<i64, _>(1)? - 1,
-        }),
-        None => Err(ProjectionError::NoSuchPosition(position)),
-    }
+    .await?
+    .ok_or(ProjectionError::NoSuchPosition(position))
 }
 
 /// How many committed events lie after `after` in reading order, and when the
@@ -241,15 +231,15 @@ pub async fn lag(
     conn: &mut PgConnection,
     after: Cursor,
 ) -> Result<(i64, Option<time::OffsetDateTime>)> {
-    let row = sqlx::query(
-        "SELECT count(*), min(recorded_at) FROM events
-          WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)",
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "events!", min(recorded_at) AS oldest FROM events
+            WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)"#,
+        after.transaction_id,
+        after.position
     )
-    .bind(after.transaction_id)
-    .bind(after.position)
     .fetch_one(conn)
     .await?;
-    Ok((row.try_get(0)?, row.try_get(1)?))
+    Ok((row.events, row.oldest))
 }
 
 /// The oldest transaction still running in the cluster: the one that holds
@@ -280,26 +270,24 @@ impl std::fmt::Display for HorizonHolder {
 /// Which transaction holds the horizon back, if one does (a prepared
 /// transaction is not a backend and is not named here).
 pub async fn horizon_holder(conn: &mut PgConnection) -> Result<Option<HorizonHolder>> {
-    let row = sqlx::query(
-        "SELECT pid, coalesce(datname, ''), backend_xid::text,
-                coalesce(extract(epoch FROM clock_timestamp() - xact_start), 0)::float8,
-                coalesce(state, '')
-           FROM pg_stat_activity
-          WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
-          ORDER BY age(backend_xid) DESC
-          LIMIT 1",
+    let row = sqlx::query!(
+        r#"SELECT pid AS "pid!", coalesce(datname, '') AS "database!",
+                  backend_xid::text AS "transaction_id!",
+                  coalesce(extract(epoch FROM clock_timestamp() - xact_start), 0)::float8
+                      AS "running_for!",
+                  coalesce(state, '') AS "state!"
+             FROM pg_stat_activity
+            WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+            ORDER BY age(backend_xid) DESC
+            LIMIT 1"#
     )
     .fetch_optional(conn)
     .await?;
-    row.map(|r| {
-        Ok(HorizonHolder {
-            pid: r.try_get(0)?,
-            database: r.try_get(1)?,
-            transaction_id: r.try_get(2)?,
-            running_for: Duration::try_from_secs_f64(r.try_get::<f64, _>(3)?)
-                .unwrap_or(Duration::ZERO),
-            state: r.try_get(4)?,
-        })
-    })
-    .transpose()
+    Ok(row.map(|r| HorizonHolder {
+        pid: r.pid,
+        database: r.database,
+        transaction_id: r.transaction_id,
+        running_for: Duration::try_from_secs_f64(r.running_for).unwrap_or(Duration::ZERO),
+        state: r.state,
+    }))
 }

@@ -54,11 +54,11 @@ impl Rebuild {
         let old = checkpoint::active_generation(conn, name).await?;
         // Generations a crashed rebuild left behind have checkpoints (the
         // log-fed kind) or at least tables at old + 1 (both kinds).
-        let leftovers: Vec<i32> = sqlx::query_scalar(
+        let leftovers: Vec<i32> = sqlx::query_scalar!(
             "SELECT generation FROM projection_checkpoints WHERE name = $1 AND generation <> $2",
+            name,
+            old,
         )
-        .bind(name)
-        .bind(old)
         .fetch_all(&mut *conn)
         .await?;
         let new = leftovers.iter().copied().chain([old]).max().unwrap_or(old) + 1;
@@ -83,10 +83,12 @@ impl Rebuild {
     /// Phase 3, first step, in the switch's transaction: holds the registry
     /// row exclusively, so live batches wait until the switch commits.
     pub(crate) async fn lock_registry(&self, tx: &mut PgConnection) -> Result<()> {
-        sqlx::query("SELECT 1 FROM projections WHERE name = $1 FOR UPDATE")
-            .bind(self.name)
-            .execute(tx)
-            .await?;
+        sqlx::query!(
+            "SELECT name FROM projections WHERE name = $1 FOR UPDATE",
+            self.name,
+        )
+        .fetch_optional(tx)
+        .await?;
         Ok(())
     }
 
@@ -97,12 +99,12 @@ impl Rebuild {
         tx: &mut PgConnection,
         projection: &P,
     ) -> Result<()> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE projections SET active_generation = $2, switched_at = clock_timestamp()
               WHERE name = $1",
+            self.name,
+            self.new,
         )
-        .bind(self.name)
-        .bind(self.new)
         .execute(&mut *tx)
         .await?;
         projection.publish(tx, self.new).await
@@ -138,15 +140,27 @@ async fn forget<P: Projection>(
     let name = projection.name();
     projection.drop_generation(tx, generation).await?;
     held::drop_generation(tx, name, generation).await?;
-    sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1 AND generation = $2")
-        .bind(name)
-        .bind(generation)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM projection_incomplete WHERE projection = $1 AND generation = $2")
-        .bind(name)
-        .bind(generation)
-        .execute(&mut *tx)
+    sqlx::query!(
+        "DELETE FROM projection_checkpoints WHERE name = $1 AND generation = $2",
+        name,
+        generation,
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM projection_incomplete WHERE projection = $1 AND generation = $2",
+        name,
+        generation,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Drops one generation's table (for [`Projection::drop_generation`]).
+pub(crate) async fn drop_table(conn: &mut PgConnection, table: &str) -> Result<()> {
+    sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+        .execute(conn)
         .await?;
     Ok(())
 }

@@ -96,20 +96,14 @@ fn compare<R>(
     out
 }
 
+/// The order's fields: what the delivery side shows of it and its prices.
 fn order_fields(r: &OrderRow) -> Vec<(&'static str, String)> {
-    vec![
-        ("user_id", r.user_id.clone()),
-        ("coffee_name", r.coffee_name.clone()),
+    let mut fields = delivery_fields(&DeliveryRow::from(r));
+    fields.extend([
         ("coffee_price", r.coffee_price.to_string()),
-        ("coffee_qty", r.coffee_qty.to_string()),
         ("total_price", r.total_price.to_string()),
-        ("temperature", r.options.temperature.to_string()),
-        ("size", r.options.size.to_string()),
-        ("status", r.status.code().to_owned()),
-        ("ordered_at", r.ordered_at.to_string()),
-        ("updated_at", r.updated_at.to_string()),
-        ("version", r.version.to_string()),
-    ]
+    ]);
+    fields
 }
 
 fn delivery_fields(r: &DeliveryRow) -> Vec<(&'static str, String)> {

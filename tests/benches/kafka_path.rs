@@ -71,16 +71,13 @@ async fn relay_drain() -> (f64, f64, i64) {
         projections::infra::kafka::ensure_topic(&client, &raw_topic, &kafka.topic_settings())
             .await
             .expect("topic");
-    let rows = sqlx::query(&format!(
-        "SELECT {} FROM events ORDER BY position",
-        projections::infra::rows::EVENT_COLUMNS
-    ))
-    .fetch_all(&db.pool)
-    .await
-    .expect("events");
+    let rows = projections::event_rows!("FROM events ORDER BY position")
+        .fetch_all(&db.pool)
+        .await
+        .expect("events");
     let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-    for row in &rows {
-        let e = projections::infra::rows::decode_event_row(row).expect("event");
+    for row in rows {
+        let e = row.decode().expect("event");
         let key = e.stream_id.to_string();
         let p = projections::infra::kafka::partition_for(key.as_bytes(), 3);
         by_partition.entry(p).or_default().push(Record {

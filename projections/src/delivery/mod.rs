@@ -109,13 +109,13 @@ impl Projection for DeliveryReadModel {
 
     /// Its tables and its offsets on the topic.
     async fn drop_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
-        sqlx::query(&format!("DROP TABLE IF EXISTS {}", table(generation)))
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("DELETE FROM delivery.offsets WHERE generation = $1")
-            .bind(generation)
-            .execute(&mut *conn)
-            .await?;
+        crate::rebuild::drop_table(conn, &table(generation)).await?;
+        sqlx::query!(
+            "DELETE FROM delivery.offsets WHERE generation = $1",
+            generation,
+        )
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 
@@ -181,12 +181,16 @@ pub async fn stopped_partitions<'e>(
     db: impl PgExecutor<'e>,
     topic: &str,
 ) -> Result<Vec<(i32, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT partition, reason FROM delivery.stopped_partitions WHERE topic = $1 ORDER BY partition",
+    Ok(sqlx::query!(
+        "SELECT partition, reason FROM delivery.stopped_partitions
+          WHERE topic = $1 ORDER BY partition",
+        topic
     )
-    .bind(topic)
     .fetch_all(db)
-    .await?)
+    .await?
+    .into_iter()
+    .map(|r| (r.partition, r.reason))
+    .collect())
 }
 
 /// Every row, by order id (for verification).
@@ -201,9 +205,9 @@ pub async fn all_rows<'e>(db: impl PgExecutor<'e>) -> Result<Vec<DeliveryRow>> {
 
 /// Events the delivery projection has applied (sum over partitions).
 pub async fn events_applied<'e>(db: impl PgExecutor<'e>) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT coalesce(sum(o.events_applied), 0)::bigint FROM delivery.offsets o
-           JOIN projections p ON p.name = 'delivery' AND p.active_generation = o.generation",
+    Ok(sqlx::query_scalar!(
+        r#"SELECT coalesce(sum(o.events_applied), 0)::bigint AS "applied!" FROM delivery.offsets o
+            JOIN projections p ON p.name = 'delivery' AND p.active_generation = o.generation"#
     )
     .fetch_one(db)
     .await?)
@@ -211,9 +215,13 @@ pub async fn events_applied<'e>(db: impl PgExecutor<'e>) -> Result<i64> {
 
 /// The fold of the log as the delivery model must show it (for verification).
 pub fn expected_from_orders(orders: &[crate::OrderRow]) -> Vec<DeliveryRow> {
-    orders
-        .iter()
-        .map(|o| DeliveryRow {
+    orders.iter().map(DeliveryRow::from).collect()
+}
+
+/// What the delivery side shows of an order.
+impl From<&crate::OrderRow> for DeliveryRow {
+    fn from(o: &crate::OrderRow) -> Self {
+        DeliveryRow {
             order_id: o.order_id,
             user_id: o.user_id.clone(),
             coffee_name: o.coffee_name.clone(),
@@ -224,6 +232,6 @@ pub fn expected_from_orders(orders: &[crate::OrderRow]) -> Vec<DeliveryRow> {
             updated_at: o.updated_at,
             version: o.version,
             last_position: o.last_position,
-        })
-        .collect()
+        }
+    }
 }

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::error::{ProjectionError, Result};
+use crate::error::Result;
 
 use super::NAME;
 
@@ -16,16 +16,17 @@ pub async fn offsets(
     generation: i32,
     topic: &str,
 ) -> Result<BTreeMap<i32, i64>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT partition, next_offset FROM delivery.offsets WHERE generation = $1 AND topic = $2",
+        generation,
+        topic,
     )
-    .bind(generation)
-    .bind(topic)
     .fetch_all(conn)
     .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect()
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.partition, r.next_offset))
+        .collect())
 }
 
 /// Moves one partition's offset from `from` to `to` (compare-and-set), counting
@@ -44,7 +45,7 @@ pub(super) async fn advance(
     applied: i64,
     last: Option<(Uuid, i64)>,
 ) -> Result<()> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "INSERT INTO delivery.offsets AS o (generation, topic, partition, next_offset, events_applied,
                                             last_event_id, last_event_offset)
          VALUES ($1, $2, $3, $5, $6, $7, $8)
@@ -55,25 +56,19 @@ pub(super) async fn advance(
                 last_event_offset = coalesce(EXCLUDED.last_event_offset, o.last_event_offset),
                 updated_at = clock_timestamp()
           WHERE o.next_offset = $4",
+        generation,
+        topic,
+        partition,
+        from,
+        to,
+        applied,
+        last.map(|(id, _)| id),
+        last.map(|(_, offset)| offset),
     )
-    .bind(generation)
-    .bind(topic)
-    .bind(partition)
-    .bind(from)
-    .bind(to)
-    .bind(applied)
-    .bind(last.map(|(id, _)| id))
-    .bind(last.map(|(_, offset)| offset))
     .execute(conn)
     .await?
     .rows_affected();
-    if updated == 1 {
-        Ok(())
-    } else {
-        Err(ProjectionError::CheckpointMoved {
-            name: NAME.to_owned(),
-        })
-    }
+    crate::checkpoint::compared_and_set(updated, NAME)
 }
 
 /// The next offset to read of one partition, for one generation.

@@ -77,17 +77,17 @@ pub(super) async fn dead_letter(
     }
     metrics::counter!("delivery_dead_letters_total").increment(dead.len() as u64);
     for d in dead {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO delivery.dead_letters (topic, partition, \"offset\", key, value, reason)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (topic, partition, \"offset\") DO NOTHING",
+            topic,
+            partition,
+            d.offset,
+            d.key,
+            d.value,
+            d.reason,
         )
-        .bind(topic)
-        .bind(partition)
-        .bind(d.offset)
-        .bind(d.key)
-        .bind(d.value)
-        .bind(d.reason)
         .execute(&mut *conn)
         .await?;
     }
@@ -183,18 +183,19 @@ pub(super) async fn check_partition(
     generation: i32,
 ) -> Result<()> {
     let partition = client.partition();
-    let row: Option<(i64, Option<Uuid>, Option<i64>)> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT next_offset, last_event_id, last_event_offset FROM delivery.offsets
           WHERE generation = $1 AND topic = $2 AND partition = $3",
+        generation,
+        topic,
+        partition
     )
-    .bind(generation)
-    .bind(topic)
-    .bind(partition)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((next, last_id, last_offset)) = row else {
+    let Some(row) = row else {
         return Ok(());
     };
+    let (next, last_id, last_offset) = (row.next_offset, row.last_event_id, row.last_event_offset);
     if next == 0 {
         return Ok(());
     }
@@ -354,14 +355,14 @@ pub(super) async fn stop_partition(
     partition: i32,
     reason: &str,
 ) -> Result<()> {
-    let new: bool = sqlx::query_scalar(
-        "INSERT INTO delivery.stopped_partitions (topic, partition, reason) VALUES ($1, $2, $3)
+    let new: bool = sqlx::query_scalar!(
+        r#"INSERT INTO delivery.stopped_partitions (topic, partition, reason) VALUES ($1, $2, $3)
          ON CONFLICT (topic, partition) DO UPDATE SET reason = EXCLUDED.reason
-         RETURNING (xmax = 0)",
+         RETURNING (xmax = 0) AS "new!""#,
+        topic,
+        partition,
+        reason,
     )
-    .bind(topic)
-    .bind(partition)
-    .bind(reason)
     .fetch_one(conn)
     .await?;
     metrics::gauge!("delivery_partition_stopped", "partition" => partition.to_string()).set(1.0);
@@ -377,14 +378,15 @@ pub(super) async fn resume_partition(
     topic: &str,
     partition: i32,
 ) -> Result<()> {
-    let was_stopped =
-        sqlx::query("DELETE FROM delivery.stopped_partitions WHERE topic = $1 AND partition = $2")
-            .bind(topic)
-            .bind(partition)
-            .execute(conn)
-            .await?
-            .rows_affected()
-            > 0;
+    let was_stopped = sqlx::query!(
+        "DELETE FROM delivery.stopped_partitions WHERE topic = $1 AND partition = $2",
+        topic,
+        partition,
+    )
+    .execute(conn)
+    .await?
+    .rows_affected()
+        > 0;
     metrics::gauge!("delivery_partition_stopped", "partition" => partition.to_string()).set(0.0);
     if was_stopped {
         tracing::warn!(

@@ -101,25 +101,25 @@ async fn record_incomplete(
         .collect::<Vec<_>>()
         .join(", ");
     let mut tx = conn.begin().await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO projection_incomplete (projection, generation, detail, accepted_by)
          VALUES ($1, $2, $3, $4)",
+        NAME,
+        generation,
+        &detail,
+        who,
     )
-    .bind(NAME)
-    .bind(generation)
-    .bind(&detail)
-    .bind(who)
     .execute(&mut *tx)
     .await?;
     for (partition, first) in gone {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO delivery.offsets (generation, topic, partition, next_offset)
              VALUES ($1, $2, $3, $4)",
+            generation,
+            topic,
+            partition,
+            first,
         )
-        .bind(generation)
-        .bind(topic)
-        .bind(partition)
-        .bind(first)
         .execute(&mut *tx)
         .await?;
     }

@@ -33,6 +33,8 @@ pub async fn status(
 ) -> Result<ProjectionStatus> {
     let mut conn = pool.acquire().await?;
     let generation = checkpoint::active_generation(&mut conn, NAME).await?;
+    // The view is the projection's (created at its install, not by a
+    // migration): checked at run time.
     let (position, updated_at): (i64, Option<OffsetDateTime>) = sqlx::query_as(
         "SELECT coalesce((SELECT max(last_position) FROM delivery.order_status), 0),
                 (SELECT max(updated_at) FROM delivery.offsets WHERE generation = $1)",
@@ -40,10 +42,11 @@ pub async fn status(
     .bind(generation)
     .fetch_one(&mut *conn)
     .await?;
-    let (outbox_rows, outbox_oldest): (i64, Option<OffsetDateTime>) =
-        sqlx::query_as("SELECT count(*), min(created_at) FROM outbox")
+    let outbox =
+        sqlx::query!(r#"SELECT count(*) AS "rows!", min(created_at) AS oldest FROM outbox"#)
             .fetch_one(&mut *conn)
             .await?;
+    let (outbox_rows, outbox_oldest) = (outbox.rows, outbox.oldest);
     let applied = events_applied(&mut *conn).await?;
     let topic = match source {
         Some(source) => {

@@ -56,13 +56,13 @@ pub async fn sort_out(
     batch: Vec<Incoming>,
 ) -> Result<Vec<EventEnvelope>> {
     let streams: Vec<Uuid> = batch.iter().map(Incoming::stream_id).collect();
-    let mut held: HashSet<Uuid> = sqlx::query_scalar(
+    let mut held: HashSet<Uuid> = sqlx::query_scalar!(
         "SELECT DISTINCT stream_id FROM projection_held
           WHERE projection = $1 AND generation = $2 AND stream_id = ANY($3)",
+        projection,
+        generation,
+        &streams,
     )
-    .bind(projection)
-    .bind(generation)
-    .bind(&streams)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
@@ -170,11 +170,11 @@ pub async fn held_count(
     projection: &str,
     generation: i32,
 ) -> Result<usize> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM projection_held WHERE projection = $1 AND generation = $2",
+    let n: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "held!" FROM projection_held WHERE projection = $1 AND generation = $2"#,
+        projection,
+        generation,
     )
-    .bind(projection)
-    .bind(generation)
     .fetch_one(conn)
     .await?;
     Ok(usize::try_from(n).unwrap_or(0))
@@ -186,11 +186,11 @@ pub async fn incomplete(
     projection: &str,
     generation: i32,
 ) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM projection_incomplete WHERE projection = $1 AND generation = $2)",
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM projection_incomplete WHERE projection = $1 AND generation = $2) AS "incomplete!""#,
+        projection,
+        generation,
     )
-    .bind(projection)
-    .bind(generation)
     .fetch_one(conn)
     .await?)
 }
@@ -226,23 +226,23 @@ pub(super) async fn insert(
     }
     // A redelivered record (Kafka) or a batch read again after a rollback
     // holds the same event again: once is enough.
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO projection_held (projection, generation, stream_id, event_id, version, source,
                                       event_type, schema_version, envelope, reason)
          SELECT $1, $2, * FROM UNNEST($3::uuid[], $4::uuid[], $5::bigint[], $6::text[], $7::text[],
                                       $8::int[], $9::jsonb[], $10::text[])
          ON CONFLICT (projection, generation, event_id) DO NOTHING",
+        projection,
+        generation,
+        &streams,
+        &ids,
+        &versions,
+        &sources,
+        &types,
+        &schema_versions,
+        &envelopes,
+        &reasons,
     )
-    .bind(projection)
-    .bind(generation)
-    .bind(&streams)
-    .bind(&ids)
-    .bind(&versions)
-    .bind(&sources)
-    .bind(&types)
-    .bind(&schema_versions)
-    .bind(&envelopes)
-    .bind(&reasons)
     .execute(conn)
     .await?;
     Ok(())

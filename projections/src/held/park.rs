@@ -1,7 +1,7 @@
 //! Operators' parking decisions: pass over one held event, with a reason,
 //! recorded for good.
 
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -67,55 +67,39 @@ pub async fn park(
             },
         });
     };
-    let row = sqlx::query(
+    let parked = sqlx::query_as!(
+        Parked,
         "INSERT INTO projection_parked (projection, event_id, stream_id, source, event_type,
                                         schema_version, held_reason, reason, os_user)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (projection, event_id) DO UPDATE SET reason = projection_parked.reason
          RETURNING projection, event_id, stream_id, source, event_type, schema_version,
                    held_reason, reason, database_role, os_user, parked_at",
+        projection,
+        h.event_id,
+        h.stream_id,
+        &h.source,
+        &h.event_type,
+        h.schema_version,
+        &h.reason,
+        reason,
+        os_user,
     )
-    .bind(projection)
-    .bind(h.event_id)
-    .bind(h.stream_id)
-    .bind(&h.source)
-    .bind(&h.event_type)
-    .bind(h.schema_version)
-    .bind(&h.reason)
-    .bind(reason)
-    .bind(os_user)
     .fetch_one(&mut *conn)
     .await?;
-    let parked = parked_row(&row)?;
     tracing::warn!(projection, event_id = %parked.event_id, order_id = %parked.stream_id,
         reason, os_user, role = %parked.database_role, "an operator parked a held event");
     Ok(parked)
 }
 
-pub(super) fn parked_row(row: &sqlx::postgres::PgRow) -> Result<Parked> {
-    Ok(Parked {
-        projection: row.try_get("projection")?,
-        event_id: row.try_get("event_id")?,
-        stream_id: row.try_get("stream_id")?,
-        source: row.try_get("source")?,
-        event_type: row.try_get("event_type")?,
-        schema_version: row.try_get("schema_version")?,
-        held_reason: row.try_get("held_reason")?,
-        reason: row.try_get("reason")?,
-        database_role: row.try_get("database_role")?,
-        os_user: row.try_get("os_user")?,
-        parked_at: row.try_get("parked_at")?,
-    })
-}
-
 /// Every parking decision, oldest first (the audit trail).
 pub async fn parked(conn: &mut PgConnection) -> Result<Vec<Parked>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as!(
+        Parked,
         "SELECT projection, event_id, stream_id, source, event_type, schema_version,
                 held_reason, reason, database_role, os_user, parked_at
-           FROM projection_parked ORDER BY parked_at, projection",
+           FROM projection_parked ORDER BY parked_at, projection"
     )
     .fetch_all(conn)
-    .await?;
-    rows.iter().map(parked_row).collect()
+    .await?)
 }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use domain::{EventEnvelope, StoredEvent};
-use sqlx::{Acquire, PgConnection, Row};
+use sqlx::{Acquire, PgConnection};
 use uuid::Uuid;
 
 use crate::error::Result;
@@ -19,11 +19,11 @@ pub(super) async fn parked_among(
     if event_ids.is_empty() {
         return Ok(HashSet::new());
     }
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "SELECT event_id FROM projection_parked WHERE projection = $1 AND event_id = ANY($2)",
+        projection,
+        event_ids,
     )
-    .bind(projection)
-    .bind(event_ids)
     .fetch_all(conn)
     .await?
     .into_iter()
@@ -53,14 +53,15 @@ pub async fn release<P: Projection>(
     let name = projection.name();
     let mut tx = conn.begin().await?;
     fence.check(&mut tx).await?;
-    let rows = sqlx::query(
+    let rows = sqlx::query_as!(
+        HeldRow,
         "SELECT stream_id, event_id, source, envelope FROM projection_held
           WHERE projection = $1 AND generation = $2
           ORDER BY stream_id, version
           FOR UPDATE",
+        name,
+        generation,
     )
-    .bind(name)
-    .bind(generation)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
@@ -83,24 +84,24 @@ pub async fn release<P: Projection>(
     }
     // Take the events off the list first: an order found corrupt while
     // applying is held again, with the new reason.
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM projection_held
           WHERE projection = $1 AND generation = $2 AND event_id = ANY($3)",
+        name,
+        generation,
+        &done,
     )
-    .bind(name)
-    .bind(generation)
-    .bind(&done)
     .execute(&mut *tx)
     .await?;
     let applied = apply_or_hold(&mut tx, projection, generation, ready, |e| {
         sources.get(&e.event_id).cloned().unwrap_or_default()
     })
     .await?;
-    let still_held: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM projection_held WHERE projection = $1 AND generation = $2",
+    let still_held: i64 = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "held!" FROM projection_held WHERE projection = $1 AND generation = $2"#,
+        name,
+        generation,
     )
-    .bind(name)
-    .bind(generation)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -122,6 +123,14 @@ pub async fn release<P: Projection>(
     Ok(released)
 }
 
+/// One held event as release reads it.
+struct HeldRow {
+    stream_id: Uuid,
+    event_id: Uuid,
+    source: String,
+    envelope: serde_json::Value,
+}
+
 /// The held rows sorted out: what leaves the list (parked, or readable now),
 /// the events to apply with where each was read, and how many were parked.
 struct Sorted {
@@ -134,15 +143,8 @@ struct Sorted {
 /// Goes through an order's held events in version order: parked ones leave
 /// the list, readable ones are applied, and the first one still unreadable
 /// keeps it and every later one of its order on the list.
-async fn sort_releasable(
-    tx: &mut PgConnection,
-    name: &str,
-    rows: &[sqlx::postgres::PgRow],
-) -> Result<Sorted> {
-    let ids: Vec<Uuid> = rows
-        .iter()
-        .map(|r| r.try_get("event_id"))
-        .collect::<std::result::Result<_, _>>()?;
+async fn sort_releasable(tx: &mut PgConnection, name: &str, rows: &[HeldRow]) -> Result<Sorted> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
     let parked = parked_among(tx, name, &ids).await?;
     let mut sorted = Sorted {
         done: Vec::new(),
@@ -152,8 +154,7 @@ async fn sort_releasable(
     };
     let mut blocked: HashSet<Uuid> = HashSet::new();
     for row in rows {
-        let stream: Uuid = row.try_get("stream_id")?;
-        let event_id: Uuid = row.try_get("event_id")?;
+        let (stream, event_id) = (row.stream_id, row.event_id);
         if blocked.contains(&stream) {
             continue;
         }
@@ -162,13 +163,12 @@ async fn sort_releasable(
             sorted.done.push(event_id);
             continue;
         }
-        let envelope: serde_json::Value = row.try_get("envelope")?;
-        let decoded = serde_json::from_value::<StoredEvent>(envelope)
+        let decoded = serde_json::from_value::<StoredEvent>(row.envelope.clone())
             .map_err(|e| e.to_string())
             .and_then(|s| s.decode().map_err(|e| e.to_string()));
         match decoded {
             Ok(e) => {
-                sorted.sources.insert(e.event_id, row.try_get("source")?);
+                sorted.sources.insert(e.event_id, row.source.clone());
                 sorted.done.push(event_id);
                 sorted.ready.push(e);
             }

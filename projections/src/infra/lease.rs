@@ -300,10 +300,11 @@ impl Drop for Lease {
 async fn take(conn: &mut PgConnection, name: &str, ttl: Duration) -> sqlx::Result<Option<i64>> {
     let holder = crate::runner::process_label();
     let mut tx = conn.begin().await?;
-    sqlx::query(&format!(
-        "SET LOCAL lock_timeout = '{TAKEOVER_LOCK_TIMEOUT}'"
-    ))
-    .execute(&mut *tx)
+    sqlx::query!(
+        "SELECT set_config('lock_timeout', $1, true)",
+        TAKEOVER_LOCK_TIMEOUT
+    )
+    .fetch_one(&mut *tx)
     .await?;
     let current = sqlx::query!(
         r#"SELECT l.holder, l.expires_at = '-infinity' AS "released!",

@@ -1,59 +1,100 @@
 //! Reading one row of the `events` table back: as it is stored
-//! ([`stored_event_row`], which never needs to understand the payload) or
-//! decoded with this build's knowledge ([`decode_event_row`]).
+//! ([`EventRow::stored`], which never needs to understand the payload) or
+//! decoded with this build's knowledge ([`EventRow::decode`]).
+//!
+//! Every reader of the log selects into [`EventRow`] with a checked query
+//! (`sqlx::query_as!`), so the columns and their types are proven against
+//! the schema at compile time; the [`event_rows!`](crate::event_rows) macro
+//! writes the select list once.
 
 use domain::{EventEnvelope, StoredEvent};
-use sqlx::postgres::PgRow;
-use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::error::{ProjectionError, Result};
 
-/// The columns [`stored_event_row`] reads, for `SELECT {EVENT_COLUMNS} FROM events`.
-pub const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type, \
-     schema_version, payload, metadata, recorded_at";
-
-/// One `events` row selected with [`EVENT_COLUMNS`], as stored.
-pub fn stored_event_row(row: &PgRow) -> Result<StoredEvent> {
-    let position: i64 = row.try_get("position")?;
-    let corrupt = |what: &str| ProjectionError::Corrupt {
-        position,
-        what: what.to_owned(),
-    };
-    let schema_version: i16 = row.try_get("schema_version")?;
-    let version: i32 = row.try_get("version")?;
-    Ok(StoredEvent {
-        event_id: row.try_get("event_id")?,
-        stream_id: row.try_get("stream_id")?,
-        version: u64::try_from(version).map_err(|_| corrupt("negative version"))?,
-        position: Some(position),
-        event_type: row.try_get("event_type")?,
-        schema_version: u16::try_from(schema_version)
-            .map_err(|_| corrupt("negative schema version"))?,
-        payload: row.try_get("payload")?,
-        metadata: row.try_get("metadata")?,
-        recorded_at: row.try_get("recorded_at")?,
-    })
+/// One `events` row, as [`event_rows!`](crate::event_rows) selects it.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// The writing transaction's id (`xid8` as a number): with `position`,
+    /// the log's reading order (see `log.rs`).
+    pub transaction_id: i64,
+    pub position: i64,
+    pub stream_id: Uuid,
+    pub version: i32,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i16,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: OffsetDateTime,
 }
 
-/// Decodes one `events` row selected with [`EVENT_COLUMNS`]. A row this build
-/// cannot read is [`ProjectionError::Unreadable`], never skipped.
-pub fn decode_event_row(row: &PgRow) -> Result<EventEnvelope> {
-    let stored = stored_event_row(row)?;
-    let (order_id, event_id, position, event_type, schema_version) = (
-        stored.stream_id,
-        stored.event_id,
-        stored.position.unwrap_or_default(),
-        stored.event_type.clone(),
-        stored.schema_version,
-    );
-    stored.decode().map_err(|e| {
-        ProjectionError::Unreadable(Box::new(crate::held::UnreadableEvent {
-            order_id,
-            event_id,
-            source: crate::held::Source::Log { position },
-            event_type,
-            schema_version,
-            reason: e.to_string(),
-        }))
-    })
+/// A checked query of `events` rows into [`EventRow`]: the select list is
+/// written here once, the rest of the statement (`FROM events …`, with the
+/// table unaliased so the list's `events.` names fit) by the caller, with its
+/// arguments.
+///
+/// ```ignore
+/// event_rows!("FROM outbox JOIN events USING (position) LIMIT $1", limit)
+/// ```
+#[macro_export]
+macro_rules! event_rows {
+    ($rest:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $crate::infra::rows::EventRow,
+            "SELECT events.transaction_id::text::bigint AS \"transaction_id!\",
+                    events.position, events.stream_id, events.version, events.event_id,
+                    events.event_type, events.schema_version, events.payload,
+                    events.metadata, events.recorded_at "
+                + $rest
+            $(, $arg)*
+        )
+    };
+}
+
+impl EventRow {
+    /// The event as stored, its payload not yet understood.
+    pub fn stored(self) -> Result<StoredEvent> {
+        let position = self.position;
+        let corrupt = |what: &str| ProjectionError::Corrupt {
+            position,
+            what: what.to_owned(),
+        };
+        Ok(StoredEvent {
+            event_id: self.event_id,
+            stream_id: self.stream_id,
+            version: u64::try_from(self.version).map_err(|_| corrupt("negative version"))?,
+            position: Some(position),
+            event_type: self.event_type,
+            schema_version: u16::try_from(self.schema_version)
+                .map_err(|_| corrupt("negative schema version"))?,
+            payload: self.payload,
+            metadata: self.metadata,
+            recorded_at: self.recorded_at,
+        })
+    }
+
+    /// The event decoded with this build's knowledge. A row this build cannot
+    /// read is [`ProjectionError::Unreadable`], never skipped.
+    pub fn decode(self) -> Result<EventEnvelope> {
+        let stored = self.stored()?;
+        let (order_id, event_id, position, event_type, schema_version) = (
+            stored.stream_id,
+            stored.event_id,
+            stored.position.unwrap_or_default(),
+            stored.event_type.clone(),
+            stored.schema_version,
+        );
+        stored.decode().map_err(|e| {
+            ProjectionError::Unreadable(Box::new(crate::held::UnreadableEvent {
+                order_id,
+                event_id,
+                source: crate::held::Source::Log { position },
+                event_type,
+                schema_version,
+                reason: e.to_string(),
+            }))
+        })
+    }
 }

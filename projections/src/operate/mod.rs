@@ -75,9 +75,10 @@ pub async fn status(pool: &PgPool, kafka: Option<&KafkaSource>) -> Result<Vec<Pr
 async fn log_fed_status(pool: &PgPool) -> Result<Vec<ProjectionStatus>> {
     let mut conn = pool.acquire().await?;
     let checkpoints = checkpoint::load_all_active(&mut conn).await?;
-    let head: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
-        .fetch_one(&mut *conn)
-        .await?;
+    let head: i64 =
+        sqlx::query_scalar!(r#"SELECT coalesce(max(position), 0) AS "head!" FROM events"#)
+            .fetch_one(&mut *conn)
+            .await?;
     let now = OffsetDateTime::now_utc();
     let mut out = Vec::with_capacity(checkpoints.len());
     for c in checkpoints {

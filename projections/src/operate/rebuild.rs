@@ -30,7 +30,7 @@ pub async fn rebuild<P: Projection>(
     let started = Instant::now();
     let mut conn = pool.acquire().await?;
     let rebuild = Rebuild::start(pool, &mut conn, projection).await?;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+    let total: i64 = sqlx::query_scalar!(r#"SELECT count(*) AS "events!" FROM events"#)
         .fetch_one(&mut *conn)
         .await?;
     let mut counted = Counted {

@@ -130,12 +130,12 @@ pub(crate) async fn apply_moves(
 /// defaults (hot, regular) are the truth for them. Returns whether it changed
 /// the table (then its view must be published again).
 pub(crate) async fn add_option_columns(conn: &mut PgConnection, table: &str) -> Result<bool> {
-    let has: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute
-                         WHERE attrelid = to_regclass($1) AND attname = 'temperature'
-                           AND NOT attisdropped)",
+    let has: bool = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_attribute
+                           WHERE attrelid = to_regclass($1) AND attname = 'temperature'
+                             AND NOT attisdropped) AS "has!""#,
+        table,
     )
-    .bind(table)
     .fetch_one(&mut *conn)
     .await?;
     if has {

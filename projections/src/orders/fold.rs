@@ -79,19 +79,20 @@ pub async fn fold_log(
 
     let mut folded = Folded::default();
     let mut current: Option<StreamFold> = None;
-    let filter = if published_only {
-        "WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.position = events.position)
-           AND NOT EXISTS (SELECT 1 FROM outbox_dead_letters d WHERE d.position = events.position)"
+    let mut stream = if published_only {
+        crate::event_rows!(
+            "FROM events
+              WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.position = events.position)
+                AND NOT EXISTS (SELECT 1 FROM outbox_dead_letters d
+                                 WHERE d.position = events.position)
+              ORDER BY stream_id, version"
+        )
+        .fetch(&mut *conn)
     } else {
-        ""
+        crate::event_rows!("FROM events ORDER BY stream_id, version").fetch(&mut *conn)
     };
-    let sql = format!(
-        "SELECT {} FROM events {filter} ORDER BY stream_id, version",
-        crate::infra::rows::EVENT_COLUMNS
-    );
-    let mut stream = sqlx::query(&sql).fetch(&mut *conn);
     while let Some(row) = stream.try_next().await? {
-        let stored = crate::infra::rows::stored_event_row(&row)?;
+        let stored = row.stored()?;
         let position = stored.position.unwrap_or_default();
         if current.as_ref().map(|c| c.id) != Some(stored.stream_id) {
             if let Some(done) = current.take() {

@@ -120,10 +120,7 @@ impl Projection for OrdersReadModel {
     }
 
     async fn drop_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
-        sqlx::query(&format!("DROP TABLE IF EXISTS {}", table(generation)))
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        crate::rebuild::drop_table(conn, &table(generation)).await
     }
 
     async fn apply(

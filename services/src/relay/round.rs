@@ -9,7 +9,7 @@ use projections::infra::kafka;
 use projections::infra::lease::Fence;
 use rskafka::client::partition::{Compression, PartitionClient};
 use rskafka::record::Record;
-use sqlx::{Acquire, PgConnection, Row};
+use sqlx::{Acquire, PgConnection};
 
 use super::records::{record, split_by_bytes, wire_size, BATCH_OVERHEAD};
 use super::{RelayError, AFTER_PRODUCE};
@@ -68,16 +68,10 @@ async fn read(
     batch_size: i64,
     max_request_bytes: usize,
 ) -> Result<Option<Batch>, RelayError> {
-    let rows = sqlx::query(&format!(
-        "SELECT {} FROM outbox o JOIN events e USING (position)
-          ORDER BY o.position LIMIT $1",
-        projections::infra::rows::EVENT_COLUMNS
-            .split(", ")
-            .map(|c| format!("e.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
-    .bind(batch_size)
+    let rows = projections::event_rows!(
+        "FROM outbox JOIN events USING (position) ORDER BY position LIMIT $1",
+        batch_size
+    )
     .fetch_all(&mut *conn)
     .await?;
     if rows.is_empty() {
@@ -88,9 +82,9 @@ async fn read(
         too_large: Vec::new(),
     };
     let record_limit = max_request_bytes.saturating_sub(BATCH_OVERHEAD);
-    for row in &rows {
-        let position: i64 = row.try_get("position")?;
-        let event = projections::infra::rows::stored_event_row(row)?;
+    for row in rows {
+        let position = row.position;
+        let event = row.stored()?;
         let key = event.stream_id.to_string();
         let partition = kafka::partition_for(key.as_bytes(), partitions);
         let record = record(&event, key)?;

@@ -6,7 +6,6 @@ mod error;
 mod signal;
 
 use domain::{Event, EventEnvelope, Metadata, OrderId};
-use projections::infra::rows::{decode_event_row, EVENT_COLUMNS};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tracing::instrument;
@@ -94,14 +93,14 @@ impl EventStore {
     /// Every event of one stream, oldest first.
     #[instrument(skip_all, fields(order_id = %stream), err)]
     pub async fn load(&self, stream: OrderId) -> Result<Vec<EventEnvelope>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"
-        ))
-        .bind(stream.as_uuid())
+        let rows = projections::event_rows!(
+            "FROM events WHERE stream_id = $1 ORDER BY version",
+            stream.as_uuid()
+        )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| decode_event_row(row).map_err(StoreError::from))
+        rows.into_iter()
+            .map(|row| row.decode().map_err(StoreError::from))
             .collect()
     }
 
