@@ -11,15 +11,17 @@ export SQLX_OFFLINE := "true"
 default:
     @just --list
 
-# Start the whole system (API, relay, projections) on 127.0.0.1:8080; starts Postgres and a Kafka broker first if needed.
+# Start the whole system (API, relay, projections) on 127.0.0.1:8080; starts Postgres, a Kafka broker and the local OpenID Connect provider first if needed (authentication on: `just token USER` prints a token).
 run *ARGS:
-    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh durable)"; cargo run --release -p services --bin orders -- all {{ARGS}}
+    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh durable)"; eval "$(scripts/oidc.sh)"; cargo run --release -p services --bin orders -- all {{ARGS}}
 
 # Run every test (starts Postgres first if needed).
 test:
     # The process tests (signals, crashes) run the real binary: build it first.
     cargo build -p services --bin orders
     scripts/python-deps.sh
+    # The tests' identity provider (each test binary starts its own).
+    scripts/oidc.sh install >/dev/null
     eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; scripts/drop-test-databases.sh; cargo test --workspace --all-targets --no-fail-fast
 
 # What CI runs: formatting, lints, then every test.
@@ -96,7 +98,12 @@ rebuild NAME:
 psql:
     eval "$(scripts/postgres.sh)"; psql "$DATABASE_URL"
 
-# Stop the project-local Postgres cluster and Kafka brokers.
+# Print an access token (a JWT) for USER from the local OIDC provider, e.g. `just token bob --role staff --ttl 60`.
+token USER *ARGS:
+    scripts/token.sh {{quote(USER)}} {{ARGS}}
+
+# Stop the project-local Postgres cluster, Kafka brokers and identity provider.
 stop:
+    scripts/oidc.sh stop
     scripts/kafka.sh stop
     scripts/postgres.sh stop

@@ -12,7 +12,10 @@ use projections::runner::WorkerOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{AuthConfig, Authenticator};
 use crate::db::Pools;
+use crate::http::access::{Access, RateLimitConfig, RateLimits};
+use crate::http::tls::TlsFiles;
 use crate::http::{self, Apis, AppState};
 use crate::relay::{self, RelayOptions};
 use crate::workers::{self, ProjectionName};
@@ -28,6 +31,13 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// How long a read that asks for its own writes waits for the read model.
     pub read_wait: Duration,
+    /// Whose tokens are accepted; `None`: unauthenticated, on a loopback
+    /// address only.
+    pub auth: Option<AuthConfig>,
+    pub rate_limits: RateLimitConfig,
+    /// HTTPS with these files; `None`: plain HTTP (TLS ends at a proxy, or
+    /// on loopback).
+    pub tls: Option<TlsFiles>,
 }
 
 impl ServeConfig {
@@ -43,6 +53,9 @@ impl ServeConfig {
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT as usize,
             request_timeout: Duration::from_secs(Self::DEFAULT_REQUEST_TIMEOUT_SECS),
             read_wait: Self::DEFAULT_READ_WAIT,
+            auth: None,
+            rate_limits: RateLimitConfig::default(),
+            tls: None,
         }
     }
 }
@@ -60,11 +73,21 @@ pub struct Config {
     pub kafka: Option<KafkaSource>,
 }
 
+/// The HTTP side, bound.
+struct Server {
+    listener: TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    state: AppState,
+}
+
 /// A process, built and bound (its port is known), not yet running.
 pub struct App {
     pools: Pools,
     config: Config,
-    server: Option<(TcpListener, AppState)>,
+    server: Option<Server>,
+    /// Stops what `build` started in the background (the key refresher,
+    /// the rate limiters' sweeper) once the process stops.
+    background: CancellationToken,
 }
 
 impl App {
@@ -76,8 +99,18 @@ impl App {
         let mut conn = pools.writes.acquire().await?;
         projections::clock::ensure_in_order(&mut conn).await?;
         drop(conn);
+        let background = CancellationToken::new();
         let server = match &config.serve {
             Some(serve) => {
+                refuse_open_network(serve)?;
+                let tls = match &serve.tls {
+                    Some(files) => {
+                        let config = files.load().await?;
+                        tokio::spawn(files.clone().watch(config.clone(), background.clone()));
+                        Some(config)
+                    }
+                    None => None,
+                };
                 let listener = TcpListener::bind(serve.addr)
                     .await
                     .with_context(|| format!("cannot listen on {}", serve.addr))?;
@@ -86,7 +119,12 @@ impl App {
                 state.max_in_flight = serve.max_in_flight;
                 state.request_timeout = serve.request_timeout;
                 state.read_wait = serve.read_wait;
-                Some((listener, state))
+                state.access = access(serve, &background).await;
+                Some(Server {
+                    listener,
+                    tls,
+                    state,
+                })
             }
             None => None,
         };
@@ -94,12 +132,13 @@ impl App {
             pools,
             config,
             server,
+            background,
         })
     }
 
     /// The port the HTTP server listens on, if it serves.
     pub fn port(&self) -> Option<u16> {
-        self.server.as_ref().map(|(_, state)| state.port)
+        self.server.as_ref().map(|server| server.state.port)
     }
 
     /// Runs every part until `shutdown`, then stops them all and waits for
@@ -111,7 +150,9 @@ impl App {
             pools,
             config,
             server,
+            background,
         } = self;
+        let _stop_background = background.drop_guard();
         if !config.projections.is_empty() {
             tracing::info!(projections = ?config.projections, "starting projection workers");
         }
@@ -126,8 +167,14 @@ impl App {
             tokio::spawn(relay::run(pools.workers.clone(), options, shutdown.clone()))
         });
         let apis = config.serve.map_or(Apis::All, |s| s.apis);
-        let server = server.map(|(listener, state)| {
-            tokio::spawn(http::serve(listener, state, apis, shutdown.clone()))
+        let server = server.map(|s| {
+            tokio::spawn(http::serve(
+                s.listener,
+                s.tls,
+                s.state,
+                apis,
+                shutdown.clone(),
+            ))
         });
         // A worker that ends because shutdown was asked for is not a failure:
         // the signal wakes this task and the workers at once, and they may
@@ -155,4 +202,41 @@ impl App {
         tracing::info!("stopped");
         failure.map_or(Ok(()), Err)
     }
+}
+
+/// Refuses to serve beyond this machine without authentication: without an
+/// issuer anyone who can reach the port could read and change every order.
+fn refuse_open_network(serve: &ServeConfig) -> anyhow::Result<()> {
+    if serve.auth.is_some() {
+        return Ok(());
+    }
+    if !serve.addr.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve on {} without authentication: set OIDC_ISSUER (and OIDC_AUDIENCE) \
+             to the OpenID Connect issuer whose tokens the API accepts, or listen on a loopback \
+             address (127.0.0.1) for development",
+            serve.addr
+        );
+    }
+    tracing::warn!(addr = %serve.addr,
+        "no OIDC_ISSUER configured: the API is unauthenticated (development only), serving on loopback only");
+    Ok(())
+}
+
+/// The token checks and rate limits of `serve`, their background work
+/// stopped by `background`.
+async fn access(serve: &ServeConfig, background: &CancellationToken) -> Access {
+    let auth = match &serve.auth {
+        Some(config) => {
+            tracing::info!(issuer = %config.issuer, audience = %config.audience,
+                "accepting bearer tokens from this issuer");
+            Some(Authenticator::start(config.clone(), background.clone()).await)
+        }
+        None => None,
+    };
+    let limits = RateLimits::new(serve.rate_limits).map(std::sync::Arc::new);
+    if let Some(limits) = &limits {
+        tokio::spawn(limits.clone().forget_idle(background.clone()));
+    }
+    Access { auth, limits }
 }

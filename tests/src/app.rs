@@ -1,7 +1,9 @@
 //! The application under test, built by the production assembly, and a
 //! typed HTTP client for it.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use projections::infra::kafka::KafkaSource;
@@ -14,6 +16,7 @@ use services::http::Apis;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::oidc::{Provider, AUDIENCE};
 use crate::{eventually, orders_bin, processes, relay_options, test_kafka, TestDb};
 
 /// The application, served on 127.0.0.1 at an ephemeral port.
@@ -25,6 +28,76 @@ pub struct TestApp {
     /// The process's parts, run by the production assembly (`App::run`).
     running: Option<JoinHandle<anyhow::Result<()>>>,
     pub kafka: Option<KafkaSource>,
+    /// The provider whose tokens the app accepts (`None`: authentication off).
+    pub provider: Option<Arc<Provider>>,
+    tokens: Mutex<HashMap<(String, Option<&'static str>), String>>,
+}
+
+/// Who a request is sent as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum As {
+    /// No credentials.
+    Nobody,
+    /// A signed-in user without roles.
+    Customer(String),
+    /// A member of staff (user `barista`).
+    Staff,
+    /// An operator (user `ops`).
+    Operator,
+    /// This `Authorization` header value, as it is.
+    Header(String),
+}
+
+impl As {
+    pub fn customer(user: &str) -> As {
+        As::Customer(user.to_owned())
+    }
+
+    /// The caller a request to `path` is sent as unless the test says
+    /// otherwise: the path's user on `/order-ms/{user}/…`, staff on
+    /// `/delivery-ms`, an operator on `/metrics`, nobody elsewhere.
+    pub fn for_path(path: &str) -> As {
+        let path = path.split('?').next().unwrap_or_default();
+        let mut segments = path.trim_start_matches('/').split('/');
+        match (segments.next(), segments.next()) {
+            (Some("order-ms"), Some(user)) if !user.is_empty() => {
+                let valid = user.len() <= 100
+                    && user
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                As::Customer(if valid {
+                    user.to_owned()
+                } else {
+                    "someone".to_owned()
+                })
+            }
+            (Some("delivery-ms"), _) => As::Staff,
+            (Some("metrics"), _) => As::Operator,
+            _ => As::Nobody,
+        }
+    }
+}
+
+/// How a test's application authenticates callers.
+#[derive(Clone, Default)]
+pub enum Auth {
+    /// Tokens from the test binary's shared provider (as deployed).
+    #[default]
+    Shared,
+    /// Tokens from a provider of the test's own.
+    Own(Arc<Provider>),
+    /// No issuer: the unauthenticated development mode.
+    Off,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Auth::Shared => "Shared",
+            Auth::Own(_) => "Own",
+            Auth::Off => "Off",
+        })
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -55,6 +128,9 @@ pub struct AppOptions {
     /// The edge limits (`None`: the server's defaults).
     pub max_in_flight: Option<usize>,
     pub request_timeout: Option<Duration>,
+    pub auth: Auth,
+    /// Rate limits (none by default: tests send many requests as one user).
+    pub rate_limits: services::http::access::RateLimitConfig,
 }
 
 impl Default for AppOptions {
@@ -67,6 +143,8 @@ impl Default for AppOptions {
             relay: true,
             max_in_flight: None,
             request_timeout: None,
+            auth: Auth::Shared,
+            rate_limits: Default::default(),
         }
     }
 }
@@ -96,6 +174,15 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
     if let Some(t) = opts.request_timeout {
         serve.request_timeout = t;
     }
+    let provider = match opts.auth {
+        Auth::Shared => Some(Provider::shared()),
+        Auth::Own(provider) => Some(provider),
+        Auth::Off => None,
+    };
+    serve.auth = provider
+        .as_ref()
+        .map(|p| services::auth::AuthConfig::new(p.issuer.clone(), AUDIENCE));
+    serve.rate_limits = opts.rate_limits;
     let projections = match (opts.workers, &opts.kafka) {
         (false, _) => vec![],
         (true, None) => vec![ProjectionName::Orders],
@@ -131,6 +218,8 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         shutdown,
         running: Some(running),
         kafka: opts.kafka,
+        provider,
+        tokens: Mutex::default(),
     }
 }
 
@@ -189,6 +278,7 @@ impl Reply {
 }
 
 impl TestApp {
+    /// A request sent as the caller its path implies ([`As::for_path`]).
     pub async fn request(
         &self,
         method: Method,
@@ -196,7 +286,52 @@ impl TestApp {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Reply {
+        self.request_as(As::for_path(path), method, path, body, headers)
+            .await
+    }
+
+    /// An access token for `user` (with `role`) from the app's provider,
+    /// fetched once per user and role.
+    pub async fn token(&self, user: &str, role: Option<&'static str>) -> String {
+        let key = (user.to_owned(), role);
+        if let Some(token) = self.tokens.lock().expect("tokens").get(&key) {
+            return token.clone();
+        }
+        let provider = self.provider.as_ref().expect("the app has a provider");
+        let token = provider.token(user, role).await;
+        self.tokens
+            .lock()
+            .expect("tokens")
+            .insert(key, token.clone());
+        token
+    }
+
+    /// The `Authorization` header `who` sends (none without a provider).
+    pub async fn authorization(&self, who: &As) -> Option<String> {
+        self.provider.as_ref()?;
+        let token = match who {
+            As::Nobody => return None,
+            As::Header(value) => return Some(value.clone()),
+            As::Customer(user) => self.token(user, None).await,
+            As::Staff => self.token("barista", Some("staff")).await,
+            As::Operator => self.token("ops", Some("operator")).await,
+        };
+        Some(format!("Bearer {token}"))
+    }
+
+    /// A request sent as `who`.
+    pub async fn request_as(
+        &self,
+        who: As,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(value) = self.authorization(&who).await {
+            req = req.header(reqwest::header::AUTHORIZATION, value);
+        }
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -217,6 +352,9 @@ impl TestApp {
         body: impl Into<reqwest::Body>,
     ) -> Reply {
         let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
+        if let Some(value) = self.authorization(&As::for_path(path)).await {
+            req = req.header(reqwest::header::AUTHORIZATION, value);
+        }
         if let Some(ct) = content_type {
             req = req.header(CONTENT_TYPE, ct);
         }
@@ -318,12 +456,18 @@ pub async fn spawn_orders_all(env: &[(&str, &str)]) -> (TestApp, tokio::process:
     let db = TestDb::create().await;
     let kafka = test_kafka();
     let port = processes::free_port().expect("a free port");
+    let provider = Provider::shared();
     let mut cmd = tokio::process::Command::new(orders_bin());
     cmd.arg("all")
         .env("DATABASE_URL", &db.url)
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("KAFKA_BROKERS", kafka.brokers.join(","))
         .env("KAFKA_TOPIC", &kafka.topic)
+        .env("OIDC_ISSUER", &provider.issuer)
+        .env("OIDC_AUDIENCE", AUDIENCE)
+        // Load tests send many requests as one user.
+        .env("RATE_LIMIT_PER_SECOND", "0")
+        .env("RATE_LIMIT_PEER_PER_SECOND", "0")
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -336,6 +480,8 @@ pub async fn spawn_orders_all(env: &[(&str, &str)]) -> (TestApp, tokio::process:
         shutdown: CancellationToken::new(),
         running: None,
         kafka: Some(kafka),
+        provider: Some(provider),
+        tokens: Mutex::default(),
     };
     eventually(Duration::from_secs(30), "orders all answers", || async {
         let r = app

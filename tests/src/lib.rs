@@ -6,14 +6,16 @@
 
 mod app;
 mod binary;
+pub mod certs;
 mod db;
 mod fixtures;
 mod kafka;
+pub mod oidc;
 pub mod processes;
 
 pub use app::{
     spawn_app, spawn_app_opts, spawn_app_with, spawn_app_without_workers, spawn_orders_all,
-    AppOptions, Reply, TestApp,
+    AppOptions, As, Auth, Reply, TestApp,
 };
 pub use binary::{orders_bin, run_orders};
 pub use db::{database_url, TestDb};

@@ -10,6 +10,7 @@ use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::access::Caller;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{self, ApiPath, Fields, IfMatch, RequestContext};
 use super::{order_response, settle, AppState};
@@ -30,12 +31,18 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "Every order now in that status, oldest first", body = Vec<DeliveryStatusView>),
         (status = 400, description = "An unknown status (the answer lists the valid ones)", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, response = inline(crate::http::docs::Unavailable))
-    ))]
+        (status = 503, response = inline(crate::http::docs::Unavailable)),
+        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
+        (status = 403, response = inline(crate::http::docs::Forbidden)),
+        (status = 429, response = inline(crate::http::docs::RateLimited))
+    ),
+    security(("bearer" = [])))]
 async fn orders_in_status(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(status): ApiPath<String>,
 ) -> ApiResult<Response> {
+    caller.staff()?;
     let status = Status::parse(status.trim()).map_err(|_| ApiError::UnknownStatus {
         given: status.clone(),
     })?;
@@ -51,12 +58,18 @@ async fn orders_in_status(
         (status = 200, description = "The order's delivery status", body = DeliveryStatusView),
         (status = 400, response = inline(crate::http::docs::InvalidUserId)),
         (status = 404, response = inline(crate::http::docs::OrderNotFound)),
-        (status = 503, description = "Unavailable, or the order is held back behind an event this version cannot read (`/problems/order-held`)", body = crate::http::error::Problem, content_type = "application/problem+json")
-    ))]
+        (status = 503, description = "Unavailable, or the order is held back behind an event this version cannot read (`/problems/order-held`)", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
+        (status = 403, response = inline(crate::http::docs::Forbidden)),
+        (status = 429, response = inline(crate::http::docs::RateLimited))
+    ),
+    security(("bearer" = [])))]
 async fn delivery_status(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath((user, order)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
+    caller.staff()?;
     let user_id = extract::user_id(&user)?;
     let order_id = extract::order_id(&order)?;
     let row = delivery::get(&state.reads, order_id.as_uuid()).await?;
@@ -94,15 +107,21 @@ async fn delivery_status(
         (status = 413, response = inline(crate::http::docs::BodyTooLarge)),
         (status = 415, response = inline(crate::http::docs::UnsupportedBody)),
         (status = 422, description = "No status given", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, response = inline(crate::http::docs::Unavailable))
-    ))]
+        (status = 503, response = inline(crate::http::docs::Unavailable)),
+        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
+        (status = 403, response = inline(crate::http::docs::Forbidden)),
+        (status = 429, response = inline(crate::http::docs::RateLimited))
+    ),
+    security(("bearer" = [])))]
 async fn move_order(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath((user, order)): ApiPath<(String, String)>,
     IfMatch(if_match): IfMatch,
     ctx: RequestContext,
     Fields(body): Fields,
 ) -> ApiResult<Response> {
+    let actor = caller.staff()?;
     let user_id = extract::user_id(&user)?;
     let order_id = extract::order_id(&order)?;
     let to = match body.get("status") {
@@ -121,7 +140,7 @@ async fn move_order(
             })
         }
     };
-    let metadata = ctx.metadata("staff".to_owned());
+    let metadata = ctx.metadata(actor);
     let outcome = settle(
         state
             .orders

@@ -19,6 +19,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
     // Path and header parameters refer to these; request bodies register
     // their own schemas.
     components(schemas(UserIdParam, OrderIdParam, EtagParam, IdempotencyKeyParam, StatusInput)),
+    modifiers(&BearerTokens),
     tags(
         (name = "order-ms", description = "Customers place, read and cancel orders"),
         (name = "delivery-ms", description = "Staff move orders on; the delivery view"),
@@ -254,4 +255,32 @@ problem_response! {
     VersionMismatch => "If-Match names another version";
     /// A user id that cannot exist.
     InvalidUserId => "A malformed user id";
+    /// No bearer token, or one that is refused (`WWW-Authenticate` says why).
+    Unauthenticated => "No valid access token";
+    /// Signed in, without the role the route needs.
+    Forbidden => "The caller's roles do not allow this";
+    /// Over the caller's rate limit (`Retry-After` says when to retry).
+    RateLimited => "Too many requests";
+}
+
+/// Declares the bearer tokens the protected routes ask for.
+pub struct BearerTokens;
+
+impl utoipa::Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An access token (a JWT) from the configured OpenID Connect issuer, for this API's audience",
+                    ))
+                    .build(),
+            ),
+        );
+    }
 }

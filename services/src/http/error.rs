@@ -90,6 +90,23 @@ pub enum ApiError {
     /// it), or a projection holds the order back behind one.
     #[error("order {order_id} is held back: {event}")]
     OrderHeld { order_id: uuid::Uuid, event: String },
+    /// No credentials on a route that needs a caller.
+    #[error("this request needs a bearer token")]
+    Unauthenticated,
+    /// An `Authorization` header of another scheme than `Bearer`.
+    #[error("the Authorization header must be `Bearer <token>`")]
+    NotBearer,
+    #[error("{0}")]
+    InvalidToken(crate::auth::TokenError),
+    /// Signed in, without the role the route needs (named).
+    #[error("this needs the {0} role")]
+    Forbidden(&'static str),
+    #[error("too many requests")]
+    RateLimited { retry_after: std::time::Duration },
+    /// The identity provider's keys could not be fetched yet: a token
+    /// cannot be checked either way.
+    #[error("the identity provider cannot be reached")]
+    IdentityProviderUnavailable,
     #[error("the service is temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -213,6 +230,31 @@ impl ApiError {
                 "/problems/version-mismatch",
                 "The order has changed",
             ),
+            ApiError::Unauthenticated | ApiError::NotBearer => class(
+                S::UNAUTHORIZED,
+                "/problems/unauthenticated",
+                "Sign-in required",
+            ),
+            ApiError::InvalidToken(_) => class(
+                S::UNAUTHORIZED,
+                "/problems/invalid-token",
+                "The access token is not valid",
+            ),
+            ApiError::Forbidden(_) => class(
+                S::FORBIDDEN,
+                "/problems/forbidden",
+                "Not allowed for this caller",
+            ),
+            ApiError::RateLimited { .. } => class(
+                S::TOO_MANY_REQUESTS,
+                "/problems/rate-limited",
+                "Too many requests",
+            ),
+            ApiError::IdentityProviderUnavailable => class(
+                S::SERVICE_UNAVAILABLE,
+                "/problems/identity-provider-unavailable",
+                "The identity provider cannot be reached",
+            ),
             ApiError::Unavailable(_) => class(
                 S::SERVICE_UNAVAILABLE,
                 "/problems/unavailable",
@@ -293,6 +335,17 @@ impl ApiError {
                     .to_owned()
             }
             ApiError::OrderNotFound => "no order with this id exists for this user".to_owned(),
+            ApiError::Unauthenticated => {
+                "send an access token from the configured issuer: Authorization: Bearer <token>"
+                    .to_owned()
+            }
+            ApiError::InvalidToken(why) => format!("{why}; sign in again for a new token"),
+            ApiError::Forbidden(role) => format!("this request needs the {role} role"),
+            ApiError::RateLimited { retry_after } => format!(
+                "this caller sent more requests than its rate limit allows; retry in {} s",
+                retry_seconds(*retry_after)
+            ),
+            ApiError::IdentityProviderUnavailable => "the identity provider's signing keys cannot be fetched yet, so the token cannot be checked; retry shortly".to_owned(),
             ApiError::Unavailable(_) => {
                 "the database cannot be reached right now; retry shortly".to_owned()
             }
@@ -331,6 +384,11 @@ impl IntoResponse for ApiError {
             }
         }
         let Class { kind, title, .. } = self.class();
+        let challenge = self.challenge();
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after } => Some(retry_seconds(*retry_after)),
+            _ => None,
+        };
         let current_version = match &self {
             ApiError::PreconditionFailed { current } => Some(*current),
             _ => None,
@@ -368,8 +426,36 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let Some(challenge) = challenge {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
+}
+
+impl ApiError {
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750, section 3): no
+    /// error code without credentials, `invalid_request` for another scheme,
+    /// `invalid_token` with a fixed description for a refused token.
+    fn challenge(&self) -> Option<HeaderValue> {
+        let value = match self {
+            ApiError::Unauthenticated => "Bearer realm=\"orders\"".to_owned(),
+            ApiError::NotBearer => "Bearer realm=\"orders\", error=\"invalid_request\"".to_owned(),
+            ApiError::InvalidToken(why) => format!(
+                "Bearer realm=\"orders\", error=\"invalid_token\", error_description=\"{why}\""
+            ),
+            _ => return None,
+        };
+        HeaderValue::from_str(&value).ok()
+    }
+}
+
+/// Whole seconds to wait, at least one (`Retry-After` has no fractions).
+fn retry_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 impl From<StoreError> for ApiError {

@@ -2,12 +2,14 @@
 //! middleware every request passes through (trailing-slash normalisation,
 //! request ids, tracing, body limit).
 
+pub mod access;
 mod delivery;
 pub mod docs;
 pub mod error;
 mod extract;
 mod ops;
 mod orders;
+pub mod tls;
 
 use std::io;
 use std::time::Duration;
@@ -65,6 +67,8 @@ pub struct AppState {
     /// The projections' positions for read-your-writes waiters (which hold
     /// no connection while they wait); [`serve`] runs it.
     pub positions: projections::consistency::PositionWatch,
+    /// Who may call, and how often.
+    pub access: access::Access,
 }
 
 impl AppState {
@@ -83,6 +87,7 @@ impl AppState {
             kafka: None,
             max_in_flight: ServeConfig::DEFAULT_MAX_IN_FLIGHT as usize,
             request_timeout: Duration::from_secs(ServeConfig::DEFAULT_REQUEST_TIMEOUT_SECS),
+            access: access::Access::default(),
         }
     }
 }
@@ -107,6 +112,12 @@ pub fn router(state: AppState, apis: Apis) -> Router {
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Every request's token is checked once, and its caller's rate
+        // limit applied, before any handler (access.rs).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authenticate,
+        ))
         // Inside the concurrency limit: a request cut off frees its slot.
         .layer(axum::middleware::from_fn_with_state(
             state.request_timeout,
@@ -215,6 +226,7 @@ async fn edge_error(error: tower::BoxError) -> ApiError {
 /// in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
     state: AppState,
     apis: Apis,
     shutdown: CancellationToken,
@@ -232,12 +244,35 @@ pub async fn serve(
             .clone()
             .run(state.reads.clone(), shutdown.clone()),
     );
+    let grace = state.request_timeout;
     // Normalising must wrap the router: routing happens inside it.
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state, apis));
-    tracing::info!(addr = %listener.local_addr()?, ?apis, "serving HTTP");
-    let served = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    // The peer's address keys the rate limit of callers without a token.
+    let app =
+        ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(app);
+    let addr = listener.local_addr()?;
+    let served = match tls {
+        None => {
+            tracing::info!(%addr, ?apis, "serving HTTP");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+        Some(config) => {
+            tracing::info!(%addr, ?apis, "serving HTTPS");
+            let handle = axum_server::Handle::new();
+            let stop = handle.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                // In-flight requests end within their timeout anyway.
+                stop.graceful_shutdown(Some(grace));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+    };
     signal.abort();
     positions.abort();
     served

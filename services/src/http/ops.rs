@@ -11,6 +11,8 @@ use axum::Extension;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::access::Caller;
+use super::error::ApiError;
 use super::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -22,11 +24,18 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
 }
 
-/// Prometheus metrics.
+/// Prometheus metrics, for operators.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-async fn metrics(State(state): State<AppState>) -> Response {
-    crate::metrics::render(&state.reads, state.kafka.as_ref()).await
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
+        (status = 403, response = inline(crate::http::docs::Forbidden)),
+        (status = 429, response = inline(crate::http::docs::RateLimited))
+    ),
+    security(("bearer" = [])))]
+async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.operator()?;
+    Ok(crate::metrics::render(&state.reads, state.kafka.as_ref()).await)
 }
 
 /// This document.

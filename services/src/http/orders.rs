@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::access::Caller;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{
     self, ApiPath, Fields, IdempotencyKeyHeader, IfMatch, QueryPairs, ReadFreshness, RequestContext,
@@ -132,23 +133,29 @@ impl PlaceOrderInput {
         (status = 413, response = inline(crate::http::docs::BodyTooLarge)),
         (status = 415, response = inline(crate::http::docs::UnsupportedBody)),
         (status = 422, description = "Invalid fields, or an Idempotency-Key reused with another body", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, response = inline(crate::http::docs::Unavailable))
-    ))]
+        (status = 503, response = inline(crate::http::docs::Unavailable)),
+        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
+        (status = 403, response = inline(crate::http::docs::Forbidden)),
+        (status = 429, response = inline(crate::http::docs::RateLimited))
+    ),
+    security(("bearer" = [])))]
 async fn place_order(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(user): ApiPath<String>,
     ctx: RequestContext,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     Fields(body): Fields,
 ) -> ApiResult<Response> {
     let user_id = extract::user_id(&user)?;
+    let actor = caller.acts_for(&user_id)?;
     let input = PlaceOrderInput::try_from(body)?;
     let key = key.map(|key| IdempotencyKey {
         scope: user_id.to_string(),
         key,
         fingerprint: input.fingerprint(),
     });
-    let metadata = ctx.metadata(format!("customer:{user_id}"));
+    let metadata = ctx.metadata(actor);
     let place = PlaceOrder {
         order_id: OrderId::generate(),
         user_id,
@@ -198,15 +205,21 @@ const MAX_LIMIT: i64 = 500;
     responses(
         (status = 200, description = "The user's orders, newest first", body = Vec<OrderView>, headers(("Link" = String), ("X-Next-Cursor" = String))),
         (status = 400, description = "A bad query parameter or header", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not catch up in time, or unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
-    ))]
+        (status = 503, description = "The read model did not catch up in time, or unavailable", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
+        (status = 403, response = inline(crate::http::docs::Forbidden)),
+        (status = 429, response = inline(crate::http::docs::RateLimited))
+    ),
+    security(("bearer" = [])))]
 async fn list_orders(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(user): ApiPath<String>,
     query: QueryPairs,
     ReadFreshness(freshness): ReadFreshness,
 ) -> ApiResult<Response> {
     let user_id = extract::user_id(&user)?;
+    caller.reads_for(&user_id)?;
     let limit = match query.get("limit")? {
         None => DEFAULT_LIMIT,
         Some(text) => text
@@ -264,14 +277,20 @@ async fn list_orders(
         (status = 304, description = "Not modified since the ETag given"),
         (status = 400, response = inline(crate::http::docs::InvalidUserId)),
         (status = 404, response = inline(crate::http::docs::OrderNotFound)),
-        (status = 503, response = inline(crate::http::docs::Unavailable))
-    ))]
+        (status = 503, response = inline(crate::http::docs::Unavailable)),
+        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
+        (status = 403, response = inline(crate::http::docs::Forbidden)),
+        (status = 429, response = inline(crate::http::docs::RateLimited))
+    ),
+    security(("bearer" = [])))]
 async fn order_detail(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath((user, order)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let user_id: UserId = extract::user_id(&user)?;
+    caller.reads_for(&user_id)?;
     let order_id = extract::order_id(&order)?;
     let stream = state
         .orders
@@ -301,17 +320,23 @@ async fn order_detail(
         (status = 404, response = inline(crate::http::docs::OrderNotFound)),
         (status = 409, description = "The lifecycle does not allow it", body = crate::http::error::Problem, content_type = "application/problem+json"),
         (status = 412, response = inline(crate::http::docs::VersionMismatch)),
-        (status = 503, response = inline(crate::http::docs::Unavailable))
-    ))]
+        (status = 503, response = inline(crate::http::docs::Unavailable)),
+        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
+        (status = 403, response = inline(crate::http::docs::Forbidden)),
+        (status = 429, response = inline(crate::http::docs::RateLimited))
+    ),
+    security(("bearer" = [])))]
 async fn cancel_order(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath((user, order)): ApiPath<(String, String)>,
     IfMatch(if_match): IfMatch,
     ctx: RequestContext,
 ) -> ApiResult<Response> {
     let user_id = extract::user_id(&user)?;
+    let actor = caller.acts_for(&user_id)?;
     let order_id = extract::order_id(&order)?;
-    let metadata = ctx.metadata(format!("customer:{user_id}"));
+    let metadata = ctx.metadata(actor);
     let outcome = settle(
         state
             .orders

@@ -61,15 +61,50 @@ fn any(bases: &[String]) -> &str {
     &bases[fastrand::usize(..bases.len())]
 }
 
+/// A client's two callers: the customer (its own user's token) and the
+/// member of staff who moves its orders on.
+#[derive(Clone)]
+pub(crate) struct Callers {
+    pub(crate) customer: reqwest::Client,
+    pub(crate) staff: reqwest::Client,
+}
+
+impl Callers {
+    /// HTTP clients that send these bearer tokens.
+    pub(crate) fn new(customer: &str, staff: &str) -> anyhow::Result<Callers> {
+        let with = |token: &str| -> anyhow::Result<reqwest::Client> {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse()?,
+            );
+            Ok(reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .default_headers(headers)
+                .build()?)
+        };
+        Ok(Callers {
+            customer: with(customer)?,
+            staff: with(staff)?,
+        })
+    }
+}
+
+/// The user client number `client` places orders as.
+pub(crate) fn user_of(client: usize) -> String {
+    format!("chaos-{client:02}")
+}
+
 pub(crate) async fn client_loop(
     client: usize,
-    http: reqwest::Client,
+    callers: Callers,
     bases: Arc<Vec<String>>,
     period: Duration,
     stats: Arc<Stats>,
     traffic_on: Arc<AtomicBool>,
 ) {
-    let user = format!("chaos-{client:02}");
+    let user = user_of(client);
+    let http = &callers.customer;
     let mut active: Vec<Active> = Vec::new();
     let mut next = Instant::now() + period.mul_f64(fastrand::f64());
     while traffic_on.load(Ordering::SeqCst) {
@@ -106,7 +141,7 @@ pub(crate) async fn client_loop(
                 // A third of the time, read it back at once (through either
                 // API process), asking for the write to be visible.
                 if fastrand::u8(..3) == 0 {
-                    read_own_write(&http, &bases, &stats, &user, order).await;
+                    read_own_write(http, &bases, &stats, &user, order).await;
                 }
                 active.push(Active {
                     user: user.clone(),
@@ -119,7 +154,7 @@ pub(crate) async fn client_loop(
         // Move one of the client's orders on (about as many moves as orders).
         if !active.is_empty() && fastrand::bool() {
             let i = fastrand::usize(..active.len());
-            let done = move_on(&http, &bases, &stats, &mut active[i]).await;
+            let done = move_on(&callers, &bases, &stats, &mut active[i]).await;
             if done {
                 active.swap_remove(i);
             }
@@ -129,14 +164,20 @@ pub(crate) async fn client_loop(
 
 /// One step of an order's lifecycle; true when the order needs no more.
 pub(crate) async fn move_on(
-    http: &reqwest::Client,
+    callers: &Callers,
     bases: &[String],
     stats: &Stats,
     order: &mut Active,
 ) -> bool {
     let answer = if order.cancel {
         let path = format!("/order-ms/{}/orders/{}/cancel", order.user, order.order);
-        until_definitive(stats, || http.post(format!("{}{path}", any(bases))).send()).await
+        until_definitive(stats, || {
+            callers
+                .customer
+                .post(format!("{}{path}", any(bases)))
+                .send()
+        })
+        .await
     } else {
         let path = format!("/delivery-ms/{}/{}/status", order.user, order.order);
         // The domain's codes and labels, as the original clients send both.
@@ -147,7 +188,9 @@ pub(crate) async fn move_on(
             to.label()
         };
         until_definitive(stats, || {
-            http.post(format!("{}{path}", any(bases)))
+            callers
+                .staff
+                .post(format!("{}{path}", any(bases)))
                 .json(&json!({ "status": status }))
                 .send()
         })
@@ -167,7 +210,10 @@ pub(crate) async fn move_on(
             status: 409,
             retried: true,
             ..
-        }) if current_status(http, any(bases), order).await.as_deref() == Some(target) => {}
+        }) if current_status(&callers.staff, any(bases), order)
+            .await
+            .as_deref()
+            == Some(target) => {}
         Some(Answer { status, body, .. }) => {
             stats.rejected.fetch_add(1, Ordering::Relaxed);
             say(format!(

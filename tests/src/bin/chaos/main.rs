@@ -60,7 +60,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use checks::converge;
-use clients::{client_loop, wait_ready, Stats};
+use clients::{client_loop, user_of, wait_ready, Callers, Stats};
 use faults::{kill_loop, leadership_faults, Faults, LeadershipFaults, Supervised, WORKERS};
 use infra::{fresh_database, sleep_until, Postgres};
 
@@ -168,11 +168,18 @@ async fn run(args: Args) -> Result<bool> {
     let mut broker = DurableBroker::new(&dir.join("kafka"), Some(dir.join("broker.log")))?;
     broker.start().await?;
     let topic = format!("chaos-{}", Uuid::now_v7().simple());
+    // As deployed: callers sign in at the local OpenID Connect provider; no
+    // rate limit (eight clients share one address and a staff member).
+    let provider = e2e::oidc::Provider::start();
     let env = vec![
         ("DATABASE_URL".to_owned(), url.clone()),
         ("KAFKA_BROKERS".to_owned(), broker.address()),
         ("KAFKA_TOPIC".to_owned(), topic.clone()),
         ("KAFKA_PARTITIONS".to_owned(), "3".to_owned()),
+        ("OIDC_ISSUER".to_owned(), provider.issuer.clone()),
+        ("OIDC_AUDIENCE".to_owned(), e2e::oidc::AUDIENCE.to_owned()),
+        ("RATE_LIMIT_PER_SECOND".to_owned(), "0".to_owned()),
+        ("RATE_LIMIT_PEER_PER_SECOND".to_owned(), "0".to_owned()),
     ];
 
     // Migrate once, before anything races to.
@@ -239,10 +246,12 @@ async fn run(args: Args) -> Result<bool> {
     let traffic_on = Arc::new(AtomicBool::new(true));
     let mut clients = tokio::task::JoinSet::new();
     let period = Duration::from_secs_f64(args.clients as f64 / args.rate.max(0.1));
+    let staff = provider.token("barista", Some("staff")).await;
     for client in 0..args.clients {
+        let customer = provider.token(&user_of(client), None).await;
         clients.spawn(client_loop(
             client,
-            http.clone(),
+            Callers::new(&customer, &staff)?,
             bases.clone(),
             period,
             stats.clone(),

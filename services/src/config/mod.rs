@@ -1,9 +1,13 @@
 //! Command line and configuration: environment variables (12-factor), with
 //! flags to override them.
 
+mod access;
+
 use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use access::{check_issuer, AccessArgs};
 
 use projections::runner::WorkerOptions;
 use projections::ProjectionName;
@@ -183,7 +187,7 @@ impl Cmd {
                 return Ok(None)
             }
             Cmd::Serve(args) => app::Config {
-                serve: Some(args.config()),
+                serve: Some(args.config()?),
                 kafka: kafka.source(),
                 ..app::Config::default()
             },
@@ -221,7 +225,7 @@ impl Cmd {
             Cmd::All(args) => {
                 let kafka = kafka.require("orders all")?;
                 app::Config {
-                    serve: Some(args.serve.config()),
+                    serve: Some(args.serve.config()?),
                     relay: Some(RelayOptions::new(&kafka, lease_ttl)),
                     projections: ProjectionName::ALL.to_vec(),
                     worker: args.worker.options(lease_ttl),
@@ -368,16 +372,35 @@ pub struct ServeArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = ServeConfig::DEFAULT_REQUEST_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub request_timeout_secs: u64,
+    /// Serve HTTPS with this certificate chain (PEM; reloaded when it
+    /// changes). Without it the API speaks plain HTTP: terminate TLS at a
+    /// proxy in front of it.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 impl ServeArgs {
-    pub fn config(&self) -> ServeConfig {
-        ServeConfig {
+    pub fn config(&self) -> anyhow::Result<ServeConfig> {
+        Ok(ServeConfig {
             apis: self.api,
             max_in_flight: usize::try_from(self.max_in_flight).unwrap_or(usize::MAX),
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
+            auth: self.access.auth()?,
+            rate_limits: self.access.limits(),
+            tls: match (&self.tls_cert_file, &self.tls_key_file) {
+                (Some(cert), Some(key)) => Some(crate::http::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
             ..ServeConfig::on(self.http_addr)
-        }
+        })
     }
 }
 

@@ -1,0 +1,111 @@
+//! Who is calling. API clients present a JWT access token issued by the
+//! configured OpenID Connect provider (`Authorization: Bearer …`); an
+//! [`Authenticator`] checks it against the provider's published keys
+//! ([`keys`]) and turns it into an [`Identity`]: a user id that fits the
+//! service's `user_id` rule, and the roles the token grants.
+//!
+//! Without an issuer configured the process runs unauthenticated, for
+//! development only: `app.rs` then serves only on a loopback address.
+
+mod keys;
+mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::UserId;
+
+pub use keys::{KeySet, KeysError};
+pub use token::TokenError;
+
+/// Where tokens come from and how they are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The issuer's identifier (`iss`), e.g. `https://login.example.com/`;
+    /// its discovery document is `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The audience (`aud`) a token must name: this API.
+    pub audience: String,
+    /// The claim that names the user; its value must fit the `user_id` rule.
+    pub user_claim: String,
+    /// The claim that carries the roles (a dotted path such as
+    /// `realm_access.roles` reaches into an object): an array of strings or
+    /// one space-separated string.
+    pub roles_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// How often the keys are fetched again without being asked to.
+    pub refresh: Duration,
+}
+
+impl AuthConfig {
+    pub const DEFAULT_USER_CLAIM: &'static str = "sub";
+    pub const DEFAULT_ROLES_CLAIM: &'static str = "roles";
+    pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+    pub const DEFAULT_REFRESH_SECS: u64 = 300;
+
+    /// The defaults for `issuer` and `audience`.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> AuthConfig {
+        AuthConfig {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            user_claim: Self::DEFAULT_USER_CLAIM.to_owned(),
+            roles_claim: Self::DEFAULT_ROLES_CLAIM.to_owned(),
+            leeway: Duration::from_secs(Self::DEFAULT_LEEWAY_SECS),
+            refresh: Duration::from_secs(Self::DEFAULT_REFRESH_SECS),
+        }
+    }
+}
+
+/// The roles a token grants beyond being a signed-in customer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Roles {
+    /// Staff: the delivery side, and reading anyone's orders.
+    pub staff: bool,
+    /// Operators: `/metrics` and operators' routes.
+    pub operator: bool,
+}
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: UserId,
+    pub roles: Roles,
+}
+
+/// Checks bearer tokens. Cheap to clone: the key set is shared.
+#[derive(Clone)]
+pub struct Authenticator {
+    config: Arc<AuthConfig>,
+    keys: KeySet,
+}
+
+impl Authenticator {
+    /// Fetches the issuer's keys once (a failure is logged, not fatal: the
+    /// key set keeps trying, and until it has keys a token is answered 503)
+    /// and keeps them fresh until `shutdown`.
+    pub async fn start(
+        config: AuthConfig,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Authenticator {
+        let keys = KeySet::new(&config.issuer);
+        if let Err(e) = keys.refresh().await {
+            tracing::warn!(issuer = %config.issuer, error = %e,
+                "cannot fetch the identity provider's keys yet; tokens are answered 503 until it answers");
+        }
+        tokio::spawn(keys.clone().keep_fresh(config.refresh, shutdown));
+        Authenticator {
+            config: Arc::new(config),
+            keys,
+        }
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// Verifies `token` (the part after `Bearer `).
+    pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        token::verify(&self.config, &self.keys, token).await
+    }
+}

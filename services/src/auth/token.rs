@@ -1,0 +1,217 @@
+//! Verifying one access token: its header names an allowed algorithm and a
+//! key the issuer publishes for it, the signature holds, and so do the
+//! issuer, the audience, `exp` and `nbf` (with the configured leeway); the
+//! user claim fits the `user_id` rule.
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use domain::UserId;
+
+use super::keys::{KeySet, Lookup, ALLOWED};
+use super::{AuthConfig, Identity, Roles};
+
+/// The longest token read: a JWT carrying roles is well under 2 KiB.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Why a token was refused. The texts are fixed (never the token's own
+/// content), so they can travel into `WWW-Authenticate` and the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token's algorithm is not accepted (RS256, ES256, EdDSA)")]
+    Algorithm,
+    #[error("the token is signed with a key the issuer does not publish")]
+    UnknownKey,
+    #[error("the token's signature is not valid")]
+    Signature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token is from another issuer")]
+    Issuer,
+    #[error("the token is for another audience")]
+    Audience,
+    #[error("the token lacks a required claim")]
+    MissingClaim,
+    #[error("the token's user claim is not a valid user id")]
+    User,
+    /// Not the token's fault: no key could be fetched yet.
+    #[error("the identity provider's keys cannot be fetched")]
+    KeysUnavailable,
+}
+
+pub(super) async fn verify(
+    config: &AuthConfig,
+    keys: &KeySet,
+    token: &str,
+) -> Result<Identity, TokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::Malformed);
+    }
+    let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if !ALLOWED.contains(&header.alg) {
+        return Err(TokenError::Algorithm);
+    }
+    let candidates = match keys.lookup(header.kid.as_deref(), header.alg).await {
+        Lookup::Found(keys) => keys,
+        Lookup::Unknown => return Err(TokenError::UnknownKey),
+        Lookup::Unavailable => return Err(TokenError::KeysUnavailable),
+    };
+    let validation = validation(config, header.alg);
+    let mut refused = TokenError::Signature;
+    for key in candidates {
+        match decode::<Map<String, Value>>(token, &key.decoding, &validation) {
+            Ok(data) => return identity(config, &data.claims),
+            Err(e) => refused = refusal(e.kind()),
+        }
+        // Only a bad signature makes the next key worth trying.
+        if refused != TokenError::Signature {
+            break;
+        }
+    }
+    Err(refused)
+}
+
+fn validation(config: &AuthConfig, algorithm: Algorithm) -> Validation {
+    let mut v = Validation::new(algorithm);
+    v.algorithms = vec![algorithm];
+    v.leeway = config.leeway.as_secs();
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.set_issuer(&[config.issuer.as_str()]);
+    v.set_audience(&[config.audience.as_str()]);
+    v.set_required_spec_claims(&["exp", "iss", "aud"]);
+    v
+}
+
+fn refusal(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::Signature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::Issuer,
+        ErrorKind::InvalidAudience => TokenError::Audience,
+        ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
+        _ => TokenError::Malformed,
+    }
+}
+
+/// The caller a verified token names.
+fn identity(config: &AuthConfig, claims: &Map<String, Value>) -> Result<Identity, TokenError> {
+    let user = match claim(claims, &config.user_claim) {
+        Some(Value::String(user)) => UserId::parse(user).map_err(|_| TokenError::User)?,
+        Some(_) => return Err(TokenError::User),
+        None => return Err(TokenError::MissingClaim),
+    };
+    Ok(Identity {
+        user,
+        roles: roles(claim(claims, &config.roles_claim)),
+    })
+}
+
+/// A claim by a dotted path (`realm_access.roles`); a claim whose own name
+/// has a dot is found too.
+fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(value) = claims.get(path) {
+        return Some(value);
+    }
+    let mut parts = path.split('.');
+    let mut value = claims.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_object()?.get(part)?;
+    }
+    Some(value)
+}
+
+/// The roles this service knows among a claim's values (others are
+/// ignored): an array of strings or one space-separated string.
+fn roles(value: Option<&Value>) -> Roles {
+    let mut roles = Roles::default();
+    let mut grant = |name: &str| match name {
+        "staff" => roles.staff = true,
+        "operator" => roles.operator = true,
+        _ => {}
+    };
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .take(64)
+            .filter_map(Value::as_str)
+            .for_each(&mut grant),
+        Some(Value::String(s)) => s.split_whitespace().take(64).for_each(&mut grant),
+        _ => {}
+    }
+    roles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config() -> AuthConfig {
+        AuthConfig::new("http://issuer", "orders-api")
+    }
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn roles_come_from_an_array_or_a_space_separated_string() {
+        let both = Roles {
+            staff: true,
+            operator: true,
+        };
+        assert_eq!(roles(Some(&json!(["staff", "operator", "x"]))), both);
+        assert_eq!(roles(Some(&json!("operator staff"))), both);
+        assert_eq!(roles(Some(&json!(42))), Roles::default());
+        assert_eq!(roles(None), Roles::default());
+    }
+
+    #[test]
+    fn a_dotted_claim_reaches_into_objects() {
+        let mut c = config();
+        c.roles_claim = "realm_access.roles".to_owned();
+        let id = identity(
+            &c,
+            &claims(json!({"sub": "bob", "realm_access": {"roles": ["staff"]}})),
+        );
+        assert_eq!(id.map(|i| i.roles.staff), Ok(true));
+    }
+
+    #[test]
+    fn a_user_claim_outside_the_user_id_rule_is_refused() {
+        let c = config();
+        for sub in [
+            json!("auth0|123"),
+            json!(""),
+            json!("a".repeat(101)),
+            json!(7),
+        ] {
+            assert_eq!(
+                identity(&c, &claims(json!({ "sub": sub }))),
+                Err(TokenError::User)
+            );
+        }
+        assert_eq!(
+            identity(&c, &claims(json!({}))),
+            Err(TokenError::MissingClaim)
+        );
+        let mut by_name = config();
+        by_name.user_claim = "preferred_username".to_owned();
+        let id = identity(
+            &by_name,
+            &claims(json!({"sub": "auth0|123", "preferred_username": "alice"})),
+        );
+        assert_eq!(
+            id.map(|i| i.user.as_str().to_owned()),
+            Ok("alice".to_owned())
+        );
+    }
+}
