@@ -21,6 +21,7 @@ pub fn test_kafka() -> KafkaSource {
         max_request_bytes: KafkaSource::DEFAULT_MAX_REQUEST_BYTES,
         replication_factor: 1,
         retention_ms: -1,
+        security: Default::default(),
     }
 }
 

@@ -36,6 +36,8 @@ pub struct DurableBroker {
     log: Option<PathBuf>,
     /// The storage URL (SQLite in `dir`).
     storage: String,
+    /// Start with `--authentication` (clients must sign in with SASL).
+    authentication: bool,
 }
 
 impl DurableBroker {
@@ -50,6 +52,7 @@ impl DurableBroker {
             child: None,
             log,
             storage: "sqlite://tansu.db".to_owned(),
+            authentication: false,
         })
     }
 
@@ -58,6 +61,32 @@ impl DurableBroker {
     pub fn with_maintenance_every(mut self, every: &str) -> DurableBroker {
         self.storage = format!("sqlite://tansu.db?maintenance_interval={every}");
         self
+    }
+
+    /// From the next start on, clients must authenticate (SASL SCRAM) as a
+    /// user created with [`DurableBroker::create_user`] beforehand.
+    pub fn require_authentication(&mut self) {
+        self.authentication = true;
+    }
+
+    /// Creates a SCRAM-SHA-256 user through the running broker (which must
+    /// not require authentication yet; the SQLite storage keeps it).
+    pub async fn create_user(&self, name: &str, password: &str) -> Result<()> {
+        let out = Command::new(&self.bin)
+            .args(["user", "create", "--mechanism", "scram256", "--broker"])
+            .arg(format!("tcp://{}", self.address()))
+            .args([name, password])
+            .current_dir(&self.dir)
+            .output()
+            .await
+            .context("run tansu user create")?;
+        if !out.status.success() {
+            bail!(
+                "tansu user create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// `127.0.0.1:PORT`, for `KAFKA_BROKERS`.
@@ -83,6 +112,7 @@ impl DurableBroker {
             .args(["broker", "--listener-url", &listener])
             .args(["--advertised-listener-url", &listener])
             .args(["--storage-engine", &self.storage])
+            .args(self.authentication.then_some("--authentication"))
             .current_dir(&self.dir)
             .env_remove("STORAGE_ENGINE")
             .env_remove("LISTENER_URL")

@@ -140,6 +140,7 @@ async fn a_rebuild_from_a_topic_thinned_by_retention_refuses_unless_accepted() {
     let kafka = KafkaSource {
         brokers: vec![broker.address()],
         retention_ms: 600_000,
+        security: Default::default(),
         ..test_kafka()
     };
     let app = app_on(kafka.clone()).await;

@@ -71,7 +71,8 @@ pub async fn run_consumer(
 /// there, so a topic that does not exist is an error (creating it would only
 /// give an empty model).
 pub(super) async fn connect_topic(source: &KafkaSource) -> Result<(Arc<Client>, Vec<i32>)> {
-    let client = kafka::connect(&source.brokers, Duration::from_secs(5))
+    let client = source
+        .connect(Duration::from_secs(5))
         .await
         .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
     let partitions = kafka::find_topic(&client, &source.topic)
@@ -95,7 +96,8 @@ pub(super) async fn consume(
         }
     }
     let client = Arc::new(
-        kafka::connect(&source.brokers, Duration::from_secs(5))
+        source
+            .connect(Duration::from_secs(5))
             .await
             .map_err(|e| ProjectionError::Kafka(e.to_string()))?,
     );

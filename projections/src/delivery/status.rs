@@ -95,7 +95,8 @@ async fn unconsumed(
     at: &BTreeMap<i32, i64>,
 ) -> Result<(BTreeMap<i32, i64>, Option<OffsetDateTime>)> {
     let failed = |e: rskafka::client::error::Error| ProjectionError::Kafka(e.to_string());
-    let client = kafka::connect(&source.brokers, BROKERS_WAIT)
+    let client = source
+        .connect(BROKERS_WAIT)
         .await
         .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
     let mut ends = BTreeMap::new();

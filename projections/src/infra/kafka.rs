@@ -11,16 +11,140 @@ use rskafka::BackoffConfig;
 /// instead of retrying forever (rskafka's default), so callers see a broker
 /// that is down and handle it themselves.
 pub async fn connect(brokers: &[String], deadline: Duration) -> Result<Client, KafkaError> {
-    ClientBuilder::new(brokers.to_vec())
+    connect_with(brokers, &KafkaSecurity::default(), deadline).await
+}
+
+/// Connects to `brokers` as `security` says (SASL, TLS).
+pub async fn connect_with(
+    brokers: &[String],
+    security: &KafkaSecurity,
+    deadline: Duration,
+) -> Result<Client, KafkaError> {
+    let mut builder = ClientBuilder::new(brokers.to_vec())
         .client_id("orders")
         .backoff_config(BackoffConfig {
             init_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),
             base: 2.0,
             deadline: Some(deadline),
+        });
+    if let Some(sasl) = &security.sasl {
+        builder = builder.sasl_config(sasl.config());
+    }
+    if let Some(tls) = &security.tls {
+        builder = builder.tls_config(tls.client_config.clone());
+    }
+    builder.build().await
+}
+
+/// How the service authenticates to the brokers and whether it encrypts:
+/// plaintext by default (the local broker), SASL and/or TLS for a managed
+/// cluster.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaSecurity {
+    pub sasl: Option<KafkaSasl>,
+    pub tls: Option<KafkaTls>,
+}
+
+/// SASL credentials. The password never reaches a log line: `Debug` omits it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaSasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for KafkaSasl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSasl")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSasl {
+    fn config(&self) -> rskafka::client::SaslConfig {
+        use rskafka::client::{Credentials, SaslConfig};
+        let credentials = Credentials::new(self.username.clone(), self.password.clone());
+        match self.mechanism {
+            SaslMechanism::Plain => SaslConfig::Plain(credentials),
+            SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
+            SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+        }
+    }
+}
+
+/// The SASL mechanisms rskafka speaks with a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl std::str::FromStr for SaslMechanism {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "PLAIN" => Ok(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
+            other => Err(format!(
+                "{other:?} is not a SASL mechanism this service speaks (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
+            )),
+        }
+    }
+}
+
+/// TLS to the brokers, verified against a CA file or the public web roots.
+#[derive(Clone)]
+pub struct KafkaTls {
+    client_config: std::sync::Arc<rustls::ClientConfig>,
+    /// Where the trusted CAs came from, for messages.
+    pub roots: String,
+}
+
+impl std::fmt::Debug for KafkaTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTls")
+            .field("roots", &self.roots)
+            .finish()
+    }
+}
+
+impl KafkaTls {
+    /// Trusts the CAs in `ca_file` (PEM), or the public web roots without one.
+    pub fn new(ca_file: Option<&std::path::Path>) -> std::result::Result<KafkaTls, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        let source = match ca_file {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+                    .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(format!("no CA certificate in {}", path.display()));
+                }
+                path.display().to_string()
+            }
+            None => {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                "the public web roots".to_owned()
+            }
+        };
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(KafkaTls {
+            client_config: std::sync::Arc::new(config),
+            roots: source,
         })
-        .build()
-        .await
+    }
 }
 
 /// How the relay creates the topic when it does not exist.
@@ -200,9 +324,16 @@ pub struct KafkaSource {
     pub replication_factor: i16,
     /// `retention.ms` when the relay creates the topic (-1: for ever).
     pub retention_ms: i64,
+    /// SASL and TLS to the brokers.
+    pub security: KafkaSecurity,
 }
 
 impl KafkaSource {
+    /// A client of the source's brokers, with its security settings.
+    pub async fn connect(&self, deadline: Duration) -> Result<Client, KafkaError> {
+        connect_with(&self.brokers, &self.security, deadline).await
+    }
+
     /// Kafka's own default for `message.max.bytes`.
     pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use access::{check_issuer, AccessArgs};
+pub use access::{check_issuer, AccessArgs, KafkaSecurityArgs};
 
 use projections::runner::WorkerOptions;
 use projections::ProjectionName;
@@ -105,6 +105,8 @@ pub struct KafkaArgs {
           allow_negative_numbers = true,
           value_parser = clap::value_parser!(i64).range(-1..))]
     pub kafka_retention_ms: i64,
+    #[command(flatten)]
+    pub security: KafkaSecurityArgs,
 }
 
 impl KafkaArgs {
@@ -121,22 +123,27 @@ impl KafkaArgs {
         (!list.is_empty()).then_some(list)
     }
 
-    /// Where Kafka is, when brokers are configured.
-    pub fn source(&self) -> Option<projections::infra::kafka::KafkaSource> {
-        Some(projections::infra::kafka::KafkaSource {
-            brokers: self.brokers()?,
+    /// Where Kafka is, when brokers are configured (an error when its
+    /// security settings do not hold together).
+    pub fn source(&self) -> anyhow::Result<Option<projections::infra::kafka::KafkaSource>> {
+        let Some(brokers) = self.brokers() else {
+            return Ok(None);
+        };
+        Ok(Some(projections::infra::kafka::KafkaSource {
+            brokers,
+            security: self.security.security()?,
             topic: self.kafka_topic.clone(),
             partitions: self.kafka_partitions,
             max_request_bytes: usize::try_from(self.kafka_max_request_bytes)
                 .unwrap_or(projections::infra::kafka::KafkaSource::DEFAULT_MAX_REQUEST_BYTES),
             replication_factor: self.kafka_replication_factor,
             retention_ms: self.kafka_retention_ms,
-        })
+        }))
     }
 
     /// Where Kafka is, or an error naming the setting `what` needs.
     pub fn require(&self, what: &str) -> anyhow::Result<projections::infra::kafka::KafkaSource> {
-        self.source().ok_or_else(|| {
+        self.source()?.ok_or_else(|| {
             anyhow::anyhow!("{what} needs Kafka: set KAFKA_BROKERS (or pass --kafka-brokers)")
         })
     }
@@ -188,7 +195,7 @@ impl Cmd {
             }
             Cmd::Serve(args) => app::Config {
                 serve: Some(args.config()?),
-                kafka: kafka.source(),
+                kafka: kafka.source()?,
                 ..app::Config::default()
             },
             Cmd::Relay => app::Config {

@@ -84,12 +84,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }
     };
     let kafka = async {
-        let Some(brokers) = state.kafka.as_ref().map(|k| k.brokers.as_slice()) else {
+        let Some(source) = state.kafka.as_ref() else {
             return Ok("kafka not configured".to_owned());
         };
         let probe = async {
-            let client =
-                projections::infra::kafka::connect(brokers, Duration::from_secs(2)).await?;
+            let client = source.connect(Duration::from_secs(2)).await?;
             client.list_topics().await
         };
         match tokio::time::timeout(Duration::from_secs(3), probe).await {

@@ -39,6 +39,8 @@ pub const AFTER_PRODUCE: &str = "relay.after_produce";
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
     pub brokers: Vec<String>,
+    /// SASL and TLS to the brokers.
+    pub security: kafka::KafkaSecurity,
     pub topic: String,
     /// How to create the topic if it does not exist.
     pub settings: kafka::TopicSettings,
@@ -63,6 +65,7 @@ impl RelayOptions {
     pub fn new(kafka: &KafkaSource, lease_ttl: Duration) -> RelayOptions {
         RelayOptions {
             brokers: kafka.brokers.clone(),
+            security: kafka.security.clone(),
             topic: kafka.topic.clone(),
             settings: kafka.topic_settings(),
             batch_size: 3000,
@@ -195,7 +198,8 @@ async fn publish(
 ) -> Result<(), RelayError> {
     let mut conn = pool.acquire().await?;
     let conn = &mut *conn;
-    let client = kafka::connect(&options.brokers, Duration::from_secs(5)).await?;
+    let client =
+        kafka::connect_with(&options.brokers, &options.security, Duration::from_secs(5)).await?;
     let partitions = kafka::ensure_topic(&client, &options.topic, &options.settings).await?;
     let count = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
     check_partitions(conn, &options.topic, count).await?;
