@@ -40,9 +40,10 @@ for _ in $(seq 100); do
 done
 # One caller for every operation: the user `fuzz`, with the staff role (the
 # delivery side is staff's); the order-ms paths are pinned to that user,
-# since another user's are 404 by design. /metrics answers it 403, which the
-# document describes.
+# since another user's are 404 by design.
 auth="Authorization: Bearer $(scripts/token.sh fuzz --role staff)"
+# /metrics is the operators': it gets an operator's token.
+operator="Bearer $(scripts/token.sh fuzz-ops --role operator)"
 
 # Seed orders so reads and moves have something to find: one the fuzzer may
 # cancel, one it may move through the kitchen. Schemathesis is told their
@@ -59,6 +60,10 @@ to_cancel=$(seed)
 to_move=$(seed)
 config=$(mktemp --suffix .toml)
 cat >"$config" <<TOML
+[[operations]]
+include-path = ["/metrics"]
+headers = { Authorization = "$operator" }
+
 [[operations]]
 include-path = ["/order-ms/{user_id}/orders"]
 parameters = { "path.user_id" = "fuzz" }
