@@ -8,6 +8,9 @@
 #   all    `orders all`: API, relay and both projections in one process, as
 #          `just run` deploys it (the pipeline's work shares the 2 cores);
 #   serve  `orders serve`: the API alone (relay and projections elsewhere).
+# Both as deployed, with authentication on (a token from the local OpenID
+# Connect provider on every request); `serve open` once more without an
+# issuer, so the cost of checking tokens shows beside it.
 # Also peak RSS of `orders all`, idle and after the 64-connection load.
 #
 # Usage: bench/place.sh [seconds=10]
@@ -25,6 +28,7 @@ if ! command -v wrk >/dev/null; then
 fi
 eval "$(scripts/postgres.sh)"
 eval "$(scripts/kafka.sh memory)"
+eval "$(scripts/oidc.sh)"
 cargo build --release -q -p services --bin orders
 bindir=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | head -1)
 admin="${DATABASE_URL%/*}/postgres"
@@ -40,8 +44,14 @@ stop_orders() {
     if grep -q '"level":"ERROR"' "$tmp/orders.log" 2>/dev/null; then grep '"level":"ERROR"' "$tmp/orders.log" | tail -3 >&2; fi
 }
 trap 'stop_orders; rm -rf "$tmp"; psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null || true' EXIT
-start_orders() { # all|serve
-    DATABASE_URL="$url" KAFKA_TOPIC="bench-$(date +%s%N)" DB_WRITE_CONNECTIONS=40 \
+start_orders() { # all|serve auth|open
+    # As deployed, authentication on (the local provider); `open` runs it
+    # without an issuer, for the cost of checking tokens. No rate limit: wrk
+    # is one caller.
+    local issuer=""
+    [ "$2" = auth ] && issuer="$OIDC_ISSUER"
+    env -u OIDC_ISSUER ${issuer:+OIDC_ISSUER="$issuer"} RATE_LIMIT_PER_SECOND=0 RATE_LIMIT_PEER_PER_SECOND=0 \
+        DATABASE_URL="$url" KAFKA_TOPIC="bench-$(date +%s%N)" DB_WRITE_CONNECTIONS=40 \
         target/release/orders "$1" --http-addr "127.0.0.1:$port" >>"$tmp/orders.log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
@@ -81,29 +91,36 @@ SQL
 cat > "$tmp/place.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer TOKEN"
 wrk.body = '{"coffee_name": "today\'s coffee", "coffee_price": "5000", "coffee_qty": "3"}'
 LUA
 
-row() { # mode conns
+sed -i "s|TOKEN|$(scripts/token.sh USER0001 --ttl 3600)|" "$tmp/place.lua"
+
+row() { # label conns
     local out rps p99 non2xx tps
     out=$(wrk -t2 -c"$2" -d"${seconds}s" --latency -s "$tmp/place.lua" "http://127.0.0.1:$port/order-ms/USER0001/orders")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
     tps=$("$bindir/pgbench" -n -M prepared -f "$tmp/append.sql" -c "$2" -j 2 -T "$seconds" "$url" 2>/dev/null | sed -nE 's/^tps = ([0-9.]+).*/\1/p')
-    printf '%-7s %-6s %14.0f %14.0f %8.2f %12s%s\n' "$1" "$2" "$rps" "$tps" "$(awk -v a="$rps" -v b="$tps" 'BEGIN{print a/b}')" "$p99" \
+    printf '%-11s %-6s %14.0f %14.0f %8.2f %12s%s\n' "$1" "$2" "$rps" "$tps" "$(awk -v a="$rps" -v b="$tps" 'BEGIN{print a/b}')" "$p99" \
         "${non2xx:+   ($non2xx non-2xx answers)}"
 }
 
 printf '\nplace order: POST /order-ms/USER0001/orders (wrk) against pgbench running the same append\n'
-printf '%-7s %-6s %14s %14s %8s %12s\n' orders conns "orders req/s" "pgbench tps" ratio "orders p99"
-start_orders all
+printf '(the rows marked open run without an issuer: the cost of checking a token per request)\n'
+printf '%-11s %-6s %14s %14s %8s %12s\n' orders conns "orders req/s" "pgbench tps" ratio "orders p99"
+start_orders all auth
 idle_kib=$(rss)
 for c in 8 32 64; do row all "$c"; done
 loaded_kib=$(rss)
 stop_orders
-start_orders serve
+start_orders serve auth
 row serve 64
+stop_orders
+start_orders serve open
+row "serve open" 64
 stop_orders
 printf '\npeak RSS of orders all: idle %.1f MiB, after the 64-connection load %.1f MiB\n' \
     "$(awk -v k="$idle_kib" 'BEGIN{print k/1024}')" "$(awk -v k="$loaded_kib" 'BEGIN{print k/1024}')"

@@ -52,6 +52,8 @@ pub struct KeySet {
 
 struct Inner {
     issuer: String,
+    /// Bumped whenever a fetch finds another set of keys than before.
+    version: std::sync::atomic::AtomicU64,
     http: reqwest::Client,
     keys: RwLock<Keys>,
     /// Held while a fetch runs, so that concurrent requests with an unknown
@@ -99,6 +101,7 @@ impl KeySet {
         KeySet {
             inner: Arc::new(Inner {
                 issuer: issuer.to_owned(),
+                version: std::sync::atomic::AtomicU64::new(0),
                 http,
                 keys: RwLock::new(Keys::default()),
                 fetching: tokio::sync::Mutex::new(None),
@@ -131,6 +134,14 @@ impl KeySet {
             None if self.loaded() => Lookup::Unknown,
             None => Lookup::Unavailable,
         }
+    }
+
+    /// The version of the key set: it changes when the issuer publishes
+    /// other keys (what was verified against the old ones is checked again).
+    pub fn version(&self) -> u64 {
+        self.inner
+            .version
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn loaded(&self) -> bool {
@@ -218,9 +229,20 @@ impl KeySet {
                 url: discovery.jwks_uri,
             });
         }
-        let ids: Vec<String> = keys.by_id.keys().cloned().collect();
+        let mut ids: Vec<String> = keys.by_id.keys().cloned().collect();
+        ids.sort();
         if let Ok(mut current) = self.inner.keys.write() {
+            let mut before: Vec<&String> = current.by_id.keys().collect();
+            before.sort();
+            let changed = !current.loaded
+                || before != ids.iter().collect::<Vec<_>>()
+                || current.unnamed.len() != keys.unnamed.len();
             *current = keys;
+            if changed {
+                self.inner
+                    .version
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
         }
         tracing::debug!(?ids, "identity provider keys fetched");
         Ok(())

@@ -7,6 +7,7 @@
 //! Without an issuer configured the process runs unauthenticated, for
 //! development only: `app.rs` then serves only on a loopback address.
 
+mod cache;
 mod keys;
 mod token;
 
@@ -78,6 +79,7 @@ pub struct Identity {
 pub struct Authenticator {
     config: Arc<AuthConfig>,
     keys: KeySet,
+    verified: Arc<cache::Verified>,
 }
 
 impl Authenticator {
@@ -97,6 +99,7 @@ impl Authenticator {
         Authenticator {
             config: Arc::new(config),
             keys,
+            verified: Arc::default(),
         }
     }
 
@@ -106,6 +109,6 @@ impl Authenticator {
 
     /// Verifies `token` (the part after `Bearer `).
     pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
-        token::verify(&self.config, &self.keys, token).await
+        token::verify(&self.config, &self.keys, &self.verified, token).await
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use domain::UserId;
 
+use super::cache::Verified;
 use super::keys::{KeySet, Lookup, ALLOWED};
 use super::{AuthConfig, Identity, Roles};
 
@@ -47,11 +48,17 @@ pub enum TokenError {
 pub(super) async fn verify(
     config: &AuthConfig,
     keys: &KeySet,
+    verified: &Verified,
     token: &str,
 ) -> Result<Identity, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Malformed);
     }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if let Some(identity) = verified.get(token, now, keys.version()) {
+        return Ok(identity);
+    }
+    let version = keys.version();
     let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
     if !ALLOWED.contains(&header.alg) {
         return Err(TokenError::Algorithm);
@@ -65,7 +72,17 @@ pub(super) async fn verify(
     let mut refused = TokenError::Signature;
     for key in candidates {
         match decode::<Map<String, Value>>(token, &key.decoding, &validation) {
-            Ok(data) => return identity(config, &data.claims),
+            Ok(data) => {
+                let identity = identity(config, &data.claims)?;
+                verified.put(
+                    token,
+                    &identity,
+                    validity(config, &data.claims),
+                    now,
+                    version,
+                );
+                return Ok(identity);
+            }
             Err(e) => refused = refusal(e.kind()),
         }
         // Only a bad signature makes the next key worth trying.
@@ -99,6 +116,17 @@ fn refusal(kind: &ErrorKind) -> TokenError {
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::Algorithm,
         _ => TokenError::Malformed,
     }
+}
+
+/// From when until when (unix seconds, leeway included) a verified token
+/// stays valid.
+fn validity(config: &AuthConfig, claims: &Map<String, Value>) -> (i64, i64) {
+    let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(0);
+    let at = |name: &str| claims.get(name).and_then(Value::as_i64);
+    (
+        at("nbf").map_or(i64::MIN, |nbf| nbf - leeway),
+        at("exp").map_or(i64::MIN, |exp| exp + leeway),
+    )
 }
 
 /// The caller a verified token names.

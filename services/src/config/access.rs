@@ -1,6 +1,5 @@
-//! Who may call the API and how often (the OpenID Connect issuer whose
-//! tokens are accepted, the rate limits), and how the service itself proves
-//! who it is to the brokers (SASL, TLS).
+//! Who may call the API and how often: the OpenID Connect issuer whose
+//! tokens are accepted, and the rate limits.
 
 use clap::Args;
 
@@ -93,67 +92,5 @@ pub fn check_issuer(issuer: &str) -> anyhow::Result<()> {
         _ => anyhow::bail!(
             "OIDC_ISSUER must be an https URL (plain http only on a loopback host): {issuer}"
         ),
-    }
-}
-
-/// SASL and TLS to the Kafka brokers (a managed cluster).
-#[derive(Debug, Clone, Args)]
-pub struct KafkaSecurityArgs {
-    /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with
-    /// KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD). PLAIN sends the
-    /// password as it is: use it over TLS only.
-    #[arg(long, env = "KAFKA_SASL_MECHANISM", global = true,
-          value_parser = clap::value_parser!(projections::infra::kafka::SaslMechanism))]
-    pub kafka_sasl_mechanism: Option<projections::infra::kafka::SaslMechanism>,
-    #[arg(long, env = "KAFKA_SASL_USERNAME", global = true)]
-    pub kafka_sasl_username: Option<String>,
-    #[arg(
-        long,
-        env = "KAFKA_SASL_PASSWORD",
-        global = true,
-        hide_env_values = true
-    )]
-    pub kafka_sasl_password: Option<String>,
-    /// Connect to the brokers over TLS.
-    #[arg(long, env = "KAFKA_TLS", global = true)]
-    pub kafka_tls: bool,
-    /// The CA certificates (PEM) the brokers' certificates are checked
-    /// against; without it, the public web roots. Implies KAFKA_TLS.
-    #[arg(long, env = "KAFKA_TLS_CA_FILE", global = true)]
-    pub kafka_tls_ca_file: Option<std::path::PathBuf>,
-}
-
-impl KafkaSecurityArgs {
-    pub fn security(&self) -> anyhow::Result<projections::infra::kafka::KafkaSecurity> {
-        use projections::infra::kafka::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism};
-        let sasl = match (
-            self.kafka_sasl_mechanism,
-            &self.kafka_sasl_username,
-            &self.kafka_sasl_password,
-        ) {
-            (None, None, None) => None,
-            (Some(mechanism), Some(username), Some(password)) => {
-                if mechanism == SaslMechanism::Plain
-                    && !self.kafka_tls
-                    && self.kafka_tls_ca_file.is_none()
-                {
-                    tracing::warn!("KAFKA_SASL_MECHANISM=PLAIN without KAFKA_TLS sends the password in clear");
-                }
-                Some(KafkaSasl {
-                    mechanism,
-                    username: username.clone(),
-                    password: password.clone(),
-                })
-            }
-            _ => anyhow::bail!(
-                "SASL needs all three of KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
-            ),
-        };
-        let tls = if self.kafka_tls || self.kafka_tls_ca_file.is_some() {
-            Some(KafkaTls::new(self.kafka_tls_ca_file.as_deref()).map_err(anyhow::Error::msg)?)
-        } else {
-            None
-        };
-        Ok(KafkaSecurity { sasl, tls })
     }
 }

@@ -2,12 +2,14 @@
 //! flags to override them.
 
 mod access;
+mod kafka;
 
 use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use access::{check_issuer, AccessArgs, KafkaSecurityArgs};
+pub use access::{check_issuer, AccessArgs};
+pub use kafka::{KafkaArgs, KafkaSecurityArgs};
 
 use projections::runner::WorkerOptions;
 use projections::ProjectionName;
@@ -69,83 +71,6 @@ pub struct LeadershipArgs {
 impl LeadershipArgs {
     pub fn ttl(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.lease_ttl_secs)
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct KafkaArgs {
-    /// Kafka bootstrap brokers, comma-separated (host:port,...).
-    #[arg(long, env = "KAFKA_BROKERS", global = true)]
-    pub kafka_brokers: Option<String>,
-    /// The topic the relay publishes to and the delivery projection reads.
-    #[arg(
-        long,
-        env = "KAFKA_TOPIC",
-        default_value = "orders.events",
-        global = true
-    )]
-    pub kafka_topic: String,
-    /// Partitions of the topic when the relay creates it.
-    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3, global = true,
-          value_parser = clap::value_parser!(i32).range(1..=1000))]
-    pub kafka_partitions: i32,
-    /// The largest produce request the relay sends, in bytes (at most the
-    /// brokers' `message.max.bytes`); a larger event is dead-lettered.
-    #[arg(long, env = "KAFKA_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024, global = true,
-          value_parser = clap::value_parser!(u32).range(4096..=256 * 1024 * 1024))]
-    pub kafka_max_request_bytes: u32,
-    /// Replicas of each partition when the relay creates the topic (use 3
-    /// on a production cluster).
-    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1, global = true,
-          value_parser = clap::value_parser!(i16).range(1..=16))]
-    pub kafka_replication_factor: i16,
-    /// `retention.ms` of the topic when the relay creates it; -1 keeps every
-    /// record for ever (the delivery side rebuilds from the topic).
-    #[arg(long, env = "KAFKA_RETENTION_MS", default_value_t = -1, global = true,
-          allow_negative_numbers = true,
-          value_parser = clap::value_parser!(i64).range(-1..))]
-    pub kafka_retention_ms: i64,
-    #[command(flatten)]
-    pub security: KafkaSecurityArgs,
-}
-
-impl KafkaArgs {
-    /// The brokers as a list, if any are configured.
-    pub fn brokers(&self) -> Option<Vec<String>> {
-        let list: Vec<String> = self
-            .kafka_brokers
-            .as_deref()?
-            .split(',')
-            .map(str::trim)
-            .filter(|b| !b.is_empty())
-            .map(str::to_owned)
-            .collect();
-        (!list.is_empty()).then_some(list)
-    }
-
-    /// Where Kafka is, when brokers are configured (an error when its
-    /// security settings do not hold together).
-    pub fn source(&self) -> anyhow::Result<Option<projections::infra::kafka::KafkaSource>> {
-        let Some(brokers) = self.brokers() else {
-            return Ok(None);
-        };
-        Ok(Some(projections::infra::kafka::KafkaSource {
-            brokers,
-            security: self.security.security()?,
-            topic: self.kafka_topic.clone(),
-            partitions: self.kafka_partitions,
-            max_request_bytes: usize::try_from(self.kafka_max_request_bytes)
-                .unwrap_or(projections::infra::kafka::KafkaSource::DEFAULT_MAX_REQUEST_BYTES),
-            replication_factor: self.kafka_replication_factor,
-            retention_ms: self.kafka_retention_ms,
-        }))
-    }
-
-    /// Where Kafka is, or an error naming the setting `what` needs.
-    pub fn require(&self, what: &str) -> anyhow::Result<projections::infra::kafka::KafkaSource> {
-        self.source()?.ok_or_else(|| {
-            anyhow::anyhow!("{what} needs Kafka: set KAFKA_BROKERS (or pass --kafka-brokers)")
-        })
     }
 }
 

@@ -8,9 +8,10 @@ use axum::response::{IntoResponse, Response};
 use domain::{DomainError, Status};
 use serde::Serialize;
 
-use crate::orders::Rejection;
-use crate::store::StoreError;
-use projections::ProjectionError;
+mod class;
+mod from;
+
+use class::Class;
 
 /// One field at fault in a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -142,157 +143,7 @@ pub struct ValidStatus {
     label: &'static str,
 }
 
-/// What kind of problem an error is: its HTTP status and its problem `type`
-/// (a URI reference) and `title`, stable per kind.
-struct Class {
-    status: StatusCode,
-    kind: &'static str,
-    title: &'static str,
-}
-
-const fn class(status: StatusCode, kind: &'static str, title: &'static str) -> Class {
-    Class {
-        status,
-        kind,
-        title,
-    }
-}
-
 impl ApiError {
-    /// The one table of every error's status, problem type and title.
-    fn class(&self) -> Class {
-        use StatusCode as S;
-        match self {
-            ApiError::InvalidPath { .. } => class(
-                S::BAD_REQUEST,
-                "/problems/invalid-path",
-                "The path names nothing that can exist",
-            ),
-            ApiError::InvalidHeader { .. } => class(
-                S::BAD_REQUEST,
-                "/problems/invalid-header",
-                "A request header is not valid",
-            ),
-            ApiError::InvalidQuery { .. } => class(
-                S::BAD_REQUEST,
-                "/problems/invalid-query",
-                "A query parameter is not valid",
-            ),
-            ApiError::MalformedBody(_) => class(
-                S::BAD_REQUEST,
-                "/problems/malformed-body",
-                "The request body cannot be read",
-            ),
-            ApiError::UnknownStatus { .. } => class(
-                S::BAD_REQUEST,
-                "/problems/unknown-status",
-                "Unknown order status",
-            ),
-            ApiError::Validation(_) => class(
-                S::UNPROCESSABLE_ENTITY,
-                "/problems/validation",
-                "The request has invalid fields",
-            ),
-            ApiError::IdempotencyKeyReused => class(
-                S::UNPROCESSABLE_ENTITY,
-                "/problems/idempotency-key-reused",
-                "Idempotency key reused",
-            ),
-            ApiError::UnsupportedMediaType => class(
-                S::UNSUPPORTED_MEDIA_TYPE,
-                "/problems/unsupported-media-type",
-                "Unsupported media type",
-            ),
-            ApiError::PayloadTooLarge => class(
-                S::PAYLOAD_TOO_LARGE,
-                "/problems/payload-too-large",
-                "Request body too large",
-            ),
-            ApiError::OrderNotFound => {
-                class(S::NOT_FOUND, "/problems/order-not-found", "Order not found")
-            }
-            ApiError::RouteNotFound => class(S::NOT_FOUND, "about:blank", "Not Found"),
-            ApiError::MethodNotAllowed => {
-                class(S::METHOD_NOT_ALLOWED, "about:blank", "Method Not Allowed")
-            }
-            ApiError::Rejected(_) => class(
-                S::CONFLICT,
-                "/problems/transition-not-allowed",
-                "The order's lifecycle does not allow this",
-            ),
-            ApiError::Contended => class(
-                S::CONFLICT,
-                "/problems/concurrent-modification",
-                "The order is being changed concurrently",
-            ),
-            ApiError::PreconditionFailed { .. } => class(
-                S::PRECONDITION_FAILED,
-                "/problems/version-mismatch",
-                "The order has changed",
-            ),
-            ApiError::Unauthenticated | ApiError::NotBearer => class(
-                S::UNAUTHORIZED,
-                "/problems/unauthenticated",
-                "Sign-in required",
-            ),
-            ApiError::InvalidToken(_) => class(
-                S::UNAUTHORIZED,
-                "/problems/invalid-token",
-                "The access token is not valid",
-            ),
-            ApiError::Forbidden(_) => class(
-                S::FORBIDDEN,
-                "/problems/forbidden",
-                "Not allowed for this caller",
-            ),
-            ApiError::RateLimited { .. } => class(
-                S::TOO_MANY_REQUESTS,
-                "/problems/rate-limited",
-                "Too many requests",
-            ),
-            ApiError::IdentityProviderUnavailable => class(
-                S::SERVICE_UNAVAILABLE,
-                "/problems/identity-provider-unavailable",
-                "The identity provider cannot be reached",
-            ),
-            ApiError::Unavailable(_) => class(
-                S::SERVICE_UNAVAILABLE,
-                "/problems/unavailable",
-                "Service temporarily unavailable",
-            ),
-            ApiError::OrderHeld { .. } => class(
-                S::SERVICE_UNAVAILABLE,
-                "/problems/order-held",
-                "The order has an event this version of the service cannot read",
-            ),
-            ApiError::NotCaughtUp => class(
-                S::SERVICE_UNAVAILABLE,
-                "/problems/read-model-behind",
-                "The read model has not caught up yet",
-            ),
-            ApiError::Overloaded => class(
-                S::SERVICE_UNAVAILABLE,
-                "/problems/overloaded",
-                "The server is at capacity",
-            ),
-            ApiError::Timeout => class(
-                S::SERVICE_UNAVAILABLE,
-                "/problems/timeout",
-                "The request took too long",
-            ),
-            ApiError::OutcomeUnknown => class(
-                S::SERVICE_UNAVAILABLE,
-                "/problems/outcome-unknown",
-                "The outcome of the request is unknown",
-            ),
-            ApiError::Internal(_) => class(
-                S::INTERNAL_SERVER_ERROR,
-                "/problems/internal",
-                "Internal server error",
-            ),
-        }
-    }
-
     pub fn status_code(&self) -> StatusCode {
         self.class().status
     }
@@ -456,56 +307,4 @@ impl ApiError {
 /// Whole seconds to wait, at least one (`Retry-After` has no fractions).
 fn retry_seconds(wait: std::time::Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        if let StoreError::Unreadable(event) = &e {
-            tracing::warn!(error = %event, "an order's stream has an event this build cannot read");
-            return ApiError::OrderHeld {
-                order_id: event.order_id,
-                event: format!(
-                    "event {} ({} v{}, {}) cannot be read by this version: {}",
-                    event.event_id,
-                    event.event_type,
-                    event.schema_version,
-                    event.source,
-                    event.reason
-                ),
-            };
-        }
-        if e.is_unavailable() {
-            ApiError::Unavailable(e.into())
-        } else {
-            ApiError::Internal(e.into())
-        }
-    }
-}
-
-impl From<ProjectionError> for ApiError {
-    fn from(e: ProjectionError) -> Self {
-        match e {
-            ProjectionError::NoSuchPosition(position) => ApiError::InvalidHeader {
-                header: "x-log-position",
-                message: format!("no committed event is at log position {position}"),
-            },
-            ProjectionError::Database(db) if crate::store::is_unavailable(&db) => {
-                ApiError::Unavailable(db.into())
-            }
-            other => ApiError::Internal(other.into()),
-        }
-    }
-}
-
-impl From<Rejection> for ApiError {
-    fn from(r: Rejection) -> Self {
-        match r {
-            Rejection::NotFound => ApiError::OrderNotFound,
-            Rejection::PreconditionFailed { current } => ApiError::PreconditionFailed { current },
-            Rejection::Domain(DomainError::NotPlaced) => ApiError::OrderNotFound,
-            Rejection::Domain(e) => ApiError::Rejected(e),
-            Rejection::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
-            Rejection::Contended => ApiError::Contended,
-        }
-    }
 }
