@@ -100,7 +100,7 @@ psql:
 
 # Print an access token (a JWT) for USER from the local OIDC provider, e.g. `just token bob --role staff --ttl 60`.
 token USER *ARGS:
-    scripts/token.sh {{quote(USER)}} {{ARGS}}
+    @scripts/token.sh {{quote(USER)}} {{ARGS}}
 
 # Stop the project-local Postgres cluster, Kafka brokers and identity provider.
 stop:
