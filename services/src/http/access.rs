@@ -80,7 +80,9 @@ impl Caller {
         match self {
             Caller::Unchecked => Ok(format!("customer:{user}")),
             Caller::Signed(id) if id.user == *user => Ok(format!("customer:{user}")),
-            Caller::Signed(id) if id.roles.staff => Err(ApiError::Forbidden("customer")),
+            Caller::Signed(id) if id.roles.staff => Err(ApiError::Forbidden(
+                "only the customer may place or cancel their own orders; staff move orders on /delivery-ms",
+            )),
             Caller::Signed(_) => Err(ApiError::OrderNotFound),
         }
     }
@@ -99,7 +101,7 @@ impl Caller {
         match self {
             Caller::Unchecked => Ok("staff".to_owned()),
             Caller::Signed(id) if id.roles.staff => Ok(format!("staff:{}", id.user)),
-            Caller::Signed(_) => Err(ApiError::Forbidden("staff")),
+            Caller::Signed(_) => Err(ApiError::Forbidden("this request needs the staff role")),
         }
     }
 
@@ -108,7 +110,7 @@ impl Caller {
         match self {
             Caller::Unchecked => Ok(()),
             Caller::Signed(id) if id.roles.operator => Ok(()),
-            Caller::Signed(_) => Err(ApiError::Forbidden("operator")),
+            Caller::Signed(_) => Err(ApiError::Forbidden("this request needs the operator role")),
         }
     }
 }

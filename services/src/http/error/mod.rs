@@ -99,8 +99,8 @@ pub enum ApiError {
     NotBearer,
     #[error("{0}")]
     InvalidToken(crate::auth::TokenError),
-    /// Signed in, without the role the route needs (named).
-    #[error("this needs the {0} role")]
+    /// Signed in, but not allowed this (why, in a fixed sentence).
+    #[error("{0}")]
     Forbidden(&'static str),
     #[error("too many requests")]
     RateLimited { retry_after: std::time::Duration },
@@ -191,7 +191,6 @@ impl ApiError {
                     .to_owned()
             }
             ApiError::InvalidToken(why) => format!("{why}; sign in again for a new token"),
-            ApiError::Forbidden(role) => format!("this request needs the {role} role"),
             ApiError::RateLimited { retry_after } => format!(
                 "this caller sent more requests than its rate limit allows; retry in {} s",
                 retry_seconds(*retry_after)
