@@ -69,7 +69,12 @@ pub struct DeliveryStatusView {
     pub status_label: &'static str,
     #[serde(serialize_with = "api_time")]
     #[schema(value_type = String, format = DateTime)]
+    pub ordered_at: OffsetDateTime,
+    #[serde(serialize_with = "api_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
+    /// The order's version as the delivery side has applied it (`ETag`).
+    pub version: u64,
 }
 
 impl OrderView {
@@ -104,7 +109,9 @@ impl OrderView {
             options: self.options,
             status: self.status,
             status_label: self.status_label,
+            ordered_at: self.ordered_at,
             updated_at: self.updated_at,
+            version: self.version,
         }
     }
 }
@@ -138,7 +145,9 @@ impl From<&projections::delivery::DeliveryRow> for DeliveryStatusView {
             options: row.options,
             status: row.status,
             status_label: row.status.label(),
+            ordered_at: row.ordered_at,
             updated_at: row.updated_at,
+            version: u64::try_from(row.version).unwrap_or_default(),
         }
     }
 }

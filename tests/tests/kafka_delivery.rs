@@ -335,3 +335,50 @@ async fn status_and_metrics_show_the_delivery_projections_position_and_lag_in_th
     }
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_list_takes_a_limit_and_newest_first_and_shows_versions() {
+    let app = app_with_kafka().await;
+    let mut placed = Vec::new();
+    for _ in 0..3 {
+        placed.push(app.place_ok("USER0009").await);
+    }
+    eventually(Duration::from_secs(10), "three orders received", || async {
+        (in_status(&app, "received").await.len() == 3).then_some(())
+    })
+    .await;
+    let newest = app
+        .get("/delivery-ms/received?order=newest&limit=2")
+        .await
+        .ok(200);
+    let ids: Vec<&str> = newest
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|o| o["order_id"].as_str().expect("order_id"))
+        .collect();
+    assert_eq!(
+        ids,
+        [placed[2].as_str(), placed[1].as_str()],
+        "newest first, two of them"
+    );
+    let first = &newest[0];
+    assert_eq!(first["version"], 1);
+    assert!(first["ordered_at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(
+        in_status(&app, "received").await,
+        placed,
+        "oldest first by default"
+    );
+    let one = app
+        .get(&format!("/delivery-ms/USER0009/{}", placed[0]))
+        .await;
+    assert_eq!(one.header("etag"), Some("\"1\""));
+    for bad in ["limit=0", "limit=501", "limit=x", "order=sideways"] {
+        app.get(&format!("/delivery-ms/received?{bad}"))
+            .await
+            .problem(400);
+    }
+}

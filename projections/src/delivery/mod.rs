@@ -151,15 +151,35 @@ fn decode_row(row: &sqlx::postgres::PgRow) -> Result<DeliveryRow> {
     })
 }
 
-/// Every order now in `status`, oldest order first.
+/// Which orders of a status list come first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListOrder {
+    /// The longest waiting first (the kitchen's queue).
+    #[default]
+    OldestFirst,
+    /// The most recent first (the board's 배송완료 / 취소).
+    NewestFirst,
+}
+
+/// The orders now in `status` in `order` of ordering time, at most `limit`
+/// (all without one).
 pub async fn list_by_status<'e>(
     db: impl PgExecutor<'e>,
     status: Status,
+    order: ListOrder,
+    limit: Option<i64>,
 ) -> Result<Vec<DeliveryRow>> {
+    // The status index serves both directions.
+    let direction = match order {
+        ListOrder::OldestFirst => "ASC",
+        ListOrder::NewestFirst => "DESC",
+    };
     let rows = sqlx::query(&format!(
-        "SELECT {ROW_COLUMNS} FROM delivery.order_status WHERE status = $1 ORDER BY ordered_at, order_id"
+        "SELECT {ROW_COLUMNS} FROM delivery.order_status WHERE status = $1
+          ORDER BY ordered_at {direction}, order_id {direction} LIMIT $2"
     ))
     .bind(status.code())
+    .bind(limit)
     .fetch_all(db)
     .await?;
     rows.iter().map(decode_row).collect()

@@ -2,7 +2,7 @@
 //! lifecycle.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use domain::{Command, Status};
@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::access::Caller;
 use super::error::{ApiError, ApiResult, FieldError};
-use super::extract::{self, ApiPath, Fields, IfMatch, RequestContext};
+use super::extract::{self, ApiPath, Fields, IfMatch, QueryPairs, RequestContext};
 use super::{order_response, settle, AppState};
 use crate::view::{DeliveryStatusView, OrderView};
 use projections::{delivery, held};
@@ -27,10 +27,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Every order now in a status, oldest first, from the delivery side's own
 /// read model (fed from Kafka). The status is a code or its Korean label.
 #[utoipa::path(get, path = "/delivery-ms/{status}", tag = "delivery-ms",
-    params(("status" = crate::http::docs::StatusInput, Path, description = "A code (`received`) or its Korean label (`접수완료`), percent-encoded")),
+    params(
+        ("status" = crate::http::docs::StatusInput, Path, description = "A code (`received`) or its Korean label (`접수완료`), percent-encoded"),
+        ("limit" = Option<u32>, Query, nullable = false, description = "At most this many orders, 1 to 500 (all when absent)", minimum = 1, maximum = 500),
+        ("order" = Option<crate::http::docs::ListOrderParam>, Query, nullable = false, description = "`newest`: the most recent first; `oldest` (the default): the longest waiting first"),
+    ),
     responses(
         (status = 200, description = "Every order now in that status, oldest first", body = Vec<DeliveryStatusView>),
-        (status = 400, description = "An unknown status (the answer lists the valid ones)", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "An unknown status (the answer lists the valid ones), or a bad `limit` or `order`", body = crate::http::error::Problem, content_type = "application/problem+json"),
         (status = 503, response = inline(crate::http::docs::Unavailable)),
         (status = 401, response = inline(crate::http::docs::Unauthenticated)),
         (status = 403, response = inline(crate::http::docs::Forbidden)),
@@ -41,12 +45,36 @@ async fn orders_in_status(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(status): ApiPath<String>,
+    query: QueryPairs,
 ) -> ApiResult<Response> {
     caller.staff()?;
     let status = Status::parse(status.trim()).map_err(|_| ApiError::UnknownStatus {
         given: status.clone(),
     })?;
-    let rows = delivery::list_by_status(&state.reads, status).await?;
+    let limit = match query.get("limit")? {
+        None => None,
+        Some(text) => Some(
+            text.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=500).contains(n))
+                .ok_or_else(|| ApiError::InvalidQuery {
+                    field: "limit",
+                    message: "must be a whole number from 1 to 500".into(),
+                })?,
+        ),
+    };
+    let order = match query.get("order")?.map(str::trim) {
+        None | Some("oldest") => delivery::ListOrder::OldestFirst,
+        Some("newest") => delivery::ListOrder::NewestFirst,
+        Some(_) => {
+            return Err(ApiError::InvalidQuery {
+                field: "order",
+                message: "must be newest or oldest".into(),
+            })
+        }
+    };
+    let rows = delivery::list_by_status(&state.reads, status, order, limit).await?;
     let views: Vec<DeliveryStatusView> = rows.iter().map(DeliveryStatusView::from).collect();
     Ok(Json(views).into_response())
 }
@@ -55,7 +83,7 @@ async fn orders_in_status(
 #[utoipa::path(get, path = "/delivery-ms/{user_id}/{order_id}", tag = "delivery-ms",
     params(("user_id" = crate::http::docs::UserIdParam, Path), ("order_id" = crate::http::docs::OrderIdParam, Path)),
     responses(
-        (status = 200, description = "The order's delivery status", body = DeliveryStatusView),
+        (status = 200, description = "The order's delivery status; `ETag` = the version the delivery side has applied", body = DeliveryStatusView, headers(("ETag" = String))),
         (status = 400, response = inline(crate::http::docs::InvalidUserId)),
         (status = 404, response = inline(crate::http::docs::OrderNotFound)),
         (status = 503, description = "Unavailable, or the order is held back behind an event this version cannot read (`/problems/order-held`)", body = crate::http::error::Problem, content_type = "application/problem+json"),
@@ -91,7 +119,8 @@ async fn delivery_status(
     let row = row
         .filter(|r| r.user_id == user_id.as_str())
         .ok_or(ApiError::OrderNotFound)?;
-    Ok(Json(DeliveryStatusView::from(&row)).into_response())
+    let view = DeliveryStatusView::from(&row);
+    Ok(([(header::ETAG, super::etag(view.version))], Json(view)).into_response())
 }
 
 /// Staff move an order on: `{"status": "preparing"}` or `{"status": "제작중"}`.

@@ -18,7 +18,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
     ),
     // Path and header parameters refer to these; request bodies register
     // their own schemas.
-    components(schemas(UserIdParam, OrderIdParam, EtagParam, IdempotencyKeyParam, StatusInput)),
+    components(schemas(UserIdParam, OrderIdParam, EtagParam, IdempotencyKeyParam, StatusInput, ListOrderParam)),
     modifiers(&BearerTokens),
     tags(
         (name = "order-ms", description = "Customers place, read and cancel orders"),
@@ -221,6 +221,16 @@ pub enum SizeInput {
     RegularLabel,
     #[serde(rename = "라지")]
     LargeLabel,
+}
+
+/// The order of a status list.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the wire form
+pub enum ListOrderParam {
+    #[serde(rename = "oldest")]
+    Oldest,
+    #[serde(rename = "newest")]
+    Newest,
 }
 
 /// A staff move: the status to move to, by code or Korean label.
