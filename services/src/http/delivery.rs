@@ -51,19 +51,7 @@ async fn orders_in_status(
     let status = Status::parse(status.trim()).map_err(|_| ApiError::UnknownStatus {
         given: status.clone(),
     })?;
-    let limit = match query.get("limit")? {
-        None => None,
-        Some(text) => Some(
-            text.trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (1..=500).contains(n))
-                .ok_or_else(|| ApiError::InvalidQuery {
-                    field: "limit",
-                    message: "must be a whole number from 1 to 500".into(),
-                })?,
-        ),
-    };
+    let limit = query.limit(500)?;
     let order = match query.get("order")?.map(str::trim) {
         None | Some("oldest") => delivery::ListOrder::OldestFirst,
         Some("newest") => delivery::ListOrder::NewestFirst,

@@ -294,4 +294,21 @@ impl QueryPairs {
         }
         Ok(first.map(String::as_str))
     }
+
+    /// `?limit=`, a whole number from 1 to `max` (400 otherwise); `None`
+    /// when absent.
+    pub fn limit(&self, max: i64) -> Result<Option<i64>, ApiError> {
+        self.get("limit")?
+            .map(|text| {
+                text.trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| ApiError::InvalidQuery {
+                        field: "limit",
+                        message: format!("must be a whole number from 1 to {max}"),
+                    })
+            })
+            .transpose()
+    }
 }

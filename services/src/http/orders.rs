@@ -220,18 +220,7 @@ async fn list_orders(
 ) -> ApiResult<Response> {
     let user_id = extract::user_id(&user)?;
     caller.reads_for(&user_id)?;
-    let limit = match query.get("limit")? {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::InvalidQuery {
-                field: "limit",
-                message: format!("must be a whole number from 1 to {MAX_LIMIT}"),
-            })?,
-    };
+    let limit = query.limit(MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
     let before = match query.get("next")? {
         None => None,
         Some(text) => Some(
