@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod menu;
 pub mod metrics;
 pub mod orders;
 pub mod relay;

@@ -39,9 +39,11 @@ fn main() -> ExitCode {
 
 async fn orders(cli: Cli) -> anyhow::Result<()> {
     let _logs = telemetry::init(match cli.command {
-        Cmd::Projections(_) | Cmd::Migrate | Cmd::Verify { .. } | Cmd::LogClock(_) => {
-            telemetry::COMMAND_LOGS
-        }
+        Cmd::Projections(_)
+        | Cmd::Migrate
+        | Cmd::Verify { .. }
+        | Cmd::LogClock(_)
+        | Cmd::Menu(_) => telemetry::COMMAND_LOGS,
         _ => telemetry::SERVICE_LOGS,
     });
     let pools = db::Pools::connect(cli.db.url()?, cli.db.budgets())
@@ -76,6 +78,7 @@ async fn admin_command(
         Cmd::Projections(cmd) => admin::run(pool, kafka, cmd).await,
         Cmd::Verify { names } => admin::verify(pool, &names).await,
         Cmd::LogClock(cmd) => admin::log_clock(pool, cmd).await,
+        Cmd::Menu(cmd) => admin::menu(pool, cmd).await,
         // Long-running parts are processes (`Cmd::process`).
         Cmd::Serve(_) | Cmd::Relay | Cmd::Project(_) | Cmd::Work(_) | Cmd::All(_) => Ok(()),
     }

@@ -28,6 +28,8 @@ pub enum Rejection {
     IdempotencyKeyReused,
     /// Lost the optimistic-concurrency race on every attempt.
     Contended,
+    /// The order does not fit the menu (each field at fault, and why).
+    OffMenu(domain::OffMenu),
 }
 
 /// A command that took effect (or, for an idempotent retry, had taken effect).
@@ -55,7 +57,8 @@ impl Orders {
 
     /// Places a new order. With an idempotency key, a retry returns the first
     /// result and appends nothing; a different request under the same key is
-    /// rejected.
+    /// rejected. When a menu is set, the order must fit it (drink on sale,
+    /// its size and temperature, the menu's price).
     #[instrument(skip_all, fields(order_id = %place.order_id, user_id = %place.user_id), err)]
     pub async fn place(
         &self,
@@ -67,6 +70,12 @@ impl Orders {
             if let Some(record) = self.store.idempotency_record(&key.scope, &key.key).await? {
                 return self.replay(record, key).await;
             }
+        }
+        // After the replay check: a retry of an order placed before the menu
+        // changed still gets its first answer.
+        let menu = crate::menu::load(self.store.pool()).await?;
+        if let Err(faults) = menu.check(&place.coffee_name, place.coffee_price, place.options) {
+            return Ok(Err(Rejection::OffMenu(faults)));
         }
         let stream = place.order_id;
         let events = match decide(&OrderState::NotPlaced, Command::Place(place)) {

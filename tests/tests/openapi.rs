@@ -16,6 +16,7 @@ const API_MD: &[(&str, &str)] = &[
     ("get", "/delivery-ms/{status}"),
     ("get", "/delivery-ms/{user_id}/{order_id}"),
     ("post", "/delivery-ms/{user_id}/{order_id}/status"),
+    ("get", "/menu"),
     ("get", "/health-check"),
     ("get", "/healthz"),
     ("get", "/readyz"),

@@ -8,9 +8,12 @@ use sqlx::PgPool;
 use crate::config::{KafkaArgs, LogClockCmd, ProjectionsCmd};
 
 mod holds;
+mod menu;
 mod report;
 mod rework;
 mod status;
+
+pub use menu::run as menu;
 
 pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyhow::Result<()> {
     match cmd {

@@ -98,6 +98,10 @@ pub enum Cmd {
         /// Projections to verify (all when none given).
         names: Vec<String>,
     },
+    /// The menu customers order from (GET /menu): show it, set it from a
+    /// JSON file, mark a drink sold out or on sale again, clear it.
+    #[command(subcommand)]
+    Menu(MenuCmd),
     /// Apply pending database migrations, then exit.
     Migrate,
     /// The log's clock: whether new events sort after every stored one
@@ -115,9 +119,11 @@ impl Cmd {
         lease_ttl: std::time::Duration,
     ) -> anyhow::Result<Option<app::Config>> {
         Ok(Some(match self {
-            Cmd::Migrate | Cmd::Projections(_) | Cmd::Verify { .. } | Cmd::LogClock(_) => {
-                return Ok(None)
-            }
+            Cmd::Migrate
+            | Cmd::Projections(_)
+            | Cmd::Verify { .. }
+            | Cmd::LogClock(_)
+            | Cmd::Menu(_) => return Ok(None),
             Cmd::Serve(args) => app::Config {
                 serve: Some(args.config()?),
                 kafka: kafka.source()?,
@@ -166,6 +172,30 @@ impl Cmd {
             }
         }))
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MenuCmd {
+    /// The menu as customers see it.
+    Show {
+        /// Print JSON (GET /menu's shape) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the whole menu with a JSON file in GET /menu's shape
+    /// (`-` reads standard input); `[]` clears it.
+    Set {
+        file: std::path::PathBuf,
+        /// Only when no menu is set yet (`just run`'s sample menu).
+        #[arg(long)]
+        if_empty: bool,
+    },
+    /// Mark a drink sold out: orders of it are refused until it is available.
+    SoldOut { coffee_name: String },
+    /// Put a sold-out drink on sale again.
+    Available { coffee_name: String },
+    /// Remove the menu: any drink at any price in range is accepted again.
+    Clear,
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,6 +23,7 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
     tags(
         (name = "order-ms", description = "Customers place, read and cancel orders"),
         (name = "delivery-ms", description = "Staff move orders on; the delivery view"),
+        (name = "menu", description = "The drinks on sale, their prices per size and temperatures"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]

@@ -7,6 +7,7 @@ mod delivery;
 pub mod docs;
 pub mod error;
 mod extract;
+mod menu;
 mod ops;
 mod orders;
 pub mod tls;
@@ -205,7 +206,7 @@ pub fn api_router(apis: Apis) -> utoipa_axum::router::OpenApiRouter<AppState> {
     let mut router = utoipa_axum::router::OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .merge(ops::router());
     if matches!(apis, Apis::Order | Apis::All) {
-        router = router.merge(orders::router());
+        router = router.merge(orders::router()).merge(menu::router());
     }
     if matches!(apis, Apis::Delivery | Apis::All) {
         router = router.merge(delivery::router());

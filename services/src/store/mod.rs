@@ -90,6 +90,11 @@ impl EventStore {
         self
     }
 
+    /// The pool appends go through.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Every event of one stream, oldest first.
     #[instrument(skip_all, fields(order_id = %stream), err)]
     pub async fn load(&self, stream: OrderId) -> Result<Vec<EventEnvelope>> {

@@ -3,7 +3,7 @@
 use domain::DomainError;
 use projections::ProjectionError;
 
-use super::ApiError;
+use super::{ApiError, FieldError};
 use crate::orders::Rejection;
 use crate::store::StoreError;
 
@@ -55,6 +55,12 @@ impl From<Rejection> for ApiError {
             Rejection::Domain(e) => ApiError::Rejected(e),
             Rejection::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
             Rejection::Contended => ApiError::Contended,
+            Rejection::OffMenu(faults) => ApiError::Validation(
+                faults
+                    .into_iter()
+                    .map(|(field, why)| FieldError::new(field, why))
+                    .collect(),
+            ),
         }
     }
 }

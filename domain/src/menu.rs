@@ -1,0 +1,140 @@
+//! The menu: the drinks on sale, a price per size, the temperatures each is
+//! served at, sold out or not. When a shop has a menu, an order must fit it:
+//! a client names a drink, a size and a temperature, never its own price
+//! ([`Menu::check`]). A shop without a menu (no drinks) takes any drink at
+//! any price in range, as the original clients expect.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::options::{DrinkOptions, OptionValue, Size, Temperature};
+use crate::values::{CoffeeName, Price};
+
+/// One drink on the menu, in the shape `GET /menu` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drink {
+    pub coffee_name: CoffeeName,
+    /// The price per size it comes in; at least one.
+    pub prices: BTreeMap<Size, Price>,
+    /// The temperatures it is served at; at least one.
+    pub temperatures: Vec<Temperature>,
+    #[serde(default)]
+    pub sold_out: bool,
+}
+
+/// The menu, in the order it lists its drinks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Menu {
+    drinks: Vec<Drink>,
+}
+
+/// Why a menu cannot be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MenuError {
+    #[error("{0} is on the menu twice")]
+    Duplicate(String),
+    #[error("{0} has no price: give at least one size")]
+    NoPrice(String),
+    #[error("{0} has no temperature: give hot, iced or both")]
+    NoTemperature(String),
+}
+
+/// What in an order does not fit the menu: the field at fault and why.
+pub type OffMenu = Vec<(&'static str, String)>;
+
+impl Menu {
+    /// A menu of `drinks`, checked: names unique, every drink with a price and
+    /// a temperature. Temperatures are kept in their usual order, once each.
+    pub fn new(drinks: Vec<Drink>) -> Result<Menu, MenuError> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut checked = Vec::with_capacity(drinks.len());
+        for mut drink in drinks {
+            let name = drink.coffee_name.to_string();
+            if !seen.insert(name.clone()) {
+                return Err(MenuError::Duplicate(name));
+            }
+            if drink.prices.is_empty() {
+                return Err(MenuError::NoPrice(name));
+            }
+            drink.temperatures.sort();
+            drink.temperatures.dedup();
+            if drink.temperatures.is_empty() {
+                return Err(MenuError::NoTemperature(name));
+            }
+            checked.push(drink);
+        }
+        Ok(Menu { drinks: checked })
+    }
+
+    /// No menu is set: any drink at any price in range is taken.
+    pub fn is_empty(&self) -> bool {
+        self.drinks.is_empty()
+    }
+
+    pub fn drinks(&self) -> &[Drink] {
+        &self.drinks
+    }
+
+    pub fn drink(&self, name: &CoffeeName) -> Option<&Drink> {
+        self.drinks.iter().find(|d| &d.coffee_name == name)
+    }
+
+    /// Whether an order of `name` at `price` with `options` fits the menu.
+    /// Every field at fault is named; an empty menu takes everything.
+    pub fn check(
+        &self,
+        name: &CoffeeName,
+        price: Price,
+        options: DrinkOptions,
+    ) -> Result<(), OffMenu> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let Some(drink) = self.drink(name) else {
+            return Err(vec![(
+                "coffee_name",
+                format!("“{name}” is not on the menu (GET /menu lists the drinks)"),
+            )]);
+        };
+        if drink.sold_out {
+            return Err(vec![("coffee_name", format!("“{name}” is sold out"))]);
+        }
+        let mut faults = Vec::new();
+        if !drink.temperatures.contains(&options.temperature) {
+            faults.push((
+                "options.temperature",
+                format!(
+                    "“{name}” is not served {} ({})",
+                    options.temperature.code(),
+                    options.temperature.label()
+                ),
+            ));
+        }
+        match drink.prices.get(&options.size) {
+            None => faults.push((
+                "options.size",
+                format!(
+                    "“{name}” does not come in {} ({})",
+                    options.size.code(),
+                    options.size.label()
+                ),
+            )),
+            Some(&menu_price) if menu_price != price => faults.push((
+                "coffee_price",
+                format!(
+                    "must be the menu's price for {} “{name}”: {}",
+                    options.size.code(),
+                    u64::from(menu_price)
+                ),
+            )),
+            Some(_) => {}
+        }
+        if faults.is_empty() {
+            Ok(())
+        } else {
+            Err(faults)
+        }
+    }
+}
