@@ -39,6 +39,9 @@ pub struct OrderPlaced {
     pub total_price: Won,
     /// Since schema version 2; version 1 payloads upcast to hot, regular.
     pub options: DrinkOptions,
+    /// The short per-day number staff call out. Since schema version 3;
+    /// orders placed before it have none (`None`).
+    pub pickup_number: Option<u32>,
 }
 
 /// The payload of [`Event::OrderCancelled`].

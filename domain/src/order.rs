@@ -28,6 +28,8 @@ pub struct PlaceOrder {
     pub coffee_price: Price,
     pub coffee_qty: Quantity,
     pub options: DrinkOptions,
+    /// Drawn by the service before deciding (`None`: none was drawn).
+    pub pickup_number: Option<u32>,
 }
 
 /// The state of one order stream.
@@ -49,6 +51,7 @@ pub struct Order {
     pub coffee_qty: Quantity,
     pub total_price: Won,
     pub options: DrinkOptions,
+    pub pickup_number: Option<u32>,
     pub status: Status,
     /// How many events the stream holds; the version of the last one applied.
     pub version: u64,
@@ -84,6 +87,7 @@ pub fn decide(state: &OrderState, command: Command) -> Result<Vec<Event>, Domain
                 coffee_qty: place.coffee_qty,
                 total_price,
                 options: place.options,
+                pickup_number: place.pickup_number,
             })])
         }
         (OrderState::Placed(_), Command::Place(_)) => Err(DomainError::AlreadyPlaced),
@@ -126,6 +130,7 @@ pub fn evolve(state: OrderState, event: &Event) -> OrderState {
             coffee_qty: p.coffee_qty,
             total_price: p.total_price,
             options: p.options,
+            pickup_number: p.pickup_number,
             status: Status::Received,
             version: 1,
         }),

@@ -24,11 +24,18 @@ struct Step {
 }
 
 /// Every step ever released, oldest first per type.
-const CHAIN: &[Step] = &[Step {
-    event_type: Event::PLACED,
-    from: 1,
-    apply: placed_v1_to_v2,
-}];
+const CHAIN: &[Step] = &[
+    Step {
+        event_type: Event::PLACED,
+        from: 1,
+        apply: placed_v1_to_v2,
+    },
+    Step {
+        event_type: Event::PLACED,
+        from: 2,
+        apply: placed_v2_to_v3,
+    },
+];
 
 /// The schema version this build writes for `event_type`, `None` for a type
 /// it does not know.
@@ -88,6 +95,18 @@ fn placed_v1_to_v2(payload: Value) -> Value {
             Value::Object(map)
         }
         // Not an object: decoding reports the malformed payload.
+        other => other,
+    }
+}
+
+/// `OrderPlaced` v3 added the pickup number; orders placed before it have
+/// none.
+fn placed_v2_to_v3(payload: Value) -> Value {
+    match payload {
+        Value::Object(mut map) => {
+            map.entry("pickup_number").or_insert(Value::Null);
+            Value::Object(map)
+        }
         other => other,
     }
 }

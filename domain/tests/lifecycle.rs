@@ -50,6 +50,7 @@ fn place() -> PlaceOrder {
             temperature: Temperature::Iced,
             size: Size::Large,
         },
+        pickup_number: Some(7),
     }
 }
 
@@ -63,6 +64,7 @@ fn placed() -> Event {
         coffee_qty: p.coffee_qty,
         total_price: Won(15_000),
         options: p.options,
+        pickup_number: p.pickup_number,
     })
 }
 

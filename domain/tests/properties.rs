@@ -26,6 +26,7 @@ fn arb_place() -> impl Strategy<Value = PlaceOrder> {
         arb_options(),
     )
         .prop_map(|(user, name, price, qty, bits, options)| PlaceOrder {
+            pickup_number: u32::try_from(bits % 1000).ok(),
             order_id: v7(bits),
             user_id: UserId::parse(&user).expect("generated valid"),
             coffee_name: CoffeeName::parse(&name).expect("generated valid"),

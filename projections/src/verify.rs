@@ -113,6 +113,7 @@ fn delivery_fields(r: &DeliveryRow) -> Vec<(&'static str, String)> {
         ("coffee_qty", r.coffee_qty.to_string()),
         ("temperature", r.options.temperature.to_string()),
         ("size", r.options.size.to_string()),
+        ("pickup_number", format!("{:?}", r.pickup_number)),
         ("status", r.status.code().to_owned()),
         ("ordered_at", r.ordered_at.to_string()),
         ("updated_at", r.updated_at.to_string()),

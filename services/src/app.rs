@@ -38,6 +38,8 @@ pub struct ServeConfig {
     /// HTTPS with these files; `None`: plain HTTP (TLS ends at a proxy, or
     /// on loopback).
     pub tls: Option<TlsFiles>,
+    /// The shop's clock: pickup numbers start again at its midnight.
+    pub pickup_offset: time::UtcOffset,
 }
 
 impl ServeConfig {
@@ -56,6 +58,7 @@ impl ServeConfig {
             auth: None,
             rate_limits: RateLimitConfig::default(),
             tls: None,
+            pickup_offset: time::UtcOffset::UTC,
         }
     }
 }
@@ -119,6 +122,7 @@ impl App {
                 state.max_in_flight = serve.max_in_flight;
                 state.request_timeout = serve.request_timeout;
                 state.read_wait = serve.read_wait;
+                state.orders = state.orders.clone().with_day_offset(serve.pickup_offset);
                 state.access = access(serve, &background).await;
                 Some(Server {
                     listener,

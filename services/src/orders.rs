@@ -9,7 +9,7 @@ use domain::{
 };
 use tracing::instrument;
 
-use crate::store::{EventStore, IdempotencyKey, IdempotencyRecord, StoreError};
+use crate::store::{EventStore, IdempotencyKey, IdempotencyRecord, PickupNumbers, StoreError};
 
 /// How often a command without `If-Match` is re-decided after losing a race.
 /// Each retry re-reads the stream, so the decision is always made on fresh state.
@@ -48,11 +48,21 @@ pub type Handled = Result<Result<Outcome, Rejection>, StoreError>;
 #[derive(Debug, Clone)]
 pub struct Orders {
     store: EventStore,
+    pickups: PickupNumbers,
 }
 
 impl Orders {
+    /// Pickup numbers count days in UTC; [`Orders::with_day_offset`] sets the
+    /// shop's clock.
     pub fn new(store: EventStore) -> Self {
-        Orders { store }
+        let pickups = PickupNumbers::new(store.pool().clone(), time::UtcOffset::UTC);
+        Orders { store, pickups }
+    }
+
+    /// Pickup numbers start again at 1 at midnight of this offset from UTC.
+    pub fn with_day_offset(mut self, offset: time::UtcOffset) -> Self {
+        self.pickups = PickupNumbers::new(self.store.pool().clone(), offset);
+        self
     }
 
     /// Places a new order. With an idempotency key, a retry returns the first
@@ -62,7 +72,7 @@ impl Orders {
     #[instrument(skip_all, fields(order_id = %place.order_id, user_id = %place.user_id), err)]
     pub async fn place(
         &self,
-        place: PlaceOrder,
+        mut place: PlaceOrder,
         metadata: &Metadata,
         key: Option<IdempotencyKey>,
     ) -> Handled {
@@ -77,6 +87,7 @@ impl Orders {
         if let Err(faults) = menu.check(&place.coffee_name, place.coffee_price, place.options) {
             return Ok(Err(Rejection::OffMenu(faults)));
         }
+        place.pickup_number = Some(self.pickups.next().await?);
         let stream = place.order_id;
         let events = match decide(&OrderState::NotPlaced, Command::Place(place)) {
             Ok(events) => events,

@@ -23,6 +23,9 @@ pub struct OrderView {
     pub status: Status,
     #[schema(value_type = String, example = "접수완료")]
     pub status_label: &'static str,
+    /// The short per-day number staff call out; `null` for orders placed
+    /// before pickup numbers existed.
+    pub pickup_number: Option<u32>,
     #[serde(serialize_with = "api_time")]
     #[schema(value_type = String, format = DateTime)]
     pub ordered_at: OffsetDateTime,
@@ -67,6 +70,8 @@ pub struct DeliveryStatusView {
     pub status: Status,
     #[schema(value_type = String, example = "제작중")]
     pub status_label: &'static str,
+    /// The short per-day number staff call out (as on the order).
+    pub pickup_number: Option<u32>,
     #[serde(serialize_with = "api_time")]
     #[schema(value_type = String, format = DateTime)]
     pub ordered_at: OffsetDateTime,
@@ -94,6 +99,7 @@ impl OrderView {
             options: order.options,
             status: order.status,
             status_label: order.status.label(),
+            pickup_number: order.pickup_number,
             ordered_at: first.recorded_at,
             updated_at: last.recorded_at,
             version: order.version,
@@ -109,6 +115,7 @@ impl OrderView {
             options: self.options,
             status: self.status,
             status_label: self.status_label,
+            pickup_number: self.pickup_number,
             ordered_at: self.ordered_at,
             updated_at: self.updated_at,
             version: self.version,
@@ -128,6 +135,7 @@ impl From<&OrderRow> for OrderView {
             options: row.options,
             status: row.status,
             status_label: row.status.label(),
+            pickup_number: row.pickup_number.and_then(|n| u32::try_from(n).ok()),
             ordered_at: row.ordered_at,
             updated_at: row.updated_at,
             version: u64::try_from(row.version).unwrap_or_default(),
@@ -145,6 +153,7 @@ impl From<&projections::delivery::DeliveryRow> for DeliveryStatusView {
             options: row.options,
             status: row.status,
             status_label: row.status.label(),
+            pickup_number: row.pickup_number.and_then(|n| u32::try_from(n).ok()),
             ordered_at: row.ordered_at,
             updated_at: row.updated_at,
             version: u64::try_from(row.version).unwrap_or_default(),

@@ -55,6 +55,7 @@ pub fn placed_payload(
         coffee_qty: domain::Quantity::from_json(Some(&Value::from(qty))).expect("a valid quantity"),
         total_price: domain::Won(price * qty),
         options: domain::DrinkOptions::default(),
+        pickup_number: None,
     });
     event.payload()
 }

@@ -13,6 +13,7 @@ fn placement(id: OrderId) -> Vec<Event> {
         coffee_price: domain::Price::try_from(4000).expect("valid"),
         coffee_qty: domain::Quantity::try_from(1).expect("valid"),
         options: domain::DrinkOptions::default(),
+        pickup_number: None,
     };
     domain::decide(&domain::OrderState::NotPlaced, Command::Place(place)).expect("a placement")
 }

@@ -143,7 +143,8 @@ async fn options_travel_to_every_read_model_and_the_topic() {
     })
     .await;
     assert_eq!(on_board["options"], iced_large);
-    // The topic carries v2 with the options, and says so in its headers.
+    // The topic carries the current version (3: options since 2, the pickup
+    // number since 3), and says so in its headers.
     let records = eventually(
         Duration::from_secs(10),
         "the record on the topic",
@@ -153,7 +154,7 @@ async fn options_travel_to_every_read_model_and_the_topic() {
         },
     )
     .await;
-    assert_eq!(records[0].headers["schema_version"], "2");
+    assert_eq!(records[0].headers["schema_version"], "3");
     match &records[0].envelope.event {
         domain::Event::OrderPlaced(p) => assert_eq!(
             p.options,
@@ -170,7 +171,7 @@ async fn options_travel_to_every_read_model_and_the_topic() {
     .fetch_one(&app.db.pool)
     .await
     .expect("the stored placement");
-    assert_eq!(stored, (2, iced_large.clone()));
+    assert_eq!(stored, (3, iced_large.clone()));
     assert!(projections::verify::orders(&app.db.pool)
         .await
         .expect("verify")
@@ -239,4 +240,22 @@ async fn read_model_tables_of_the_previous_build_are_upgraded_in_place() {
         .await
         .expect("rows");
     assert_eq!(rows[0].options, domain::DrinkOptions::default());
+}
+
+/// OrderPlaced v2 (before pickup numbers) still reads, with no number, in
+/// the log's readers and in both read models.
+#[test]
+fn a_v2_placement_reads_with_no_pickup_number() {
+    let v2 = serde_json::json!({
+        "order_id": "0193a0b0-0000-7000-8000-000000000001", "user_id": "u1",
+        "coffee_name": "latte", "coffee_price": 5000, "coffee_qty": 1, "total_price": 5000,
+        "options": {"temperature": "iced", "size": "regular"}
+    });
+    match domain::Event::decode("OrderPlaced", 2, v2).expect("v2 decodes") {
+        domain::Event::OrderPlaced(p) => {
+            assert_eq!(p.pickup_number, None);
+            assert_eq!(p.options.temperature, domain::Temperature::Iced);
+        }
+        other => panic!("expected a placement, got {other:?}"),
+    }
 }

@@ -57,6 +57,7 @@ pub struct DeliveryRow {
     pub coffee_name: String,
     pub coffee_qty: i32,
     pub options: DrinkOptions,
+    pub pickup_number: Option<i32>,
     pub status: Status,
     pub ordered_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -96,7 +97,8 @@ impl Projection for DeliveryReadModel {
         ))
         .execute(&mut *conn)
         .await?;
-        Ok(options)
+        let pickup = crate::orders::add_pickup_column(conn, &t).await?;
+        Ok(options || pickup)
     }
 
     async fn finish_generation(&self, _conn: &mut PgConnection, _generation: i32) -> Result<()> {
@@ -130,7 +132,7 @@ impl Projection for DeliveryReadModel {
 }
 
 const ROW_COLUMNS: &str = "order_id, user_id, coffee_name, coffee_qty, status, ordered_at, \
-     updated_at, version, last_position, temperature, size";
+     updated_at, version, last_position, temperature, size, pickup_number";
 
 fn decode_row(row: &sqlx::postgres::PgRow) -> Result<DeliveryRow> {
     let status: String = row.try_get("status")?;
@@ -143,6 +145,7 @@ fn decode_row(row: &sqlx::postgres::PgRow) -> Result<DeliveryRow> {
         coffee_name: row.try_get("coffee_name")?,
         coffee_qty: row.try_get("coffee_qty")?,
         options: options_of(row)?,
+        pickup_number: row.try_get("pickup_number")?,
         status,
         ordered_at: row.try_get("ordered_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -247,6 +250,7 @@ impl From<&crate::OrderRow> for DeliveryRow {
             coffee_name: o.coffee_name.clone(),
             coffee_qty: o.coffee_qty,
             options: o.options,
+            pickup_number: o.pickup_number,
             status: o.status,
             ordered_at: o.ordered_at,
             updated_at: o.updated_at,

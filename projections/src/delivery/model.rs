@@ -28,7 +28,8 @@ pub(super) async fn create_generation(conn: &mut PgConnection, generation: i32) 
             last_position bigint      NOT NULL,
             temperature   text        NOT NULL DEFAULT 'hot' CHECK (temperature IN ('hot', 'iced')),
             size          text        NOT NULL DEFAULT 'regular' CHECK (size IN ('regular', 'large')),
-            event_ids     jsonb       NOT NULL DEFAULT '{{}}'
+            event_ids     jsonb       NOT NULL DEFAULT '{{}}',
+            pickup_number integer
         )"
     ))
     .execute(&mut *conn)
@@ -46,7 +47,7 @@ pub(super) async fn publish(conn: &mut PgConnection, generation: i32) -> Result<
     sqlx::query(&format!(
         "CREATE OR REPLACE VIEW delivery.order_status AS
          SELECT order_id, user_id, coffee_name, coffee_qty, status, ordered_at, updated_at,
-                version, last_position, temperature, size
+                version, last_position, temperature, size, pickup_number
            FROM {}",
         table(generation)
     ))
@@ -84,9 +85,11 @@ pub(super) async fn apply(
         let mut positions = Vec::with_capacity(placed.len());
         let mut temperatures = Vec::with_capacity(placed.len());
         let mut sizes = Vec::with_capacity(placed.len());
+        let mut pickups = Vec::with_capacity(placed.len());
         for (id, c) in &placed {
             let Some(p) = &c.placed else { continue };
             ids.push(*id);
+            pickups.push(p.pickup_number.and_then(|n| i32::try_from(n).ok()));
             temperatures.push(p.options.temperature.code());
             sizes.push(p.options.size.code());
             users.push(p.user_id.as_str());
@@ -100,10 +103,11 @@ pub(super) async fn apply(
         }
         sqlx::query(&format!(
             "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_qty, status, ordered_at,
-                                   updated_at, version, last_position, temperature, size)
+                                   updated_at, version, last_position, temperature, size,
+                                   pickup_number)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[],
                                   $6::timestamptz[], $7::timestamptz[], $8::int[], $9::bigint[],
-                                  $10::text[], $11::text[])
+                                  $10::text[], $11::text[], $12::int[])
              ON CONFLICT (order_id) DO UPDATE
                 SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
                     version = EXCLUDED.version, last_position = EXCLUDED.last_position
@@ -120,6 +124,7 @@ pub(super) async fn apply(
         .bind(&positions)
         .bind(&temperatures)
         .bind(&sizes)
+        .bind(&pickups)
         .execute(&mut *conn)
         .await?;
     }

@@ -154,6 +154,30 @@ pub(crate) async fn add_option_columns(conn: &mut PgConnection, table: &str) -> 
     Ok(true)
 }
 
+/// Adds the pickup-number column (OrderPlaced v3) to a table created by an
+/// older build: NULL, the truth for every order placed before it. Returns
+/// whether it changed the table (then its view must be published again).
+pub(crate) async fn add_pickup_column(conn: &mut PgConnection, table: &str) -> Result<bool> {
+    let has: bool = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_attribute
+                           WHERE attrelid = to_regclass($1) AND attname = 'pickup_number'
+                             AND NOT attisdropped) AS "has!""#,
+        table,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if has {
+        return Ok(false);
+    }
+    sqlx::query(&format!(
+        "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS pickup_number integer"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    tracing::info!(table, "added the pickup-number column (OrderPlaced v3)");
+    Ok(true)
+}
+
 /// Reads the option columns of a read-model row.
 pub(crate) fn options_of(row: &sqlx::postgres::PgRow) -> Result<DrinkOptions> {
     let parse_error =

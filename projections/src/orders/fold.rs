@@ -53,6 +53,7 @@ impl StreamFold {
                 coffee_qty: i32::try_from(order.coffee_qty.get()).unwrap_or(i32::MAX),
                 total_price: to_i64(order.total_price.0),
                 options: order.options,
+                pickup_number: order.pickup_number.and_then(|n| i32::try_from(n).ok()),
                 status: order.status,
                 ordered_at: self.ordered_at,
                 updated_at: self.updated_at,

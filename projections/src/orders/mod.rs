@@ -18,7 +18,9 @@ mod changes;
 mod fold;
 mod read;
 
-pub(crate) use changes::{add_option_columns, apply_moves, options_of, reduce, to_i64};
+pub(crate) use changes::{
+    add_option_columns, add_pickup_column, apply_moves, options_of, reduce, to_i64,
+};
 pub use fold::{fold_log, Accounted, Folded};
 pub use read::{all_rows, list_for_user};
 
@@ -39,6 +41,8 @@ pub struct OrderRow {
     pub coffee_qty: i32,
     pub total_price: i64,
     pub options: DrinkOptions,
+    /// `None` for orders placed before pickup numbers (OrderPlaced v3).
+    pub pickup_number: Option<i32>,
     pub status: Status,
     pub ordered_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -83,7 +87,8 @@ impl Projection for OrdersReadModel {
                 version       integer     NOT NULL,
                 last_position bigint      NOT NULL,
                 temperature   text        NOT NULL DEFAULT 'hot' CHECK (temperature IN ('hot', 'iced')),
-                size          text        NOT NULL DEFAULT 'regular' CHECK (size IN ('regular', 'large'))
+                size          text        NOT NULL DEFAULT 'regular' CHECK (size IN ('regular', 'large')),
+                pickup_number integer
             ) WITH (fillfactor = 60)"
         ))
         .execute(&mut *conn)
@@ -92,7 +97,9 @@ impl Projection for OrdersReadModel {
     }
 
     async fn upgrade_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<bool> {
-        add_option_columns(conn, &table(generation)).await
+        let options = add_option_columns(conn, &table(generation)).await?;
+        let pickup = add_pickup_column(conn, &table(generation)).await?;
+        Ok(options || pickup)
     }
 
     async fn finish_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
@@ -111,7 +118,8 @@ impl Projection for OrdersReadModel {
         sqlx::query(&format!(
             "CREATE OR REPLACE VIEW order_view AS
              SELECT order_id, user_id, coffee_name, coffee_price, coffee_qty, total_price,
-                    status, ordered_at, updated_at, version, last_position, temperature, size
+                    status, ordered_at, updated_at, version, last_position, temperature, size,
+                    pickup_number
                FROM {t}"
         ))
         .execute(&mut *conn)
@@ -148,9 +156,11 @@ impl Projection for OrdersReadModel {
             let mut positions = Vec::with_capacity(placed.len());
             let mut temperatures = Vec::with_capacity(placed.len());
             let mut sizes = Vec::with_capacity(placed.len());
+            let mut pickups = Vec::with_capacity(placed.len());
             for (id, c) in &placed {
                 let Some(p) = &c.placed else { continue };
                 ids.push(*id);
+                pickups.push(p.pickup_number.and_then(|n| i32::try_from(n).ok()));
                 temperatures.push(p.options.temperature.code());
                 sizes.push(p.options.size.code());
                 users.push(p.user_id.as_str());
@@ -168,11 +178,11 @@ impl Projection for OrdersReadModel {
             sqlx::query(&format!(
                 "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_price, coffee_qty,
                                        total_price, status, ordered_at, updated_at, version,
-                                       last_position, temperature, size)
+                                       last_position, temperature, size, pickup_number)
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[],
                                       $5::int[], $6::bigint[], $7::text[], $8::timestamptz[],
                                       $9::timestamptz[], $10::int[], $11::bigint[], $12::text[],
-                                      $13::text[])
+                                      $13::text[], $14::int[])
                  ON CONFLICT (order_id) DO UPDATE
                     SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
                         version = EXCLUDED.version, last_position = EXCLUDED.last_position
@@ -191,6 +201,7 @@ impl Projection for OrdersReadModel {
             .bind(&positions)
             .bind(&temperatures)
             .bind(&sizes)
+            .bind(&pickups)
             .execute(&mut *conn)
             .await?;
         }

@@ -10,7 +10,7 @@ use super::{options_of, table, OrderRow};
 
 pub(super) const ROW_COLUMNS: &str =
     "order_id, user_id, coffee_name, coffee_price, coffee_qty, total_price, \
-     status, ordered_at, updated_at, version, last_position, temperature, size";
+     status, ordered_at, updated_at, version, last_position, temperature, size, pickup_number";
 
 pub(super) fn decode(row: &sqlx::postgres::PgRow) -> Result<OrderRow> {
     let status: String = row.try_get("status")?;
@@ -25,6 +25,7 @@ pub(super) fn decode(row: &sqlx::postgres::PgRow) -> Result<OrderRow> {
         coffee_qty: row.try_get("coffee_qty")?,
         total_price: row.try_get("total_price")?,
         options: options_of(row)?,
+        pickup_number: row.try_get("pickup_number")?,
         status,
         ordered_at: row.try_get("ordered_at")?,
         updated_at: row.try_get("updated_at")?,

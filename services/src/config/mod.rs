@@ -342,8 +342,19 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM).
     #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<std::path::PathBuf>,
+    /// The shop's clock, as an offset from UTC (`+09:00`): pickup numbers
+    /// start again at 1 at its midnight.
+    #[arg(long, env = "PICKUP_UTC_OFFSET", default_value = "+00:00", value_parser = utc_offset)]
+    pub pickup_utc_offset: time::UtcOffset,
     #[command(flatten)]
     pub access: AccessArgs,
+}
+
+/// `+09:00`, `-05:30`, `+00:00`.
+fn utc_offset(text: &str) -> Result<time::UtcOffset, String> {
+    let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+    time::UtcOffset::parse(text.trim(), &format)
+        .map_err(|_| "an offset from UTC such as +09:00 or -05:30".to_owned())
 }
 
 impl ServeArgs {
@@ -354,6 +365,7 @@ impl ServeArgs {
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
             auth: self.access.auth()?,
             rate_limits: self.access.limits(),
+            pickup_offset: self.pickup_utc_offset,
             tls: match (&self.tls_cert_file, &self.tls_key_file) {
                 (Some(cert), Some(key)) => Some(crate::http::tls::TlsFiles {
                     cert: cert.clone(),

@@ -163,6 +163,8 @@ async fn place_order(
         coffee_price: input.coffee_price,
         coffee_qty: input.coffee_qty,
         options: input.options,
+        // Drawn by `place`, once the order is known to be new.
+        pickup_number: None,
     };
     let outcome = settle(state.orders.place(place, &metadata, key).await)?;
     let view = OrderView::from_stream(&outcome.stream)

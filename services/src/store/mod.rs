@@ -3,6 +3,7 @@
 //! request's idempotency record in one transaction: all of it or none.
 
 mod error;
+mod pickup;
 mod signal;
 
 use domain::{Event, EventEnvelope, Metadata, OrderId};
@@ -12,6 +13,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 pub use error::{is_unavailable, Result, StoreError};
+pub use pickup::PickupNumbers;
 pub use signal::CommitSignal;
 
 tokio::task_local! {
