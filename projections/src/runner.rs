@@ -210,9 +210,17 @@ pub async fn step<P: Projection>(
     let span = tracing::info_span!("apply", projection = name, request_ids = %request_ids(&events));
     let count = events.len();
     let last_position = events.last().map(|e| e.cursor.position);
+    let changed: Vec<uuid::Uuid> = events
+        .iter()
+        .filter_map(|e| e.incoming.event.as_ref().ok())
+        .map(|e| e.stream_id.as_uuid())
+        .collect();
     apply_batch(&mut tx, projection, generation, from, events)
         .instrument(span.clone())
         .await?;
+    if name == crate::orders::NAME {
+        crate::changes::announce(&mut tx, crate::changes::ORDERS_CHANNEL, changed).await?;
+    }
     tx.commit().await?;
     metrics::counter!("projection_batches_total", "projection" => name).increment(1);
     metrics::counter!("projection_events_applied_total", "projection" => name)

@@ -270,6 +270,11 @@ pub(super) async fn step_partition<'c>(
     let offsets = record_offsets(&incoming);
     let count = incoming.len();
     let last_ours = first_at(&incoming, from);
+    let changed: Vec<uuid::Uuid> = incoming
+        .iter()
+        .filter_map(|e| e.event.as_ref().ok())
+        .map(|e| e.stream_id.as_uuid())
+        .collect();
     dead_letter(&mut tx, topic, partition, dead).await?;
     let ready = held::sort_out(&mut tx, NAME, generation, incoming).await?;
     held::apply_or_hold(&mut tx, &DeliveryReadModel, generation, ready, |e| {
@@ -291,6 +296,9 @@ pub(super) async fn step_partition<'c>(
         last_ours,
     )
     .await?;
+    if live.is_some() {
+        crate::changes::announce(&mut tx, crate::changes::DELIVERY_CHANNEL, changed).await?;
+    }
     crate::infra::failpoint::hit(crate::infra::failpoint::PROJECTION_BEFORE_COMMIT);
     tx.commit().await?;
     metrics::counter!("projection_batches_total", "projection" => NAME).increment(1);
