@@ -1,0 +1,160 @@
+// The staff board: a column per open status, a card per order, moved on with
+// one button; recent delivered and cancelled orders; kept live by the event
+// stream. A move that lost a race to another member of staff says so on its
+// card.
+import { STATUS_LABELS, loadSession, api, showAccount, notice, live, el, optionsLabel, ago } from './common.js';
+
+const OPEN = ['received', 'preparing', 'delivering'];
+const RECENT = ['delivered', 'cancelled'];
+const RECENT_SHOWN = 8;
+const MOVES = {
+  received: [['preparing', '제작 시작'], ['cancelled', '취소']],
+  preparing: [['delivering', '배송 출발'], ['cancelled', '취소']],
+  delivering: [['delivered', '배송 완료']],
+};
+
+const state = { orders: new Map(), cardErrors: new Map(), busy: new Set() };
+
+function upsert(status) {
+  const known = state.orders.get(status.order_id);
+  if (known && known.version >= status.version) return false;
+  if (known && known.status !== status.status) state.cardErrors.delete(status.order_id);
+  state.orders.set(status.order_id, status);
+  return true;
+}
+
+function card(order) {
+  const item = el('li', `card status-${order.status}`);
+  item.dataset.orderId = order.order_id;
+  const head = el('div', 'card-head');
+  head.append(el('span', 'pickup', order.pickup_number == null ? '–' : `${order.pickup_number}`));
+  const title = el('div', 'card-title');
+  title.append(
+    el('strong', 'drink-name', `${order.coffee_name} × ${order.coffee_qty}`),
+    el('span', 'options', optionsLabel(order.options)),
+  );
+  head.append(title);
+  item.append(head);
+  const meta = el('p', 'meta');
+  meta.append(el('span', 'customer', order.user_id), ' · ');
+  const when = el('time', 'ago', ago(order.ordered_at));
+  when.dateTime = order.ordered_at;
+  when.title = new Date(order.ordered_at).toLocaleString('ko-KR');
+  meta.append(when);
+  item.append(meta);
+  const error = state.cardErrors.get(order.order_id);
+  if (error) {
+    const p = el('p', 'card-error', error);
+    p.setAttribute('role', 'alert');
+    item.append(p);
+  }
+  const moves = MOVES[order.status];
+  if (moves) {
+    const actions = el('div', 'actions');
+    for (const [to, label] of moves) {
+      const button = el('button', to === 'cancelled' ? 'button danger' : 'button primary', label);
+      button.type = 'button';
+      button.dataset.move = to;
+      button.setAttribute('aria-label', `${order.pickup_number ?? ''}번 ${order.coffee_name}: ${label}`);
+      button.disabled = state.busy.has(order.order_id);
+      button.addEventListener('click', () => move(order, to));
+      actions.append(button);
+    }
+    item.append(actions);
+  }
+  return item;
+}
+
+function render() {
+  // Keyboard users keep their place: focus returns to the same button of
+  // the same order, wherever its card went.
+  const active = document.activeElement;
+  const focusKey = active && active.dataset && active.dataset.move
+    ? [active.closest('[data-order-id]')?.dataset.orderId, active.dataset.move] : null;
+  const all = [...state.orders.values()];
+  for (const status of OPEN) {
+    const cards = all.filter((o) => o.status === status)
+      .sort((a, b) => a.ordered_at.localeCompare(b.ordered_at));
+    document.querySelector(`[data-cards="${status}"]`).replaceChildren(...cards.map(card));
+    document.querySelector(`[data-count="${status}"]`).textContent = `${cards.length}`;
+  }
+  for (const status of RECENT) {
+    const cards = all.filter((o) => o.status === status)
+      .sort((a, b) => b.updated_at.localeCompare(a.updated_at)).slice(0, RECENT_SHOWN);
+    document.querySelector(`[data-cards="${status}"]`).replaceChildren(...cards.map(card));
+  }
+  if (focusKey && focusKey[0]) {
+    const again = document.querySelector(`[data-order-id="${focusKey[0]}"] [data-move="${focusKey[1]}"]`)
+      || document.querySelector(`[data-order-id="${focusKey[0]}"] button`);
+    if (again) again.focus();
+  }
+}
+
+async function refreshOne(order) {
+  const answer = await api('GET', `/delivery-ms/${encodeURIComponent(order.user_id)}/${order.order_id}`);
+  if (answer.ok) upsert(answer.body);
+}
+
+async function move(order, to) {
+  state.busy.add(order.order_id);
+  render();
+  const answer = await api('POST', `/delivery-ms/${encodeURIComponent(order.user_id)}/${order.order_id}/status`, {
+    headers: { 'If-Match': `"${order.version}"` },
+    body: { status: to },
+  });
+  state.busy.delete(order.order_id);
+  if (answer.ok) {
+    state.cardErrors.delete(order.order_id);
+    upsert(answer.body);
+  } else if (answer.status === 401) {
+    notice('로그인이 끝났습니다. 다시 로그인하세요.');
+  } else if (answer.status === 409 || answer.status === 412) {
+    await refreshOne(order);
+    const now = state.orders.get(order.order_id);
+    const where = now && now.version !== order.version ? ` (지금: ${STATUS_LABELS[now.status]})` : '';
+    state.cardErrors.set(order.order_id, `다른 곳에서 먼저 처리된 주문입니다${where}. 다시 확인하세요.`);
+  } else {
+    state.cardErrors.set(order.order_id, answer.problem || `처리하지 못했습니다 (${answer.status}).`);
+  }
+  render();
+}
+
+async function loadAll() {
+  const lists = await Promise.all([
+    ...OPEN.map((s) => api('GET', `/delivery-ms/${s}?limit=500`)),
+    ...RECENT.map((s) => api('GET', `/delivery-ms/${s}?order=newest&limit=${RECENT_SHOWN}`)),
+  ]);
+  const failed = lists.find((a) => !a.ok);
+  if (failed) {
+    notice(failed.status === 401 ? '로그인이 끝났습니다. 다시 로그인하세요.' : failed.problem || '주문을 불러오지 못했습니다.');
+    return;
+  }
+  // Orders that left the open columns while the stream was away are replaced.
+  state.orders.clear();
+  for (const answer of lists) for (const status of answer.body) upsert(status);
+  render();
+}
+
+async function start() {
+  let session;
+  try {
+    session = await loadSession();
+  } catch (e) {
+    notice(e.message);
+    return;
+  }
+  showAccount(session);
+  if (!session) { notice('로그인하세요.'); return; }
+  if (!session.roles.includes('staff')) { notice('이 화면은 직원만 볼 수 있습니다.'); return; }
+  document.getElementById('board').hidden = false;
+  live('/events/board', ['status'], {
+    onOpen: loadAll,
+    onEvent: (_, status) => { if (upsert(status)) render(); },
+    onLost: () => notice('실시간 연결이 끊겼습니다. 새로 고침하세요.'),
+  });
+  setInterval(() => {
+    for (const time of document.querySelectorAll('time.ago')) time.textContent = ago(time.dateTime);
+  }, 30000);
+}
+
+start();

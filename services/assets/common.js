@@ -1,0 +1,136 @@
+// What both pages share: who is signed in, calling the API as the signed-in
+// user (the session cookie, plus the CSRF token on every write), the live
+// event stream, and small formatting helpers. Every text a page shows is set
+// with textContent: nothing a client sent is ever parsed as HTML.
+
+export const STATUS_LABELS = {
+  received: '접수완료', preparing: '제작중', delivering: '배송중',
+  delivered: '배송완료', cancelled: '취소',
+};
+export const TEMPERATURE_LABELS = { hot: '핫', iced: '아이스' };
+export const SIZE_LABELS = { regular: '레귤러', large: '라지' };
+
+let csrfToken = null;
+
+/** The signed-in user ({user_id, roles, csrf_token}) or null. */
+export async function loadSession() {
+  const response = await fetch('/auth/session', { headers: { Accept: 'application/json' } });
+  if (response.status === 401) return null;
+  if (!response.ok) throw new Error(`the session could not be read (${response.status})`);
+  const session = await response.json();
+  csrfToken = session.csrf_token;
+  return session;
+}
+
+/** An API answer: ok, status, the JSON body (or null) and its headers. */
+export async function api(method, path, { body, headers = {} } = {}) {
+  const init = { method, headers: { Accept: 'application/json', ...headers } };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers['Content-Type'] = 'application/json';
+  }
+  if (method !== 'GET' && csrfToken) init.headers['X-CSRF-Token'] = csrfToken;
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    return { ok: false, status: 0, body: null, problem: '서버에 연결할 수 없습니다. 잠시 후 다시 시도하세요.' };
+  }
+  let json = null;
+  const type = response.headers.get('Content-Type') || '';
+  if (type.includes('json')) {
+    try { json = await response.json(); } catch { json = null; }
+  }
+  return { ok: response.ok, status: response.status, body: json, headers: response.headers, problem: json && (json.detail || json.title) };
+}
+
+/** Shows who is signed in and wires the sign-out button. */
+export function showAccount(session) {
+  const name = document.getElementById('who-name');
+  const signIn = document.getElementById('sign-in');
+  const signOut = document.getElementById('sign-out');
+  if (!session) {
+    name.textContent = '';
+    signIn.hidden = false;
+    signOut.hidden = true;
+    return;
+  }
+  name.textContent = session.user_id;
+  signIn.hidden = true;
+  signOut.hidden = false;
+  signOut.addEventListener('click', async () => {
+    signOut.disabled = true;
+    const answer = await api('POST', '/auth/logout');
+    // The provider ends its own session too, then sends the browser back.
+    window.location.assign(answer.ok && answer.body && answer.body.redirect_to ? answer.body.redirect_to : '/');
+  });
+}
+
+/** Shows a sentence in the page's notice line (empty clears it). */
+export function notice(text) {
+  document.getElementById('notice').textContent = text;
+}
+
+/**
+ * Opens the live stream at `path` and calls `onEvent(name, data)` for each of
+ * `names`. `onOpen` runs on every (re)connection: the page reloads what it
+ * shows then, so nothing changed while it was away is missed.
+ */
+export function live(path, names, { onOpen, onEvent, onLost }) {
+  const indicator = document.getElementById('live');
+  const source = new EventSource(path);
+  source.addEventListener('ready', () => {
+    indicator.textContent = '실시간 연결됨';
+    indicator.dataset.state = 'open';
+    onOpen();
+  });
+  for (const name of names) {
+    source.addEventListener(name, (event) => {
+      let data;
+      try { data = JSON.parse(event.data); } catch { return; }
+      onEvent(name, data);
+    });
+  }
+  source.addEventListener('error', () => {
+    if (source.readyState === EventSource.CLOSED) {
+      indicator.textContent = '실시간 연결이 끊겼습니다';
+      indicator.dataset.state = 'closed';
+      onLost();
+    } else {
+      indicator.textContent = '다시 연결하는 중…';
+      indicator.dataset.state = 'connecting';
+    }
+  });
+  return source;
+}
+
+/** `element` with `className` and text. */
+export function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+export function won(amount) {
+  return `${Number(amount).toLocaleString('ko-KR')}원`;
+}
+
+export function optionsLabel(options) {
+  const o = options || {};
+  return `${TEMPERATURE_LABELS[o.temperature] || o.temperature} · ${SIZE_LABELS[o.size] || o.size}`;
+}
+
+/** "방금", "3분 전", "1시간 5분 전". */
+export function ago(iso, now = Date.now()) {
+  const minutes = Math.max(0, Math.floor((now - Date.parse(iso)) / 60000));
+  if (minutes < 1) return '방금';
+  if (minutes < 60) return `${minutes}분 전`;
+  const hours = Math.floor(minutes / 60);
+  return `${hours}시간 ${minutes % 60}분 전`;
+}
+
+/** A fresh idempotency key per order attempt. */
+export function newKey() {
+  return crypto.randomUUID();
+}
