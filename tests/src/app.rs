@@ -265,6 +265,21 @@ impl Reply {
         body
     }
 
+    /// Asserts a problem with this status and returns the fields it blames
+    /// (`errors[].field`).
+    #[track_caller]
+    pub fn fields_at_fault(&self, status: u16) -> Vec<String> {
+        self.problem(status)["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     #[track_caller]
     pub fn ok(&self, status: u16) -> Value {
         assert_eq!(

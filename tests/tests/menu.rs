@@ -26,14 +26,12 @@ async fn set_menu(app: &TestApp, menu: &Value) {
 
 async fn refused(app: &TestApp, body: Value, field: &str) {
     let before = app.db.events().await;
-    let problem = app.place("USER0001", body.clone()).await.problem(422);
-    let fields: Vec<&str> = problem["errors"]
-        .as_array()
-        .map(|errors| errors.iter().filter_map(|e| e["field"].as_str()).collect())
-        .unwrap_or_default();
+    let reply = app.place("USER0001", body.clone()).await;
+    let fields = reply.fields_at_fault(422);
     assert!(
-        fields.contains(&field),
-        "{body} should blame {field}: {problem}"
+        fields.iter().any(|f| f == field),
+        "{body} should blame {field}: {}",
+        reply.text
     );
     assert_eq!(app.db.events().await, before, "{body} appended something");
 }

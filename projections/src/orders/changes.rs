@@ -125,20 +125,25 @@ pub(crate) async fn apply_moves(
     }
 }
 
+/// Whether `table` (created by this or an older build) has `column`.
+async fn has_column(conn: &mut PgConnection, table: &str, column: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_attribute
+                           WHERE attrelid = to_regclass($1) AND attname = $2
+                             AND NOT attisdropped) AS "has!""#,
+        table,
+        column,
+    )
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 /// Adds the drink-option columns (OrderPlaced v2) to a table created by an
 /// older build. Every row it holds was placed before options existed, so the
 /// defaults (hot, regular) are the truth for them. Returns whether it changed
 /// the table (then its view must be published again).
 pub(crate) async fn add_option_columns(conn: &mut PgConnection, table: &str) -> Result<bool> {
-    let has: bool = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM pg_attribute
-                           WHERE attrelid = to_regclass($1) AND attname = 'temperature'
-                             AND NOT attisdropped) AS "has!""#,
-        table,
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if has {
+    if has_column(conn, table, "temperature").await? {
         return Ok(false);
     }
     sqlx::query(&format!(
@@ -158,15 +163,7 @@ pub(crate) async fn add_option_columns(conn: &mut PgConnection, table: &str) -> 
 /// older build: NULL, the truth for every order placed before it. Returns
 /// whether it changed the table (then its view must be published again).
 pub(crate) async fn add_pickup_column(conn: &mut PgConnection, table: &str) -> Result<bool> {
-    let has: bool = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM pg_attribute
-                           WHERE attrelid = to_regclass($1) AND attname = 'pickup_number'
-                             AND NOT attisdropped) AS "has!""#,
-        table,
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if has {
+    if has_column(conn, table, "pickup_number").await? {
         return Ok(false);
     }
     sqlx::query(&format!(
