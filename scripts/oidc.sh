@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes the local OpenID Connect provider (scripts/oidc/provider.mjs, on npm's
 # oidc-provider) available and prints `export OIDC_ISSUER=…` (and
-# OIDC_AUDIENCE) for eval. Development and tests only.
+# OIDC_AUDIENCE, and the pages' client OIDC_WEB_CLIENT_ID/SECRET) for eval. Development and tests only.
 #
 # Installs the npm packages on first use (`npm ci` from scripts/oidc's lock
 # into .local/oidc/node_modules, never under scripts/), then starts the `dev`
@@ -137,3 +137,6 @@ if ! { alive && [ -n "$port" ] && answers "$port"; }; then
 fi
 printf 'export OIDC_ISSUER=%q\n' "http://127.0.0.1:$port"
 printf 'export OIDC_AUDIENCE=%q\n' "$(cat "$dir/audience" 2>/dev/null || echo orders-api)"
+# The pages' sign-in client (provider.mjs registers it; development secret).
+printf 'export OIDC_WEB_CLIENT_ID=%q\n' orders-web
+printf 'export OIDC_WEB_CLIENT_SECRET=%q\n' orders-web-secret

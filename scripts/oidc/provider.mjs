@@ -66,8 +66,12 @@ const CLIENTS = [
     token_endpoint_auth_method: 'client_secret_basic',
   },
   { // The service's web pages: authorization code + PKCE. Secret: orders-web-secret.
+    // Registered as a loopback ("native") client so that the redirect URIs'
+    // port may vary (RFC 8252, section 7.3): `just run` on another port and
+    // each test's service on its own free port sign in without registering it.
     client_id: 'orders-web',
     client_secret: 'orders-web-secret',
+    application_type: 'native',
     grant_types: ['authorization_code'],
     response_types: ['code'],
     redirect_uris: list(env.OIDC_WEB_REDIRECT_URIS, 'http://127.0.0.1:8080/auth/callback'),
@@ -115,10 +119,14 @@ async function devTokenGrant(ctx) {
 async function loadExistingGrant(ctx) {
   const { client, session, provider } = ctx.oidc;
   const grantId = ctx.oidc.result?.consent?.grantId || session.grantIdFor(client.clientId);
-  const grant = (grantId && await provider.Grant.find(grantId))
-    || new provider.Grant({ clientId: client.clientId, accountId: session.accountId });
-  grant.addOIDCScope([...ctx.oidc.requestParamOIDCScopes].join(' '));
-  grant.addOIDCClaims([...ctx.oidc.requestParamClaims]);
+  return grantFor(provider, client.clientId, session.accountId, grantId,
+    [...ctx.oidc.requestParamOIDCScopes], [...ctx.oidc.requestParamClaims]);
+}
+
+async function grantFor(provider, clientId, accountId, grantId, scopes, claims) {
+  const grant = (grantId && await provider.Grant.find(grantId)) || new provider.Grant({ clientId, accountId });
+  grant.addOIDCScope(scopes.filter((s) => s !== SCOPE).join(' '));
+  grant.addOIDCClaims(claims);
   grant.addResourceScope(RESOURCE, SCOPE);
   await grant.save();
   return grant;
@@ -213,7 +221,15 @@ async function interaction(provider, req, res) {
   if (req.method === 'GET' && action === 'abort') {
     return provider.interactionFinished(req, res, { error: 'access_denied', error_description: 'sign-in cancelled' }, { mergeWithLastSubmission: false });
   }
-  if (details.prompt.name !== 'login') { // loadExistingGrant leaves no consent to ask for
+  if (details.prompt.name === 'consent') {
+    // Asked only for a loopback ("native") client, once per sign-in (RFC
+    // 8252 wants the user to see it); every client here is ours, so it is
+    // granted as loadExistingGrant grants, without a screen.
+    const scopes = String(details.params.scope || 'openid').split(' ');
+    const grant = await grantFor(provider, details.params.client_id, details.session.accountId, details.grantId, scopes, []);
+    return provider.interactionFinished(req, res, { consent: { grantId: grant.jti } }, { mergeWithLastSubmission: true });
+  }
+  if (details.prompt.name !== 'login') { // loadExistingGrant leaves no other consent to ask for
     return send(res, 501, page('Error', `<p id="error">prompt ${esc(details.prompt.name)} is not implemented</p>`));
   }
   if (req.method === 'GET' && action === '') return send(res, 200, loginForm(uid, details.params.login_hint));

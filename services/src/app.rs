@@ -40,6 +40,8 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     /// The shop's clock: pickup numbers start again at its midnight.
     pub pickup_offset: time::UtcOffset,
+    /// The pages' sign-in client; `None`: the pages show, sign-in is off.
+    pub web: Option<crate::web::WebConfig>,
 }
 
 impl ServeConfig {
@@ -59,6 +61,7 @@ impl ServeConfig {
             rate_limits: RateLimitConfig::default(),
             tls: None,
             pickup_offset: time::UtcOffset::UTC,
+            web: None,
         }
     }
 }
@@ -124,6 +127,7 @@ impl App {
                 state.read_wait = serve.read_wait;
                 state.orders = state.orders.clone().with_day_offset(serve.pickup_offset);
                 state.access = access(serve, &background).await;
+                state.web = Some(web(serve, &state, &pools, listener.local_addr()?)?);
                 Some(Server {
                     listener,
                     tls,
@@ -225,6 +229,45 @@ fn refuse_open_network(serve: &ServeConfig) -> anyhow::Result<()> {
     tracing::warn!(addr = %serve.addr,
         "no OIDC_ISSUER configured: the API is unauthenticated (development only), serving on loopback only");
     Ok(())
+}
+
+/// The pages: their sessions, their live updates, and their sign-in when
+/// an issuer and a web client are configured.
+fn web(
+    serve: &ServeConfig,
+    state: &AppState,
+    pools: &Pools,
+    bound: SocketAddr,
+) -> anyhow::Result<crate::web::Web> {
+    let public_url = match serve.web.as_ref().and_then(|w| w.public_url.clone()) {
+        Some(url) => url,
+        None => {
+            // Where this machine's browser reaches the listener.
+            let ip = match bound.ip() {
+                ip if !ip.is_unspecified() => ip,
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            };
+            let scheme = if serve.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}", SocketAddr::new(ip, bound.port()))
+        }
+    };
+    let sign_in = match (&serve.auth, &state.access.auth, &serve.web) {
+        (Some(auth), Some(authenticator), Some(web)) => {
+            let sign_in =
+                crate::web::SignIn::new(web, &auth.issuer, &public_url, authenticator.clone())?;
+            tracing::info!(client = %web.client_id, redirect_uri = sign_in.redirect_uri(),
+                "the pages sign in through the issuer");
+            Some(sign_in)
+        }
+        (Some(_), _, None) => {
+            tracing::info!("no OIDC_WEB_CLIENT_ID: the pages are served, browser sign-in is off");
+            None
+        }
+        _ => None,
+    };
+    let secure = serve.tls.is_some() || public_url.starts_with("https://");
+    crate::web::Web::new(pools.writes.clone(), sign_in, secure)
 }
 
 /// The token checks and rate limits of `serve`, their background work

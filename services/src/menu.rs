@@ -75,6 +75,7 @@ pub async fn replace(pool: &sqlx::PgPool, menu: &Menu) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot store {}", drink.coffee_name))?;
     }
+    announce(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -86,17 +87,32 @@ pub async fn set_sold_out(
     name: &CoffeeName,
     sold_out: bool,
 ) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
     let changed = sqlx::query!(
         "UPDATE menu SET sold_out = $2, updated_at = clock_timestamp() WHERE coffee_name = $1",
         name.as_str(),
         sold_out,
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await?
     .rows_affected();
     if changed == 0 {
         anyhow::bail!("{name} is not on the menu (`orders menu show` lists it)");
     }
+    announce(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Where a menu change is announced (in its transaction): open customer
+/// pages read the menu again.
+pub const MENU_CHANNEL: &str = "menu_changed";
+
+async fn announce(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(MENU_CHANNEL)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -182,6 +182,13 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
     serve.auth = provider
         .as_ref()
         .map(|p| services::auth::AuthConfig::new(p.issuer.clone(), AUDIENCE));
+    // The pages sign in through the same provider (its `orders-web` client
+    // accepts a callback on any loopback port).
+    serve.web = provider.as_ref().map(|_| services::web::WebConfig {
+        client_id: crate::oidc::WEB_CLIENT.0.to_owned(),
+        client_secret: crate::oidc::WEB_CLIENT.1.to_owned(),
+        public_url: None,
+    });
     serve.rate_limits = opts.rate_limits;
     let projections = match (opts.workers, &opts.kafka) {
         (false, _) => vec![],

@@ -20,6 +20,8 @@ pub const AUDIENCE: &str = "orders-api";
 
 /// The development grant's client (scripts/oidc/provider.mjs).
 const DEV_CLIENT: (&str, &str) = ("orders-dev", "orders-dev-secret");
+/// The pages' client (scripts/oidc/provider.mjs): authorization code + PKCE.
+pub const WEB_CLIENT: (&str, &str) = ("orders-web", "orders-web-secret");
 const DEV_GRANT: &str = "urn:orders:params:oauth:grant-type:dev-token";
 
 /// A running provider.

@@ -199,6 +199,17 @@ pub async fn get<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<Option<D
     row.as_ref().map(decode_row).transpose()
 }
 
+/// The delivery statuses of `orders` (those that exist), in no order.
+pub async fn get_many<'e>(db: impl PgExecutor<'e>, orders: &[Uuid]) -> Result<Vec<DeliveryRow>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ROW_COLUMNS} FROM delivery.order_status WHERE order_id = ANY($1)"
+    ))
+    .bind(orders)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(decode_row).collect()
+}
+
 /// The partitions the live consumer stopped, with why.
 pub async fn stopped_partitions<'e>(
     db: impl PgExecutor<'e>,

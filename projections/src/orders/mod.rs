@@ -22,7 +22,7 @@ pub(crate) use changes::{
     add_option_columns, add_pickup_column, apply_moves, options_of, reduce, to_i64,
 };
 pub use fold::{fold_log, Accounted, Folded};
-pub use read::{all_rows, list_for_user};
+pub use read::{all_rows, list_for_user, rows_by_id};
 
 /// The projection's registry name.
 pub const NAME: &str = "orders";

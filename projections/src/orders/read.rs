@@ -56,6 +56,18 @@ pub async fn list_for_user<'e>(
     rows.iter().map(decode).collect()
 }
 
+/// The published rows of `orders` (those that exist), in no order: what a
+/// live stream sends after a batch named them.
+pub async fn rows_by_id<'e>(db: impl PgExecutor<'e>, orders: &[Uuid]) -> Result<Vec<OrderRow>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ROW_COLUMNS} FROM order_view WHERE order_id = ANY($1)"
+    ))
+    .bind(orders)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(decode).collect()
+}
+
 /// Every row of one generation (or of the published view), by order id:
 /// for comparing generations and for verifying a model against the log.
 pub async fn all_rows<'e>(

@@ -346,6 +346,19 @@ pub struct ServeArgs {
     /// start again at 1 at its midnight.
     #[arg(long, env = "PICKUP_UTC_OFFSET", default_value = "+00:00", value_parser = utc_offset)]
     pub pickup_utc_offset: time::UtcOffset,
+    /// The OpenID Connect client the pages sign in with (authorization
+    /// code + PKCE, at the OIDC_ISSUER). Without it the pages are served but
+    /// browser sign-in is off.
+    #[arg(long, env = "OIDC_WEB_CLIENT_ID", requires = "oidc_web_client_secret")]
+    pub oidc_web_client_id: Option<String>,
+    /// That client's secret.
+    #[arg(long, env = "OIDC_WEB_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_web_client_secret: Option<String>,
+    /// Where browsers reach this service (`https://orders.example.com`): the
+    /// sign-in's callback is PUBLIC_URL/auth/callback, and an https URL makes
+    /// the session cookie Secure. Default: the address it listens on.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
     #[command(flatten)]
     pub access: AccessArgs,
 }
@@ -358,6 +371,30 @@ fn utc_offset(text: &str) -> Result<time::UtcOffset, String> {
 }
 
 impl ServeArgs {
+    fn web(&self) -> anyhow::Result<Option<crate::web::WebConfig>> {
+        let public_url = match self.public_url.as_deref().map(str::trim) {
+            Some(url) => {
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| anyhow::anyhow!("PUBLIC_URL {url:?} is not a URL: {e}"))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                    anyhow::bail!("PUBLIC_URL must be an http or https URL such as https://orders.example.com");
+                }
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            None => None,
+        };
+        Ok(
+            match (&self.oidc_web_client_id, &self.oidc_web_client_secret) {
+                (Some(id), Some(secret)) => Some(crate::web::WebConfig {
+                    client_id: id.clone(),
+                    client_secret: secret.clone(),
+                    public_url,
+                }),
+                _ => None,
+            },
+        )
+    }
+
     pub fn config(&self) -> anyhow::Result<ServeConfig> {
         Ok(ServeConfig {
             apis: self.api,
@@ -366,6 +403,7 @@ impl ServeArgs {
             auth: self.access.auth()?,
             rate_limits: self.access.limits(),
             pickup_offset: self.pickup_utc_offset,
+            web: self.web()?,
             tls: match (&self.tls_cert_file, &self.tls_key_file) {
                 (Some(cert), Some(key)) => Some(crate::http::tls::TlsFiles {
                     cert: cert.clone(),

@@ -209,15 +209,32 @@ impl RateLimits {
     }
 }
 
-/// Checks the bearer token, if the request has one, and the caller's rate
-/// limit. A refused token is not answered here: a route that needs no
+/// Checks the bearer token, if the request has one (else the session
+/// cookie of a signed-in page), and the caller's rate limit. A refused token is not answered here: a route that needs no
 /// caller (`/healthz`) serves the request anyway; one that does answers 401.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-    let credentials = match (&state.access.auth, authorization) {
+    let mut credentials = match (&state.access.auth, authorization) {
         (Some(auth), Some(value)) => Some(credentials(auth, &value).await),
         _ => None,
     };
+    // No bearer token: the pages' session cookie, if any. A write on it
+    // must carry the session's CSRF token (another site's page can make the
+    // browser send the cookie, never read the token).
+    if credentials.is_none() && state.access.auth.is_some() {
+        if let Some(session) = req.extensions().get::<tower_sessions::Session>().cloned() {
+            match crate::web::signin::signed_in(&session).await {
+                Ok(Some(user)) => {
+                    if !req.method().is_safe() && !user.csrf_matches(req.headers()) {
+                        return ApiError::CsrfRejected.into_response();
+                    }
+                    credentials = user.identity().map(Credentials::Verified);
+                }
+                Ok(None) => {}
+                Err(e) => return ApiError::Unavailable(e).into_response(),
+            }
+        }
+    }
     if let Some(limits) = &state.access.limits {
         let peer = req
             .extensions()

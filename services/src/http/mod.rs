@@ -70,6 +70,8 @@ pub struct AppState {
     pub positions: projections::consistency::PositionWatch,
     /// Who may call, and how often.
     pub access: access::Access,
+    /// The pages, their sign-in and live updates (`None`: API only).
+    pub web: Option<crate::web::Web>,
 }
 
 impl AppState {
@@ -89,6 +91,7 @@ impl AppState {
             max_in_flight: ServeConfig::DEFAULT_MAX_IN_FLIGHT as usize,
             request_timeout: Duration::from_secs(ServeConfig::DEFAULT_REQUEST_TIMEOUT_SECS),
             access: access::Access::default(),
+            web: None,
         }
     }
 }
@@ -106,8 +109,11 @@ pub enum Apis {
 pub fn router(state: AppState, apis: Apis) -> Router {
     // Record from the first request on, not from the first scrape.
     crate::metrics::handle();
-    let (router, spec) = api_router(apis).split_for_parts();
-    router
+    let (mut router, spec) = api_router(apis).split_for_parts();
+    if state.web.is_some() {
+        router = router.merge(crate::web::router(apis));
+    }
+    let router = router
         .layer(axum::Extension(std::sync::Arc::new(spec)))
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .fallback(|| async { ApiError::RouteNotFound })
@@ -118,7 +124,22 @@ pub fn router(state: AppState, apis: Apis) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::authenticate,
-        ))
+        ));
+    // The pages' sessions, read by `authenticate` when a request has no
+    // bearer token.
+    let router = match &state.web {
+        Some(web) => router.layer(web.session_layer()),
+        None => router,
+    };
+    let router =
+        crate::web::security_headers()
+            .into_iter()
+            .fold(router, |router, (name, value)| {
+                router.layer(
+                    tower_http::set_header::SetResponseHeaderLayer::if_not_present(name, value),
+                )
+            });
+    router
         // Inside the concurrency limit: a request cut off frees its slot.
         .layer(axum::middleware::from_fn_with_state(
             state.request_timeout,
@@ -245,6 +266,10 @@ pub async fn serve(
             .clone()
             .run(state.reads.clone(), shutdown.clone()),
     );
+    if let Some(web) = &state.web {
+        tokio::spawn(web.live.clone().run(state.reads.clone(), shutdown.clone()));
+        tokio::spawn(web.clone().sweep_sessions(shutdown.clone()));
+    }
     let grace = state.request_timeout;
     // Normalising must wrap the router: routing happens inside it.
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state, apis));

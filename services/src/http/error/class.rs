@@ -107,6 +107,21 @@ impl ApiError {
                 "/problems/forbidden",
                 "Not allowed for this caller",
             ),
+            ApiError::CsrfRejected => class(
+                S::FORBIDDEN,
+                "/problems/csrf",
+                "The request did not come from this service's pages",
+            ),
+            ApiError::SignInFailed(_) => class(
+                S::BAD_REQUEST,
+                "/problems/sign-in-failed",
+                "Sign-in did not complete",
+            ),
+            ApiError::SignInUnavailable(_) => class(
+                S::SERVICE_UNAVAILABLE,
+                "/problems/sign-in-unavailable",
+                "Sign-in is not available",
+            ),
             ApiError::RateLimited { .. } => class(
                 S::TOO_MANY_REQUESTS,
                 "/problems/rate-limited",

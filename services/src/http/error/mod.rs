@@ -102,6 +102,18 @@ pub enum ApiError {
     /// Signed in, but not allowed this (why, in a fixed sentence).
     #[error("{0}")]
     Forbidden(&'static str),
+    /// A write authenticated by the session cookie without the session's
+    /// `X-CSRF-Token` (a page on another site may make the browser send the
+    /// cookie, never the token).
+    #[error("a write from a signed-in page must carry the session's X-CSRF-Token header")]
+    CsrfRejected,
+    /// The browser sign-in could not finish (why, in a fixed sentence).
+    #[error("{0}")]
+    SignInFailed(&'static str),
+    /// Browser sign-in is not configured (no web client), or the identity
+    /// provider cannot be reached to start it.
+    #[error("{0}")]
+    SignInUnavailable(&'static str),
     #[error("too many requests")]
     RateLimited { retry_after: std::time::Duration },
     /// The identity provider's keys could not be fetched yet: a token

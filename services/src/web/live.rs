@@ -1,0 +1,279 @@
+//! The pages' live updates: server-sent events.
+//!
+//! Every process that serves the pages runs one [`Live`] hub. It listens
+//! on PostgreSQL's `orders_changed`, `delivery_changed` and `menu_changed`
+//! channels, which the live projection batches and the menu commands
+//! notify in their own transactions ([`projections::changes`]), so a change
+//! committed by any process, through any API process, reaches every hub.
+//! A hub reads each named row once, however many pages are open, and hands
+//! it to its streams through a broadcast channel; each stream keeps what
+//! its caller may see:
+//!
+//! - `GET /events/orders`: the signed-in caller's own orders (`order`,
+//!   an order as `GET /order-ms/…/orders/{id}` shows it) and `menu` when
+//!   the menu changed;
+//! - `GET /events/board` (staff): every delivery status change (`status`,
+//!   as `GET /delivery-ms/…` shows it).
+//!
+//! Each stream begins with `ready`, sent after it subscribed: a page loads
+//! what it shows then, and no change after that moment is missed. `ready`
+//! comes again whenever the stream may have missed something (the hub
+//! reconnected to PostgreSQL, or the stream fell behind): the page loads
+//! again. A comment every 15 s keeps idle connections open through
+//! proxies. `EventSource` cannot send a bearer token: the session cookie
+//! authenticates these streams (a bearer token works too, for other
+//! clients).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, Stream, StreamExt};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::http::access::Caller;
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::view::{DeliveryStatusView, OrderView};
+
+/// What a hub hands its streams.
+#[derive(Debug)]
+pub enum Change {
+    Order(OrderView),
+    Status(DeliveryStatusView),
+    Menu,
+    /// Something may have been missed: load again.
+    Resync,
+}
+
+/// Changes a stream may fall behind by before it is told to load again.
+const BACKLOG: usize = 4096;
+/// Ids read back per query.
+const READ_CHUNK: usize = 1000;
+
+/// One process's hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Live {
+    changes: broadcast::Sender<Arc<Change>>,
+    /// Ends every open stream (at shutdown: a stream never ends by itself,
+    /// and the server waits for open responses).
+    closing: CancellationToken,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            changes: broadcast::channel(BACKLOG).0,
+            closing: CancellationToken::new(),
+        }
+    }
+}
+
+impl Live {
+    /// Streams open now.
+    pub fn streams(&self) -> usize {
+        self.changes.receiver_count()
+    }
+
+    /// Listens and reads until `shutdown`, reconnecting after a lost
+    /// connection (and telling the streams to load again then).
+    pub async fn run(self, reads: PgPool, shutdown: CancellationToken) {
+        let _close = self.closing.clone().drop_guard();
+        let mut first = true;
+        loop {
+            let session = self.listen(&reads, first, &shutdown);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = session => {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "the pages' live updates lost PostgreSQL; reconnecting");
+                    }
+                }
+            }
+            first = false;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// One connection's life: subscribe, then forward until it is lost.
+    async fn listen(
+        &self,
+        reads: &PgPool,
+        first: bool,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut listener = PgListener::connect_with(reads).await?;
+        listener
+            .listen_all([
+                projections::changes::ORDERS_CHANNEL,
+                projections::changes::DELIVERY_CHANNEL,
+                crate::menu::MENU_CHANNEL,
+            ])
+            .await?;
+        if !first {
+            let _ = self.changes.send(Arc::new(Change::Resync));
+        }
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                next = listener.try_recv() => next?,
+            };
+            let Some(notification) = next else {
+                anyhow::bail!("the listening connection closed");
+            };
+            // Everything already received, in one go: one read per channel.
+            let mut orders = Vec::new();
+            let mut delivery = Vec::new();
+            let mut menu = false;
+            let mut sort = |channel: &str, payload: &str| match channel {
+                projections::changes::ORDERS_CHANNEL => {
+                    orders.extend(projections::changes::parse(payload))
+                }
+                projections::changes::DELIVERY_CHANNEL => {
+                    delivery.extend(projections::changes::parse(payload))
+                }
+                _ => menu = true,
+            };
+            sort(notification.channel(), notification.payload());
+            while let Some(more) = listener.next_buffered() {
+                sort(more.channel(), more.payload());
+            }
+            if self.changes.receiver_count() == 0 {
+                continue;
+            }
+            self.forward(reads, orders, delivery, menu).await?;
+        }
+    }
+
+    /// Reads the named rows and hands them to the streams.
+    async fn forward(
+        &self,
+        reads: &PgPool,
+        mut orders: Vec<Uuid>,
+        mut delivery: Vec<Uuid>,
+        menu: bool,
+    ) -> anyhow::Result<()> {
+        if menu {
+            let _ = self.changes.send(Arc::new(Change::Menu));
+        }
+        orders.sort_unstable();
+        orders.dedup();
+        for ids in orders.chunks(READ_CHUNK) {
+            for row in projections::orders::rows_by_id(reads, ids).await? {
+                let _ = self
+                    .changes
+                    .send(Arc::new(Change::Order(OrderView::from(&row))));
+            }
+        }
+        delivery.sort_unstable();
+        delivery.dedup();
+        for ids in delivery.chunks(READ_CHUNK) {
+            for row in projections::delivery::get_many(reads, ids).await? {
+                let _ = self
+                    .changes
+                    .send(Arc::new(Change::Status(DeliveryStatusView::from(&row))));
+            }
+        }
+        Ok(())
+    }
+
+    /// A stream of the events `pick` makes of the changes, `ready` first.
+    fn stream(
+        &self,
+        pick: impl Fn(&Change) -> Option<Event> + Send + 'static,
+    ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+        let receiver = self.changes.subscribe();
+        let closing = self.closing.clone();
+        let ready = stream::once(async { Ok(Event::default().event("ready").data("{}")) });
+        let changes = stream::unfold((receiver, pick), |(mut receiver, pick)| async move {
+            loop {
+                let event = match receiver.recv().await {
+                    Ok(change) => match &*change {
+                        Change::Resync => Some(ready_again()),
+                        change => pick(change),
+                    },
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "a live stream fell behind; it loads again");
+                        Some(ready_again())
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                if let Some(event) = event {
+                    return Some((Ok(event), (receiver, pick)));
+                }
+            }
+        });
+        ready
+            .chain(changes)
+            .take_until(async move { closing.cancelled_owned().await })
+    }
+}
+
+fn ready_again() -> Event {
+    Event::default().event("ready").data("{\"again\":true}")
+}
+
+fn json_event(name: &'static str, data: &impl serde::Serialize) -> Option<Event> {
+    Event::default().event(name).json_data(data).ok()
+}
+
+fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    // Proxies must pass each event on at once.
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    response.headers_mut().insert(
+        axum::http::HeaderName::from_static("x-accel-buffering"),
+        axum::http::HeaderValue::from_static("no"),
+    );
+    response
+}
+
+fn hub(state: &AppState) -> Result<&Live, ApiError> {
+    state
+        .web
+        .as_ref()
+        .map(|web| &web.live)
+        .ok_or(ApiError::RouteNotFound)
+}
+
+/// `GET /events/orders`: the caller's own orders as they change.
+pub async fn orders(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let live = hub(&state)?;
+    let user = match &caller {
+        Caller::Signed(identity) => Some(identity.user.to_string()),
+        // Without authentication (development) every order is anyone's.
+        Caller::Unchecked => None,
+    };
+    Ok(sse(live.stream(move |change| match change {
+        Change::Order(order) if user.as_ref().is_none_or(|u| *u == order.user_id) => {
+            json_event("order", order)
+        }
+        Change::Menu => json_event("menu", &serde_json::json!({})),
+        _ => None,
+    })))
+}
+
+/// `GET /events/board`: every order's delivery status as it changes (staff).
+pub async fn board(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.staff()?;
+    let live = hub(&state)?;
+    Ok(sse(live.stream(|change| match change {
+        Change::Status(status) => json_event("status", status),
+        _ => None,
+    })))
+}
