@@ -22,6 +22,8 @@ test:
     scripts/python-deps.sh
     # The tests' identity provider (each test binary starts its own).
     scripts/oidc.sh install >/dev/null
+    # The pages' browser tests: Debian's chromium, a Korean font, playwright-core and axe-core.
+    scripts/browser.sh >/dev/null
     eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; scripts/drop-test-databases.sh; cargo test --workspace --all-targets --no-fail-fast
 
 # What CI runs: formatting, lints, then every test.

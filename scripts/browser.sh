@@ -43,6 +43,18 @@ if ! chromium=$(find_chromium); then
     fi
 fi
 
+# The pages are Korean: without a Korean font every label renders as boxes
+# (in screenshots, and to anyone checking them by eye). Debian's Nanum fonts.
+if command -v fc-list >/dev/null 2>&1 && [ -z "$(fc-list :lang=ko 2>/dev/null)" ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing a Korean font (fonts-nanum)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-nanum >&2 \
+            || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-nanum >&2; }
+    else
+        log "no Korean font: the pages' text shows as boxes; install one with: sudo apt-get install -y fonts-nanum"
+    fi
+fi
+
 command -v node >/dev/null || { log "node is missing (Node.js 20+)"; exit 1; }
 if [ ! -d "$base/node_modules/playwright-core" ] || ! cmp -s "$src/package-lock.json" "$base/package-lock.json"; then
     log "installing playwright-core and axe-core (npm ci into $base)"

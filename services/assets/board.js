@@ -18,7 +18,8 @@ const state = { orders: new Map(), cardErrors: new Map(), busy: new Set() };
 function upsert(status) {
   const known = state.orders.get(status.order_id);
   if (known && known.version >= status.version) return false;
-  if (known && known.status !== status.status) state.cardErrors.delete(status.order_id);
+  // A lost race's explanation stays on the card until staff act on it
+  // again: the winner's change arriving live must not erase it.
   state.orders.set(status.order_id, status);
   return true;
 }

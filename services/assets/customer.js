@@ -143,7 +143,7 @@ function orderCard(order) {
   if (CANCELLABLE.has(order.status)) {
     const cancel = el('button', 'button danger', '주문 취소');
     cancel.type = 'button';
-    cancel.setAttribute('aria-label', `주문 ${order.pickup_number ?? ''}번 취소`);
+    cancel.setAttribute('aria-label', `주문 취소: ${order.pickup_number ?? ''}번 ${order.coffee_name}`);
     cancel.addEventListener('click', () => cancelOrder(order));
     card.append(cancel);
   }

@@ -15,7 +15,8 @@ fn free_port() -> u16 {
 async fn migrate_applies_the_schema_to_an_empty_database() {
     let db = TestDb::create().await;
     sqlx::raw_sql(
-        "DROP SCHEMA public CASCADE; DROP SCHEMA IF EXISTS delivery CASCADE; CREATE SCHEMA public",
+        "DROP SCHEMA public CASCADE; DROP SCHEMA IF EXISTS delivery CASCADE; \
+         DROP SCHEMA IF EXISTS web CASCADE; CREATE SCHEMA public",
     )
     .execute(&db.pool)
     .await

@@ -1,0 +1,120 @@
+//! The pages in a real browser (tests/browser/pages.mjs: headless Debian
+//! chromium driven by playwright-core, axe-core for accessibility), against
+//! two service processes sharing nothing but the database: this test's
+//! `orders all` (with Kafka, so the board's delivery side is fed) and a
+//! second `orders serve` process of the real binary. The script signs a
+//! customer and two members of staff in through the provider's own page,
+//! orders an iced latte from the menu, follows it live across the processes,
+//! races two moves, and checks the refusals (a customer on /board, a price
+//! not the menu's, a write without the CSRF token).
+//!
+//! `UPDATE_SCREENSHOTS=1` also writes docs/screenshots/*.png.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use e2e::oidc::{AUDIENCE, WEB_CLIENT};
+use e2e::{orders_bin, run_orders, spawn_app_opts, test_kafka, AppOptions};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+/// CHROMIUM and BROWSER_DEPS, from scripts/browser.sh (which installs them).
+fn browser_env() -> Vec<(String, String)> {
+    let out = std::process::Command::new(repo().join("scripts/browser.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/browser.sh");
+    assert!(
+        out.status.success(),
+        "scripts/browser.sh failed: the browser tests need chromium and playwright-core"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn customers_and_staff_use_the_pages_live_across_two_processes() {
+    let browser = browser_env();
+    let app = spawn_app_opts(AppOptions {
+        kafka: Some(test_kafka()),
+        ..AppOptions::default()
+    })
+    .await;
+    let menu = repo().join("scripts/sample-menu.json");
+    let set = run_orders(
+        &app.db,
+        None,
+        &["menu", "set", menu.to_str().expect("a UTF-8 path")],
+    )
+    .await;
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+
+    let provider = app.provider.as_ref().expect("authentication is on");
+    let port = e2e::processes::free_port().expect("a free port");
+    let other = format!("http://127.0.0.1:{port}");
+    let mut serve = tokio::process::Command::new(orders_bin())
+        .arg("serve")
+        .env("DATABASE_URL", &app.db.url)
+        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("OIDC_ISSUER", &provider.issuer)
+        .env("OIDC_AUDIENCE", AUDIENCE)
+        .env("OIDC_WEB_CLIENT_ID", WEB_CLIENT.0)
+        .env("OIDC_WEB_CLIENT_SECRET", WEB_CLIENT.1)
+        .env("RATE_LIMIT_PER_SECOND", "0")
+        .env("RATE_LIMIT_PEER_PER_SECOND", "0")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start orders serve");
+    let mut up = false;
+    for _ in 0..300 {
+        if let Ok(reply) = reqwest::get(format!("{other}/healthz")).await {
+            if reply.status().is_success() {
+                up = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the second `orders serve` did not come up on {other}");
+
+    let mut script = tokio::process::Command::new("node");
+    script
+        .arg(repo().join("tests/browser/pages.mjs"))
+        .envs(browser)
+        .env("APP_A", &app.base)
+        .env("APP_B", &other)
+        .kill_on_drop(true);
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+        let shots = repo().join("docs/screenshots");
+        std::fs::create_dir_all(&shots).expect("docs/screenshots");
+        script.env("SHOTS", shots);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(240), script.output())
+        .await
+        .expect("the browser script finishes within 240 s")
+        .expect("run node tests/browser/pages.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the browser checks failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("measured "), "{stdout}");
+    let _ = serve.kill().await;
+}
