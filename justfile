@@ -39,6 +39,7 @@ bench:
     bench/gap-cost.sh
     bench/rebuild.sh
     just bench-kafka
+    just bench-live
 
 # Place-order throughput/latency of `orders all` under wrk against pgbench, and peak RSS.
 bench-place *ARGS:
@@ -55,6 +56,10 @@ bench-rebuild *ARGS:
 # Relay drain (100k backlog) against raw rskafka produce, and commit → delivery latency.
 bench-kafka:
     eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; cargo bench -p e2e --bench kafka_path
+
+# Commit → change on an open page (server-sent events) with 200 streams connected, against 1 + 1.
+bench-live:
+    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; cargo build --release -q -p services --bin orders && cargo bench -p e2e --bench live_path
 
 # Commit → delivery latency with rskafka as released against rskafka with
 # TCP_NODELAY (a patched copy under target/, never in the product), alternating.

@@ -487,6 +487,9 @@ pub async fn spawn_orders_all(env: &[(&str, &str)]) -> (TestApp, tokio::process:
         .env("KAFKA_TOPIC", &kafka.topic)
         .env("OIDC_ISSUER", &provider.issuer)
         .env("OIDC_AUDIENCE", AUDIENCE)
+        // The pages too, as `just run` deploys it.
+        .env("OIDC_WEB_CLIENT_ID", crate::oidc::WEB_CLIENT.0)
+        .env("OIDC_WEB_CLIENT_SECRET", crate::oidc::WEB_CLIENT.1)
         // Load tests send many requests as one user.
         .env("RATE_LIMIT_PER_SECOND", "0")
         .env("RATE_LIMIT_PEER_PER_SECOND", "0")
