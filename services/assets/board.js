@@ -2,7 +2,7 @@
 // one button; recent delivered and cancelled orders; kept live by the event
 // stream. A move that lost a race to another member of staff says so on its
 // card.
-import { STATUS_LABELS, loadSession, api, showAccount, notice, live, el, optionsLabel, ago } from './common.js';
+import { STATUS_LABELS, startSession, api, notice, live, el, optionsLabel, ago } from './common.js';
 
 const OPEN = ['received', 'preparing', 'delivering'];
 const RECENT = ['delivered', 'cancelled'];
@@ -137,21 +137,14 @@ async function loadAll() {
 }
 
 async function start() {
-  let session;
-  try {
-    session = await loadSession();
-  } catch (e) {
-    notice(e.message);
-    return;
-  }
-  showAccount(session);
+  const session = await startSession();
+  if (session === undefined) return;
   if (!session) { notice('로그인하세요.'); return; }
   if (!session.roles.includes('staff')) { notice('이 화면은 직원만 볼 수 있습니다.'); return; }
   document.getElementById('board').hidden = false;
   live('/events/board', ['status'], {
     onOpen: loadAll,
     onEvent: (_, status) => { if (upsert(status)) render(); },
-    onLost: () => notice('실시간 연결이 끊겼습니다. 새로 고침하세요.'),
   });
   setInterval(() => {
     for (const time of document.querySelectorAll('time.ago')) time.textContent = ago(time.dateTime);

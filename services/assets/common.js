@@ -13,7 +13,7 @@ export const SIZE_LABELS = { regular: '레귤러', large: '라지' };
 let csrfToken = null;
 
 /** The signed-in user ({user_id, roles, csrf_token}) or null. */
-export async function loadSession() {
+async function loadSession() {
   const response = await fetch('/auth/session', { headers: { Accept: 'application/json' } });
   if (response.status === 401) return null;
   if (!response.ok) throw new Error(`the session could not be read (${response.status})`);
@@ -66,6 +66,22 @@ export function showAccount(session) {
   });
 }
 
+/**
+ * Loads the session and shows it in the bar. Returns it (`null`: signed
+ * out), or `undefined` when it could not be loaded: the notice says why.
+ */
+export async function startSession() {
+  let session;
+  try {
+    session = await loadSession();
+  } catch (e) {
+    notice(e.message);
+    return undefined;
+  }
+  showAccount(session);
+  return session;
+}
+
 /** Shows a sentence in the page's notice line (empty clears it). */
 export function notice(text) {
   document.getElementById('notice').textContent = text;
@@ -74,9 +90,10 @@ export function notice(text) {
 /**
  * Opens the live stream at `path` and calls `onEvent(name, data)` for each of
  * `names`. `onOpen` runs on every (re)connection: the page reloads what it
- * shows then, so nothing changed while it was away is missed.
+ * shows then, so nothing changed while it was away is missed. `onLost` runs
+ * when the browser gives up reconnecting (by default the notice says so).
  */
-export function live(path, names, { onOpen, onEvent, onLost }) {
+export function live(path, names, { onOpen, onEvent, onLost = () => notice('실시간 연결이 끊겼습니다. 새로 고침하세요.') }) {
   const indicator = document.getElementById('live');
   const source = new EventSource(path);
   source.addEventListener('ready', () => {

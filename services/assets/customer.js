@@ -1,7 +1,7 @@
 // The customer page: the menu, the order form, and the customer's orders
 // with their status kept live by the event stream.
 import {
-  STATUS_LABELS, loadSession, api, showAccount, notice, live,
+  STATUS_LABELS, startSession, api, showAccount, notice, live,
   el, won, optionsLabel, newKey,
 } from './common.js';
 
@@ -200,15 +200,9 @@ function signedOut() {
 }
 
 async function start() {
-  let session;
-  try {
-    session = await loadSession();
-  } catch (e) {
-    notice(e.message);
-    return;
-  }
+  const session = await startSession();
+  if (session === undefined) return;
   state.session = session;
-  showAccount(session);
   if (!session) {
     document.getElementById('welcome').hidden = false;
     return;
@@ -223,7 +217,6 @@ async function start() {
   live('/events/orders', ['order', 'menu'], {
     onOpen: loadOrders,
     onEvent: (name, data) => (name === 'menu' ? loadMenu() : upsert(data)),
-    onLost: () => notice('실시간 연결이 끊겼습니다. 새로 고침하세요.'),
   });
 }
 

@@ -4,11 +4,13 @@
 // one database: APP_A (`orders all`) and APP_B (a second `orders serve`),
 // sharing nothing but PostgreSQL.
 //
-//   CHROMIUM=… BROWSER_DEPS=… APP_A=http://… APP_B=http://… node pages.mjs
+//   CHROMIUM=… BROWSER_DEPS=… APP_A=http://… APP_B=http://… DATABASE_URL=… node pages.mjs
+//   PSQL=/path/to/psql                 (default: psql on PATH)
 //   SHOTS=docs/screenshots   also writes the pages' screenshots there
 //
 // Prints `measured {json}` (how long each live change took to show) and
 // exits non-zero with the reason when a check fails.
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -63,6 +65,26 @@ async function accessibility(page, name) {
   }
 }
 
+/**
+ * Locks order `id`'s row of the delivery read model (psql, in a transaction
+ * of its own) until the returned function is called.
+ */
+async function lockDeliveryRow(id) {
+  const psql = spawn(env.PSQL || 'psql', [env.DATABASE_URL, '-Atq', '-v', 'ON_ERROR_STOP=1'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  const locked = new Promise((resolve, reject) => {
+    psql.stdout.on('data', (chunk) => { out += chunk; if (out.includes(id)) resolve(); });
+    psql.on('exit', (code) => reject(new Error(`psql exited (${code}) before the lock was taken`)));
+  });
+  psql.stdin.write(`BEGIN;\nSELECT order_id FROM delivery.order_status WHERE order_id = '${id}' FOR UPDATE;\n`);
+  await locked;
+  return async () => {
+    const done = new Promise((resolve) => psql.on('exit', resolve));
+    psql.stdin.end('COMMIT;\n');
+    await done;
+  };
+}
+
 const measured = {};
 try {
   // Staff on process B, watching the board before anything is ordered.
@@ -113,6 +135,33 @@ try {
   const said = errors.flat();
   if (said.length !== 1 || !/먼저 처리된/.test(said[0])) fail(`exactly one board should say the move lost the race; they said ${JSON.stringify(errors)}`);
   await card.locator('.badge', { hasText: /배송중|취소/ }).waitFor({ timeout: LIVE_WAIT });
+
+  // The same race, staged so that the loser's board learns of the winner's
+  // change only after its own re-read (the delivery read model lags the
+  // write): a second order's delivery row is locked, so the read model cannot
+  // apply the winner's move (reads still see the old row); the loser's reason
+  // must survive the winner's change arriving live once the lock is let go.
+  await customer.check('input[name="drink"][value="latte"]');
+  await customer.click('#place-order');
+  const next = customer.locator(`#orders .order:not([data-order-id="${orderId}"])`).first();
+  await next.locator('.badge', { hasText: '접수완료' }).waitFor({ timeout: LIVE_WAIT });
+  const nextId = await next.getAttribute('data-order-id');
+  const received = `[data-cards="received"] [data-order-id="${nextId}"]`;
+  await board.waitForSelector(received, { timeout: LIVE_WAIT });
+  await second.waitForSelector(received, { timeout: LIVE_WAIT });
+  const release = await lockDeliveryRow(nextId);
+  try {
+    await board.click(`${received} [data-move="preparing"]`);
+    await board.waitForSelector(`[data-cards="preparing"] [data-order-id="${nextId}"]`, { timeout: LIVE_WAIT });
+    await second.click(`${received} [data-move="cancelled"]`);
+    await second.waitForSelector(`${received} .card-error`, { timeout: LIVE_WAIT });
+  } finally {
+    await release();
+  }
+  const lost = `[data-cards="preparing"] [data-order-id="${nextId}"]`;
+  await second.waitForSelector(lost, { timeout: LIVE_WAIT });
+  const reason = await second.locator(`${lost} .card-error`).allTextContents();
+  if (reason.length !== 1 || !/먼저 처리된/.test(reason[0])) fail(`the lost move's reason did not outlive the winner's change arriving live: ${JSON.stringify(reason)}`);
 
   // The API refuses a price that is not the menu's, and a write without the
   // session's CSRF token, from this very signed-in page.

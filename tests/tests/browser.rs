@@ -42,6 +42,24 @@ fn browser_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// psql (the script holds a row lock with it): on PATH, or beside the
+/// server binaries scripts/postgres.sh runs.
+fn psql() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("psql"));
+    let beside_server = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|version| version.path().join("bin/psql"));
+    on_path
+        .chain(beside_server)
+        .find(|candidate| candidate.is_file())
+        .expect("psql: on PATH or under /usr/lib/postgresql/*/bin")
+}
+
 #[tokio::test]
 async fn customers_and_staff_use_the_pages_live_across_two_processes() {
     let browser = browser_env();
@@ -98,6 +116,12 @@ async fn customers_and_staff_use_the_pages_live_across_two_processes() {
         .envs(browser)
         .env("APP_A", &app.base)
         .env("APP_B", &other)
+        // Without sqlx's own parameters, which psql refuses.
+        .env(
+            "DATABASE_URL",
+            app.db.url.split('?').next().unwrap_or_default(),
+        )
+        .env("PSQL", psql())
         .kill_on_drop(true);
     if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
         let shots = repo().join("docs/screenshots");

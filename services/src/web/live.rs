@@ -76,12 +76,23 @@ impl Default for Live {
     }
 }
 
-impl Live {
-    /// Streams open now.
-    pub fn streams(&self) -> usize {
-        self.changes.receiver_count()
-    }
+/// Counts a stream in `/metrics` (`live_streams_open`) while it lives.
+struct Open;
 
+impl Open {
+    fn new() -> Self {
+        metrics::gauge!("live_streams_open").increment(1.0);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        metrics::gauge!("live_streams_open").decrement(1.0);
+    }
+}
+
+impl Live {
     /// Listens and reads until `shutdown`, reconnecting after a lost
     /// connection (and telling the streams to load again then).
     pub async fn run(self, reads: PgPool, shutdown: CancellationToken) {
@@ -194,6 +205,7 @@ impl Live {
     ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
         let receiver = self.changes.subscribe();
         let closing = self.closing.clone();
+        let open = Open::new();
         let ready = stream::once(async { Ok(Event::default().event("ready").data("{}")) });
         let changes = stream::unfold((receiver, pick), |(mut receiver, pick)| async move {
             loop {
@@ -216,6 +228,10 @@ impl Live {
         ready
             .chain(changes)
             .take_until(async move { closing.cancelled_owned().await })
+            .map(move |event| {
+                let _counted = &open;
+                event
+            })
     }
 }
 
