@@ -53,18 +53,13 @@ bench-gap *ARGS:
 bench-rebuild *ARGS:
     bench/rebuild.sh {{ARGS}}
 
-# Relay drain (100k backlog) against raw rskafka produce, and commit → delivery latency.
+# Relay drain (100k backlog) against raw rskafka produce, and commit → delivery latency in 10 runs.
 bench-kafka:
     eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; cargo bench -p e2e --bench kafka_path
 
 # Commit → change on an open page (server-sent events) with 200 streams connected, against 1 + 1.
 bench-live:
     eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; cargo build --release -q -p services --bin orders && cargo bench -p e2e --bench live_path
-
-# Commit → delivery latency with rskafka as released against rskafka with
-# TCP_NODELAY (a patched copy under target/, never in the product), alternating.
-bench-nodelay PAIRS="6":
-    bench/nodelay-ab.sh {{PAIRS}}
 
 # Fuzz the running API against its OpenAPI document (schemathesis): no 5xx, no schema violation.
 fuzz *ARGS:

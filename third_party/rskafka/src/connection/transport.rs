@@ -117,6 +117,9 @@ impl Transport {
         socks5_proxy: Option<String>,
     ) -> Result<Self> {
         let tcp_stream = Self::connect_tcp(broker, socks5_proxy).await?;
+        // Requests are written as a length and then a body: without this the
+        // body may wait for the broker's delayed ACK (Nagle's algorithm).
+        tcp_stream.set_nodelay(true)?;
         Self::wrap_tls(tcp_stream, broker, tls_config).await
     }
 
