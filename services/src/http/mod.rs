@@ -79,7 +79,9 @@ impl AppState {
         let commit_signal = CommitSignal::new();
         AppState {
             orders: Orders::new(
-                EventStore::new(pools.writes.clone()).with_commit_signal(commit_signal.clone()),
+                EventStore::new(pools.writes.clone())
+                    .with_commit_signal(commit_signal.clone())
+                    .with_group_commit(),
             ),
             commit_signal,
             positions: projections::consistency::PositionWatch::default(),

@@ -3,6 +3,7 @@
 //! request's idempotency record in one transaction: all of it or none.
 
 mod error;
+mod group;
 mod pickup;
 mod signal;
 
@@ -13,6 +14,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 pub use error::{is_unavailable, Result, StoreError};
+pub use group::GroupCommit;
 pub use pickup::PickupNumbers;
 pub use signal::CommitSignal;
 
@@ -71,10 +73,14 @@ pub struct Appended {
     pub last_position: i64,
 }
 
+/// Each inserted event's position, version and time, in version order.
+type Inserted = Vec<(i64, i32, OffsetDateTime)>;
+
 #[derive(Debug, Clone)]
 pub struct EventStore {
     pool: PgPool,
     committed: Option<CommitSignal>,
+    group: Option<GroupCommit>,
 }
 
 impl EventStore {
@@ -82,7 +88,15 @@ impl EventStore {
         EventStore {
             pool,
             committed: None,
+            group: None,
         }
+    }
+
+    /// Appends that start a stream are committed together with the others
+    /// that arrive at the same time (see [`GroupCommit`]).
+    pub fn with_group_commit(mut self) -> Self {
+        self.group = Some(GroupCommit::new(self.pool.clone()));
+        self
     }
 
     /// Pokes `signal` after every append that committed, so the relay and the
@@ -126,8 +140,12 @@ impl EventStore {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Appended> {
         let columns = Columns::of(stream, expected, events, metadata)?;
+        let event_ids = columns.event_ids.clone();
         WriteSent::mark();
-        let stored = self.insert(&columns, idempotency).await?;
+        let stored = match &self.group {
+            Some(group) if expected == 0 => group.append(columns, idempotency.cloned()).await?,
+            _ => insert_one(&self.pool, &columns, idempotency).await?,
+        };
         if stored.len() != events.len() {
             metrics::counter!("event_store_append_conflicts_total").increment(1);
             return Err(StoreError::Conflict { stream, expected });
@@ -141,7 +159,7 @@ impl EventStore {
             .iter()
             .cloned()
             .zip(stored)
-            .zip(columns.event_ids)
+            .zip(event_ids)
             .map(
                 |((event, (position, version, recorded_at)), event_id)| EventEnvelope {
                     event_id,
@@ -158,70 +176,6 @@ impl EventStore {
             events,
             last_position,
         })
-    }
-
-    /// The one statement of an append, so one round trip and no explicit
-    /// transaction: the events, their outbox rows and the idempotency record
-    /// commit together or not at all (a statement is atomic).
-    /// - The version check is part of the insert: if the stream is not at
-    ///   `expected`, nothing is inserted. A concurrent writer of the same
-    ///   version blocks on the unique index until the first commits, then
-    ///   fails with a unique violation, mapped to `Conflict`.
-    /// - A key another request committed first violates the key's primary
-    ///   key, mapped to `IdempotencyKeyTaken`: ours never happened.
-    ///
-    /// Returns each inserted event's position, version and time.
-    async fn insert(
-        &self,
-        columns: &Columns,
-        idempotency: Option<&IdempotencyKey>,
-    ) -> Result<Vec<(i64, i32, OffsetDateTime)>> {
-        let (scope, key, fingerprint) = match idempotency {
-            Some(k) => (Some(&k.scope), Some(&k.key), Some(&k.fingerprint)),
-            None => (None, None, None),
-        };
-        let (stream, expected) = (columns.stream, columns.expected);
-        let rows = sqlx::query!(
-            r#"WITH appended AS (
-                 INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata)
-                 SELECT $1, v.version, v.event_id, v.event_type, v.schema_version, v.payload, $7
-                   FROM UNNEST($2::int[], $3::uuid[], $4::text[], $5::smallint[], $6::jsonb[])
-                        AS v(version, event_id, event_type, schema_version, payload)
-                  WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) = $8
-                 RETURNING position, version, recorded_at),
-             outboxed AS (
-                 INSERT INTO outbox (position, stream_id) SELECT position, $1 FROM appended),
-             keyed AS (
-                 INSERT INTO idempotency_keys (scope, key, fingerprint, stream_id, version, log_position)
-                 SELECT $9, $10, $11, $1, max(version), max(position) FROM appended
-                  WHERE $9::text IS NOT NULL
-                 HAVING count(*) > 0)
-             SELECT position AS "position!", version AS "version!", recorded_at AS "recorded_at!"
-               FROM appended ORDER BY version"#,
-            stream.as_uuid(),
-            &columns.versions,
-            &columns.event_ids,
-            &columns.types as &[&str],
-            &columns.schema_versions,
-            &columns.payloads,
-            &columns.metadata,
-            columns.expected_i32,
-            scope as Option<&String>,
-            key as Option<&String>,
-            fingerprint as Option<&String>,
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| StoreError::from_append(e, stream, expected))
-        .inspect_err(|e| {
-            if matches!(e, StoreError::Conflict { .. }) {
-                metrics::counter!("event_store_append_conflicts_total").increment(1);
-            }
-        })?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.position, r.version, r.recorded_at))
-            .collect())
     }
 
     /// What the request that first used this idempotency key did, if any.
@@ -245,6 +199,70 @@ impl EventStore {
             log_position: r.log_position,
         }))
     }
+}
+
+/// The one statement of an append, so one round trip and no explicit
+/// transaction: the events, their outbox rows and the idempotency record
+/// commit together or not at all (a statement is atomic).
+/// - The version check is part of the insert: if the stream is not at
+///   `expected`, nothing is inserted. A concurrent writer of the same
+///   version blocks on the unique index until the first commits, then
+///   fails with a unique violation, mapped to `Conflict`.
+/// - A key another request committed first violates the key's primary
+///   key, mapped to `IdempotencyKeyTaken`: ours never happened.
+///
+/// Returns each inserted event's position, version and time.
+async fn insert_one(
+    pool: &PgPool,
+    columns: &Columns,
+    idempotency: Option<&IdempotencyKey>,
+) -> Result<Inserted> {
+    let (scope, key, fingerprint) = match idempotency {
+        Some(k) => (Some(&k.scope), Some(&k.key), Some(&k.fingerprint)),
+        None => (None, None, None),
+    };
+    let (stream, expected) = (columns.stream, columns.expected);
+    let rows = sqlx::query!(
+        r#"WITH appended AS (
+             INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata)
+             SELECT $1, v.version, v.event_id, v.event_type, v.schema_version, v.payload, $7
+               FROM UNNEST($2::int[], $3::uuid[], $4::text[], $5::smallint[], $6::jsonb[])
+                    AS v(version, event_id, event_type, schema_version, payload)
+              WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) = $8
+             RETURNING position, version, recorded_at),
+         outboxed AS (
+             INSERT INTO outbox (position, stream_id) SELECT position, $1 FROM appended),
+         keyed AS (
+             INSERT INTO idempotency_keys (scope, key, fingerprint, stream_id, version, log_position)
+             SELECT $9, $10, $11, $1, max(version), max(position) FROM appended
+              WHERE $9::text IS NOT NULL
+             HAVING count(*) > 0)
+         SELECT position AS "position!", version AS "version!", recorded_at AS "recorded_at!"
+           FROM appended ORDER BY version"#,
+        stream.as_uuid(),
+        &columns.versions,
+        &columns.event_ids,
+        &columns.types as &[&str],
+        &columns.schema_versions,
+        &columns.payloads,
+        &columns.metadata,
+        columns.expected_i32,
+        scope as Option<&String>,
+        key as Option<&String>,
+        fingerprint as Option<&String>,
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(|e| StoreError::from_append(e, stream, expected))
+    .inspect_err(|e| {
+        if matches!(e, StoreError::Conflict { .. }) {
+            metrics::counter!("event_store_append_conflicts_total").increment(1);
+        }
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.position, r.version, r.recorded_at))
+        .collect())
 }
 
 /// An append's events as the columns of its statement, checked: versions
