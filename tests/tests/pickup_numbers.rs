@@ -36,6 +36,19 @@ async fn numbers_are_unique_within_a_day_across_processes_and_start_at_one_each_
     assert_eq!(a.next_on(next_day).await.expect("a number"), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_asked_for_at_once_are_each_drawn_once_with_no_gaps() {
+    let db = TestDb::create().await;
+    let numbers = PickupNumbers::new(db.pool.clone(), time::UtcOffset::UTC);
+    let day = date!(2026 - 12 - 05);
+    // The draws asked for together share queries: every one still gets
+    // its own number, and none is lost between them.
+    let draws = futures::future::join_all((0..300).map(|_| numbers.next_on(day))).await;
+    let mut draws: Vec<u32> = draws.into_iter().map(|d| d.expect("a number")).collect();
+    draws.sort_unstable();
+    assert_eq!(draws, (1..=300).collect::<Vec<u32>>());
+}
+
 #[tokio::test]
 async fn the_order_and_the_delivery_side_show_the_same_pickup_number() {
     let kafka = test_kafka();

@@ -77,7 +77,11 @@ impl GroupCommit {
     ) -> Result<Inserted> {
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::channel(QUEUE);
-            tokio::spawn(collect(self.pool.clone(), receiver));
+            let pool = self.pool.clone();
+            tokio::spawn(collect(receiver, IN_FLIGHT, MAX_BATCH, move |batch| {
+                let pool = pool.clone();
+                async move { commit(&pool, batch).await }
+            }));
             sender
         });
         let (answer, answered) = oneshot::channel();
@@ -96,9 +100,20 @@ impl GroupCommit {
     }
 }
 
-/// Takes what is waiting whenever a statement slot is free.
-async fn collect(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+/// Takes what is waiting whenever one of `in_flight` slots is free, at most
+/// `max` at a time, and hands each batch to `run` (in a task of its own,
+/// holding its slot). Ends when every sender is gone.
+pub(super) async fn collect<T, F, Fut>(
+    mut queue: mpsc::Receiver<T>,
+    in_flight: usize,
+    max: usize,
+    run: F,
+) where
+    T: Send + 'static,
+    F: Fn(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(in_flight));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -107,18 +122,32 @@ async fn collect(pool: PgPool, mut queue: mpsc::Receiver<Pending>) {
             return;
         };
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max {
             match queue.try_recv() {
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
         }
-        let pool = pool.clone();
+        let running = run(batch);
         tokio::spawn(async move {
-            commit(&pool, batch).await;
+            running.await;
             drop(slot);
         });
     }
+}
+
+/// `error` for each of `n` waiters: the first gets it, the others an error
+/// of the same kind (unavailable or not) that says what happened.
+pub(super) fn shared(error: sqlx::Error, n: usize) -> impl Iterator<Item = sqlx::Error> {
+    let message = format!("batch: {error}");
+    let unavailable = super::is_unavailable(&error);
+    std::iter::once(error).chain((1..n).map(move |_| {
+        if unavailable {
+            sqlx::Error::Io(std::io::Error::other(message.clone()))
+        } else {
+            sqlx::Error::Protocol(message.clone())
+        }
+    }))
 }
 
 /// One batch: one statement, each request answered.
@@ -174,12 +203,8 @@ async fn commit(pool: &PgPool, batch: Vec<Pending>) {
         Err(failed) => {
             // Maybe committed, maybe not: each request says so as it would
             // alone (the HTTP layer answers "outcome unknown" or 503).
-            let message = failed.to_string();
-            let mut first = Some(failed);
-            for pending in batch.into_iter().chain(repeats) {
-                let error = first.take().unwrap_or_else(|| {
-                    sqlx::Error::Io(std::io::Error::other(format!("group commit: {message}")))
-                });
+            let n = batch.len() + repeats.len();
+            for (pending, error) in batch.into_iter().chain(repeats).zip(shared(failed, n)) {
                 let _ = pending.answer.send(Err(StoreError::Database(error)));
             }
         }

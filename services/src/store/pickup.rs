@@ -1,13 +1,23 @@
 //! Pickup numbers (migrations/0012): one draw from a sequence per order,
 //! counted from the day's base. The base of the current day is asked for
-//! once per process and day, then kept.
+//! once per process and day, then kept. Draws asked for at the same time
+//! are made by one query (`generate_series`), handed out in the order they
+//! were asked for.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sqlx::PgPool;
 use time::{Date, OffsetDateTime, UtcOffset};
+use tokio::sync::{mpsc, oneshot};
 
+use super::group::{collect, shared};
 use super::{Result, StoreError};
+
+/// Draw queries in flight at a time, and draws per query at most.
+const IN_FLIGHT: usize = 2;
+const MAX_DRAWS: usize = 256;
+
+type Draw = oneshot::Sender<std::result::Result<i64, sqlx::Error>>;
 
 /// Draws pickup numbers. Cheap to clone: the day's base is shared.
 #[derive(Debug, Clone)]
@@ -16,6 +26,12 @@ pub struct PickupNumbers {
     /// The shop's clock: when its day starts.
     offset: UtcOffset,
     base: Arc<Mutex<Option<(Date, i64)>>>,
+    /// Held while a day's base is looked up or written: the requests that
+    /// arrive together at the start of a day wait for one lookup, rather
+    /// than each insert a base (each such insert draws a number, and the
+    /// day's first numbers would start at the number of them).
+    finding_base: Arc<tokio::sync::Mutex<()>>,
+    draws: Arc<OnceLock<mpsc::Sender<Draw>>>,
 }
 
 impl PickupNumbers {
@@ -24,6 +40,8 @@ impl PickupNumbers {
             pool,
             offset,
             base: Arc::default(),
+            finding_base: Arc::default(),
+            draws: Arc::default(),
         }
     }
 
@@ -36,20 +54,43 @@ impl PickupNumbers {
     /// The next number of `day`: unique among `day`'s, from 1.
     pub async fn next_on(&self, day: Date) -> Result<u32> {
         let base = self.base_of(day).await?;
-        let draw: i64 = sqlx::query_scalar!(r#"SELECT nextval('pickup_numbers') AS "draw!""#)
-            .fetch_one(&self.pool)
-            .await?;
+        let draw = self.draw().await?;
         Ok(u32::try_from(draw - base).unwrap_or(u32::MAX))
+    }
+
+    /// One draw from the sequence, made with whatever others are waiting.
+    async fn draw(&self) -> Result<i64> {
+        let queue = self.draws.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel(4096);
+            let pool = self.pool.clone();
+            tokio::spawn(collect(receiver, IN_FLIGHT, MAX_DRAWS, move |waiting| {
+                let pool = pool.clone();
+                async move { draw_for(&pool, waiting).await }
+            }));
+            sender
+        });
+        let (answer, answered) = oneshot::channel();
+        let closed = || StoreError::Database(sqlx::Error::PoolClosed);
+        queue.send(answer).await.map_err(|_| closed())?;
+        Ok(answered.await.map_err(|_| closed())??)
     }
 
     /// `day`'s base: written by the first process to ask (committed before
     /// any of the day's numbers is drawn, so every draw is above it).
     async fn base_of(&self, day: Date) -> Result<i64> {
-        let cached = *self.base.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((known, base)) = cached {
-            if known == day {
-                return Ok(base);
-            }
+        let cached = || {
+            let cached = *self.base.lock().unwrap_or_else(|e| e.into_inner());
+            cached
+                .filter(|(known, _)| *known == day)
+                .map(|(_, base)| base)
+        };
+        if let Some(base) = cached() {
+            return Ok(base);
+        }
+        let _finding = self.finding_base.lock().await;
+        // Another request of this process may have found it meanwhile.
+        if let Some(base) = cached() {
+            return Ok(base);
         }
         let known = || {
             sqlx::query_scalar!("SELECT base FROM pickup_days WHERE day = $1", day)
@@ -77,5 +118,29 @@ impl PickupNumbers {
         };
         *self.base.lock().unwrap_or_else(|e| e.into_inner()) = Some((day, base));
         Ok(base)
+    }
+}
+
+/// Draws one number for each of `waiting`, in their order.
+async fn draw_for(pool: &PgPool, waiting: Vec<Draw>) {
+    let n = i32::try_from(waiting.len()).unwrap_or(i32::MAX);
+    let draws = sqlx::query_scalar!(
+        r#"SELECT nextval('pickup_numbers') AS "draw!" FROM generate_series(1, $1::int) ORDER BY 1"#,
+        n
+    )
+    .fetch_all(pool)
+    .await;
+    match draws {
+        Ok(draws) => {
+            for (answer, draw) in waiting.into_iter().zip(draws) {
+                let _ = answer.send(Ok(draw));
+            }
+        }
+        Err(e) => {
+            let n = waiting.len();
+            for (answer, error) in waiting.into_iter().zip(shared(e, n)) {
+                let _ = answer.send(Err(error));
+            }
+        }
     }
 }
