@@ -1,13 +1,18 @@
 //! Where the menu lives: the `menu` table (migrations/0011), read by
-//! `GET /menu` and by every place-order request, written by operators
-//! (`orders menu …`). A change replaces what readers see in one
-//! transaction; the next order is checked against it.
+//! `GET /menu` and checked by every place-order request ([`Current`]: held
+//! in memory while its generation, migrations/0014, does not move), written
+//! by operators (`orders menu …`). A change replaces what readers see in
+//! one transaction; the next order is checked against it.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context;
 use domain::{CoffeeName, Drink, Menu, OptionValue, Price, Size, Temperature};
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::batch::{collect, shared};
 
 /// The menu as it is now (empty: no menu set).
 pub async fn load<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Menu> {
@@ -47,6 +52,90 @@ pub async fn load<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Menu> {
         });
     }
     Menu::new(drinks).map_err(|e| corrupt(format!("menu: {e}")))
+}
+
+type GenerationRead = oneshot::Sender<sqlx::Result<i64>>;
+
+/// A menu and the generation it was read at.
+type Held = Option<(i64, Arc<Menu>)>;
+
+/// The menu as place-order checks it: held in memory with the generation
+/// it was read at (migrations/0014), and read again whenever the
+/// generation in the database is another. Every check reads the generation
+/// after its request arrived (the requests waiting at the same time share
+/// one read), so it sees every menu change committed before that, as a
+/// read of the whole menu per request did. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pool: PgPool,
+    held: Arc<Mutex<Held>>,
+    reads: Arc<OnceLock<mpsc::Sender<GenerationRead>>>,
+}
+
+impl Current {
+    pub fn new(pool: PgPool) -> Self {
+        Current {
+            pool,
+            held: Arc::default(),
+            reads: Arc::default(),
+        }
+    }
+
+    /// The menu as it is now.
+    pub async fn get(&self) -> sqlx::Result<Arc<Menu>> {
+        let generation = self.generation().await?;
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((at, menu)) = held {
+            if at == generation {
+                return Ok(menu);
+            }
+        }
+        // Read after the generation: at least as new as it (a change in
+        // between moves the generation again, and the next check reads).
+        let menu = Arc::new(load(&self.pool).await?);
+        // Two reads racing may leave the older held: the next check finds
+        // the generation moved on and reads again.
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, menu.clone()));
+        Ok(menu)
+    }
+
+    async fn generation(&self) -> sqlx::Result<i64> {
+        let queue = self.reads.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel(4096);
+            let pool = self.pool.clone();
+            tokio::spawn(collect(receiver, 2, 1024, move |waiting| {
+                let pool = pool.clone();
+                async move { read_generation(&pool, waiting).await }
+            }));
+            sender
+        });
+        let (answer, answered) = oneshot::channel();
+        queue
+            .send(answer)
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        answered.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+}
+
+/// One read of the generation, for every request waiting on it.
+async fn read_generation(pool: &PgPool, waiting: Vec<GenerationRead>) {
+    let read = sqlx::query_scalar!("SELECT generation FROM menu_generation")
+        .fetch_one(pool)
+        .await;
+    match read {
+        Ok(generation) => {
+            for answer in waiting {
+                let _ = answer.send(Ok(generation));
+            }
+        }
+        Err(e) => {
+            let n = waiting.len();
+            for (answer, error) in waiting.into_iter().zip(shared(e, n)) {
+                let _ = answer.send(Err(error));
+            }
+        }
+    }
 }
 
 /// Replaces the whole menu with `menu` (empty: no menu), in one transaction.

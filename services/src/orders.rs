@@ -49,6 +49,7 @@ pub type Handled = Result<Result<Outcome, Rejection>, StoreError>;
 pub struct Orders {
     store: EventStore,
     pickups: PickupNumbers,
+    menu: crate::menu::Current,
 }
 
 impl Orders {
@@ -56,7 +57,12 @@ impl Orders {
     /// shop's clock.
     pub fn new(store: EventStore) -> Self {
         let pickups = PickupNumbers::new(store.pool().clone(), time::UtcOffset::UTC);
-        Orders { store, pickups }
+        let menu = crate::menu::Current::new(store.pool().clone());
+        Orders {
+            store,
+            pickups,
+            menu,
+        }
     }
 
     /// Pickup numbers start again at 1 at midnight of this offset from UTC.
@@ -83,7 +89,7 @@ impl Orders {
         }
         // After the replay check: a retry of an order placed before the menu
         // changed still gets its first answer.
-        let menu = crate::menu::load(self.store.pool()).await?;
+        let menu = self.menu.get().await?;
         if let Err(faults) = menu.check(&place.coffee_name, place.coffee_price, place.options) {
             return Ok(Err(Rejection::OffMenu(faults)));
         }

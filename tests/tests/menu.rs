@@ -250,3 +250,34 @@ async fn operators_set_show_sell_out_and_clear_the_menu_with_the_command_line() 
     .ok(201);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn every_change_of_the_menu_is_checked_by_the_next_order_whoever_wrote_it() {
+    let app = spawn_app().await;
+    set_menu(&app, &sample()).await;
+    let latte = json!({"coffee_name": "latte", "coffee_price": 5000, "coffee_qty": 1,
+                       "options": {"temperature": "iced", "size": "regular"}});
+    app.place("USER0001", latte.clone()).await.ok(201);
+    // Changes straight in the table, as an operator with psql would make
+    // them: the next order sees each one (the held menu is not trusted
+    // past a change, whoever made it).
+    sqlx::query("UPDATE menu SET regular_price = 5200 WHERE coffee_name = 'latte'")
+        .execute(&app.db.pool)
+        .await
+        .expect("a price change");
+    refused(&app, latte.clone(), "coffee_price").await;
+    let dearer = json!({"coffee_name": "latte", "coffee_price": 5200, "coffee_qty": 1,
+                        "options": {"temperature": "iced", "size": "regular"}});
+    app.place("USER0001", dearer.clone()).await.ok(201);
+    sqlx::query("UPDATE menu SET sold_out = true WHERE coffee_name = 'latte'")
+        .execute(&app.db.pool)
+        .await
+        .expect("sold out");
+    refused(&app, dearer.clone(), "coffee_name").await;
+    sqlx::query("TRUNCATE menu")
+        .execute(&app.db.pool)
+        .await
+        .expect("no menu");
+    // No menu: any drink and price again.
+    app.place("USER0001", latte).await.ok(201);
+}

@@ -10,8 +10,8 @@ use sqlx::PgPool;
 use time::{Date, OffsetDateTime, UtcOffset};
 use tokio::sync::{mpsc, oneshot};
 
-use super::group::{collect, shared};
 use super::{Result, StoreError};
+use crate::batch::{collect, shared};
 
 /// Draw queries in flight at a time, and draws per query at most.
 const IN_FLIGHT: usize = 2;
