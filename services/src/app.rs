@@ -16,7 +16,7 @@ use crate::auth::{AuthConfig, Authenticator};
 use crate::db::Pools;
 use crate::http::access::{Access, RateLimitConfig, RateLimits};
 use crate::http::tls::TlsFiles;
-use crate::http::{self, Apis, AppState};
+use crate::http::{self, Apis, AppState, Shared};
 use crate::relay::{self, RelayOptions};
 use crate::workers::{self, ProjectionName};
 
@@ -120,7 +120,7 @@ impl App {
                 let listener = TcpListener::bind(serve.addr)
                     .await
                     .with_context(|| format!("cannot listen on {}", serve.addr))?;
-                let mut state = AppState::new(&pools, listener.local_addr()?.port());
+                let mut state = Shared::new(&pools, listener.local_addr()?.port());
                 state.kafka = config.kafka.clone();
                 state.max_in_flight = serve.max_in_flight;
                 state.request_timeout = serve.request_timeout;
@@ -131,7 +131,7 @@ impl App {
                 Some(Server {
                     listener,
                     tls,
-                    state,
+                    state: AppState::from(state),
                 })
             }
             None => None,
@@ -235,7 +235,7 @@ fn refuse_open_network(serve: &ServeConfig) -> anyhow::Result<()> {
 /// an issuer and a web client are configured.
 fn web(
     serve: &ServeConfig,
-    state: &AppState,
+    state: &Shared,
     pools: &Pools,
     bound: SocketAddr,
 ) -> anyhow::Result<crate::web::Web> {
