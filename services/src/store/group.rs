@@ -20,13 +20,19 @@
 //!   the statement returned.
 //! - A statement the database refused (an error it reported: the
 //!   transaction rolled back, nothing of it committed) is run again request
-//!   by request on the one-append path, so each gets the answer it would
-//!   have got alone. Any other failure (the connection broke, the pool timed
-//!   out) may or may not have committed: every request of the batch gets it.
+//!   by request on the one-append path, two at a time, so each gets the
+//!   answer it would have got alone. Any other failure (the connection
+//!   broke, the server is shutting down, the pool timed out) may or may not
+//!   have committed: every request of the batch gets it.
+//! - A request whose caller is gone by the time its batch forms (cut off by
+//!   its deadline and answered "outcome unknown") is not written.
+//! - Keys are taken in one order in every batch, so two batches holding
+//!   each other's keys (retries) cannot deadlock.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
+use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,6 +45,8 @@ use super::{insert_one, Columns, IdempotencyKey, Inserted, Result, StoreError};
 pub const IN_FLIGHT: usize = 4;
 /// Requests per statement at most.
 pub const MAX_BATCH: usize = 64;
+/// A refused batch's requests run alone, this many at a time.
+const FALLBACK_AT_ONCE: usize = 2;
 /// Requests waiting for a statement at most; beyond it, senders wait (the
 /// HTTP layer's in-flight limit bounds them long before).
 const QUEUE: usize = 4096;
@@ -104,7 +112,23 @@ impl GroupCommit {
 
 /// One batch: one statement, each request answered.
 async fn commit(pool: &PgPool, batch: Vec<Pending>) {
+    // A request whose caller is gone (cut off by its deadline, and answered
+    // "outcome unknown") is not written: nothing of it was sent, and its
+    // client retries with its key.
+    let mut batch: Vec<Pending> = batch
+        .into_iter()
+        .filter(|p| !p.answer.is_closed())
+        .collect();
+    if batch.is_empty() {
+        return;
+    }
     metrics::histogram!("event_store_group_commit_size").record(batch.len() as f64);
+    // Keys in one order in every batch, so that two batches waiting on each
+    // other's keys (retries of the same requests) cannot deadlock.
+    batch.sort_by(|a, b| {
+        let key = |p: &Pending| p.key.as_ref().map(|k| (k.scope.clone(), k.key.clone()));
+        key(a).cmp(&key(b))
+    });
     // A key twice in one batch: the first request has it; the others are
     // answered once the batch has committed, as requests that lost the key
     // to a concurrent one (they then replay the first's answer).
@@ -142,15 +166,23 @@ async fn commit(pool: &PgPool, batch: Vec<Pending>) {
                 let _ = repeat.answer.send(Err(StoreError::IdempotencyKeyTaken));
             }
         }
-        Err(sqlx::Error::Database(refused)) => {
+        // Refused by the database (not cut off from it): nothing committed.
+        Err(refused)
+            if matches!(refused, sqlx::Error::Database(_)) && !super::is_unavailable(&refused) =>
+        {
             tracing::debug!(error = %refused, size = batch.len(), "a group commit was refused; its requests go one by one");
             let alone = |pending: Pending| async move {
                 let result = insert_one(pool, &pending.columns, pending.key.as_ref()).await;
                 let _ = pending.answer.send(result);
             };
-            futures::future::join_all(batch.into_iter().map(alone)).await;
+            // A few at a time: the write pool serves other requests too.
+            futures::stream::iter(batch)
+                .for_each_concurrent(FALLBACK_AT_ONCE, alone)
+                .await;
             // After the first of their key has its answer.
-            futures::future::join_all(repeats.into_iter().map(alone)).await;
+            futures::stream::iter(repeats)
+                .for_each_concurrent(FALLBACK_AT_ONCE, alone)
+                .await;
         }
         Err(failed) => {
             // Maybe committed, maybe not: each request says so as it would
