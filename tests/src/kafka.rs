@@ -22,6 +22,7 @@ pub fn test_kafka() -> KafkaSource {
         replication_factor: 1,
         retention_ms: -1,
         security: Default::default(),
+        request_timeout: projections::infra::broker::DEFAULT_REQUEST_TIMEOUT,
     }
 }
 

@@ -12,6 +12,7 @@ mod fixtures;
 mod kafka;
 pub mod oidc;
 pub mod processes;
+pub mod proxy;
 
 pub use app::{
     spawn_app, spawn_app_opts, spawn_app_with, spawn_app_without_workers, spawn_orders_all,

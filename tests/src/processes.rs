@@ -38,6 +38,8 @@ pub struct DurableBroker {
     storage: String,
     /// Start with `--authentication` (clients must sign in with SASL).
     authentication: bool,
+    /// The address the broker tells clients to connect to (`None`: its own).
+    advertised: Option<String>,
 }
 
 impl DurableBroker {
@@ -53,7 +55,14 @@ impl DurableBroker {
             log,
             storage: "sqlite://tansu.db".to_owned(),
             authentication: false,
+            advertised: None,
         })
+    }
+
+    /// From the next start on, the broker's metadata sends clients to
+    /// `address` (a proxy in front of it) instead of to itself.
+    pub fn advertise(&mut self, address: &str) {
+        self.advertised = Some(address.to_owned());
     }
 
     /// Runs the storage's maintenance (deletion by retention) every `every`
@@ -97,6 +106,10 @@ impl DurableBroker {
     /// Starts the broker and waits until it listens.
     pub async fn start(&mut self) -> Result<()> {
         let listener = format!("tcp://{}", self.address());
+        let advertised = self
+            .advertised
+            .as_ref()
+            .map_or_else(|| listener.clone(), |a| format!("tcp://{a}"));
         let (out, err) = match &self.log {
             Some(path) => {
                 let file = std::fs::OpenOptions::new()
@@ -110,7 +123,7 @@ impl DurableBroker {
         // Tansu reads some settings from the environment: pass only ours.
         let child = Command::new(&self.bin)
             .args(["broker", "--listener-url", &listener])
-            .args(["--advertised-listener-url", &listener])
+            .args(["--advertised-listener-url", &advertised])
             .args(["--storage-engine", &self.storage])
             .args(self.authentication.then_some("--authentication"))
             .current_dir(&self.dir)

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use e2e::processes::{terminate, DurableBroker};
+use e2e::proxy::SilencingProxy;
 use e2e::{eventually, orders_bin, read_topic, spawn_app_opts, test_kafka, AppOptions, TestApp};
 use projections::infra::kafka::KafkaSource;
 use serde_json::json;
@@ -108,6 +109,84 @@ async fn orders_are_accepted_while_the_broker_is_down_and_delivered_once_it_retu
         "each order applied once, at version 1"
     );
     assert_eq!(app.get("/readyz").await.status, 200);
+    broker.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A broker that stops answering on the connections it has (a half-open
+/// connection, a broker stuck on its storage) while new connections work:
+/// the relay's produce and the consumer's fetch give up after
+/// `KAFKA_REQUEST_TIMEOUT_MS`, connect again, and every order is delivered.
+/// Without the deadline both wait for the lost answers for ever, without an
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_that_stops_answering_is_left_after_the_request_timeout_and_nothing_is_lost() {
+    let dir = std::env::temp_dir().join(format!("tansu-{}", uuid::Uuid::new_v4().simple()));
+    let mut broker = DurableBroker::new(&dir, None).expect("a broker of the test's own");
+    let proxy = SilencingProxy::start(broker.address())
+        .await
+        .expect("a proxy in front of the broker");
+    broker.advertise(&proxy.address());
+    broker.start().await.expect("start the broker");
+    let kafka = KafkaSource {
+        brokers: vec![proxy.address()],
+        request_timeout: Duration::from_secs(2),
+        ..test_kafka()
+    };
+    let app = spawn_app_opts(AppOptions {
+        kafka: Some(kafka.clone()),
+        ..AppOptions::default()
+    })
+    .await;
+    let delivered = |id: String| {
+        let app = &app;
+        async move { (app.get(&format!("/delivery-ms/rita/{id}")).await.status == 200).then_some(()) }
+    };
+    let first = app.place_ok("rita").await;
+    eventually(Duration::from_secs(15), "the first order delivered", || {
+        delivered(first.clone())
+    })
+    .await;
+
+    proxy.silence();
+    let mut later = Vec::new();
+    for _ in 0..5 {
+        later.push(app.place_ok("rita").await);
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the orders placed after the broker fell silent delivered (on new connections)",
+        || async {
+            for id in &later {
+                delivered(id.clone()).await?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "an empty outbox", || async {
+        (app.db.outbox().await == 0).then_some(())
+    })
+    .await;
+    let on_topic: HashSet<String> = read_topic(&kafka)
+        .await
+        .into_iter()
+        .map(|r| r.key)
+        .collect();
+    for id in later.iter().chain([&first]) {
+        assert!(on_topic.contains(id), "order {id} is on the topic");
+    }
+    let metrics = app.get("/metrics").await.text;
+    let timed_out = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kafka_requests_timed_out_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        timed_out >= 1.0,
+        "the unanswered requests are counted: kafka_requests_timed_out_total {timed_out}"
+    );
+    drop(proxy);
     broker.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
-use rskafka::client::Client;
 use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
 use crate::held;
-use crate::infra::kafka;
+use crate::infra::broker::{Broker, Partition};
 use crate::infra::lease::{self, Fence, Lease};
 use crate::infra::wait::{sleep_or_cancel, Backoff};
 
@@ -70,12 +68,13 @@ pub async fn run_consumer(
 /// Connects to the brokers and finds the topic; a rebuild reads what is
 /// there, so a topic that does not exist is an error (creating it would only
 /// give an empty model).
-pub(super) async fn connect_topic(source: &KafkaSource) -> Result<(Arc<Client>, Vec<i32>)> {
+pub(super) async fn connect_topic(source: &KafkaSource) -> Result<(Arc<Broker>, Vec<i32>)> {
     let client = source
-        .connect(Duration::from_secs(5))
+        .broker(Duration::from_secs(5))
         .await
         .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
-    let partitions = kafka::find_topic(&client, &source.topic)
+    let partitions = client
+        .find_topic(&source.topic)
         .await
         .map_err(|e| ProjectionError::Kafka(e.to_string()))?
         .ok_or_else(|| ProjectionError::Kafka(format!("topic {} does not exist", source.topic)))?;
@@ -97,7 +96,7 @@ pub(super) async fn consume(
     }
     let client = Arc::new(
         source
-            .connect(Duration::from_secs(5))
+            .broker(Duration::from_secs(5))
             .await
             .map_err(|e| ProjectionError::Kafka(e.to_string()))?,
     );
@@ -110,7 +109,7 @@ pub(super) async fn consume(
     tasks.spawn(watch_held(pool.clone(), fence.clone(), stop.clone()));
     for partition in partitions {
         let pc = client
-            .partition_client(source.topic.clone(), partition, UnknownTopicHandling::Retry)
+            .partition(&source.topic, partition)
             .await
             .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
         tasks.spawn(consume_partition(
@@ -140,13 +139,14 @@ pub(super) async fn consume(
 /// too would race the relay, and the losing side's client logs an error);
 /// `None` on shutdown.
 async fn wait_for_topic(
-    client: &Client,
+    client: &Broker,
     topic: &str,
     shutdown: &CancellationToken,
 ) -> Result<Option<Vec<i32>>> {
     let mut logged = false;
     loop {
-        match kafka::find_topic(client, topic)
+        match client
+            .find_topic(topic)
             .await
             .map_err(|e| ProjectionError::Kafka(e.to_string()))?
         {
@@ -186,7 +186,7 @@ async fn watch_held(pool: PgPool, fence: Fence, stop: CancellationToken) -> Resu
 /// more partitions than the pool has connections is consumed all the same.
 pub(super) async fn consume_partition(
     pool: PgPool,
-    pc: PartitionClient,
+    pc: Partition,
     topic: String,
     fence: Fence,
     stop: CancellationToken,

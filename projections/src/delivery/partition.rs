@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use domain::StoredEvent;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
-use rskafka::client::partition::{OffsetAt, PartitionClient};
+use rskafka::client::partition::OffsetAt;
 use rskafka::record::RecordAndOffset;
 use sqlx::{Acquire, PgConnection};
 use tracing::Instrument;
@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
 use crate::held::{self, Incoming, Source};
+use crate::infra::broker::Partition;
 use crate::infra::lease::Fence;
 
 use super::offsets::advance;
@@ -99,7 +100,7 @@ pub(super) async fn dead_letter(
 /// empty fetch below the high watermark) are
 /// [`ProjectionError::PartitionLost`], never passed over.
 pub(super) async fn fetch(
-    client: &PartitionClient,
+    client: &Partition,
     offset: i64,
     max_wait_ms: i32,
 ) -> Result<Vec<RecordAndOffset>> {
@@ -155,7 +156,7 @@ pub(super) async fn fetch(
 
 /// How many records at the start of a partition are gone (deleted by
 /// retention): the offset of the first record it still has.
-pub(super) async fn records_gone(client: &PartitionClient) -> Result<i64> {
+pub(super) async fn records_gone(client: &Partition) -> Result<i64> {
     let kafka = |e: KafkaError| ProjectionError::Kafka(e.to_string());
     match client.fetch_records(0, 1..1_000_000, 0).await {
         Ok((records, high_watermark)) => Ok(match records.first() {
@@ -178,7 +179,7 @@ pub(super) async fn records_gone(client: &PartitionClient) -> Result<i64> {
 /// records).
 pub(super) async fn check_partition(
     conn: &mut PgConnection,
-    client: &PartitionClient,
+    client: &Partition,
     topic: &str,
     generation: i32,
 ) -> Result<()> {
@@ -241,7 +242,7 @@ pub(super) async fn check_partition(
 /// compare-and-set catches a `from` gone stale.
 pub(super) async fn step_partition<'c>(
     db: impl Acquire<'c, Database = sqlx::Postgres>,
-    client: &PartitionClient,
+    client: &Partition,
     topic: &str,
     (generation, from): (i32, i64),
     live: Option<&Fence>,

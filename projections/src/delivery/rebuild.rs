@@ -1,6 +1,6 @@
 //! Rebuilding the delivery model from the topic, beside the live one.
 
-use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use crate::infra::broker::Partition;
 use sqlx::{Acquire, PgConnection, PgPool};
 
 use crate::error::{ProjectionError, Result};
@@ -66,15 +66,13 @@ pub async fn rebuild(
 
 /// A client per partition of the topic, and the partitions whose first
 /// records are gone (deleted by retention): how many each.
-async fn partitions_and_gaps(
-    source: &KafkaSource,
-) -> Result<(Vec<PartitionClient>, Vec<(i32, i64)>)> {
+async fn partitions_and_gaps(source: &KafkaSource) -> Result<(Vec<Partition>, Vec<(i32, i64)>)> {
     let (client, partitions) = connect_topic(source).await?;
     let mut clients = Vec::new();
     let mut gone = Vec::new();
     for partition in partitions {
         let pc = client
-            .partition_client(source.topic.clone(), partition, UnknownTopicHandling::Retry)
+            .partition(&source.topic, partition)
             .await
             .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
         let missing = records_gone(&pc).await?;
@@ -132,7 +130,7 @@ async fn record_incomplete(
 /// the partition's end or the offset `until`.
 async fn replay_partition(
     conn: &mut PgConnection,
-    pc: &PartitionClient,
+    pc: &Partition,
     topic: &str,
     generation: i32,
     until: Option<i64>,

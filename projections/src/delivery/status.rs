@@ -9,13 +9,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rskafka::client::partition::UnknownTopicHandling;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
-use crate::infra::kafka;
 use crate::operate::{ProjectionStatus, TopicProgress};
 
 use super::offsets::offsets;
@@ -96,22 +94,20 @@ async fn unconsumed(
 ) -> Result<(BTreeMap<i32, i64>, Option<OffsetDateTime>)> {
     let failed = |e: rskafka::client::error::Error| ProjectionError::Kafka(e.to_string());
     let client = source
-        .connect(BROKERS_WAIT)
+        .broker(BROKERS_WAIT)
         .await
         .map_err(|e| ProjectionError::Kafka(e.to_string()))?;
     let mut ends = BTreeMap::new();
     let mut oldest: Option<OffsetDateTime> = None;
-    let Some(partitions) = kafka::find_topic(&client, &source.topic)
+    let Some(partitions) = client
+        .find_topic(&source.topic)
         .await
         .map_err(|e| ProjectionError::Kafka(e.to_string()))?
     else {
         return Ok((ends, oldest));
     };
     for p in partitions {
-        let pc = client
-            .partition_client(source.topic.clone(), p, UnknownTopicHandling::Retry)
-            .await
-            .map_err(failed)?;
+        let pc = client.partition(&source.topic, p).await.map_err(failed)?;
         let next = at.get(&p).copied().unwrap_or(0);
         // The fetch's high watermark is the end (ListOffsets(latest) is not
         // reliable on every broker: Tansu's memory engine).

@@ -34,7 +34,9 @@ pub async fn connect_with(
     if let Some(tls) = &security.tls {
         builder = builder.tls_config(tls.client_config.clone());
     }
-    builder.build().await
+    // rskafka's deadline bounds its retries, not a handshake a broker never
+    // answers.
+    super::broker::answered(deadline, "the connection's handshake", builder.build()).await
 }
 
 /// How the service authenticates to the brokers and whether it encrypts:
@@ -326,12 +328,29 @@ pub struct KafkaSource {
     pub retention_ms: i64,
     /// SASL and TLS to the brokers.
     pub security: KafkaSecurity,
+    /// How long a request may go unanswered before the connection is
+    /// treated as dead ([`super::broker`]).
+    pub request_timeout: Duration,
 }
 
 impl KafkaSource {
     /// A client of the source's brokers, with its security settings.
     pub async fn connect(&self, deadline: Duration) -> Result<Client, KafkaError> {
         connect_with(&self.brokers, &self.security, deadline).await
+    }
+
+    /// A connection whose every request has the source's deadline.
+    pub async fn broker(
+        &self,
+        connect_deadline: Duration,
+    ) -> Result<super::broker::Broker, KafkaError> {
+        super::broker::Broker::connect(
+            &self.brokers,
+            &self.security,
+            connect_deadline,
+            self.request_timeout,
+        )
+        .await
     }
 
     /// Kafka's own default for `message.max.bytes`.

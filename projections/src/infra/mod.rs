@@ -3,6 +3,7 @@
 //! session locks of rebuilds, and waiting (for news on the log, with
 //! backoff, until shutdown).
 
+pub mod broker;
 pub mod failpoint;
 pub mod kafka;
 pub mod lease;

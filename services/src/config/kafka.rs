@@ -25,6 +25,12 @@ pub struct KafkaArgs {
     #[arg(long, env = "KAFKA_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024, global = true,
           value_parser = clap::value_parser!(u32).range(4096..=256 * 1024 * 1024))]
     pub kafka_max_request_bytes: u32,
+    /// Milliseconds a request to the brokers may go unanswered before the
+    /// relay or the delivery consumer treats the connection as dead and
+    /// connects again (Kafka's `request.timeout.ms`).
+    #[arg(long, env = "KAFKA_REQUEST_TIMEOUT_MS", default_value_t = 30_000, global = true,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub kafka_request_timeout_ms: u64,
     /// Replicas of each partition when the relay creates the topic (use 3
     /// on a production cluster).
     #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1, global = true,
@@ -69,6 +75,7 @@ impl KafkaArgs {
                 .unwrap_or(projections::infra::kafka::KafkaSource::DEFAULT_MAX_REQUEST_BYTES),
             replication_factor: self.kafka_replication_factor,
             retention_ms: self.kafka_retention_ms,
+            request_timeout: std::time::Duration::from_millis(self.kafka_request_timeout_ms),
         }))
     }
 

@@ -20,11 +20,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use projections::infra::broker::Broker;
 use projections::infra::kafka;
 use projections::infra::kafka::KafkaSource;
 use projections::infra::lease::{self, Fence, Lease};
 use projections::infra::wait::{listen, sleep_or_cancel, wait_for_news, Backoff};
-use rskafka::client::partition::UnknownTopicHandling;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +55,9 @@ pub struct RelayOptions {
     pub max_request_bytes: usize,
     /// How long the leader's lease lives without renewal.
     pub lease_ttl: Duration,
+    /// How long a produce (or any request) may go unanswered before the
+    /// relay drops its connections and connects again.
+    pub request_timeout: Duration,
 }
 
 impl RelayOptions {
@@ -72,6 +75,7 @@ impl RelayOptions {
             poll_interval: Duration::from_millis(500),
             max_request_bytes: kafka.max_request_bytes,
             lease_ttl,
+            request_timeout: kafka.request_timeout,
         }
     }
 }
@@ -198,21 +202,21 @@ async fn publish(
 ) -> Result<(), RelayError> {
     let mut conn = pool.acquire().await?;
     let conn = &mut *conn;
-    let client =
-        kafka::connect_with(&options.brokers, &options.security, Duration::from_secs(5)).await?;
-    let partitions = kafka::ensure_topic(&client, &options.topic, &options.settings).await?;
+    let broker = Broker::connect(
+        &options.brokers,
+        &options.security,
+        Duration::from_secs(5),
+        options.request_timeout,
+    )
+    .await?;
+    let partitions = broker
+        .ensure_topic(&options.topic, &options.settings)
+        .await?;
     let count = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
     check_partitions(conn, &options.topic, count).await?;
     let mut clients = BTreeMap::new();
     for p in partitions {
-        clients.insert(
-            p,
-            Arc::new(
-                client
-                    .partition_client(options.topic.clone(), p, UnknownTopicHandling::Retry)
-                    .await?,
-            ),
-        );
+        clients.insert(p, Arc::new(broker.partition(&options.topic, p).await?));
     }
     let mut listener = listen(pool, "relay").await;
     tracing::info!(topic = %options.topic, partitions = count, "relay publishing");
@@ -220,7 +224,8 @@ async fn publish(
     while !shutdown.is_cancelled() {
         if checked.elapsed() >= PARTITIONS_CHECK_EVERY {
             checked = std::time::Instant::now();
-            let now = kafka::find_topic(&client, &options.topic)
+            let now = broker
+                .find_topic(&options.topic)
                 .await?
                 .map_or(0, |p| i32::try_from(p.len()).unwrap_or(i32::MAX));
             check_partitions(conn, &options.topic, now).await?;

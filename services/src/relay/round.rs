@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::join_all;
+use projections::infra::broker::Partition;
 use projections::infra::kafka;
 use projections::infra::lease::Fence;
-use rskafka::client::partition::{Compression, PartitionClient};
 use rskafka::record::Record;
 use sqlx::{Acquire, PgConnection};
 
@@ -19,7 +19,7 @@ use super::{RelayError, AFTER_PRODUCE};
 pub(super) async fn round(
     conn: &mut PgConnection,
     fence: &Fence,
-    clients: &BTreeMap<i32, Arc<PartitionClient>>,
+    clients: &BTreeMap<i32, Arc<Partition>>,
     partitions: i32,
     batch_size: i64,
     max_request_bytes: usize,
@@ -108,7 +108,7 @@ async fn read(
 /// stopping at the first that fails. Returns the positions the broker
 /// acknowledged and the last failure.
 async fn produce(
-    clients: &BTreeMap<i32, Arc<PartitionClient>>,
+    clients: &BTreeMap<i32, Arc<Partition>>,
     by_partition: BTreeMap<i32, Vec<(Record, i64)>>,
     max_request_bytes: usize,
 ) -> (Vec<i64>, Option<rskafka::client::error::Error>) {
@@ -125,7 +125,7 @@ async fn produce(
             };
             for request in requests {
                 let (records, positions): (Vec<Record>, Vec<i64>) = request.into_iter().unzip();
-                match client.produce(records, Compression::NoCompression).await {
+                match client.produce(records).await {
                     Ok(_) => {
                         metrics::counter!("relay_produce_requests_total").increment(1);
                         acked.extend(positions);
