@@ -78,9 +78,10 @@ WITH appended AS (
                   ARRAY['{"order_id": "x", "user_id": "USER0001", "coffee_name": "today''s coffee", "coffee_price": 5000, "coffee_qty": 3, "total_price": 15000}'::jsonb])
            AS v(version, event_id, event_type, schema_version, payload)
      WHERE (SELECT coalesce(max(version), 0) FROM bench_events WHERE stream_id = s.id) = 0
-    RETURNING position, stream_id, version, recorded_at),
+    RETURNING position, stream_id, version, recorded_at, transaction_id),
 outboxed AS (
-    INSERT INTO bench_outbox (position, stream_id) SELECT position, stream_id FROM appended),
+    INSERT INTO bench_outbox (position, stream_id, transaction_id)
+    SELECT position, stream_id, transaction_id FROM appended),
 keyed AS (
     INSERT INTO bench_keys (scope, key, fingerprint, stream_id, version, log_position)
     SELECT NULL, NULL, NULL, (array_agg(stream_id))[1], max(version), max(position) FROM appended

@@ -106,10 +106,15 @@ pub struct TestRelay {
 
 impl TestRelay {
     pub fn start(pool: &PgPool, kafka: &KafkaSource) -> TestRelay {
+        TestRelay::start_with(pool, relay_options(kafka))
+    }
+
+    /// A relay with these options (rounds of another size).
+    pub fn start_with(pool: &PgPool, options: services::relay::RelayOptions) -> TestRelay {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(services::relay::run(
             pool.clone(),
-            relay_options(kafka),
+            options,
             shutdown.clone(),
         ));
         TestRelay { shutdown, task }

@@ -2,10 +2,14 @@
 //! outbox rows. At-least-once: a crash between the broker's acknowledgement
 //! and the delete re-sends those events, and consumers absorb the duplicates.
 //!
-//! - Order: rows are read in position order and every order's events go to one
-//!   partition (Kafka's default partitioner on the order id), produced in that
-//!   order; a partition whose produce failed keeps its rows, which are read
-//!   again, still before any later event of the same order.
+//! - Order: every order's events go to one partition (Kafka's default
+//!   partitioner on the order id), produced in the order they were read: by
+//!   position one round at a time, or, draining a backlog with rounds in
+//!   flight, in the log's gap-safe order (`round.rs`). A partition whose
+//!   produce failed keeps its rows, which are read again, still before any
+//!   later event of the same order.
+//! - Records carry the stored envelope, payload bytes as PostgreSQL keeps
+//!   them: the relay never decodes an event.
 //! - One publisher at a time: the relay that holds the topic's lease
 //!   ([`projections::infra::lease`]); other relay processes wait as hot standbys and
 //!   take over within a second of its death, within the lease's time to live
@@ -31,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 mod records;
 mod round;
 
-use round::round;
+use round::{drain, round, Rounds};
 
 /// The failpoint between the broker's acknowledgement and the outbox delete.
 pub const AFTER_PRODUCE: &str = "relay.after_produce";
@@ -230,16 +234,18 @@ async fn publish(
                 .map_or(0, |p| i32::try_from(p.len()).unwrap_or(i32::MAX));
             check_partitions(conn, &options.topic, now).await?;
         }
-        let published = round(
-            conn,
+        let rounds = Rounds {
             fence,
-            &clients,
-            count,
-            options.batch_size,
-            options.max_request_bytes,
-        )
-        .await?;
-        if published >= options.batch_size {
+            clients: &clients,
+            partitions: count,
+            batch_size: options.batch_size,
+            max_request_bytes: options.max_request_bytes,
+        };
+        if round(conn, &rounds).await? >= options.batch_size {
+            // A backlog: drain it with rounds in flight, then back to one
+            // round at a time for what the gap-safe order held back.
+            let mut deleter = pool.acquire().await?;
+            drain(conn, &mut deleter, &rounds).await?;
             continue;
         }
         tokio::select! {

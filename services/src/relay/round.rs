@@ -1,5 +1,19 @@
-//! One round of the relay: read a batch of outbox rows, produce them per
+//! The relay's rounds: read a batch of outbox rows, produce them per
 //! partition, delete (fenced) the rows the broker acknowledged.
+//!
+//! Two ways to read:
+//! - [`round`]: the oldest rows by position, whatever transaction wrote them,
+//!   one round at a time (nothing in flight while it reads). Used while the
+//!   outbox is short, and after every drain, so that a long transaction
+//!   elsewhere in the cluster never holds rows back.
+//! - [`drain`], for a backlog: rounds overlap. While one round's records are
+//!   produced, the previous round's rows are deleted and the next round is
+//!   read (on a second connection), after the last row read, in the log's gap-safe order
+//!   `(transaction_id, position)` and only below the horizon (the oldest
+//!   transaction still running). Rows still in flight are not read again,
+//!   and a row that commits late sorts after the cursor, never behind it
+//!   (`projections::log`). A partition's records are produced one round
+//!   after the other, so an order's events reach the topic in order.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,97 +22,205 @@ use futures::future::join_all;
 use projections::infra::broker::Partition;
 use projections::infra::kafka;
 use projections::infra::lease::Fence;
+use projections::log::Cursor;
 use rskafka::record::Record;
 use sqlx::{Acquire, PgConnection};
 
-use super::records::{record, split_by_bytes, wire_size, BATCH_OVERHEAD};
+use super::records::{record, split_by_bytes, wire_size, OutboxRow, BATCH_OVERHEAD};
 use super::{RelayError, AFTER_PRODUCE};
 
-/// One round: read a batch of outbox rows, produce them per partition,
-/// delete the rows the broker acknowledged. Returns the rows dealt with.
-pub(super) async fn round(
-    conn: &mut PgConnection,
-    fence: &Fence,
-    clients: &BTreeMap<i32, Arc<Partition>>,
-    partitions: i32,
-    batch_size: i64,
-    max_request_bytes: usize,
-) -> Result<i64, RelayError> {
-    let Some(batch) = read(conn, partitions, batch_size, max_request_bytes).await? else {
+/// What a round works with.
+pub(super) struct Rounds<'a> {
+    pub fence: &'a Fence,
+    pub clients: &'a BTreeMap<i32, Arc<Partition>>,
+    pub partitions: i32,
+    pub batch_size: i64,
+    pub max_request_bytes: usize,
+}
+
+/// One round, nothing else in flight: the oldest `batch_size` rows by
+/// position, produced, the acknowledged ones deleted. Returns the rows
+/// dealt with.
+pub(super) async fn round(conn: &mut PgConnection, r: &Rounds<'_>) -> Result<i64, RelayError> {
+    let Some(batch) = read(conn, r, None).await? else {
         return Ok(0);
     };
-    dead_letter(conn, fence, &batch.too_large, max_request_bytes).await?;
-    // The last moment to notice a lost lease before a side effect the
-    // database cannot fence: a leader frozen after this check sends this
-    // round once more when it wakes (its delete below is then refused).
-    if !fence.held() {
-        return Err(fence.fenced().into());
-    }
-    let attempted: usize = batch.by_partition.values().map(Vec::len).sum();
-    let (acked, failure) = produce(clients, batch.by_partition, max_request_bytes).await;
-    projections::infra::failpoint::hit(AFTER_PRODUCE);
-    if !fence.held() {
-        // Frozen or cut off during the produce: the lease may be another's
-        // now, and a request whose answer was lost may have landed all the
-        // same. Delete nothing; count what was sent as possibly sent again.
-        resent_after_lease_lost(attempted);
-        return Err(fence.fenced().into());
-    }
-    delete_acked(conn, fence, &acked, attempted).await?;
+    dead_letter(conn, r.fence, &batch.too_large, r.max_request_bytes).await?;
+    let dealt = batch.rows;
+    let (acked, attempted, failure) = send(r, batch.by_partition).await?;
+    delete_acked(conn, r.fence, &acked, attempted).await?;
     match failure {
         Some(e) => Err(e.into()),
-        None => Ok(i64::try_from(acked.len() + batch.too_large.len()).unwrap_or(i64::MAX)),
+        None => Ok(dealt),
     }
 }
 
-/// A round's rows as records, per partition in position order, and those
+/// Drains a backlog with rounds in flight, until a read comes back short
+/// of a full batch (what remains is left to [`round`]). While a round's
+/// records are produced, the next round is read on `reader` and the
+/// previous one's rows are deleted on `deleter`. Returns the rows dealt
+/// with. On a failure the rows not acknowledged stay in the outbox, and the
+/// caller starts again from the oldest row.
+pub(super) async fn drain(
+    reader: &mut PgConnection,
+    deleter: &mut PgConnection,
+    r: &Rounds<'_>,
+) -> Result<i64, RelayError> {
+    let Some(mut current) = read(reader, r, Some(Cursor::START)).await? else {
+        return Ok(0);
+    };
+    dead_letter(reader, r.fence, &current.too_large, r.max_request_bytes).await?;
+    let mut dealt = 0;
+    // The previous round's acknowledged rows, deleted while this one's
+    // records are produced.
+    let mut done: (Vec<i64>, usize) = (Vec::new(), 0);
+    loop {
+        let (full, last, rows) = (current.rows >= r.batch_size, current.last, current.rows);
+        let previous = std::mem::take(&mut done);
+        let reading = async {
+            if !full {
+                return Ok(None);
+            }
+            let next = read(reader, r, Some(last)).await?;
+            if let Some(next) = &next {
+                dead_letter(reader, r.fence, &next.too_large, r.max_request_bytes).await?;
+            }
+            Ok::<_, RelayError>(next)
+        };
+        let (sent, deleted, next) = tokio::join!(
+            send(r, current.by_partition),
+            delete_acked(deleter, r.fence, &previous.0, previous.1),
+            reading
+        );
+        let (acked, attempted, failure) = sent?;
+        deleted?;
+        let next = next?;
+        dealt += rows;
+        if let Some(e) = failure {
+            delete_acked(deleter, r.fence, &acked, attempted).await?;
+            return Err(e.into());
+        }
+        match next {
+            Some(next) => {
+                done = (acked, attempted);
+                current = next;
+            }
+            None => {
+                delete_acked(deleter, r.fence, &acked, attempted).await?;
+                return Ok(dealt);
+            }
+        }
+    }
+}
+
+/// Produces a round's records, checking the lease on both sides: the last
+/// moment to notice a lost lease before a side effect the database cannot
+/// fence is just before; a leader frozen or cut off during the produce may
+/// have lost it meanwhile (its records then count as possibly sent again,
+/// and nothing is deleted). Returns the acknowledged positions, how many
+/// records were attempted, and the last produce failure.
+async fn send(
+    r: &Rounds<'_>,
+    by_partition: BTreeMap<i32, Vec<(Record, i64)>>,
+) -> Result<(Vec<i64>, usize, Option<rskafka::client::error::Error>), RelayError> {
+    if !r.fence.held() {
+        return Err(r.fence.fenced().into());
+    }
+    let attempted: usize = by_partition.values().map(Vec::len).sum();
+    let (acked, failure) = produce(r.clients, by_partition, r.max_request_bytes).await;
+    projections::infra::failpoint::hit(AFTER_PRODUCE);
+    if !r.fence.held() {
+        resent_after_lease_lost(attempted);
+        return Err(r.fence.fenced().into());
+    }
+    Ok((acked, attempted, failure))
+}
+
+/// A round's rows as records, per partition in reading order, and those
 /// too large for any produce request (position, order, size).
 struct Batch {
     by_partition: BTreeMap<i32, Vec<(Record, i64)>>,
     too_large: Vec<(i64, uuid::Uuid, i64)>,
+    /// Rows read (published or dead-lettered).
+    rows: i64,
+    /// The last row read, in `(transaction_id, position)` order (meaningful
+    /// for a gap-safe read, whose rows come in that order).
+    last: Cursor,
 }
 
-/// The oldest `batch_size` outbox rows as records (`None`: the outbox is
-/// empty). Moved as stored: the relay never needs to understand a payload,
-/// so an event written by a newer build is published like any other and its
-/// consumers upcast (or hold it back) themselves.
+/// The select list of an outbox row with its event, payload and metadata
+/// as text (the relay forwards their bytes).
+macro_rules! outbox_rows {
+    ($rest:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            OutboxRow,
+            r#"SELECT outbox.transaction_id::text::bigint AS "transaction_id!",
+                      events.position, events.stream_id, events.version, events.event_id,
+                      events.event_type, events.schema_version,
+                      events.payload::text AS "payload!", events.metadata::text AS "metadata!",
+                      events.recorded_at
+                 FROM outbox JOIN events USING (position) "# + $rest
+            $(, $arg)*
+        )
+    };
+}
+
+/// The next `batch_size` outbox rows as records (`None`: none to read):
+/// `after: None` the oldest by position; `Some(cursor)` those after the
+/// cursor in the log's gap-safe order, below the horizon. Moved as stored:
+/// the relay never needs to understand a payload.
 async fn read(
     conn: &mut PgConnection,
-    partitions: i32,
-    batch_size: i64,
-    max_request_bytes: usize,
+    r: &Rounds<'_>,
+    after: Option<Cursor>,
 ) -> Result<Option<Batch>, RelayError> {
-    let rows = projections::event_rows!(
-        "FROM outbox JOIN events USING (position) ORDER BY position LIMIT $1",
-        batch_size
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    if rows.is_empty() {
+    let rows = match after {
+        None => {
+            outbox_rows!("ORDER BY outbox.position LIMIT $1", r.batch_size)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        Some(after) => {
+            outbox_rows!(
+                "WHERE (outbox.transaction_id, outbox.position) > ($1::bigint::text::xid8, $2)
+                   AND outbox.transaction_id < log_horizon()
+                 ORDER BY outbox.transaction_id, outbox.position LIMIT $3",
+                after.transaction_id,
+                after.position,
+                r.batch_size
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    let Some(last) = rows.last().map(|row| Cursor {
+        transaction_id: row.transaction_id,
+        position: row.position,
+    }) else {
         return Ok(None);
-    }
+    };
     let mut batch = Batch {
         by_partition: BTreeMap::new(),
         too_large: Vec::new(),
+        rows: i64::try_from(rows.len()).unwrap_or(i64::MAX),
+        last,
     };
-    let record_limit = max_request_bytes.saturating_sub(BATCH_OVERHEAD);
+    let record_limit = r.max_request_bytes.saturating_sub(BATCH_OVERHEAD);
     for row in rows {
-        let position = row.position;
-        let event = row.stored()?;
-        let key = event.stream_id.to_string();
-        let partition = kafka::partition_for(key.as_bytes(), partitions);
-        let record = record(&event, key)?;
+        let record = record(&row)?;
         let size = wire_size(&record);
         if size > record_limit {
             let size = i64::try_from(size).unwrap_or(i64::MAX);
-            batch.too_large.push((position, event.stream_id, size));
+            batch.too_large.push((row.position, row.stream_id, size));
             continue;
         }
+        let key = record.key.as_deref().unwrap_or_default();
+        let partition = kafka::partition_for(key, r.partitions);
         batch
             .by_partition
             .entry(partition)
             .or_default()
-            .push((record, position));
+            .push((record, row.position));
     }
     Ok(Some(batch))
 }

@@ -265,9 +265,10 @@ async fn insert_many(
                FROM input i
               WHERE (i.request <> ALL($9) OR i.stream_id IN (SELECT stream_id FROM keyed))
                 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = i.stream_id)
-             RETURNING position, stream_id, version, recorded_at),
+             RETURNING position, stream_id, version, recorded_at, transaction_id),
          outboxed AS (
-             INSERT INTO outbox (position, stream_id) SELECT position, stream_id FROM appended)
+             INSERT INTO outbox (position, stream_id, transaction_id)
+             SELECT position, stream_id, transaction_id FROM appended)
          SELECT stream_id AS "stream_id!", position AS "position!", version AS "version!",
                 recorded_at AS "recorded_at!"
            FROM appended ORDER BY position"#,

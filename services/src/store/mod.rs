@@ -229,9 +229,10 @@ async fn insert_one(
                FROM UNNEST($2::int[], $3::uuid[], $4::text[], $5::smallint[], $6::jsonb[])
                     AS v(version, event_id, event_type, schema_version, payload)
               WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) = $8
-             RETURNING position, version, recorded_at),
+             RETURNING position, version, recorded_at, transaction_id),
          outboxed AS (
-             INSERT INTO outbox (position, stream_id) SELECT position, $1 FROM appended),
+             INSERT INTO outbox (position, stream_id, transaction_id)
+             SELECT position, $1, transaction_id FROM appended),
          keyed AS (
              INSERT INTO idempotency_keys (scope, key, fingerprint, stream_id, version, log_position)
              SELECT $9, $10, $11, $1, max(version), max(position) FROM appended
