@@ -40,6 +40,7 @@ bench:
     bench/rebuild.sh
     just bench-kafka
     just bench-live
+    just bench-peer
 
 # Place-order throughput/latency of `orders all` under wrk against pgbench, and peak RSS.
 bench-place *ARGS:
@@ -56,6 +57,10 @@ bench-rebuild *ARGS:
 # Relay drain (100k backlog) against raw rskafka produce, and commit → delivery latency in 10 runs.
 bench-kafka:
     eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; cargo bench -p e2e --bench kafka_path
+
+# Place order in-process against cqrs-es 0.5 + postgres-es 0.5 at the same concurrency (with and without an outbox row on their side).
+bench-peer:
+    eval "$(scripts/postgres.sh)"; cargo bench -p e2e --bench peer
 
 # Commit → change on an open page (server-sent events) with 200 streams connected, against 1 + 1.
 bench-live:
