@@ -5,10 +5,13 @@
 //! PostgreSQL. `just bench-peer`; part of `just bench`.
 //!
 //! What each side writes per order:
-//! - ours: the menu check (a shared generation read), a pickup number draw
+//! - ours, as deployed (`Orders::place`): the menu check (a shared generation read), a pickup number draw
 //!   (shared by requests waiting together), one event row, one outbox row,
 //!   in one transaction (several orders per transaction with group commit,
 //!   as deployed; one per order without).
+//! - ours, the store alone: the same decision (`domain::decide`) appended
+//!   with group commit, without the menu check and the pickup number: what
+//!   the peer's command does.
 //! - cqrs-es: it loads the aggregate (a `SELECT` of its events), then one
 //!   event row in a transaction. It has no outbox; measured as it is, and
 //!   with an outbox row added in its transaction (a trigger on its events
@@ -43,10 +46,11 @@ async fn main() {
         "\nbeside the peer: place order in-process (no HTTP), {SECONDS} s per cell, commands/s (p99 ms)"
     );
     println!(
-        "{:<8} {:>22} {:>22} {:>22} {:>22} {:>9} {:>9}",
+        "{:<8} {:>20} {:>20} {:>20} {:>20} {:>20} {:>9} {:>9}",
         "clients",
         "ours (group commit)",
-        "ours (1 tx per order)",
+        "ours (1 tx/order)",
+        "ours (store alone)",
         "cqrs-es",
         "cqrs-es + outbox",
         "ours/cq",
@@ -56,6 +60,7 @@ async fn main() {
     for clients in CLIENTS {
         let grouped = ours(clients, true).await;
         let single = ours(clients, false).await;
+        let store_alone = store_only(clients).await;
         let peer = theirs(clients, false).await;
         let peer_outbox = theirs(clients, true).await;
         let cell = |r: &Rate| format!("{:.0} ({:.1})", r.per_second, r.p99_ms);
@@ -63,10 +68,11 @@ async fn main() {
             held += 1;
         }
         println!(
-            "{:<8} {:>22} {:>22} {:>22} {:>22} {:>9.2} {:>9.2}",
+            "{:<8} {:>20} {:>20} {:>20} {:>20} {:>20} {:>9.2} {:>9.2}",
             clients,
             cell(&grouped),
             cell(&single),
+            cell(&store_alone),
             cell(&peer),
             cell(&peer_outbox),
             grouped.per_second / peer.per_second,
@@ -161,6 +167,35 @@ async fn ours(clients: usize, group_commit: bool) -> Rate {
                 Ok(Err(rejected)) => Err(format!("rejected: {rejected:?}")),
                 Err(e) => Err(e.to_string()),
             }
+        }
+    })
+    .await
+}
+
+/// The placement appended through the store (group commit), nothing else.
+async fn store_only(clients: usize) -> Rate {
+    let db = TestDb::create().await;
+    let store = Arc::new(EventStore::new(pool(&db.url, clients, None).await).with_group_commit());
+    let metadata = Arc::new(Metadata {
+        who: Some("customer:USER0001".to_owned()),
+        request_id: Some("b3a1c6e2-5a7e-4d55-9a43-1f0f7e3c2d11".to_owned()),
+        ..Metadata::default()
+    });
+    drive(clients, move || {
+        let (store, metadata) = (store.clone(), metadata.clone());
+        async move {
+            let place = our_order();
+            let id = place.order_id;
+            let events = domain::decide(
+                &domain::OrderState::NotPlaced,
+                domain::Command::Place(place),
+            )
+            .map_err(|e| format!("rejected: {e:?}"))?;
+            store
+                .append(id, 0, &events, &metadata, None)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
     })
     .await
