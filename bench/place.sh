@@ -105,7 +105,10 @@ row() { # label conns
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
     tps=$("$bindir/pgbench" -n -M prepared -f "$tmp/append.sql" -c "$2" -j 2 -T "$seconds" "$url" 2>/dev/null | sed -nE 's/^tps = ([0-9.]+).*/\1/p')
-    printf '%-11s %-6s %14.0f %14.0f %8.2f %12s%s\n' "$1" "$2" "$rps" "$tps" "$(awk -v a="$rps" -v b="$tps" 'BEGIN{print a/b}')" "$p99" \
+    last_ratio=$(awk -v a="$rps" -v b="$tps" 'BEGIN{print a/b}')
+    # wrk prints 812.00us, 40.30ms or 1.02s.
+    last_p99_ms=$(echo "$p99" | awk '/us$/ {print $0/1000; next} /ms$/ {print $0+0; next} /s$/ {print $0*1000}')
+    printf '%-11s %-6s %14.0f %14.0f %8.2f %12s%s\n' "$1" "$2" "$rps" "$tps" "$last_ratio" "$p99" \
         "${non2xx:+   ($non2xx non-2xx answers)}"
 }
 
@@ -120,8 +123,13 @@ stop_orders
 start_orders serve auth
 row serve 64
 stop_orders
+serve_ratio=$last_ratio serve_p99=$last_p99_ms
 start_orders serve open
 row "serve open" 64
 stop_orders
+awk -v r="$serve_ratio" -v p="$serve_p99" 'BEGIN {
+    printf "target: orders serve, 64 connections, authentication on: >= 0.80 of pgbench (%.2f, %s), p99 <= 25 ms (%.1f ms, %s)\n",
+        r, (r >= 0.8 ? "holds" : "MISSED"), p, (p <= 25 ? "holds" : "MISSED")
+}'
 printf '\npeak RSS of orders all: idle %.1f MiB, after the 64-connection load %.1f MiB\n' \
     "$(awk -v k="$idle_kib" 'BEGIN{print k/1024}')" "$(awk -v k="$loaded_kib" 'BEGIN{print k/1024}')"

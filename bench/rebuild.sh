@@ -31,6 +31,7 @@ awk -v n="$events" -v c="$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" -v r="
     printf "\n%-34s %10s %8s %14s\n", "rebuild of " n " events", "seconds", "events/s", "ratio to COPY"
     printf "%-34s %10.2f %8.0f %14s\n", "baseline: COPY of the same rows", c, n / c, "1.00"
     printf "%-34s %10.2f %8.0f %14.2f\n", "orders projections rebuild", r, n / r, c / r
+    printf "target: rebuild >= 0.50 of COPY: %.2f, %s\n", c / r, (c / r >= 0.5 ? "holds" : "MISSED")
 }'
 gen=$(psql "$url" -Atc "SELECT active_generation FROM projections WHERE name = 'orders'")
 echo "rebuilt table order_view_g$gen: $(psql "$url" -Atc "SELECT pg_size_pretty(pg_table_size('order_view_g$gen')) || ' heap, ' || pg_size_pretty(pg_indexes_size('order_view_g$gen')) || ' indexes'")"
