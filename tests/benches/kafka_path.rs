@@ -182,43 +182,18 @@ async fn relay_drain() -> Drain {
         relay_options(&kafka),
         stop.clone(),
     ));
-    sqlx::query(
-        "INSERT INTO outbox (position, stream_id, transaction_id)
-         SELECT position, stream_id, transaction_id FROM events ORDER BY position LIMIT 1",
-    )
-    .execute(&db.pool)
-    .await
-    .expect("one row");
-    while db.outbox().await > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    sqlx::query(
-        "INSERT INTO outbox (position, stream_id, transaction_id)
-         SELECT position, stream_id, transaction_id FROM events ORDER BY position OFFSET 1",
-    )
-    .execute(&db.pool)
-    .await
-    .expect("fill the outbox");
+    outbox_rows(&db, "LIMIT 1").await;
+    until_empty(&db).await;
+    outbox_rows(&db, "OFFSET 1").await;
     let started = Instant::now();
-    loop {
-        if db.outbox().await == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_empty(&db).await;
     let drained = started.elapsed();
     stop.cancel();
     relay.await.expect("relay");
     // PostgreSQL's part alone, on the same rows: read them in the relay's
     // rounds (its select list and order, 3,000 at a time) and delete each
     // round, one after the other; no records are built, nothing is produced.
-    sqlx::query(
-        "INSERT INTO outbox (position, stream_id, transaction_id)
-         SELECT position, stream_id, transaction_id FROM events ORDER BY position OFFSET 1",
-    )
-    .execute(&db.pool)
-    .await
-    .expect("fill the outbox again");
+    outbox_rows(&db, "OFFSET 1").await;
     let mut conn = db.pool.acquire().await.expect("a connection");
     let started = Instant::now();
     let mut cursor = (0i64, 0i64);
@@ -254,6 +229,25 @@ async fn relay_drain() -> Drain {
         raw: events as f64 / raw.as_secs_f64(),
         database_only: n / database_only.as_secs_f64(),
         rows: events - 1,
+    }
+}
+
+/// Outbox rows for the events in position order, `range` of them
+/// (`LIMIT 1`, `OFFSET 1`), in one transaction.
+async fn outbox_rows(db: &TestDb, range: &str) {
+    sqlx::query(&format!(
+        "INSERT INTO outbox (position, stream_id, transaction_id)
+         SELECT position, stream_id, transaction_id FROM events ORDER BY position {range}"
+    ))
+    .execute(&db.pool)
+    .await
+    .expect("outbox rows");
+}
+
+/// Returns once the outbox is empty.
+async fn until_empty(db: &TestDb) {
+    while db.outbox().await > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -144,6 +144,15 @@ fn our_order() -> PlaceOrder {
     }
 }
 
+/// Who placed it, as the HTTP handler records it.
+fn our_metadata() -> Metadata {
+    Metadata {
+        who: Some("customer:USER0001".to_owned()),
+        request_id: Some("b3a1c6e2-5a7e-4d55-9a43-1f0f7e3c2d11".to_owned()),
+        ..Metadata::default()
+    }
+}
+
 async fn ours(clients: usize, group_commit: bool) -> Rate {
     let db = TestDb::create().await;
     let pool = pool(&db.url, clients, None).await;
@@ -154,11 +163,7 @@ async fn ours(clients: usize, group_commit: bool) -> Rate {
         store
     };
     let orders = Arc::new(Orders::new(store));
-    let metadata = Arc::new(Metadata {
-        who: Some("customer:USER0001".to_owned()),
-        request_id: Some("b3a1c6e2-5a7e-4d55-9a43-1f0f7e3c2d11".to_owned()),
-        ..Metadata::default()
-    });
+    let metadata = Arc::new(our_metadata());
     drive(clients, move || {
         let (orders, metadata) = (orders.clone(), metadata.clone());
         async move {
@@ -176,11 +181,7 @@ async fn ours(clients: usize, group_commit: bool) -> Rate {
 async fn store_only(clients: usize) -> Rate {
     let db = TestDb::create().await;
     let store = Arc::new(EventStore::new(pool(&db.url, clients, None).await).with_group_commit());
-    let metadata = Arc::new(Metadata {
-        who: Some("customer:USER0001".to_owned()),
-        request_id: Some("b3a1c6e2-5a7e-4d55-9a43-1f0f7e3c2d11".to_owned()),
-        ..Metadata::default()
-    });
+    let metadata = Arc::new(our_metadata());
     drive(clients, move || {
         let (store, metadata) = (store.clone(), metadata.clone());
         async move {
