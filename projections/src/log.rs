@@ -40,6 +40,7 @@ use std::cmp::Ordering;
 use std::time::Duration;
 
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::error::{ProjectionError, Result};
 use crate::held::{Incoming, Source};
@@ -176,6 +177,97 @@ pub async fn read_range(
     .fetch_all(conn)
     .await?;
     rows.into_iter().map(LogEvent::of).collect()
+}
+
+/// A place in the log in stream order: after the event of `stream_id` at
+/// `version`. `StreamKey::START` is before every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamKey {
+    pub stream_id: Uuid,
+    pub version: i32,
+}
+
+impl StreamKey {
+    pub const START: StreamKey = StreamKey {
+        stream_id: Uuid::nil(),
+        version: 0,
+    };
+}
+
+/// Reads whole streams after `after` in stream order (each order's events
+/// together, in version order), about `limit` events of them, of the events
+/// at or below `upto` in reading order: a page that ends inside a stream
+/// leaves that stream to the next read, and a stream longer than a page is
+/// read whole, so the batches of a reader share no stream. Complete only
+/// once every transaction at or below `upto` has ended ([`settled`]): the
+/// filter leaves out what commits later, the horizon what could still commit
+/// below it. Returns the events and where the next read starts (`None`: the
+/// streams are all read).
+pub async fn read_streams(
+    conn: &mut PgConnection,
+    after: StreamKey,
+    upto: Cursor,
+    limit: i64,
+) -> Result<(Vec<LogEvent>, Option<StreamKey>)> {
+    let limit = limit.max(1);
+    let mut rows = crate::event_rows!(
+        "FROM events
+          WHERE (stream_id, version) > ($1, $2)
+            AND (transaction_id, position) <= ($3::bigint::text::xid8, $4)
+          ORDER BY stream_id, version
+          LIMIT $5",
+        after.stream_id,
+        after.version,
+        upto.transaction_id,
+        upto.position,
+        limit
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let key = |r: &EventRow| StreamKey {
+        stream_id: r.stream_id,
+        version: r.version,
+    };
+    let next = match rows.last().map(key) {
+        Some(last) if i64::try_from(rows.len()).unwrap_or(i64::MAX) >= limit => {
+            match rows.iter().rposition(|r| r.stream_id != last.stream_id) {
+                // The last stream may go on past the page: the next read's.
+                Some(end) => rows.truncate(end + 1),
+                // One stream fills the page: the rest of it comes too.
+                None => rows.extend(
+                    crate::event_rows!(
+                        "FROM events
+                          WHERE stream_id = $1 AND version > $2
+                            AND (transaction_id, position) <= ($3::bigint::text::xid8, $4)
+                          ORDER BY version",
+                        last.stream_id,
+                        last.version,
+                        upto.transaction_id,
+                        upto.position,
+                    )
+                    .fetch_all(&mut *conn)
+                    .await?,
+                ),
+            }
+            rows.last().map(key)
+        }
+        _ => None,
+    };
+    Ok((
+        rows.into_iter().map(LogEvent::of).collect::<Result<_>>()?,
+        next,
+    ))
+}
+
+/// Whether every transaction at or below `cursor` has ended, so no event can
+/// still commit there.
+pub async fn settled(conn: &mut PgConnection, cursor: Cursor) -> Result<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT $1::bigint::text::xid8 < log_horizon() AS "settled!""#,
+        cursor.transaction_id
+    )
+    .fetch_one(conn)
+    .await?)
 }
 
 /// The head of the log as this moment's snapshot sees it: the last committed

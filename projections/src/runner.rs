@@ -155,10 +155,24 @@ pub(crate) async fn apply_batch<P: Projection>(
         return Ok(());
     };
     let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let name = projection.name();
+    apply_events(conn, projection, generation, events).await?;
+    checkpoint::advance(conn, projection.name(), generation, from, to, count).await?;
+    failpoint::hit(failpoint::PROJECTION_BEFORE_COMMIT);
+    Ok(())
+}
+
+/// Applies events of the log to `generation`, holding back what cannot be
+/// read or applied (with the rest of its order), without moving the
+/// checkpoint: [`apply_batch`]'s work, and a rebuild's in stream order.
+pub(crate) async fn apply_events<P: Projection>(
+    conn: &mut PgConnection,
+    projection: &P,
+    generation: i32,
+    events: Vec<LogEvent>,
+) -> Result<()> {
     let ready = held::sort_out(
         conn,
-        name,
+        projection.name(),
         generation,
         events.into_iter().map(|e| e.incoming).collect(),
     )
@@ -170,8 +184,6 @@ pub(crate) async fn apply_batch<P: Projection>(
         .to_string()
     })
     .await?;
-    checkpoint::advance(conn, name, generation, from, to, count).await?;
-    failpoint::hit(failpoint::PROJECTION_BEFORE_COMMIT);
     Ok(())
 }
 

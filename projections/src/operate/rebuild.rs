@@ -7,10 +7,10 @@ use sqlx::{Acquire, PgConnection, PgPool};
 
 use crate::checkpoint;
 use crate::error::Result;
-use crate::log::{self, Cursor, LogEvent, ReadMode};
+use crate::log::{self, Cursor, LogEvent, StreamKey};
 use crate::projection::Projection;
 use crate::rebuild::Rebuild;
-use crate::runner::apply_batch;
+use crate::runner::{apply_batch, apply_events};
 
 use super::replay::HorizonWait;
 use super::{Phase, Progress, RebuildReport};
@@ -107,11 +107,20 @@ impl Counted {
     }
 }
 
-/// Applies the log up to its head as the rebuild began to `generation`, a
-/// batch per transaction, each committed with the generation's checkpoint.
-/// A reader on a connection of its own reads the next batch while this one
-/// is applied: two backends and both cores at work (one after the other, the
-/// rebuild spent half its time waiting on each). Returns where it got.
+/// Applies the log up to its head as the rebuild began to `generation`, in
+/// stream order: each order's events arrive together, so an order becomes
+/// one row written once, where reading order (all placements of an hour,
+/// then their moves) wrote it once and updated it up to three times. Only
+/// the order within a stream matters to a log-fed projection (each row is
+/// one order's fold), and the switch applies what came after the head in
+/// reading order.
+///
+/// A reader on a connection of its own reads batches of whole streams, and
+/// [`WRITERS`] writers apply them side by side, each batch in a transaction
+/// of its own: no two batches share an order, so they commute. Batches
+/// carry no checkpoint: a rebuild that stops half way is forgotten by the
+/// next (`Rebuild::start`), never resumed. The generation's checkpoint is
+/// set to the head at the end. Returns the head.
 pub(super) async fn catch_up<P: Projection>(
     pool: &PgPool,
     conn: &mut PgConnection,
@@ -120,66 +129,108 @@ pub(super) async fn catch_up<P: Projection>(
     batch_size: i64,
     mut applied: impl FnMut(usize),
 ) -> Result<Cursor> {
-    let head = log::head(conn).await?;
-    let (batches, mut ready) = tokio::sync::mpsc::channel::<Result<Vec<LogEvent>>>(2);
-    let reader = tokio::spawn(read_ahead(pool.acquire().await?, head, batch_size, batches));
-    let mut cursor = Cursor::START;
-    while let Some(read) = ready.recv().await {
-        let events = read?;
-        let (count, last) = (events.len(), events.last().map(|e| e.cursor));
-        let mut tx = conn.begin().await?;
-        apply_batch(&mut tx, projection, generation, cursor, events).await?;
-        tx.commit().await?;
-        if let Some(last) = last {
-            cursor = last;
-        }
-        applied(count);
+    let Some(head) = log::head(conn).await? else {
+        return Ok(Cursor::START);
+    };
+    // A transaction still running below the head can commit events there:
+    // wait for it rather than build without them.
+    let mut wait = HorizonWait::default();
+    while !log::settled(conn, head).await? {
+        wait.pause(conn, Cursor::START, head).await?;
     }
-    drop(ready);
-    if let Err(e) = reader.await {
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
-        }
+    let mut queues = Vec::with_capacity(WRITERS);
+    let mut writers = Vec::with_capacity(WRITERS);
+    let (done, mut counts) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let mut own = Some(&mut *conn);
+    for _ in 0..WRITERS {
+        let (queue, batches) = tokio::sync::mpsc::channel::<Vec<LogEvent>>(1);
+        queues.push(queue);
+        let conn = match own.take() {
+            Some(conn) => Writer::Borrowed(conn),
+            None => Writer::Own(pool.acquire().await?),
+        };
+        writers.push(write(conn, projection, generation, batches, done.clone()));
     }
-    Ok(cursor)
+    drop(done);
+    let read = read_ahead(pool.acquire().await?, head, batch_size, queues);
+    let report = async {
+        while let Some(n) = counts.recv().await {
+            applied(n);
+        }
+    };
+    let (read, written, ()) = tokio::join!(read, futures::future::join_all(writers), report);
+    let total = written.into_iter().sum::<Result<i64>>()?;
+    read?;
+    let mut tx = conn.begin().await?;
+    checkpoint::advance(
+        &mut tx,
+        projection.name(),
+        generation,
+        Cursor::START,
+        head,
+        total,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(head)
 }
 
-/// Reads the log in batches up to `head` (waiting for a transaction still
-/// running elsewhere rather than stopping short) and sends them on.
-pub(super) async fn read_ahead(
+/// How many connections apply a rebuild's batches side by side: PostgreSQL
+/// inserting the rows is most of a rebuild's work, and with one writer the
+/// reader and the fold waited on it (docs/adr/0006).
+const WRITERS: usize = 2;
+
+/// A writer's connection: the rebuild's own, or one more from the pool.
+enum Writer<'c> {
+    Borrowed(&'c mut PgConnection),
+    Own(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+/// Applies the batches it is handed, each in a transaction of its own, and
+/// says how many events each had. Returns how many it applied in all; on an
+/// error it stops taking batches, which stops the reader.
+async fn write<P: Projection>(
+    mut conn: Writer<'_>,
+    projection: &P,
+    generation: i32,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<LogEvent>>,
+    done: tokio::sync::mpsc::UnboundedSender<usize>,
+) -> Result<i64> {
+    let conn: &mut PgConnection = match &mut conn {
+        Writer::Borrowed(conn) => conn,
+        Writer::Own(conn) => conn,
+    };
+    let mut total = 0_i64;
+    while let Some(events) = batches.recv().await {
+        let count = events.len();
+        let mut tx = conn.begin().await?;
+        apply_events(&mut tx, projection, generation, events).await?;
+        tx.commit().await?;
+        total += i64::try_from(count).unwrap_or(i64::MAX);
+        let _ = done.send(count);
+    }
+    Ok(total)
+}
+
+/// Reads the log up to `head` in batches of whole streams and deals them
+/// out to the writers in turn. Stops early when a writer stopped (its error
+/// is the rebuild's).
+async fn read_ahead(
     mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
-    head: Option<Cursor>,
+    head: Cursor,
     batch_size: i64,
-    batches: tokio::sync::mpsc::Sender<Result<Vec<LogEvent>>>,
-) {
-    let mut after = Cursor::START;
-    let mut wait = HorizonWait::default();
-    loop {
-        let events = match log::read_after(&mut conn, after, batch_size, ReadMode::GapSafe).await {
-            Ok(events) => events,
-            Err(e) => {
-                let _ = batches.send(Err(e)).await;
-                return;
-            }
-        };
-        let full = i64::try_from(events.len()).unwrap_or(0) >= batch_size;
-        if let Some(last) = events.last() {
-            after = last.cursor;
-            wait.progressed();
-            if batches.send(Ok(events)).await.is_err() {
-                return;
-            }
+    writers: Vec<tokio::sync::mpsc::Sender<Vec<LogEvent>>>,
+) -> Result<()> {
+    let mut after = StreamKey::START;
+    for writer in writers.iter().cycle() {
+        let (events, next) = log::read_streams(&mut conn, after, head, batch_size).await?;
+        if !events.is_empty() && writer.send(events).await.is_err() {
+            return Ok(());
         }
-        if full {
-            continue;
-        }
-        let Some(head) = head else { return };
-        if after >= head {
-            return;
-        }
-        if let Err(e) = wait.pause(&mut conn, after, head).await {
-            let _ = batches.send(Err(e)).await;
-            return;
+        match next {
+            Some(next) => after = next,
+            None => return Ok(()),
         }
     }
+    Ok(())
 }
