@@ -66,12 +66,9 @@ impl Projection for OrdersReadModel {
 
     async fn create_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
         let t = table(generation);
-        // Every order is updated up to three times (its moves) and no
-        // updated column is indexed: with 40 % of each page left free the
-        // updates are HOT (new version on the same page, no index entry).
-        // Full pages made each one a new index entry and a dead tuple: the
-        // rebuild ran at 0.25 of COPY with 49 MB of indexes, against 0.35
-        // with 34 MB at fillfactor 60 (docs/adr/0006).
+        // Filled full: a rebuild writes each order once, in its final state
+        // (stream order). `finish_generation` leaves room on the pages the
+        // live worker fills.
         sqlx::query(&format!(
             "CREATE TABLE IF NOT EXISTS {t} (
                 order_id      uuid        PRIMARY KEY,
@@ -89,7 +86,7 @@ impl Projection for OrdersReadModel {
                 temperature   text        NOT NULL DEFAULT 'hot' CHECK (temperature IN ('hot', 'iced')),
                 size          text        NOT NULL DEFAULT 'regular' CHECK (size IN ('regular', 'large')),
                 pickup_number integer
-            ) WITH (fillfactor = 60)"
+            )"
         ))
         .execute(&mut *conn)
         .await?;
@@ -104,6 +101,13 @@ impl Projection for OrdersReadModel {
 
     async fn finish_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
         let t = table(generation);
+        // From here on the worker places orders and moves them up to three
+        // times; no updated column is indexed, so with 40 % of each new page
+        // left free the moves are HOT (same page, no index entry). Full
+        // pages made each a new index entry and a dead tuple (docs/adr/0006).
+        sqlx::query(&format!("ALTER TABLE {t} SET (fillfactor = 60)"))
+            .execute(&mut *conn)
+            .await?;
         // The order list: a user's orders, newest first.
         sqlx::query(&format!(
             "CREATE INDEX IF NOT EXISTS {t}_user_idx ON {t} (user_id, order_id DESC)"
