@@ -201,18 +201,20 @@ impl StreamKey {
 /// read whole, so the batches of a reader share no stream. Complete only
 /// once every transaction at or below `upto` has ended ([`settled`]): the
 /// filter leaves out what commits later, the horizon what could still commit
-/// below it. Returns the events and where the next read starts (`None`: the
-/// streams are all read).
+/// below it. Only streams up to `through` (inclusive) are read, so readers
+/// of disjoint ranges ([`stream_splits`]) read side by side. Returns the
+/// events and where the next read starts (`None`: the streams are all read).
 pub async fn read_streams(
     conn: &mut PgConnection,
     after: StreamKey,
+    through: Uuid,
     upto: Cursor,
     limit: i64,
 ) -> Result<(Vec<LogEvent>, Option<StreamKey>)> {
     let limit = limit.max(1);
     let mut rows = crate::event_rows!(
         "FROM events
-          WHERE (stream_id, version) > ($1, $2)
+          WHERE (stream_id, version) > ($1, $2) AND stream_id <= $6
             AND (transaction_id, position) <= ($3::bigint::text::xid8, $4)
           ORDER BY stream_id, version
           LIMIT $5",
@@ -220,7 +222,8 @@ pub async fn read_streams(
         after.version,
         upto.transaction_id,
         upto.position,
-        limit
+        limit,
+        through
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -258,6 +261,41 @@ pub async fn read_streams(
         next,
     ))
 }
+
+/// Stream ids that cut the log into `parts` ranges of about as many events
+/// each (fewer when the log has fewer streams), from a sample of about
+/// [`SPLIT_SAMPLE_PAGES`] pages: ascending, each the last stream of its
+/// range. The ranges only share the work out; any cut is correct.
+pub async fn stream_splits(conn: &mut PgConnection, parts: usize) -> Result<Vec<Uuid>> {
+    if parts < 2 {
+        return Ok(Vec::new());
+    }
+    let pages = sqlx::query_scalar!("SELECT relpages FROM pg_class WHERE oid = 'events'::regclass")
+        .fetch_one(&mut *conn)
+        .await?;
+    // relpages is an estimate (-1 before the first VACUUM): a small or new
+    // log is read whole.
+    let percent = if pages > SPLIT_SAMPLE_PAGES {
+        (100.0 * SPLIT_SAMPLE_PAGES as f64 / f64::from(pages)) as f32
+    } else {
+        100.0
+    };
+    let fractions: Vec<f64> = (1..parts).map(|i| i as f64 / parts as f64).collect();
+    let splits = sqlx::query_scalar!(
+        "SELECT percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY stream_id)
+           FROM events TABLESAMPLE SYSTEM ($2)",
+        &fractions,
+        percent,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut splits = splits.unwrap_or_default();
+    splits.dedup();
+    Ok(splits)
+}
+
+/// How many pages of the log [`stream_splits`] samples.
+pub const SPLIT_SAMPLE_PAGES: i32 = 256;
 
 /// Whether every transaction at or below `cursor` has ended, so no event can
 /// still commit there.

@@ -27,8 +27,9 @@ pub trait Projection: Send + Sync {
         true
     }
 
-    /// Creates the (empty) tables of `generation`, with the indexes `apply`
-    /// needs and no more. Idempotent.
+    /// Creates the (empty) tables of `generation`, with what
+    /// [`Projection::load`] needs and no more; [`Projection::finish_generation`]
+    /// adds what `apply` and readers need. Idempotent.
     fn create_generation(
         &self,
         conn: &mut PgConnection,
@@ -45,9 +46,10 @@ pub trait Projection: Send + Sync {
         generation: i32,
     ) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Adds what readers need on top (secondary indexes) before `generation`
-    /// is published. A rebuild calls it after the bulk of the catch-up:
-    /// building an index once over the filled table is cheaper than keeping
+    /// Adds what `apply` and readers need on top (keys, secondary indexes)
+    /// before anything but `load` writes to `generation`: a rebuild calls it
+    /// after its catch-up, the first generation right after creating it.
+    /// Building an index once over the filled table is cheaper than keeping
     /// it up to date row by row. Idempotent.
     fn finish_generation(
         &self,
@@ -82,6 +84,23 @@ pub trait Projection: Send + Sync {
         generation: i32,
         events: &[EventEnvelope],
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Applies whole streams to a generation that holds nothing of them yet:
+    /// a rebuild's catch-up, which reads each order's events once, all
+    /// together, into tables just created (and not yet finished). The tables
+    /// cannot already reflect any of these events, so a projection may write
+    /// without looking for rows to update. The rest of [`Projection::apply`]'s
+    /// contract holds: a move of an order with no placement among `events` is
+    /// [`crate::ProjectionError::MissingRows`], answered before anything is
+    /// written. By default, `apply`.
+    fn load(
+        &self,
+        conn: &mut PgConnection,
+        generation: i32,
+        events: &[EventEnvelope],
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.apply(conn, generation, events)
+    }
 }
 
 /// The projections this code knows, by the names operators type

@@ -155,7 +155,7 @@ pub(crate) async fn apply_batch<P: Projection>(
         return Ok(());
     };
     let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    apply_events(conn, projection, generation, events).await?;
+    apply_events(conn, projection, generation, held::Write::Apply, events).await?;
     checkpoint::advance(conn, projection.name(), generation, from, to, count).await?;
     failpoint::hit(failpoint::PROJECTION_BEFORE_COMMIT);
     Ok(())
@@ -163,11 +163,13 @@ pub(crate) async fn apply_batch<P: Projection>(
 
 /// Applies events of the log to `generation`, holding back what cannot be
 /// read or applied (with the rest of its order), without moving the
-/// checkpoint: [`apply_batch`]'s work, and a rebuild's in stream order.
+/// checkpoint: [`apply_batch`]'s work, and a rebuild's in stream order
+/// (which loads, [`held::Write::Load`]).
 pub(crate) async fn apply_events<P: Projection>(
     conn: &mut PgConnection,
     projection: &P,
     generation: i32,
+    write: held::Write,
     events: Vec<LogEvent>,
 ) -> Result<()> {
     let ready = held::sort_out(
@@ -177,7 +179,7 @@ pub(crate) async fn apply_events<P: Projection>(
         events.into_iter().map(|e| e.incoming).collect(),
     )
     .await?;
-    held::apply_or_hold(conn, projection, generation, ready, |e| {
+    held::write_or_hold(conn, projection, generation, write, ready, |e| {
         held::Source::Log {
             position: e.position.unwrap_or_default(),
         }

@@ -178,6 +178,81 @@ async fn a_move_of_an_order_nobody_placed_is_held_as_corruption_in_both_models()
     assert_eq!(rows[0].order_id.to_string(), after);
 }
 
+/// A rebuild loads each order's whole stream into a table it has just
+/// created, with no upsert: an order it cannot load (a move nobody placed, a
+/// placement of a newer build and the move after it) is held back before
+/// anything of it is written, and every other order is loaded, whichever
+/// batch it falls in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_holds_back_the_orders_it_cannot_load_and_loads_the_rest() {
+    let app = spawn_app_without_workers().await;
+    let mut placed = Vec::new();
+    for _ in 0..5 {
+        placed.push(app.place_ok("rhea").await);
+    }
+    app.move_to("rhea", &placed[1], "preparing", &[])
+        .await
+        .ok(200);
+    let ghost = domain::OrderId::generate().as_uuid();
+    insert_event(
+        &app.db.pool,
+        ghost,
+        1,
+        "OrderPreparationStarted",
+        1,
+        json!({}),
+        false,
+    )
+    .await;
+    let newer = domain::OrderId::generate().as_uuid();
+    let payload = placed_payload(newer, "rhea", "latte", 4500, 1);
+    insert_event(&app.db.pool, newer, 1, "OrderPlaced", 99, payload, false).await;
+    insert_event(
+        &app.db.pool,
+        newer,
+        2,
+        "OrderPreparationStarted",
+        1,
+        json!({}),
+        false,
+    )
+    .await;
+
+    // Batches of 3 events: streams fall on both sides of batch boundaries.
+    let report = projections::operate::rebuild(&app.db.pool, &OrdersReadModel, 3, |_| {})
+        .await
+        .expect("the rebuild goes on past what it cannot load");
+    assert_eq!(report.events, 9);
+    let held = held_list(&app, "orders").await;
+    let mut streams: Vec<_> = held.iter().map(|h| (h.stream_id, h.version)).collect();
+    streams.sort();
+    let mut expected = vec![(ghost, 1), (newer, 1), (newer, 2)];
+    expected.sort();
+    assert_eq!(streams, expected, "{held:?}");
+    let ghost_reason = held
+        .iter()
+        .find(|h| h.stream_id == ghost)
+        .map(|h| &h.reason);
+    assert!(
+        ghost_reason.is_some_and(|r| r.starts_with("corruption")),
+        "{ghost_reason:?}"
+    );
+    let (model, fold) = e2e::order_model_and_fold(&app.db.pool).await;
+    assert_eq!(model.len(), 5);
+    assert_eq!(model, fold);
+    // The loaded table got its key when it was finished: live applies upsert on it.
+    let generation = report.new_generation;
+    let keyed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint
+                         WHERE conrelid = $1::regclass AND contype = 'p')",
+    )
+    .bind(format!("order_view_g{generation}"))
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("constraints");
+    assert!(keyed, "order_view_g{generation} has its primary key");
+}
+
 #[tokio::test]
 async fn a_replay_from_a_position_never_moves_a_lagging_checkpoint_forward() {
     // No worker: the checkpoint stays at the start while orders come in.

@@ -112,18 +112,51 @@ pub async fn apply_or_hold<P: Projection>(
     conn: &mut PgConnection,
     projection: &P,
     generation: i32,
+    events: Vec<EventEnvelope>,
+    source_of: impl Fn(&EventEnvelope) -> String,
+) -> Result<usize> {
+    write_or_hold(
+        conn,
+        projection,
+        generation,
+        Write::Apply,
+        events,
+        source_of,
+    )
+    .await
+}
+
+/// How a batch is written: [`Projection::apply`], or [`Projection::load`]
+/// for whole streams the tables hold nothing of yet (a rebuild's catch-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    Apply,
+    Load,
+}
+
+/// [`apply_or_hold`], writing the batch as `write` says.
+pub(crate) async fn write_or_hold<P: Projection>(
+    conn: &mut PgConnection,
+    projection: &P,
+    generation: i32,
+    write: Write,
     mut events: Vec<EventEnvelope>,
     source_of: impl Fn(&EventEnvelope) -> String,
 ) -> Result<usize> {
     loop {
-        let (order_ids, missing_row) = match projection.apply(conn, generation, &events).await {
+        let written = match write {
+            Write::Apply => projection.apply(conn, generation, &events).await,
+            Write::Load => projection.load(conn, generation, &events).await,
+        };
+        let (order_ids, missing_row) = match written {
             Ok(()) => return Ok(events.len()),
             Err(ProjectionError::MissingRows { order_ids }) => (order_ids, true),
             Err(ProjectionError::DifferentEvents { order_ids }) => (order_ids, false),
             Err(e) => return Err(e),
         };
         // Nothing of this call's moves was written (the projection checks
-        // before it updates); its placements are idempotent.
+        // before it updates); its placements are idempotent (`apply`), or
+        // were not written either (`load`).
         let orphans: HashSet<Uuid> = order_ids.into_iter().collect();
         let (bad, rest): (Vec<_>, Vec<_>) = events
             .into_iter()

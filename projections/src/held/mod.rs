@@ -32,7 +32,8 @@ mod park;
 mod release;
 
 pub use handover::{handover_done, handover_requested, request_handover};
-pub use hold::{apply_or_hold, held_count, incomplete, sort_out};
+pub(crate) use hold::write_or_hold;
+pub use hold::{apply_or_hold, held_count, incomplete, sort_out, Write};
 pub use list::{accounted, drop_generation, held_order, list, summary};
 pub use park::{park, parked, parked_count, HeldRef, Parked};
 pub use release::{release, Released};

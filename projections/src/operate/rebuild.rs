@@ -4,9 +4,11 @@
 use std::time::Instant;
 
 use sqlx::{Acquire, PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::checkpoint;
 use crate::error::Result;
+use crate::held;
 use crate::log::{self, Cursor, LogEvent, StreamKey};
 use crate::projection::Projection;
 use crate::rebuild::Rebuild;
@@ -115,12 +117,13 @@ impl Counted {
 /// one order's fold), and the switch applies what came after the head in
 /// reading order.
 ///
-/// A reader on a connection of its own reads batches of whole streams, and
-/// [`WRITERS`] writers apply them side by side, each batch in a transaction
-/// of its own: no two batches share an order, so they commute. Batches
-/// carry no checkpoint: a rebuild that stops half way is forgotten by the
-/// next (`Rebuild::start`), never resumed. The generation's checkpoint is
-/// set to the head at the end. Returns the head.
+/// The streams are cut into [`LANES`] ranges ([`log::stream_splits`]), and
+/// each lane reads its range in batches of whole streams on a connection of
+/// its own while another writes them ([`Projection::load`]), each batch in
+/// a transaction of its own: no two batches share an order, so they
+/// commute. Batches carry no checkpoint: a rebuild that stops half way is
+/// forgotten by the next (`Rebuild::start`), never resumed. The
+/// generation's checkpoint is set to the head at the end. Returns the head.
 pub(super) async fn catch_up<P: Projection>(
     pool: &PgPool,
     conn: &mut PgConnection,
@@ -138,29 +141,34 @@ pub(super) async fn catch_up<P: Projection>(
     while !log::settled(conn, head).await? {
         wait.pause(conn, Cursor::START, head).await?;
     }
-    let mut queues = Vec::with_capacity(WRITERS);
-    let mut writers = Vec::with_capacity(WRITERS);
+    let lanes = Lane::cut(log::stream_splits(conn, LANES).await?);
     let (done, mut counts) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let mut own = Some(&mut *conn);
-    for _ in 0..WRITERS {
+    let mut work = Vec::with_capacity(lanes.len());
+    for lane in lanes {
         let (queue, batches) = tokio::sync::mpsc::channel::<Vec<LogEvent>>(1);
-        queues.push(queue);
-        let conn = match own.take() {
+        let writer = match own.take() {
             Some(conn) => Writer::Borrowed(conn),
             None => Writer::Own(pool.acquire().await?),
         };
-        writers.push(write(conn, projection, generation, batches, done.clone()));
+        let reader = pool.acquire().await?;
+        let done = done.clone();
+        work.push(async move {
+            let (read, written) = tokio::join!(
+                read_lane(reader, lane, head, batch_size, queue),
+                write(writer, projection, generation, batches, done),
+            );
+            read.and(written)
+        });
     }
     drop(done);
-    let read = read_ahead(pool.acquire().await?, head, batch_size, queues);
     let report = async {
         while let Some(n) = counts.recv().await {
             applied(n);
         }
     };
-    let (read, written, ()) = tokio::join!(read, futures::future::join_all(writers), report);
+    let (written, ()) = tokio::join!(futures::future::join_all(work), report);
     let total = written.into_iter().sum::<Result<i64>>()?;
-    read?;
     let mut tx = conn.begin().await?;
     checkpoint::advance(
         &mut tx,
@@ -175,10 +183,35 @@ pub(super) async fn catch_up<P: Projection>(
     Ok(head)
 }
 
-/// How many connections apply a rebuild's batches side by side: PostgreSQL
-/// inserting the rows is most of a rebuild's work, and with one writer the
-/// reader and the fold waited on it (docs/adr/0006).
-const WRITERS: usize = 2;
+/// How many lanes (a reader and a writer each) a rebuild's catch-up runs:
+/// PostgreSQL reading and writing the rows is most of a rebuild's work, and
+/// with one lane the reader waited on the fold and the writer on both
+/// (docs/adr/0006).
+const LANES: usize = 2;
+
+/// The streams one lane reads: those after `after`, up to `through`.
+#[derive(Debug, Clone, Copy)]
+struct Lane {
+    after: StreamKey,
+    through: Uuid,
+}
+
+impl Lane {
+    /// The lanes between ascending `splits` (each the last stream of its
+    /// lane), the last one up to the greatest stream id.
+    fn cut(splits: Vec<Uuid>) -> Vec<Lane> {
+        let mut lanes = Vec::with_capacity(splits.len() + 1);
+        let mut after = StreamKey::START;
+        for through in splits.into_iter().chain([Uuid::max()]) {
+            lanes.push(Lane { after, through });
+            after = StreamKey {
+                stream_id: through,
+                version: i32::MAX,
+            };
+        }
+        lanes
+    }
+}
 
 /// A writer's connection: the rebuild's own, or one more from the pool.
 enum Writer<'c> {
@@ -186,9 +219,9 @@ enum Writer<'c> {
     Own(sqlx::pool::PoolConnection<sqlx::Postgres>),
 }
 
-/// Applies the batches it is handed, each in a transaction of its own, and
-/// says how many events each had. Returns how many it applied in all; on an
-/// error it stops taking batches, which stops the reader.
+/// Loads the batches it is handed, each in a transaction of its own, and
+/// says how many events each had. Returns how many it loaded in all; on an
+/// error it stops taking batches, which stops its reader.
 async fn write<P: Projection>(
     mut conn: Writer<'_>,
     projection: &P,
@@ -204,7 +237,7 @@ async fn write<P: Projection>(
     while let Some(events) = batches.recv().await {
         let count = events.len();
         let mut tx = conn.begin().await?;
-        apply_events(&mut tx, projection, generation, events).await?;
+        apply_events(&mut tx, projection, generation, held::Write::Load, events).await?;
         tx.commit().await?;
         total += i64::try_from(count).unwrap_or(i64::MAX);
         let _ = done.send(count);
@@ -212,18 +245,20 @@ async fn write<P: Projection>(
     Ok(total)
 }
 
-/// Reads the log up to `head` in batches of whole streams and deals them
-/// out to the writers in turn. Stops early when a writer stopped (its error
-/// is the rebuild's).
-async fn read_ahead(
+/// Reads a lane's streams up to `head` in batches of whole streams, reading
+/// the next while its writer writes the last. Stops early when the writer
+/// stopped (its error is the rebuild's).
+async fn read_lane(
     mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    lane: Lane,
     head: Cursor,
     batch_size: i64,
-    writers: Vec<tokio::sync::mpsc::Sender<Vec<LogEvent>>>,
+    writer: tokio::sync::mpsc::Sender<Vec<LogEvent>>,
 ) -> Result<()> {
-    let mut after = StreamKey::START;
-    for writer in writers.iter().cycle() {
-        let (events, next) = log::read_streams(&mut conn, after, head, batch_size).await?;
+    let mut after = lane.after;
+    loop {
+        let (events, next) =
+            log::read_streams(&mut conn, after, lane.through, head, batch_size).await?;
         if !events.is_empty() && writer.send(events).await.is_err() {
             return Ok(());
         }
@@ -232,5 +267,31 @@ async fn read_ahead(
             None => return Ok(()),
         }
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_cover_every_stream_once() {
+        let (a, b) = (Uuid::from_u128(10), Uuid::from_u128(20));
+        let lanes = Lane::cut(vec![a, b]);
+        assert_eq!(lanes.len(), 3);
+        assert_eq!(lanes[0].after, StreamKey::START);
+        assert_eq!(lanes[0].through, a);
+        // A lane starts past every version of the stream the last one ended on.
+        assert_eq!((lanes[1].after.stream_id, lanes[1].through), (a, b));
+        assert_eq!(lanes[1].after.version, i32::MAX);
+        assert_eq!(
+            (lanes[2].after.stream_id, lanes[2].through),
+            (b, Uuid::max())
+        );
+        let one = Lane::cut(Vec::new());
+        assert_eq!(one.len(), 1);
+        assert_eq!(
+            (one[0].after, one[0].through),
+            (StreamKey::START, Uuid::max())
+        );
+    }
 }

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::error::Result;
 use crate::projection::Projection;
+use changes::Change;
 
 mod changes;
 mod fold;
@@ -68,10 +69,11 @@ impl Projection for OrdersReadModel {
         let t = table(generation);
         // Filled full: a rebuild writes each order once, in its final state
         // (stream order). `finish_generation` leaves room on the pages the
-        // live worker fills.
+        // live worker fills, and adds the primary key: a rebuild's catch-up
+        // loads rows no index has to take one by one (docs/adr/0006).
         sqlx::query(&format!(
             "CREATE TABLE IF NOT EXISTS {t} (
-                order_id      uuid        PRIMARY KEY,
+                order_id      uuid        NOT NULL,
                 user_id       text        NOT NULL,
                 coffee_name   text        NOT NULL,
                 coffee_price  bigint      NOT NULL,
@@ -108,6 +110,28 @@ impl Projection for OrdersReadModel {
         sqlx::query(&format!("ALTER TABLE {t} SET (fillfactor = 60)"))
             .execute(&mut *conn)
             .await?;
+        // The key `apply` upserts on, built once over the loaded rows (one
+        // sort, where a row-by-row insert into a b-tree of random ids touched
+        // a page per row). Generations of older builds have it already.
+        let keyed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint
+                             WHERE conrelid = $1::regclass AND contype = 'p')",
+        )
+        .bind(&t)
+        .fetch_one(&mut *conn)
+        .await?;
+        if !keyed {
+            sqlx::query(&format!(
+                "CREATE UNIQUE INDEX IF NOT EXISTS {t}_pkey ON {t} (order_id)"
+            ))
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(&format!(
+                "ALTER TABLE {t} ADD CONSTRAINT {t}_pkey PRIMARY KEY USING INDEX {t}_pkey"
+            ))
+            .execute(&mut *conn)
+            .await?;
+        }
         // The order list: a user's orders, newest first.
         sqlx::query(&format!(
             "CREATE INDEX IF NOT EXISTS {t}_user_idx ON {t} (user_id, order_id DESC)"
@@ -145,72 +169,119 @@ impl Projection for OrdersReadModel {
         let changes = reduce(events.iter())?;
         let (placed, moved): (Vec<_>, Vec<_>) =
             changes.iter().partition(|(_, c)| c.placed.is_some());
-
-        if !placed.is_empty() {
-            let mut ids = Vec::with_capacity(placed.len());
-            let mut users = Vec::with_capacity(placed.len());
-            let mut names = Vec::with_capacity(placed.len());
-            let mut prices = Vec::with_capacity(placed.len());
-            let mut qtys = Vec::with_capacity(placed.len());
-            let mut totals = Vec::with_capacity(placed.len());
-            let mut statuses = Vec::with_capacity(placed.len());
-            let mut ordered = Vec::with_capacity(placed.len());
-            let mut updated = Vec::with_capacity(placed.len());
-            let mut versions = Vec::with_capacity(placed.len());
-            let mut positions = Vec::with_capacity(placed.len());
-            let mut temperatures = Vec::with_capacity(placed.len());
-            let mut sizes = Vec::with_capacity(placed.len());
-            let mut pickups = Vec::with_capacity(placed.len());
-            for (id, c) in &placed {
-                let Some(p) = &c.placed else { continue };
-                ids.push(*id);
-                pickups.push(p.pickup_number.and_then(|n| i32::try_from(n).ok()));
-                temperatures.push(p.options.temperature.code());
-                sizes.push(p.options.size.code());
-                users.push(p.user_id.as_str());
-                names.push(p.coffee_name.as_str());
-                prices.push(to_i64(u64::from(p.coffee_price)));
-                qtys.push(i32::try_from(p.coffee_qty.get()).unwrap_or(i32::MAX));
-                totals.push(to_i64(p.total_price.0));
-                statuses.push(c.status.code());
-                ordered.push(c.ordered_at);
-                updated.push(c.updated_at);
-                versions.push(c.version);
-                positions.push(c.position);
-            }
-            // A placement seen again (a replay) only moves a row forward.
-            sqlx::query(&format!(
-                "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_price, coffee_qty,
-                                       total_price, status, ordered_at, updated_at, version,
-                                       last_position, temperature, size, pickup_number)
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[],
-                                      $5::int[], $6::bigint[], $7::text[], $8::timestamptz[],
-                                      $9::timestamptz[], $10::int[], $11::bigint[], $12::text[],
-                                      $13::text[], $14::int[])
-                 ON CONFLICT (order_id) DO UPDATE
-                    SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
-                        version = EXCLUDED.version, last_position = EXCLUDED.last_position
-                  WHERE v.version < EXCLUDED.version"
-            ))
-            .bind(&ids)
-            .bind(&users)
-            .bind(&names)
-            .bind(&prices)
-            .bind(&qtys)
-            .bind(&totals)
-            .bind(&statuses)
-            .bind(&ordered)
-            .bind(&updated)
-            .bind(&versions)
-            .bind(&positions)
-            .bind(&temperatures)
-            .bind(&sizes)
-            .bind(&pickups)
-            .execute(&mut *conn)
-            .await?;
-        }
-
+        insert_placed(conn, &t, &placed, Placing::Upsert).await?;
         apply_moves(conn, &t, &moved).await?;
         Ok(())
     }
+
+    async fn load(
+        &self,
+        conn: &mut PgConnection,
+        generation: i32,
+        events: &[EventEnvelope],
+    ) -> Result<()> {
+        let changes = reduce(events.iter())?;
+        // Whole streams into tables that hold none of them: an order without
+        // its placement here has no row to move, anywhere.
+        let orphans: Vec<Uuid> = changes
+            .iter()
+            .filter(|(_, c)| c.placed.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        if !orphans.is_empty() {
+            return Err(crate::ProjectionError::MissingRows { order_ids: orphans });
+        }
+        let placed: Vec<_> = changes.iter().collect();
+        insert_placed(conn, &table(generation), &placed, Placing::Load).await
+    }
+}
+
+/// How placements are written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placing {
+    /// A placement seen again (a replay) only moves its row forward.
+    Upsert,
+    /// Rows no table has yet (a rebuild's catch-up): a plain insert, without
+    /// the speculative insertion `ON CONFLICT` costs per row. A row that is
+    /// there after all fails the statement (and the rebuild), loudly.
+    Load,
+}
+
+/// Writes the rows of orders placed in a batch, in their state after it.
+async fn insert_placed(
+    conn: &mut PgConnection,
+    t: &str,
+    placed: &[&(Uuid, Change)],
+    placing: Placing,
+) -> Result<()> {
+    if placed.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(placed.len());
+    let mut users = Vec::with_capacity(placed.len());
+    let mut names = Vec::with_capacity(placed.len());
+    let mut prices = Vec::with_capacity(placed.len());
+    let mut qtys = Vec::with_capacity(placed.len());
+    let mut totals = Vec::with_capacity(placed.len());
+    let mut statuses = Vec::with_capacity(placed.len());
+    let mut ordered = Vec::with_capacity(placed.len());
+    let mut updated = Vec::with_capacity(placed.len());
+    let mut versions = Vec::with_capacity(placed.len());
+    let mut positions = Vec::with_capacity(placed.len());
+    let mut temperatures = Vec::with_capacity(placed.len());
+    let mut sizes = Vec::with_capacity(placed.len());
+    let mut pickups = Vec::with_capacity(placed.len());
+    for (id, c) in placed {
+        let Some(p) = &c.placed else { continue };
+        ids.push(*id);
+        pickups.push(p.pickup_number.and_then(|n| i32::try_from(n).ok()));
+        temperatures.push(p.options.temperature.code());
+        sizes.push(p.options.size.code());
+        users.push(p.user_id.as_str());
+        names.push(p.coffee_name.as_str());
+        prices.push(to_i64(u64::from(p.coffee_price)));
+        qtys.push(i32::try_from(p.coffee_qty.get()).unwrap_or(i32::MAX));
+        totals.push(to_i64(p.total_price.0));
+        statuses.push(c.status.code());
+        ordered.push(c.ordered_at);
+        updated.push(c.updated_at);
+        versions.push(c.version);
+        positions.push(c.position);
+    }
+    let on_conflict = match placing {
+        Placing::Upsert => {
+            "ON CONFLICT (order_id) DO UPDATE
+                SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
+                    version = EXCLUDED.version, last_position = EXCLUDED.last_position
+              WHERE v.version < EXCLUDED.version"
+        }
+        Placing::Load => "",
+    };
+    sqlx::query(&format!(
+        "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_price, coffee_qty,
+                               total_price, status, ordered_at, updated_at, version,
+                               last_position, temperature, size, pickup_number)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[],
+                              $5::int[], $6::bigint[], $7::text[], $8::timestamptz[],
+                              $9::timestamptz[], $10::int[], $11::bigint[], $12::text[],
+                              $13::text[], $14::int[])
+         {on_conflict}"
+    ))
+    .bind(&ids)
+    .bind(&users)
+    .bind(&names)
+    .bind(&prices)
+    .bind(&qtys)
+    .bind(&totals)
+    .bind(&statuses)
+    .bind(&ordered)
+    .bind(&updated)
+    .bind(&versions)
+    .bind(&positions)
+    .bind(&temperatures)
+    .bind(&sizes)
+    .bind(&pickups)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
