@@ -141,7 +141,14 @@ pub(super) async fn catch_up<P: Projection>(
     while !log::settled(conn, head).await? {
         wait.pause(conn, Cursor::START, head).await?;
     }
-    let lanes = Lane::cut(log::stream_splits(conn, LANES).await?);
+    // The first lane's writer is `conn`; it needs one more connection for
+    // its reader, each further lane two.
+    let free = usize::try_from(pool.options().get_max_connections())
+        .unwrap_or(usize::MAX)
+        .saturating_sub(pool.size() as usize)
+        + pool.num_idle();
+    let lanes = LANES.min(1 + free.saturating_sub(1) / 2);
+    let lanes = Lane::cut(log::stream_splits(conn, lanes).await?);
     let (done, mut counts) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let mut own = Some(&mut *conn);
     let mut work = Vec::with_capacity(lanes.len());
@@ -183,7 +190,8 @@ pub(super) async fn catch_up<P: Projection>(
     Ok(head)
 }
 
-/// How many lanes (a reader and a writer each) a rebuild's catch-up runs:
+/// How many lanes (a reader and a writer each) a rebuild's catch-up runs,
+/// when the pool has the connections for them:
 /// PostgreSQL reading and writing the rows is most of a rebuild's work, and
 /// with one lane the reader waited on the fold and the writer on both
 /// (docs/adr/0006).
