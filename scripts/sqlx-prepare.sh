@@ -21,7 +21,7 @@ for migration in migrations/*.sql; do
 done
 out=$(mktemp -d)
 # The macros run when the crates that use them compile: force it.
-touch services/src/lib.rs projections/src/lib.rs
+touch services/src/lib.rs projections/src/lib.rs projections/infra/src/lib.rs
 DATABASE_URL="$url" SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$out" \
     cargo check -q --workspace --all-targets
 if [[ "${1:-}" == "--check" ]]; then

@@ -6,9 +6,9 @@ use sqlx::{Acquire, PgConnection, PgPool};
 use time::OffsetDateTime;
 
 use crate::error::{ProjectionError, Result};
-use crate::infra::lock::INSTALL_LOCK;
 use crate::log::Cursor;
 use crate::projection::Projection;
+use infra::lock::INSTALL_LOCK;
 
 /// How far one generation of a projection has read.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ pub enum ProjectionError {
     /// version, a malformed payload). Projections hold its order back; the
     /// write side refuses to decide on a partial fold.
     #[error("{0}")]
-    Unreadable(Box<crate::held::UnreadableEvent>),
+    Unreadable(Box<infra::rows::UnreadableEvent>),
     /// Moves for orders the read model has no row for: corruption, never a
     /// silent no-op. The runner holds those orders back.
     #[error("the read model has no row for order(s) {}", .order_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
@@ -59,4 +59,15 @@ pub enum ProjectionError {
     Kafka(String),
     #[error("database error")]
     Database(#[from] sqlx::Error),
+}
+
+impl From<infra::Error> for ProjectionError {
+    fn from(e: infra::Error) -> Self {
+        match e {
+            infra::Error::Corrupt { position, what } => ProjectionError::Corrupt { position, what },
+            infra::Error::Unreadable(u) => ProjectionError::Unreadable(u),
+            infra::Error::Fenced { lease } => ProjectionError::Fenced { lease },
+            infra::Error::Database(e) => ProjectionError::Database(e),
+        }
+    }
 }

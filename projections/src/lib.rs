@@ -11,22 +11,18 @@
 //! - [`operate`]: status, replay and rebuild-with-atomic-switch.
 //! - [`verify`]: each read model against the fold of the log.
 //! - [`consistency`]: read-your-writes waits.
-//! - [`infra`]: what both sides use: row decoding, leases and locks,
-//!   Kafka, failpoints, waiting.
 //! - [`held`]: orders held back behind events a projection cannot apply,
 //!   their release and operators' parking decisions.
 //! - [`clock`]: the log's clock (transaction ids after a restore).
 
 #![deny(unsafe_code)]
 
-pub mod changes;
 pub mod checkpoint;
 pub mod clock;
 pub mod consistency;
 pub mod delivery;
 mod error;
 pub mod held;
-pub mod infra;
 pub mod log;
 pub mod operate;
 pub mod orders;

@@ -36,7 +36,6 @@
 //! are cluster-wide, so other databases' count too) holds the reader back,
 //! never makes it skip, until it ends.
 
-use std::cmp::Ordering;
 use std::time::Duration;
 
 use sqlx::PgConnection;
@@ -44,36 +43,9 @@ use uuid::Uuid;
 
 use crate::error::{ProjectionError, Result};
 use crate::held::{Incoming, Source};
-use crate::infra::rows::EventRow;
+use infra::rows::EventRow;
 
-/// A place in the log in reading order: the writing transaction's id, then
-/// the position. `Cursor::START` is before every event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Cursor {
-    /// The `xid8` of the writing transaction (fits in `i64` for any real
-    /// cluster: 2^63 transactions).
-    pub transaction_id: i64,
-    pub position: i64,
-}
-
-impl Cursor {
-    pub const START: Cursor = Cursor {
-        transaction_id: 0,
-        position: 0,
-    };
-}
-
-impl PartialOrd for Cursor {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Cursor {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.transaction_id, self.position).cmp(&(other.transaction_id, other.position))
-    }
-}
+pub use infra::rows::Cursor;
 
 /// How a reader decides which committed events it may hand out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -127,7 +99,7 @@ pub async fn read_after(
     let (tx, position) = (after.transaction_id, after.position);
     let rows = match mode {
         ReadMode::GapSafe => {
-            crate::event_rows!(
+            infra::event_rows!(
                 "FROM events
                   WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)
                     AND transaction_id < log_horizon()
@@ -141,7 +113,7 @@ pub async fn read_after(
             .await?
         }
         ReadMode::NaivePositionOnly => {
-            crate::event_rows!(
+            infra::event_rows!(
                 "FROM events WHERE position > $1 ORDER BY position LIMIT $2",
                 position,
                 limit
@@ -162,7 +134,7 @@ pub async fn read_range(
     upto: Cursor,
     limit: i64,
 ) -> Result<Vec<LogEvent>> {
-    let rows = crate::event_rows!(
+    let rows = infra::event_rows!(
         "FROM events
           WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)
             AND (transaction_id, position) <= ($3::bigint::text::xid8, $4)
@@ -212,7 +184,7 @@ pub async fn read_streams(
     limit: i64,
 ) -> Result<(Vec<LogEvent>, Option<StreamKey>)> {
     let limit = limit.max(1);
-    let mut rows = crate::event_rows!(
+    let mut rows = infra::event_rows!(
         "FROM events
           WHERE (stream_id, version) > ($1, $2) AND stream_id <= $6
             AND (transaction_id, position) <= ($3::bigint::text::xid8, $4)
@@ -238,7 +210,7 @@ pub async fn read_streams(
                 Some(end) => rows.truncate(end + 1),
                 // One stream fills the page: the rest of it comes too.
                 None => rows.extend(
-                    crate::event_rows!(
+                    infra::event_rows!(
                         "FROM events
                           WHERE stream_id = $1 AND version > $2
                             AND (transaction_id, position) <= ($3::bigint::text::xid8, $4)

@@ -21,8 +21,8 @@ use sqlx::{PgConnection, PgPool};
 use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
 use crate::held;
-use crate::infra::lock::{SessionLock, REBUILD_LOCK};
 use crate::projection::Projection;
+use infra::lock::{SessionLock, REBUILD_LOCK};
 
 /// A rebuild in progress: the generations it moves between, under the
 /// rebuild lock.
@@ -125,7 +125,7 @@ impl Rebuild {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         forget(&mut tx, projection, self.old).await?;
         tx.commit().await?;
-        self.lock.release().await
+        Ok(self.lock.release().await?)
     }
 }
 

@@ -3,7 +3,7 @@
 //! effect exactly once however the process dies.
 //!
 //! One worker per projection applies at a time: the one that holds its lease
-//! ([`crate::infra::lease`]). A standby takes over within a second when the leader
+//! ([`infra::lease`]). A standby takes over within a second when the leader
 //! dies, within the lease's time to live when it freezes; a leader that wakes
 //! up after losing its lease has its next batch refused (fenced) and stands
 //! by.
@@ -18,11 +18,11 @@ use tracing::Instrument;
 use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
 use crate::held;
-use crate::infra::failpoint;
-use crate::infra::lease::{self, Fence, Lease};
-use crate::infra::wait::{listen, sleep_or_cancel, wait_for_news, Backoff};
 use crate::log::{self, Cursor, LogEvent, ReadMode};
 use crate::projection::Projection;
+use infra::failpoint;
+use infra::lease::{self, Fence, Lease};
+use infra::wait::{listen, sleep_or_cancel, wait_for_news, Backoff};
 
 /// How often a leader looks at its held list again (releasing what it can,
 /// and stepping down when a standby can read more).
@@ -34,15 +34,7 @@ pub const HANDOVER_PAUSE: Duration = Duration::from_secs(10);
 /// A handover request older than this is ignored (its standby is gone).
 const HANDOVER_FRESH: Duration = Duration::from_secs(10);
 
-/// Who this process is, in handover requests and logs.
-pub fn process_label() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    format!(
-        "{host} pid {} (orders {})",
-        std::process::id(),
-        env!("CARGO_PKG_VERSION")
-    )
-}
+pub use infra::process_label;
 
 /// While waiting for a projection's lock: if this build can read events the
 /// leader holds back, ask the leader to hand over (logged once).
@@ -233,7 +225,9 @@ pub async fn step<P: Projection>(
         .instrument(span.clone())
         .await?;
     if name == crate::orders::NAME {
-        crate::changes::announce(&mut tx, crate::changes::ORDERS_CHANNEL, changed).await?;
+        infra::notify::ORDERS
+            .announce_orders(&mut *tx, changed)
+            .await?;
     }
     tx.commit().await?;
     metrics::counter!("projection_batches_total", "projection" => name).increment(1);
@@ -277,7 +271,7 @@ pub(crate) async fn try_worker_lease(
     name: &str,
     ttl: Duration,
 ) -> Result<Option<Lease>> {
-    Lease::try_acquire(pool, &lease::projection(name), ttl).await
+    Ok(Lease::try_acquire(pool, &lease::projection(name), ttl).await?)
 }
 
 /// Runs one projection until `shutdown`: waits for its lease, then applies
@@ -363,7 +357,7 @@ async fn run_leading<P: Projection>(
     let mut still_held = 0;
     while !shutdown.is_cancelled() {
         if !fence.held() {
-            return Err(fence.fenced());
+            return Err(fence.fenced().into());
         }
         if held_checked.is_none_or(|t| t.elapsed() >= HELD_CHECK_EVERY) {
             held_checked = Some(std::time::Instant::now());
@@ -396,7 +390,7 @@ async fn run_leading<P: Projection>(
         };
         tokio::select! {
             () = wait_for_news(&mut listener, poll, shutdown) => {}
-            () = fence.lost() => return Err(fence.fenced()),
+            () = fence.lost() => return Err(fence.fenced().into()),
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use projections::infra::kafka::KafkaSource;
+use infra::kafka::KafkaSource;
 use projections::runner::WorkerOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

@@ -5,14 +5,13 @@
 //! one transaction; the next order is checked against it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use domain::{CoffeeName, Drink, Menu, OptionValue, Price, Size, Temperature};
 use sqlx::{PgExecutor, PgPool};
-use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::{collect, shared};
+use crate::batch::{Collector, Limits};
 
 /// The menu as it is now (empty: no menu set).
 pub async fn load<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Menu> {
@@ -54,7 +53,13 @@ pub async fn load<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Menu> {
     Menu::new(drinks).map_err(|e| corrupt(format!("menu: {e}")))
 }
 
-type GenerationRead = oneshot::Sender<sqlx::Result<i64>>;
+/// Generation reads in flight at a time, and requests sharing one at most.
+const GENERATION_READS: Limits = Limits {
+    name: "menu_generation",
+    in_flight: 2,
+    max_batch: 1024,
+    queue: 4096,
+};
 
 /// A menu and the generation it was read at.
 type Held = Option<(i64, Arc<Menu>)>;
@@ -69,15 +74,27 @@ type Held = Option<(i64, Arc<Menu>)>;
 pub struct Current {
     pool: PgPool,
     held: Arc<Mutex<Held>>,
-    reads: Arc<OnceLock<mpsc::Sender<GenerationRead>>>,
+    generations: Collector<(), i64>,
 }
 
 impl Current {
     pub fn new(pool: PgPool) -> Self {
+        let generations = Collector::new(GENERATION_READS, {
+            let pool = pool.clone();
+            move |waiting: Vec<()>| {
+                let pool = pool.clone();
+                async move {
+                    let generation = sqlx::query_scalar!("SELECT generation FROM menu_generation")
+                        .fetch_one(&pool)
+                        .await?;
+                    Ok(vec![generation; waiting.len()])
+                }
+            }
+        });
         Current {
             pool,
             held: Arc::default(),
-            reads: Arc::default(),
+            generations,
         }
     }
 
@@ -99,42 +116,9 @@ impl Current {
         Ok(menu)
     }
 
+    /// The generation now, read once for every request waiting on it.
     async fn generation(&self) -> sqlx::Result<i64> {
-        let queue = self.reads.get_or_init(|| {
-            let (sender, receiver) = mpsc::channel(4096);
-            let pool = self.pool.clone();
-            tokio::spawn(collect(receiver, 2, 1024, move |waiting| {
-                let pool = pool.clone();
-                async move { read_generation(&pool, waiting).await }
-            }));
-            sender
-        });
-        let (answer, answered) = oneshot::channel();
-        queue
-            .send(answer)
-            .await
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        answered.await.map_err(|_| sqlx::Error::PoolClosed)?
-    }
-}
-
-/// One read of the generation, for every request waiting on it.
-async fn read_generation(pool: &PgPool, waiting: Vec<GenerationRead>) {
-    let read = sqlx::query_scalar!("SELECT generation FROM menu_generation")
-        .fetch_one(pool)
-        .await;
-    match read {
-        Ok(generation) => {
-            for answer in waiting {
-                let _ = answer.send(Ok(generation));
-            }
-        }
-        Err(e) => {
-            let n = waiting.len();
-            for (answer, error) in waiting.into_iter().zip(shared(e, n)) {
-                let _ = answer.send(Err(error));
-            }
-        }
+        self.generations.ask(()).await
     }
 }
 
@@ -164,7 +148,7 @@ pub async fn replace(pool: &sqlx::PgPool, menu: &Menu) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot store {}", drink.coffee_name))?;
     }
-    announce(&mut tx).await?;
+    infra::notify::MENU.announce(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -188,20 +172,8 @@ pub async fn set_sold_out(
     if changed == 0 {
         anyhow::bail!("{name} is not on the menu (`orders menu show` lists it)");
     }
-    announce(&mut tx).await?;
+    infra::notify::MENU.announce(&mut *tx).await?;
     tx.commit().await?;
-    Ok(())
-}
-
-/// Where a menu change is announced (in its transaction): open customer
-/// pages read the menu again.
-pub const MENU_CHANNEL: &str = "menu_changed";
-
-async fn announce(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(MENU_CHANNEL)
-        .execute(conn)
-        .await?;
     Ok(())
 }
 

@@ -24,8 +24,8 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use infra::kafka::KafkaSource;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use projections::infra::kafka::KafkaSource;
 use sqlx::PgPool;
 
 /// The process-wide recorder (installed once, shared by every server the

@@ -114,15 +114,14 @@ async fn relay_drain() -> Drain {
 
     // Baseline: the same envelopes, produced straight to a fresh topic.
     let kafka = test_kafka();
-    let client = projections::infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+    let client = infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
         .await
         .expect("connect");
     let raw_topic = format!("{}-raw", kafka.topic);
-    let partitions =
-        projections::infra::kafka::ensure_topic(&client, &raw_topic, &kafka.topic_settings())
-            .await
-            .expect("topic");
-    let rows = projections::event_rows!("FROM events ORDER BY position")
+    let partitions = infra::kafka::ensure_topic(&client, &raw_topic, &kafka.topic_settings())
+        .await
+        .expect("topic");
+    let rows = infra::event_rows!("FROM events ORDER BY position")
         .fetch_all(&db.pool)
         .await
         .expect("events");
@@ -130,7 +129,7 @@ async fn relay_drain() -> Drain {
     for row in rows {
         let e = row.decode().expect("event");
         let key = e.stream_id.to_string();
-        let p = projections::infra::kafka::partition_for(key.as_bytes(), 3);
+        let p = infra::kafka::partition_for(key.as_bytes(), 3);
         by_partition.entry(p).or_default().push(Record {
             key: Some(key.into_bytes()),
             value: Some(serde_json::to_vec(&e).expect("json")),

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use projections::infra::kafka::KafkaSource;
+use infra::kafka::KafkaSource;
 
 use crate::TestDb;
 

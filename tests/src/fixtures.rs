@@ -8,11 +8,11 @@ use sqlx::PgPool;
 
 /// The lease of projection `name`, for a test that steps the projection
 /// itself (as its worker would, under the worker's lease).
-pub async fn projection_lease(pool: &PgPool, name: &str) -> projections::infra::lease::Lease {
-    projections::infra::lease::Lease::try_acquire(
+pub async fn projection_lease(pool: &PgPool, name: &str) -> infra::lease::Lease {
+    infra::lease::Lease::try_acquire(
         pool,
-        &projections::infra::lease::projection(name),
-        projections::infra::lease::DEFAULT_TTL,
+        &infra::lease::projection(name),
+        infra::lease::DEFAULT_TTL,
     )
     .await
     .expect("take the lease")

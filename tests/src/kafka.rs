@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use projections::infra::kafka::KafkaSource;
+use infra::kafka::KafkaSource;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,7 @@ pub fn test_kafka() -> KafkaSource {
         replication_factor: 1,
         retention_ms: -1,
         security: Default::default(),
-        request_timeout: projections::infra::broker::DEFAULT_REQUEST_TIMEOUT,
+        request_timeout: infra::broker::DEFAULT_REQUEST_TIMEOUT,
     }
 }
 
@@ -30,7 +30,7 @@ pub fn test_kafka() -> KafkaSource {
 pub fn relay_options(kafka: &KafkaSource) -> services::relay::RelayOptions {
     services::relay::RelayOptions {
         poll_interval: Duration::from_millis(100),
-        ..services::relay::RelayOptions::new(kafka, projections::infra::lease::DEFAULT_TTL)
+        ..services::relay::RelayOptions::new(kafka, infra::lease::DEFAULT_TTL)
     }
 }
 
@@ -47,7 +47,7 @@ pub struct TopicRecord {
 /// Every record of the topic, partition by partition, in offset order.
 pub async fn read_topic(kafka: &KafkaSource) -> Vec<TopicRecord> {
     use rskafka::client::partition::UnknownTopicHandling;
-    let client = projections::infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+    let client = infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
         .await
         .expect("connect to Kafka");
     let topic = client
@@ -130,7 +130,7 @@ impl TestRelay {
 /// producer (or a relay of another history) would.
 pub async fn produce_raw(kafka: &KafkaSource, partition: i32, key: &[u8], value: Vec<u8>) {
     use rskafka::client::partition::{Compression, UnknownTopicHandling};
-    let client = projections::infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+    let client = infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
         .await
         .expect("connect to Kafka");
     let timestamp =

@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
 use crate::held;
-use crate::infra::broker::{Broker, Partition};
-use crate::infra::lease::{self, Fence, Lease};
-use crate::infra::wait::{sleep_or_cancel, Backoff};
+use infra::broker::{Broker, Partition};
+use infra::lease::{self, Fence, Lease};
+use infra::wait::{sleep_or_cancel, Backoff};
 
 use super::offsets::next_offset;
 use super::partition::check_partition;
@@ -198,7 +198,7 @@ pub(super) async fn consume_partition(
     let mut at: Option<(i32, i64)> = None;
     while !stop.is_cancelled() {
         if !fence.held() {
-            return Err(fence.fenced());
+            return Err(fence.fenced().into());
         }
         let (generation, from) = match at {
             Some(at) => at,
@@ -223,7 +223,7 @@ pub(super) async fn consume_partition(
         };
         tokio::select! {
             () = stop.cancelled() => break,
-            () = fence.lost() => return Err(fence.fenced()),
+            () = fence.lost() => return Err(fence.fenced().into()),
             stepped = step_partition(&pool, &pc, &topic, (generation, from), Some(&fence), wait) => match stepped {
                 Ok((0, _)) => {
                     at = Some((generation, from));
@@ -234,7 +234,7 @@ pub(super) async fn consume_partition(
                     wait = 0;
                     // Let records gather: one transaction for the next few
                     // milliseconds' worth, not one each.
-                    crate::infra::wait::linger(&stop).await;
+                    infra::wait::linger(&stop).await;
                 }
                 Err(ProjectionError::CheckpointMoved { .. }) => at = None,
                 Err(ProjectionError::PartitionLost { reason, .. }) => {

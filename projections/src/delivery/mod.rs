@@ -8,7 +8,7 @@
 //! version guard absorbs them.
 //!
 //! rskafka has no consumer groups: one consumer process holds the
-//! projection's lease ([`crate::infra::lease`]) and reads every partition, one task
+//! projection's lease ([`infra::lease`]) and reads every partition, one task
 //! each.
 
 use domain::{DrinkOptions, EventEnvelope, Status};
@@ -20,7 +20,7 @@ use crate::error::{ProjectionError, Result};
 use crate::orders::{add_option_columns, options_of};
 use crate::projection::Projection;
 
-pub use crate::infra::kafka::KafkaSource;
+pub use infra::kafka::KafkaSource;
 
 mod consume;
 mod model;

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
 use crate::held::{self, Incoming, Source};
-use crate::infra::broker::Partition;
-use crate::infra::lease::Fence;
+use infra::broker::Partition;
+use infra::lease::Fence;
 
 use super::offsets::advance;
 use super::{DeliveryReadModel, NAME};
@@ -298,9 +298,11 @@ pub(super) async fn step_partition<'c>(
     )
     .await?;
     if live.is_some() {
-        crate::changes::announce(&mut tx, crate::changes::DELIVERY_CHANNEL, changed).await?;
+        infra::notify::DELIVERY
+            .announce_orders(&mut *tx, changed)
+            .await?;
     }
-    crate::infra::failpoint::hit(crate::infra::failpoint::PROJECTION_BEFORE_COMMIT);
+    infra::failpoint::hit(infra::failpoint::PROJECTION_BEFORE_COMMIT);
     tx.commit().await?;
     metrics::counter!("projection_batches_total", "projection" => NAME).increment(1);
     metrics::counter!("projection_events_applied_total", "projection" => NAME)

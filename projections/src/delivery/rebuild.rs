@@ -1,6 +1,6 @@
 //! Rebuilding the delivery model from the topic, beside the live one.
 
-use crate::infra::broker::Partition;
+use infra::broker::Partition;
 use sqlx::{Acquire, PgConnection, PgPool};
 
 use crate::error::{ProjectionError, Result};

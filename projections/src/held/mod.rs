@@ -18,9 +18,6 @@
 //! Held events are per generation (a rebuild sorts the log out afresh);
 //! parking decisions are per projection and outlive rebuilds.
 
-use std::fmt;
-use std::sync::Arc;
-
 use domain::{EventEnvelope, StoredEvent};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -34,35 +31,10 @@ mod release;
 pub use handover::{handover_done, handover_requested, request_handover};
 pub(crate) use hold::write_or_hold;
 pub use hold::{apply_or_hold, held_count, incomplete, sort_out, Write};
+pub use infra::rows::{Source, UnreadableEvent};
 pub use list::{accounted, drop_generation, held_order, list, summary};
 pub use park::{park, parked, parked_count, HeldRef, Parked};
 pub use release::{release, Released};
-
-/// Where an event was read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// The event log, at this global position.
-    Log { position: i64 },
-    /// A Kafka record.
-    Record {
-        topic: Arc<str>,
-        partition: i32,
-        offset: i64,
-    },
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::Log { position } => write!(f, "log position {position}"),
-            Source::Record {
-                topic,
-                partition,
-                offset,
-            } => write!(f, "{topic}/{partition}/{offset}"),
-        }
-    }
-}
 
 /// An event this build could not read, as its wire form and why.
 #[derive(Debug, Clone)]
@@ -96,32 +68,6 @@ impl Incoming {
             Ok(e) => e.stream_id.as_uuid(),
             Err(u) => u.stored.stream_id,
         }
-    }
-}
-
-/// What a projection's status says about an event it holds back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnreadableEvent {
-    pub order_id: Uuid,
-    pub event_id: Uuid,
-    pub source: Source,
-    pub event_type: String,
-    pub schema_version: u16,
-    pub reason: String,
-}
-
-impl fmt::Display for UnreadableEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "event {} of order {} ({} v{}, {}) cannot be read by this build: {}",
-            self.event_id,
-            self.order_id,
-            self.event_type,
-            self.schema_version,
-            self.source,
-            self.reason
-        )
     }
 }
 

@@ -46,7 +46,7 @@ pub struct Released {
 /// still cannot be read; parked events are passed over. One transaction.
 pub async fn release<P: Projection>(
     conn: &mut PgConnection,
-    fence: &crate::infra::lease::Fence,
+    fence: &infra::lease::Fence,
     projection: &P,
     generation: i32,
 ) -> Result<Released> {

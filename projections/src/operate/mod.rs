@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 
 use crate::checkpoint;
 use crate::error::Result;
-use crate::infra::kafka::KafkaSource;
 use crate::log;
+use infra::kafka::KafkaSource;
 
 mod rebuild;
 mod replay;

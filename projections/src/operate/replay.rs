@@ -6,11 +6,11 @@ use sqlx::{Acquire, PgConnection, PgPool};
 
 use crate::checkpoint;
 use crate::error::{ProjectionError, Result};
-use crate::infra::lease::Fence;
-use crate::infra::wait::Backoff;
 use crate::log::{self, Cursor, ReadMode};
 use crate::projection::Projection;
 use crate::runner;
+use infra::lease::Fence;
+use infra::wait::Backoff;
 
 use super::{Phase, Progress};
 
@@ -63,9 +63,7 @@ pub async fn replay<P: Projection>(
     let (total, _) = log::lag(&mut conn, target.min(previous)).await?;
     let total = u64::try_from(total).unwrap_or(0);
 
-    let Some(lease) =
-        runner::try_worker_lease(pool, name, crate::infra::lease::DEFAULT_TTL).await?
-    else {
+    let Some(lease) = runner::try_worker_lease(pool, name, infra::lease::DEFAULT_TTL).await? else {
         return Ok(ReplayReport {
             from_position: previous.position,
             events: 0,

@@ -81,7 +81,7 @@ pub async fn fold_log(
     let mut folded = Folded::default();
     let mut current: Option<StreamFold> = None;
     let mut stream = if published_only {
-        crate::event_rows!(
+        infra::event_rows!(
             "FROM events
               WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.position = events.position)
                 AND NOT EXISTS (SELECT 1 FROM outbox_dead_letters d
@@ -90,7 +90,7 @@ pub async fn fold_log(
         )
         .fetch(&mut *conn)
     } else {
-        crate::event_rows!("FROM events ORDER BY stream_id, version").fetch(&mut *conn)
+        infra::event_rows!("FROM events ORDER BY stream_id, version").fetch(&mut *conn)
     };
     while let Some(row) = stream.try_next().await? {
         let stored = row.stored()?;

@@ -106,7 +106,7 @@ pub async fn log_clock(pool: &PgPool, cmd: LogClockCmd) -> anyhow::Result<()> {
             }
         }
         LogClockCmd::Advance { reason } => {
-            let who = format!("{} via {}", os_user(), projections::runner::process_label());
+            let who = format!("{} via {}", os_user(), infra::process_label());
             let (before, after) = projections::clock::advance(&mut conn, &who, &reason).await?;
             if before == after {
                 println!("nothing to do: every new event already sorts after every stored one (shift {after})");

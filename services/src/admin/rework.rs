@@ -69,7 +69,7 @@ pub(super) async fn rebuild(
             let source = kafka.require("rebuilding the delivery projection")?;
             let started = Instant::now();
             let who = accept_incomplete
-                .then(|| format!("{} via {}", os_user(), projections::runner::process_label()));
+                .then(|| format!("{} via {}", os_user(), infra::process_label()));
             let (old, new, records) = delivery::rebuild(pool, &source, who.as_deref(), |done| {
                 reporter.report(Progress {
                     phase: Phase::CatchingUp,

@@ -62,17 +62,17 @@ impl KafkaArgs {
 
     /// Where Kafka is, when brokers are configured (an error when its
     /// security settings do not hold together).
-    pub fn source(&self) -> anyhow::Result<Option<projections::infra::kafka::KafkaSource>> {
+    pub fn source(&self) -> anyhow::Result<Option<infra::kafka::KafkaSource>> {
         let Some(brokers) = self.brokers() else {
             return Ok(None);
         };
-        Ok(Some(projections::infra::kafka::KafkaSource {
+        Ok(Some(infra::kafka::KafkaSource {
             brokers,
             security: self.security.security()?,
             topic: self.kafka_topic.clone(),
             partitions: self.kafka_partitions,
             max_request_bytes: usize::try_from(self.kafka_max_request_bytes)
-                .unwrap_or(projections::infra::kafka::KafkaSource::DEFAULT_MAX_REQUEST_BYTES),
+                .unwrap_or(infra::kafka::KafkaSource::DEFAULT_MAX_REQUEST_BYTES),
             replication_factor: self.kafka_replication_factor,
             retention_ms: self.kafka_retention_ms,
             request_timeout: std::time::Duration::from_millis(self.kafka_request_timeout_ms),
@@ -80,7 +80,7 @@ impl KafkaArgs {
     }
 
     /// Where Kafka is, or an error naming the setting `what` needs.
-    pub fn require(&self, what: &str) -> anyhow::Result<projections::infra::kafka::KafkaSource> {
+    pub fn require(&self, what: &str) -> anyhow::Result<infra::kafka::KafkaSource> {
         self.source()?.ok_or_else(|| {
             anyhow::anyhow!("{what} needs Kafka: set KAFKA_BROKERS (or pass --kafka-brokers)")
         })
@@ -94,8 +94,8 @@ pub struct KafkaSecurityArgs {
     /// KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD). PLAIN sends the
     /// password as it is: use it over TLS only.
     #[arg(long, env = "KAFKA_SASL_MECHANISM", global = true,
-          value_parser = clap::value_parser!(projections::infra::kafka::SaslMechanism))]
-    pub kafka_sasl_mechanism: Option<projections::infra::kafka::SaslMechanism>,
+          value_parser = clap::value_parser!(infra::kafka::SaslMechanism))]
+    pub kafka_sasl_mechanism: Option<infra::kafka::SaslMechanism>,
     #[arg(long, env = "KAFKA_SASL_USERNAME", global = true)]
     pub kafka_sasl_username: Option<String>,
     #[arg(
@@ -115,8 +115,8 @@ pub struct KafkaSecurityArgs {
 }
 
 impl KafkaSecurityArgs {
-    pub fn security(&self) -> anyhow::Result<projections::infra::kafka::KafkaSecurity> {
-        use projections::infra::kafka::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism};
+    pub fn security(&self) -> anyhow::Result<infra::kafka::KafkaSecurity> {
+        use infra::kafka::{KafkaSasl, KafkaSecurity, KafkaTls, SaslMechanism};
         let sasl = match (
             self.kafka_sasl_mechanism,
             &self.kafka_sasl_username,

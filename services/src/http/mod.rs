@@ -79,7 +79,7 @@ pub struct Shared {
     /// answers 503.
     pub read_wait: Duration,
     /// The Kafka brokers `/readyz` checks, when configured.
-    pub kafka: Option<projections::infra::kafka::KafkaSource>,
+    pub kafka: Option<infra::kafka::KafkaSource>,
     /// Requests handled at once; more are shed with 503 + `Retry-After`.
     pub max_in_flight: usize,
     /// A request still running after this is answered 503.

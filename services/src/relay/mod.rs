@@ -11,7 +11,7 @@
 //! - Records carry the stored envelope, payload bytes as PostgreSQL keeps
 //!   them: the relay never decodes an event.
 //! - One publisher at a time: the relay that holds the topic's lease
-//!   ([`projections::infra::lease`]); other relay processes wait as hot standbys and
+//!   ([`infra::lease`]); other relay processes wait as hot standbys and
 //!   take over within a second of its death, within the lease's time to live
 //!   when it freezes. A relay that wakes after losing its lease deletes
 //!   nothing: its delete is fenced, and what it sent meanwhile (at most the
@@ -24,11 +24,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use projections::infra::broker::Broker;
-use projections::infra::kafka;
-use projections::infra::kafka::KafkaSource;
-use projections::infra::lease::{self, Fence, Lease};
-use projections::infra::wait::{listen, sleep_or_cancel, wait_for_news, Backoff};
+use infra::broker::Broker;
+use infra::kafka;
+use infra::kafka::KafkaSource;
+use infra::lease::{self, Fence, Lease};
+use infra::wait::{listen, sleep_or_cancel, wait_for_news, Backoff};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -100,8 +100,9 @@ enum RelayError {
     },
     #[error("lost the lease {lease:?} to another relay: stepped down")]
     Fenced { lease: String },
+    /// Anything else the shared infrastructure said.
     #[error(transparent)]
-    Projection(Box<projections::ProjectionError>),
+    Infra(infra::Error),
 }
 
 /// How often a publishing relay checks that the topic's partition count is
@@ -138,15 +139,13 @@ async fn check_partitions(
     })
 }
 
-impl From<projections::ProjectionError> for RelayError {
-    fn from(e: projections::ProjectionError) -> Self {
+impl From<infra::Error> for RelayError {
+    fn from(e: infra::Error) -> Self {
         match e {
-            projections::ProjectionError::Database(e) => RelayError::Database(e),
-            projections::ProjectionError::Fenced { lease } => RelayError::Fenced { lease },
-            projections::ProjectionError::Corrupt { position, what } => {
-                RelayError::Corrupt { position, what }
-            }
-            other => RelayError::Projection(Box::new(other)),
+            infra::Error::Database(e) => RelayError::Database(e),
+            infra::Error::Fenced { lease } => RelayError::Fenced { lease },
+            infra::Error::Corrupt { position, what } => RelayError::Corrupt { position, what },
+            other => RelayError::Infra(other),
         }
     }
 }

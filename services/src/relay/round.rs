@@ -12,17 +12,17 @@
 //!   `(transaction_id, position)` and only below the horizon (the oldest
 //!   transaction still running). Rows still in flight are not read again,
 //!   and a row that commits late sorts after the cursor, never behind it
-//!   (`projections::log`). A partition's records are produced one round
+//!   (the reading order of `infra::rows::Cursor`). A partition's records are produced one round
 //!   after the other, so an order's events reach the topic in order.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::join_all;
-use projections::infra::broker::Partition;
-use projections::infra::kafka;
-use projections::infra::lease::Fence;
-use projections::log::Cursor;
+use infra::broker::Partition;
+use infra::kafka;
+use infra::lease::Fence;
+use infra::rows::Cursor;
 use rskafka::record::Record;
 use sqlx::{Acquire, PgConnection};
 
@@ -128,7 +128,7 @@ async fn send(
     }
     let attempted: usize = by_partition.values().map(Vec::len).sum();
     let (acked, failure) = produce(r.clients, by_partition, r.max_request_bytes).await;
-    projections::infra::failpoint::hit(AFTER_PRODUCE);
+    infra::failpoint::hit(AFTER_PRODUCE);
     if !r.fence.held() {
         resent_after_lease_lost(attempted);
         return Err(r.fence.fenced().into());

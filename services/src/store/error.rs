@@ -22,7 +22,7 @@ pub enum StoreError {
     /// The stream holds an event this build cannot read: nothing may be
     /// decided on the part of it that it can.
     #[error("{0}")]
-    Unreadable(Box<projections::held::UnreadableEvent>),
+    Unreadable(Box<infra::rows::UnreadableEvent>),
     #[error("event metadata of {size} bytes is over the {limit}-byte limit")]
     MetadataTooLarge { size: usize, limit: usize },
     #[error("cannot encode event metadata")]
@@ -45,6 +45,17 @@ impl From<projections::ProjectionError> for StoreError {
             projections::ProjectionError::Unreadable(event) => StoreError::Unreadable(event),
             projections::ProjectionError::Database(e) => StoreError::Database(e),
             other => StoreError::Projection(Box::new(other)),
+        }
+    }
+}
+
+impl From<infra::Error> for StoreError {
+    fn from(e: infra::Error) -> Self {
+        match e {
+            infra::Error::Corrupt { position, what } => StoreError::Corrupt { position, what },
+            infra::Error::Unreadable(event) => StoreError::Unreadable(event),
+            infra::Error::Database(e) => StoreError::Database(e),
+            other => StoreError::Projection(Box::new(other.into())),
         }
     }
 }

@@ -6,11 +6,9 @@
 //! conflict with one another (their streams are new ids), so the ones that
 //! arrive together go out as one statement in one transaction:
 //!
-//! - A request is sent at once when a statement slot is free ([`IN_FLIGHT`]
-//!   statements at a time); requests that arrive while every slot is busy
-//!   wait for the next free one and go together, at most [`MAX_BATCH`] to a
-//!   statement. There is no timer: a lone request waits for nothing, and the
-//!   wait under load is bounded by one statement's time.
+//! - A request is sent at once when a statement slot is free; requests that
+//!   arrive while every slot is busy wait for the next free one and go
+//!   together ([`LIMITS`], a [`Collector`](crate::batch::Collector)).
 //! - Each request gets its own answer. An idempotency key another request
 //!   holds already skips that request's events, not the others' (its key is
 //!   inserted with `ON CONFLICT DO NOTHING`, first; only the requests whose
@@ -25,57 +23,47 @@
 //!   broke, the server is shutting down, the pool timed out) may or may not
 //!   have committed: every request of the batch gets it.
 //! - A request whose caller is gone by the time its batch forms (cut off by
-//!   its deadline and answered "outcome unknown") is not written.
+//!   its deadline and answered "outcome unknown") is not written (the
+//!   collector drops it).
 //! - Keys are taken in one order in every batch, so two batches holding
 //!   each other's keys (retries) cannot deadlock.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
-
-use crate::batch::{collect, shared};
 use uuid::Uuid;
 
 use super::{insert_one, Columns, IdempotencyKey, Inserted, Result, StoreError};
+use crate::batch::{Collector, Limits};
 
-/// Statements in flight at a time (each holds one write connection).
-pub const IN_FLIGHT: usize = 4;
-/// Requests per statement at most.
-pub const MAX_BATCH: usize = 64;
+/// Statements in flight at a time (each holds one write connection), and
+/// requests per statement at most.
+pub const LIMITS: Limits = Limits {
+    name: "group_commit",
+    in_flight: 4,
+    max_batch: 64,
+    queue: 4096,
+};
 /// A refused batch's requests run alone, this many at a time.
 const FALLBACK_AT_ONCE: usize = 2;
-/// Requests waiting for a statement at most; beyond it, senders wait (the
-/// HTTP layer's in-flight limit bounds them long before).
-const QUEUE: usize = 4096;
 
-struct Pending {
-    columns: Columns,
-    key: Option<IdempotencyKey>,
-    answer: oneshot::Sender<Result<Inserted>>,
-}
+/// One request: a new stream's events and its idempotency key.
+type Append = (Columns, Option<IdempotencyKey>);
 
-/// The group committer of one event store. Cheap to clone; its task starts
-/// with the first append and ends when the last clone is dropped.
-#[derive(Clone)]
+/// The group committer of one event store. Cheap to clone.
+#[derive(Debug, Clone)]
 pub struct GroupCommit {
-    pool: PgPool,
-    queue: Arc<OnceLock<mpsc::Sender<Pending>>>,
-}
-
-impl std::fmt::Debug for GroupCommit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit").finish_non_exhaustive()
-    }
+    appends: Collector<Append, Result<Inserted>>,
 }
 
 impl GroupCommit {
     pub fn new(pool: PgPool) -> Self {
         GroupCommit {
-            pool,
-            queue: Arc::default(),
+            appends: Collector::new(LIMITS, move |batch| {
+                let pool = pool.clone();
+                async move { commit(&pool, batch).await }
+            }),
         }
     }
 
@@ -85,85 +73,54 @@ impl GroupCommit {
         columns: Columns,
         key: Option<IdempotencyKey>,
     ) -> Result<Inserted> {
-        let queue = self.queue.get_or_init(|| {
-            let (sender, receiver) = mpsc::channel(QUEUE);
-            let pool = self.pool.clone();
-            tokio::spawn(collect(receiver, IN_FLIGHT, MAX_BATCH, move |batch| {
-                let pool = pool.clone();
-                async move { commit(&pool, batch).await }
-            }));
-            sender
-        });
-        let (answer, answered) = oneshot::channel();
-        let pending = Pending {
-            columns,
-            key,
-            answer,
-        };
-        queue
-            .send(pending)
+        self.appends
+            .ask((columns, key))
             .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
-        answered
-            .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
+            .map_err(StoreError::Database)?
     }
 }
 
-/// One batch: one statement, each request answered.
-async fn commit(pool: &PgPool, batch: Vec<Pending>) {
-    // A request whose caller is gone (cut off by its deadline, and answered
-    // "outcome unknown") is not written: nothing of it was sent, and its
-    // client retries with its key.
-    let mut batch: Vec<Pending> = batch
-        .into_iter()
-        .filter(|p| !p.answer.is_closed())
-        .collect();
-    if batch.is_empty() {
-        return;
-    }
-    metrics::histogram!("event_store_group_commit_size").record(batch.len() as f64);
+/// One batch: one statement, an answer per request (in the batch's order),
+/// or the error that leaves every request's outcome unknown.
+async fn commit(
+    pool: &PgPool,
+    batch: Vec<Append>,
+) -> std::result::Result<Vec<Result<Inserted>>, sqlx::Error> {
+    let n = batch.len();
+    let mut answers: Vec<Option<Result<Inserted>>> = (0..n).map(|_| None).collect();
     // Keys in one order in every batch, so that two batches waiting on each
     // other's keys (retries of the same requests) cannot deadlock.
-    batch.sort_by(|a, b| {
-        let key = |p: &Pending| p.key.as_ref().map(|k| (k.scope.clone(), k.key.clone()));
+    let mut batch: Vec<(usize, Append)> = batch.into_iter().enumerate().collect();
+    batch.sort_by(|(_, a), (_, b)| {
+        let key = |p: &Append| p.1.as_ref().map(|k| (k.scope.clone(), k.key.clone()));
         key(a).cmp(&key(b))
     });
     // A key twice in one batch: the first request has it; the others are
     // answered once the batch has committed, as requests that lost the key
     // to a concurrent one (they then replay the first's answer).
     let mut keys = HashSet::new();
-    let (mut batch, repeats): (Vec<Pending>, Vec<Pending>) =
-        batch.into_iter().partition(|pending| {
-            pending
-                .key
-                .as_ref()
-                .is_none_or(|k| keys.insert((k.scope.clone(), k.key.clone())))
-        });
-    if batch.len() == 1 && repeats.is_empty() {
-        if let Some(alone) = batch.pop() {
-            let result = insert_one(pool, &alone.columns, alone.key.as_ref()).await;
-            let _ = alone.answer.send(result);
-        }
-        return;
+    let (batch, repeats): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(_, (_, key))| {
+        key.as_ref()
+            .is_none_or(|k| keys.insert((k.scope.clone(), k.key.clone())))
+    });
+    if let ([(i, (columns, key))], []) = (batch.as_slice(), repeats.as_slice()) {
+        answers[*i] = Some(insert_one(pool, columns, key.as_ref()).await);
+        return Ok(answers.into_iter().flatten().collect());
     }
     match insert_many(pool, &batch).await {
         Ok(mut rows) => {
-            for pending in batch {
-                let rows = rows
-                    .remove(&pending.columns.stream.as_uuid())
-                    .unwrap_or_default();
-                let result = if rows.is_empty() && pending.key.is_some() {
+            for (i, (columns, key)) in &batch {
+                let rows = rows.remove(&columns.stream.as_uuid()).unwrap_or_default();
+                answers[*i] = Some(if rows.is_empty() && key.is_some() {
                     // Its events were skipped because its key was taken (the
                     // stream is new: nothing else skips them).
                     Err(StoreError::IdempotencyKeyTaken)
                 } else {
                     Ok(rows)
-                };
-                let _ = pending.answer.send(result);
+                });
             }
-            for repeat in repeats {
-                let _ = repeat.answer.send(Err(StoreError::IdempotencyKeyTaken));
+            for (i, _) in &repeats {
+                answers[*i] = Some(Err(StoreError::IdempotencyKeyTaken));
             }
         }
         // Refused by the database (not cut off from it): nothing committed.
@@ -171,28 +128,30 @@ async fn commit(pool: &PgPool, batch: Vec<Pending>) {
             if matches!(refused, sqlx::Error::Database(_)) && !super::is_unavailable(&refused) =>
         {
             tracing::debug!(error = %refused, size = batch.len(), "a group commit was refused; its requests go one by one");
-            let alone = |pending: Pending| async move {
-                let result = insert_one(pool, &pending.columns, pending.key.as_ref()).await;
-                let _ = pending.answer.send(result);
+            let alone = |(i, (columns, key)): (usize, Append)| async move {
+                (i, insert_one(pool, &columns, key.as_ref()).await)
             };
-            // A few at a time: the write pool serves other requests too.
-            futures::stream::iter(batch)
-                .for_each_concurrent(FALLBACK_AT_ONCE, alone)
-                .await;
-            // After the first of their key has its answer.
-            futures::stream::iter(repeats)
-                .for_each_concurrent(FALLBACK_AT_ONCE, alone)
-                .await;
-        }
-        Err(failed) => {
-            // Maybe committed, maybe not: each request says so as it would
-            // alone (the HTTP layer answers "outcome unknown" or 503).
-            let n = batch.len() + repeats.len();
-            for (pending, error) in batch.into_iter().chain(repeats).zip(shared(failed, n)) {
-                let _ = pending.answer.send(Err(StoreError::Database(error)));
+            // A few at a time: the write pool serves other requests too;
+            // repeats after the first of their key has its answer.
+            for group in [batch, repeats] {
+                let done: Vec<_> = futures::stream::iter(group)
+                    .map(alone)
+                    .buffer_unordered(FALLBACK_AT_ONCE)
+                    .collect()
+                    .await;
+                for (i, result) in done {
+                    answers[i] = Some(result);
+                }
             }
         }
+        // Maybe committed, maybe not: each request says so as it would
+        // alone (the HTTP layer answers "outcome unknown" or 503).
+        Err(failed) => return Err(failed),
     }
+    answers
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| sqlx::Error::Protocol("group commit: a request went unanswered".into()))
 }
 
 /// The batch's statement: keys first (a key held by another request skips
@@ -202,9 +161,9 @@ async fn commit(pool: &PgPool, batch: Vec<Pending>) {
 /// the inserted events by stream.
 async fn insert_many(
     pool: &PgPool,
-    batch: &[Pending],
+    batch: &[(usize, Append)],
 ) -> std::result::Result<HashMap<Uuid, Inserted>, sqlx::Error> {
-    let rows: usize = batch.iter().map(|p| p.columns.versions.len()).sum();
+    let rows: usize = batch.iter().map(|(_, (c, _))| c.versions.len()).sum();
     let mut request = Vec::with_capacity(rows);
     let mut streams = Vec::with_capacity(rows);
     let mut versions = Vec::with_capacity(rows);
@@ -216,9 +175,8 @@ async fn insert_many(
     let mut keyed = Vec::new();
     let (mut scopes, mut keys, mut fingerprints) = (Vec::new(), Vec::new(), Vec::new());
     let (mut key_streams, mut key_versions) = (Vec::new(), Vec::new());
-    for (i, pending) in batch.iter().enumerate() {
+    for (i, (_, (c, key))) in batch.iter().enumerate() {
         let i = i32::try_from(i).unwrap_or(i32::MAX);
-        let c = &pending.columns;
         for (n, version) in c.versions.iter().enumerate() {
             request.push(i);
             streams.push(c.stream.as_uuid());
@@ -229,7 +187,7 @@ async fn insert_many(
             payloads.push(c.payloads[n].clone());
             metadata.push(c.metadata.clone());
         }
-        if let Some(k) = &pending.key {
+        if let Some(k) = key {
             keyed.push(i);
             scopes.push(k.scope.as_str());
             keys.push(k.key.as_str());

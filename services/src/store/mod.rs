@@ -114,7 +114,7 @@ impl EventStore {
     /// Every event of one stream, oldest first.
     #[instrument(skip_all, fields(order_id = %stream), err)]
     pub async fn load(&self, stream: OrderId) -> Result<Vec<EventEnvelope>> {
-        let rows = projections::event_rows!(
+        let rows = infra::event_rows!(
             "FROM events WHERE stream_id = $1 ORDER BY version",
             stream.as_uuid()
         )

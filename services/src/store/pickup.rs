@@ -4,20 +4,21 @@
 //! are made by one query (`generate_series`), handed out in the order they
 //! were asked for.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
 use time::{Date, OffsetDateTime, UtcOffset};
-use tokio::sync::{mpsc, oneshot};
 
 use super::{Result, StoreError};
-use crate::batch::{collect, shared};
+use crate::batch::{Collector, Limits};
 
 /// Draw queries in flight at a time, and draws per query at most.
-const IN_FLIGHT: usize = 2;
-const MAX_DRAWS: usize = 256;
-
-type Draw = oneshot::Sender<std::result::Result<i64, sqlx::Error>>;
+const LIMITS: Limits = Limits {
+    name: "pickup_draws",
+    in_flight: 2,
+    max_batch: 256,
+    queue: 4096,
+};
 
 /// Draws pickup numbers. Cheap to clone: the day's base is shared.
 #[derive(Debug, Clone)]
@@ -31,17 +32,24 @@ pub struct PickupNumbers {
     /// than each insert a base (each such insert draws a number, and the
     /// day's first numbers would start at the number of them).
     finding_base: Arc<tokio::sync::Mutex<()>>,
-    draws: Arc<OnceLock<mpsc::Sender<Draw>>>,
+    draws: Collector<(), i64>,
 }
 
 impl PickupNumbers {
     pub fn new(pool: PgPool, offset: UtcOffset) -> Self {
+        let draws = Collector::new(LIMITS, {
+            let pool = pool.clone();
+            move |waiting: Vec<()>| {
+                let pool = pool.clone();
+                async move { draw(&pool, waiting.len()).await }
+            }
+        });
         PickupNumbers {
             pool,
             offset,
             base: Arc::default(),
             finding_base: Arc::default(),
-            draws: Arc::default(),
+            draws,
         }
     }
 
@@ -60,19 +68,7 @@ impl PickupNumbers {
 
     /// One draw from the sequence, made with whatever others are waiting.
     async fn draw(&self) -> Result<i64> {
-        let queue = self.draws.get_or_init(|| {
-            let (sender, receiver) = mpsc::channel(4096);
-            let pool = self.pool.clone();
-            tokio::spawn(collect(receiver, IN_FLIGHT, MAX_DRAWS, move |waiting| {
-                let pool = pool.clone();
-                async move { draw_for(&pool, waiting).await }
-            }));
-            sender
-        });
-        let (answer, answered) = oneshot::channel();
-        let closed = || StoreError::Database(sqlx::Error::PoolClosed);
-        queue.send(answer).await.map_err(|_| closed())?;
-        Ok(answered.await.map_err(|_| closed())??)
+        Ok(self.draws.ask(()).await?)
     }
 
     /// `day`'s base: written by the first process to ask (committed before
@@ -121,26 +117,13 @@ impl PickupNumbers {
     }
 }
 
-/// Draws one number for each of `waiting`, in their order.
-async fn draw_for(pool: &PgPool, waiting: Vec<Draw>) {
-    let n = i32::try_from(waiting.len()).unwrap_or(i32::MAX);
-    let draws = sqlx::query_scalar!(
+/// Draws `n` numbers, in order.
+async fn draw(pool: &PgPool, n: usize) -> sqlx::Result<Vec<i64>> {
+    let n = i32::try_from(n).unwrap_or(i32::MAX);
+    sqlx::query_scalar!(
         r#"SELECT nextval('pickup_numbers') AS "draw!" FROM generate_series(1, $1::int) ORDER BY 1"#,
         n
     )
     .fetch_all(pool)
-    .await;
-    match draws {
-        Ok(draws) => {
-            for (answer, draw) in waiting.into_iter().zip(draws) {
-                let _ = answer.send(Ok(draw));
-            }
-        }
-        Err(e) => {
-            let n = waiting.len();
-            for (answer, error) in waiting.into_iter().zip(shared(e, n)) {
-                let _ = answer.send(Err(error));
-            }
-        }
-    }
+    .await
 }

@@ -8,7 +8,7 @@
 //! not notify. Instead every committed append pokes a [`CommitSignal`]; one
 //! task per process turns any number of pokes into one `NOTIFY` on its own
 //! connection, sent right away, and the next one no sooner than
-//! [`LINGER`](projections::infra::wait::LINGER) later. Wake-up latency stays one
+//! [`LINGER`](infra::wait::LINGER) later. Wake-up latency stays one
 //! round trip; the cost is at most 200 `NOTIFY`s a second instead of one per
 //! order.
 //!
@@ -18,7 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use projections::infra::wait::{linger, sleep_or_cancel, Backoff, LOG_CHANNEL};
+use infra::notify;
+use infra::wait::{linger, sleep_or_cancel, Backoff};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -49,10 +50,7 @@ impl CommitSignal {
                 () = shutdown.cancelled() => return,
                 () = self.pending.notified() => {}
             }
-            match sqlx::query!("SELECT pg_notify($1, '')", LOG_CHANNEL)
-                .fetch_one(&pool)
-                .await
-            {
+            match notify::LOG.announce(&pool).await {
                 Ok(_) => {
                     backoff.reset();
                     // At most one NOTIFY per linger: the listeners linger

@@ -3,7 +3,7 @@
 //! Every process that serves the pages runs one [`Live`] hub. It listens
 //! on PostgreSQL's `orders_changed`, `delivery_changed` and `menu_changed`
 //! channels, which the live projection batches and the menu commands
-//! notify in their own transactions ([`projections::changes`]), so a change
+//! notify in their own transactions ([`infra::notify`]), so a change
 //! committed by any process, through any API process, reaches every hub.
 //! A hub reads each named row once, however many pages are open, and hands
 //! it to its streams through a broadcast channel; each stream keeps what
@@ -32,7 +32,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream, StreamExt};
-use sqlx::postgres::PgListener;
+use infra::notify;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -123,14 +123,8 @@ impl Live {
         first: bool,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut listener = PgListener::connect_with(reads).await?;
-        listener
-            .listen_all([
-                projections::changes::ORDERS_CHANNEL,
-                projections::changes::DELIVERY_CHANNEL,
-                crate::menu::MENU_CHANNEL,
-            ])
-            .await?;
+        let mut listener =
+            notify::listen(reads, &[notify::ORDERS, notify::DELIVERY, notify::MENU]).await?;
         if !first {
             let _ = self.changes.send(Arc::new(Change::Resync));
         }
@@ -146,14 +140,14 @@ impl Live {
             let mut orders = Vec::new();
             let mut delivery = Vec::new();
             let mut menu = false;
-            let mut sort = |channel: &str, payload: &str| match channel {
-                projections::changes::ORDERS_CHANNEL => {
-                    orders.extend(projections::changes::parse(payload))
+            let mut sort = |channel: &str, payload: &str| {
+                if channel == notify::ORDERS.name() {
+                    orders.extend(notify::parse(payload));
+                } else if channel == notify::DELIVERY.name() {
+                    delivery.extend(notify::parse(payload));
+                } else {
+                    menu = true;
                 }
-                projections::changes::DELIVERY_CHANNEL => {
-                    delivery.extend(projections::changes::parse(payload))
-                }
-                _ => menu = true,
             };
             sort(notification.channel(), notification.payload());
             while let Some(more) = listener.next_buffered() {

@@ -99,7 +99,7 @@ pub(crate) struct TopicCheck {
 /// Every event of the log on the topic at least once; per order, first
 /// occurrences in version order and on one partition.
 pub(crate) async fn topic_check(pool: &PgPool, broker: &str, topic: &str) -> Result<TopicCheck> {
-    let client = projections::infra::kafka::connect(&[broker.to_owned()], Duration::from_secs(30))
+    let client = infra::kafka::connect(&[broker.to_owned()], Duration::from_secs(30))
         .await
         .context("connect to the broker")?;
     let partitions = client

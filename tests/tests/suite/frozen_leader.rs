@@ -137,7 +137,7 @@ async fn a_frozen_relay_is_replaced_within_ten_seconds_and_deletes_nothing_when_
         .await,
     );
     let kafka = app.kafka.clone().expect("kafka");
-    let lease = projections::infra::lease::relay(&kafka.topic);
+    let lease = infra::lease::relay(&kafka.topic);
     let logs = [log_path("relay-a"), log_path("relay-b")];
     let mut a = orders_process(&app, &["relay"], &logs[0]);
     eventually(Duration::from_secs(30), "the first relay leads", || {
@@ -256,7 +256,7 @@ async fn a_frozen_projection_worker_is_replaced_and_applies_nothing_when_it_wake
         .await,
     );
     let name = projections::orders::NAME;
-    let lease = projections::infra::lease::projection(name);
+    let lease = infra::lease::projection(name);
     let logs = [log_path("worker-a"), log_path("worker-b")];
     let mut a = orders_process(&app, &["project", name], &logs[0]);
     eventually(Duration::from_secs(30), "the first worker leads", || {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use e2e::processes::DurableBroker;
 use e2e::{eventually, spawn_app_opts, test_kafka, AppOptions};
-use projections::infra::kafka::{KafkaSasl, KafkaSecurity, KafkaSource, SaslMechanism};
+use infra::kafka::{KafkaSasl, KafkaSecurity, KafkaSource, SaslMechanism};
 
 fn sasl(password: &str) -> KafkaSecurity {
     KafkaSecurity {

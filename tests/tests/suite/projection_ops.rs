@@ -27,7 +27,7 @@ async fn lease_token(pool: &sqlx::PgPool) -> Option<i64> {
         "SELECT token FROM leader_leases
           WHERE name = $1 AND expires_at > clock_timestamp()",
     )
-    .bind(projections::infra::lease::projection(NAME))
+    .bind(infra::lease::projection(NAME))
     .fetch_optional(pool)
     .await
     .expect("read leader_leases")

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use e2e::{spawn_app_opts, test_kafka, AppOptions};
-use projections::changes::{parse, DELIVERY_CHANNEL, ORDERS_CHANNEL};
+use infra::notify::{parse, DELIVERY, ORDERS};
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
@@ -34,21 +34,21 @@ async fn both_read_models_announce_the_orders_they_changed_after_commit() {
     .await;
     let mut listener = PgListener::connect(&app.db.url).await.expect("listen");
     listener
-        .listen_all([ORDERS_CHANNEL, DELIVERY_CHANNEL])
+        .listen_all([ORDERS.name(), DELIVERY.name()])
         .await
         .expect("listen to both channels");
 
     let id: Uuid = app.place_ok("USER0001").await.parse().expect("a uuid");
-    heard(&mut listener, &[ORDERS_CHANNEL, DELIVERY_CHANNEL], id).await;
+    heard(&mut listener, &[ORDERS.name(), DELIVERY.name()], id).await;
 
     // A listener from now on hears only what commits from now on: the move.
     let mut after = PgListener::connect(&app.db.url).await.expect("listen");
     after
-        .listen_all([ORDERS_CHANNEL, DELIVERY_CHANNEL])
+        .listen_all([ORDERS.name(), DELIVERY.name()])
         .await
         .expect("listen to both channels");
     app.move_to("USER0001", &id.to_string(), "preparing", &[])
         .await
         .ok(200);
-    heard(&mut after, &[ORDERS_CHANNEL, DELIVERY_CHANNEL], id).await;
+    heard(&mut after, &[ORDERS.name(), DELIVERY.name()], id).await;
 }

@@ -15,8 +15,8 @@ use crate::error::Result;
 
 /// Advisory lock namespaces (leadership is a lease, [`super::lease`]) (first key of the two-key form); the second key
 /// is `hashtext(name)`.
-pub(crate) const REBUILD_LOCK: i32 = 0x6f72_0002;
-pub(crate) const INSTALL_LOCK: i64 = 0x6f72_0003;
+pub const REBUILD_LOCK: i32 = 0x6f72_0002;
+pub const INSTALL_LOCK: i64 = 0x6f72_0003;
 
 /// An advisory lock `(namespace, hashtext(name))` held by a connection of
 /// its own.

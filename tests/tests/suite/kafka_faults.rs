@@ -9,7 +9,7 @@ use std::time::Duration;
 use e2e::processes::{terminate, DurableBroker};
 use e2e::proxy::SilencingProxy;
 use e2e::{eventually, orders_bin, read_topic, spawn_app_opts, test_kafka, AppOptions, TestApp};
-use projections::infra::kafka::KafkaSource;
+use infra::kafka::KafkaSource;
 use serde_json::json;
 use tokio::process::{Child, Command};
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use e2e::{eventually, read_topic, spawn_app_opts, test_kafka, AppOptions, TestApp};
-use projections::infra::kafka::partition_for;
+use infra::kafka::partition_for;
 use serde_json::Value;
 
 async fn app_with_kafka() -> TestApp {

@@ -370,7 +370,7 @@ async fn an_event_at_a_version_already_applied_with_another_id_is_held_as_a_conf
         metadata: json!({}),
         recorded_at: time::OffsetDateTime::now_utc(),
     };
-    let partition = projections::infra::kafka::partition_for(id.as_bytes(), kafka.partitions);
+    let partition = infra::kafka::partition_for(id.as_bytes(), kafka.partitions);
     let value = serde_json::to_vec(&rewritten).expect("json");
     produce_raw(&kafka, partition, id.as_bytes(), value).await;
     let held = eventually(Duration::from_secs(10), "the conflict held", || async {

@@ -8,26 +8,12 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-/// The channel the API processes notify after their appends commit (one
-/// `NOTIFY` per linger, sent by `services::store::CommitSignal`; no trigger
-/// does it since migrations/0006_notify_after_commit.sql). Listeners poll as
-/// well: a notification is a wake-up, never the only way to see an event.
-pub const LOG_CHANNEL: &str = "outbox";
+use crate::notify;
 
-/// A listener on the log's channel, or `None` (then the caller polls only).
-/// Its connection is its own, outside `pool` (a pool of one, connected with
-/// `pool`'s settings): a connection that has run `LISTEN` is never handed
-/// to anyone else, and listeners take nothing from a budget.
+/// A listener on the log's channel ([`notify::LOG`]), or `None` (then the
+/// caller polls only).
 pub async fn listen(pool: &PgPool, who: &str) -> Option<PgListener> {
-    let listening = async {
-        let own = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect_lazy_with((*pool.connect_options()).clone());
-        let mut l = PgListener::connect_with(&own).await?;
-        l.listen(LOG_CHANNEL).await?;
-        Ok::<_, sqlx::Error>(l)
-    };
-    match listening.await {
+    match notify::listen(pool, &[notify::LOG]).await {
         Ok(l) => Some(l),
         Err(e) => {
             tracing::warn!(who, error = %e, "cannot LISTEN; polling only");

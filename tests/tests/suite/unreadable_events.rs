@@ -14,11 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-async fn start_all(
-    db: &TestDb,
-    kafka: &projections::infra::kafka::KafkaSource,
-    port: u16,
-) -> Child {
+async fn start_all(db: &TestDb, kafka: &infra::kafka::KafkaSource, port: u16) -> Child {
     Command::new(orders_bin())
         .args(["all", "--http-addr", &format!("127.0.0.1:{port}")])
         .env("DATABASE_URL", &db.url)
@@ -65,7 +61,7 @@ async fn place(http: &reqwest::Client, base: &str, user: &str) -> Value {
     reply.json().await.expect("an order")
 }
 
-async fn status_json(db: &TestDb, kafka: &projections::infra::kafka::KafkaSource) -> Vec<Value> {
+async fn status_json(db: &TestDb, kafka: &infra::kafka::KafkaSource) -> Vec<Value> {
     let out = run_orders(db, Some(kafka), &["projections", "status", "--json"]).await;
     assert!(
         out.status.success(),

@@ -17,7 +17,7 @@
 //!   call [`Fence::check`] in their own transaction: it refuses unless the
 //!   token is still theirs, and holds the lease row shared until commit, so
 //!   a takeover waits for a write in flight and every later write of the old
-//!   leader is refused ([`ProjectionError::Fenced`]); it steps down. Those
+//!   leader is refused ([`Error::Fenced`]); it steps down. Those
 //!   transactions also end the session if it sits idle inside them longer
 //!   than the time to live (a leader frozen mid-transaction would otherwise
 //!   hold the row, and the takeover, for ever).
@@ -34,8 +34,8 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{ProjectionError, Result};
-use crate::infra::wait::{sleep_or_cancel, Backoff};
+use crate::error::{Error, Result};
+use crate::wait::{sleep_or_cancel, Backoff};
 
 /// How long a lease lives without renewal: the bound on a takeover after a
 /// leader freezes (plus the standby's retry, a second).
@@ -88,7 +88,7 @@ impl Shared {
 pub struct Fence(Arc<Shared>);
 
 impl Fence {
-    /// In the caller's transaction: refuses with [`ProjectionError::Fenced`]
+    /// In the caller's transaction: refuses with [`Error::Fenced`]
     /// unless the lease is still this leader's, and holds it (shared) until
     /// the transaction ends, so no takeover comes between this check and the
     /// commit.
@@ -139,11 +139,11 @@ impl Fence {
 
     /// The error a leader steps down with once the lease is lost, or no
     /// longer certainly held by the local clock (then it is marked lost).
-    pub fn fenced(&self) -> ProjectionError {
+    pub fn fenced(&self) -> Error {
         self.0.lose(
             "its last renewal is older than its time to live (this process was frozen or cut off)",
         );
-        ProjectionError::Fenced {
+        Error::Fenced {
             lease: self.0.name.clone(),
         }
     }
@@ -298,7 +298,7 @@ impl Drop for Lease {
 /// Takes the lease on `conn` (whose backend becomes the holder) in one
 /// transaction; the token, or `None` when a live leader holds it.
 async fn take(conn: &mut PgConnection, name: &str, ttl: Duration) -> sqlx::Result<Option<i64>> {
-    let holder = crate::runner::process_label();
+    let holder = crate::process_label();
     let mut tx = conn.begin().await?;
     sqlx::query!(
         "SELECT set_config('lock_timeout', $1, true)",

@@ -7,11 +7,96 @@
 //! the schema at compile time; the [`event_rows!`](crate::event_rows) macro
 //! writes the select list once.
 
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+
 use domain::{EventEnvelope, StoredEvent};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::{ProjectionError, Result};
+use crate::error::{Error, Result};
+
+/// A place in the log in reading order: the writing transaction's id, then
+/// the position. `Cursor::START` is before every event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Cursor {
+    /// The `xid8` of the writing transaction (fits in `i64` for any real
+    /// cluster: 2^63 transactions).
+    pub transaction_id: i64,
+    pub position: i64,
+}
+
+impl Cursor {
+    pub const START: Cursor = Cursor {
+        transaction_id: 0,
+        position: 0,
+    };
+}
+
+impl PartialOrd for Cursor {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Cursor {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.transaction_id, self.position).cmp(&(other.transaction_id, other.position))
+    }
+}
+
+/// Where an event was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The event log, at this global position.
+    Log { position: i64 },
+    /// A Kafka record.
+    Record {
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+    },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Log { position } => write!(f, "log position {position}"),
+            Source::Record {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}/{partition}/{offset}"),
+        }
+    }
+}
+
+/// An event this build cannot read, as a status or an error names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableEvent {
+    pub order_id: Uuid,
+    pub event_id: Uuid,
+    pub source: Source,
+    pub event_type: String,
+    pub schema_version: u16,
+    pub reason: String,
+}
+
+impl fmt::Display for UnreadableEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "event {} of order {} ({} v{}, {}) cannot be read by this build: {}",
+            self.event_id,
+            self.order_id,
+            self.event_type,
+            self.schema_version,
+            self.source,
+            self.reason
+        )
+    }
+}
 
 /// One `events` row, as [`event_rows!`](crate::event_rows) selects it.
 #[derive(Debug, Clone)]
@@ -42,7 +127,7 @@ pub struct EventRow {
 macro_rules! event_rows {
     ($rest:tt $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
-            $crate::infra::rows::EventRow,
+            $crate::rows::EventRow,
             "SELECT events.transaction_id::text::bigint AS \"transaction_id!\",
                     events.position, events.stream_id, events.version, events.event_id,
                     events.event_type, events.schema_version, events.payload,
@@ -57,7 +142,7 @@ impl EventRow {
     /// The event as stored, its payload not yet understood.
     pub fn stored(self) -> Result<StoredEvent> {
         let position = self.position;
-        let corrupt = |what: &str| ProjectionError::Corrupt {
+        let corrupt = |what: &str| Error::Corrupt {
             position,
             what: what.to_owned(),
         };
@@ -76,7 +161,7 @@ impl EventRow {
     }
 
     /// The event decoded with this build's knowledge. A row this build cannot
-    /// read is [`ProjectionError::Unreadable`], never skipped.
+    /// read is [`Error::Unreadable`], never skipped.
     pub fn decode(self) -> Result<EventEnvelope> {
         let stored = self.stored()?;
         let (order_id, event_id, position, event_type, schema_version) = (
@@ -87,10 +172,10 @@ impl EventRow {
             stored.schema_version,
         );
         stored.decode().map_err(|e| {
-            ProjectionError::Unreadable(Box::new(crate::held::UnreadableEvent {
+            Error::Unreadable(Box::new(UnreadableEvent {
                 order_id,
                 event_id,
-                source: crate::held::Source::Log { position },
+                source: Source::Log { position },
                 event_type,
                 schema_version,
                 reason: e.to_string(),

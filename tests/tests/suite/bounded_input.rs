@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use e2e::{eventually, insert_event, read_topic, spawn_app_opts, test_kafka, AppOptions};
-use projections::infra::kafka::KafkaSource;
+use infra::kafka::KafkaSource;
 use reqwest::Method;
 use serde_json::json;
 

@@ -55,7 +55,7 @@ async fn a_topic_deleted_and_recreated_stops_its_partitions_until_the_operator_r
         delivered(&app, "uma", &id).await;
         before.push(id);
     }
-    let client = projections::infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+    let client = infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
         .await
         .expect("connect");
     client
@@ -170,7 +170,7 @@ async fn a_rebuild_from_a_topic_thinned_by_retention_refuses_unless_accepted() {
         new.push(app.place_ok("nina").await);
     }
     // Retention removes the old records from the topic.
-    let client = projections::infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+    let client = infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
         .await
         .expect("connect");
     eventually(
@@ -252,13 +252,13 @@ async fn the_relay_refuses_to_publish_when_the_partition_count_changed() {
         .execute(&app.db.pool)
         .await
         .expect("record the count");
-    let client = projections::infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+    let client = infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
         .await
         .expect("connect");
-    projections::infra::kafka::ensure_topic(
+    infra::kafka::ensure_topic(
         &client,
         &kafka.topic,
-        &projections::infra::kafka::TopicSettings {
+        &infra::kafka::TopicSettings {
             partitions: 5,
             ..kafka.topic_settings()
         },

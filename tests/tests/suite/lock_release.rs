@@ -11,9 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 async fn lease_token(pool: &sqlx::PgPool) -> Option<i64> {
     sqlx::query_scalar("SELECT token FROM leader_leases WHERE name = $1")
-        .bind(projections::infra::lease::projection(
-            projections::orders::NAME,
-        ))
+        .bind(infra::lease::projection(projections::orders::NAME))
         .fetch_optional(pool)
         .await
         .expect("leader_leases")

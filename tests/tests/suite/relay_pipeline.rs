@@ -39,9 +39,7 @@ async fn backlog(pool: &PgPool, orders: usize) -> Vec<Uuid> {
 }
 
 /// Each order's versions as they stand on the topic, in offset order.
-async fn versions_on_topic(
-    kafka: &projections::infra::kafka::KafkaSource,
-) -> BTreeMap<Uuid, Vec<u64>> {
+async fn versions_on_topic(kafka: &infra::kafka::KafkaSource) -> BTreeMap<Uuid, Vec<u64>> {
     let mut records = read_topic(kafka).await;
     records.sort_by_key(|r| (r.partition, r.offset));
     let mut by_order: BTreeMap<Uuid, Vec<u64>> = BTreeMap::new();
