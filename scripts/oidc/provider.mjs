@@ -17,8 +17,9 @@
 //   OIDC_ACCOUNTS   JSON file {"user": ["staff"], ...}: roles at sign-in
 //   OIDC_WEB_REDIRECT_URIS, OIDC_WEB_POST_LOGOUT_REDIRECT_URIS  comma-separated
 //   OIDC_DEPS       directory whose node_modules holds oidc-provider
-//   OIDC_EXIT_WITH_STDIN=1  exit when stdin closes (test harnesses)
 //                   (default .local/oidc, where scripts/oidc.sh installs it)
+//   OIDC_EXIT_WITH_STDIN=1  exit when stdin closes (test harnesses)
+//   OIDC_REMOVE_ON_EXIT  a directory (its keys', say) removed when it exits
 //
 // stdout carries only the lines a caller waits for: `ready ISSUER` once it
 // answers, and `reloaded KID...` after SIGHUP re-read the keys (and accounts).
@@ -26,7 +27,7 @@
 // Rotate: `node scripts/oidc/keys.mjs rotate FILE`, then SIGHUP, then wait for
 // `reloaded`: the new kid signs from then on; SIGTERM stops it.
 import http from 'node:http';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -54,7 +55,10 @@ if (!ALGS.has(ALG)) throw new Error(`OIDC_ALG must be one of ${[...ALGS]}`);
 // The package is installed outside the source tree (scripts/oidc.sh), so it is
 // resolved from there rather than from this file's directory.
 const deps = createRequire(join(resolve(env.OIDC_DEPS || join(here, '../../.local/oidc')), 'package.json'));
+// Each step of a start is logged with its time, so a start that stalls says where.
+const began = Date.now();
 const { default: Provider, errors } = await import(pathToFileURL(deps.resolve('oidc-provider')).href);
+log(`oidc-provider loaded in ${Date.now() - began} ms`);
 
 const CLIENTS = [
   { // `just token`: only the dev grant below. Secret: orders-dev-secret.
@@ -266,8 +270,9 @@ const install = () => {
 server.on('error', (err) => { log('cannot listen:', err.message); process.exit(1); });
 server.listen(PORT, '127.0.0.1', () => {
   issuer = `http://127.0.0.1:${server.address().port}`;
+  log(`listening after ${Date.now() - began} ms`);
   install();
-  log(`issuer ${issuer}, audience ${AUDIENCE}, resource ${RESOURCE}, keys ${KEYS}`);
+  log(`ready after ${Date.now() - began} ms: issuer ${issuer}, audience ${AUDIENCE}, resource ${RESOURCE}, keys ${KEYS}`);
   console.log(`ready ${issuer}`);
 });
 process.on('SIGHUP', () => {
@@ -277,11 +282,15 @@ process.on('SIGHUP', () => {
     log('reload failed, keeping the previous keys:', err.message);
   }
 });
-for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => process.exit(0));
+const exit = () => {
+  if (env.OIDC_REMOVE_ON_EXIT) rmSync(env.OIDC_REMOVE_ON_EXIT, { recursive: true, force: true });
+  process.exit(0);
+};
+for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, exit);
 // A test harness keeps our stdin open for as long as it lives: when it ends
 // (however it ends) the pipe closes and the provider goes with it.
 if (env.OIDC_EXIT_WITH_STDIN === '1') {
-  process.stdin.on('end', () => process.exit(0));
-  process.stdin.on('error', () => process.exit(0));
+  process.stdin.on('end', exit);
+  process.stdin.on('error', exit);
   process.stdin.resume();
 }

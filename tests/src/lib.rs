@@ -24,4 +24,13 @@ pub use fixtures::{
     checkpoint, eventually, insert_event, order_model_and_fold, placed_payload, placed_payload_v1,
     projection_lease, wait_caught_up,
 };
+/// A directory of the test's own under the temp folder, removed when the
+/// value is dropped: when the test ends, passing or failing.
+pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("a scratch directory")
+}
+
 pub use kafka::{produce_raw, read_topic, relay_options, test_kafka, TestRelay, TopicRecord};

@@ -23,6 +23,9 @@ const DEV_CLIENT: (&str, &str) = ("orders-dev", "orders-dev-secret");
 /// The pages' client (scripts/oidc/provider.mjs): authorization code + PKCE.
 pub const WEB_CLIENT: (&str, &str) = ("orders-web", "orders-web-secret");
 const DEV_GRANT: &str = "urn:orders:params:oauth:grant-type:dev-token";
+/// Node loads the library in half a second alone; with the machine's two
+/// cores busy building and testing, a few seconds.
+const START_WITHIN: Duration = Duration::from_secs(60);
 
 /// A running provider.
 pub struct Provider {
@@ -81,6 +84,10 @@ impl Provider {
             .env("OIDC_AUDIENCE", AUDIENCE)
             .env("OIDC_DEPS", repo().join(".local/oidc"))
             .env("OIDC_EXIT_WITH_STDIN", "1")
+            // The shared provider lives in a static, never dropped: it
+            // removes its own directory when its stdin closes (the test
+            // process ended, however it ended).
+            .env("OIDC_REMOVE_ON_EXIT", &dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -96,12 +103,27 @@ impl Provider {
                 }
             }
         });
-        // Node loads the library in half a second; a loaded machine running
-        // many test binaries takes longer.
-        let Ok(ready) = rx.recv_timeout(Duration::from_secs(60)) else {
-            let _ = child.kill();
-            let log = std::fs::read_to_string(dir.join("provider.log")).unwrap_or_default();
-            panic!("the OpenID Connect provider did not start within 60 s:\n{log}");
+        let started = std::time::Instant::now();
+        let ready = match rx.recv_timeout(START_WITHIN) {
+            Ok(line) => line,
+            Err(waited) => {
+                let why = match waited {
+                    mpsc::RecvTimeoutError::Disconnected => format!(
+                        "it exited ({}) after {:?}",
+                        exit_status(&mut child),
+                        started.elapsed()
+                    ),
+                    mpsc::RecvTimeoutError::Timeout => {
+                        let state = process_state(child.id());
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        format!("it did not answer within {START_WITHIN:?}; {state}")
+                    }
+                };
+                let log = std::fs::read_to_string(dir.join("provider.log")).unwrap_or_default();
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("the OpenID Connect provider did not start: {why}\nits log:\n{log}");
+            }
         };
         let issuer = ready
             .strip_prefix("ready ")
@@ -231,4 +253,42 @@ impl Drop for Provider {
         self.stop();
         let _ = std::fs::remove_dir_all(&self._dir);
     }
+}
+
+/// How a child that should still run ended.
+fn exit_status(child: &mut Child) -> String {
+    match child.wait() {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("no status: {e}"),
+    }
+}
+
+/// What a process that does not answer is doing, and what else the machine
+/// is busy with: where the kernel has it waiting, its CPU time so far, the
+/// load and the busiest processes.
+fn process_state(pid: u32) -> String {
+    let read = |what: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{what}"))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|e| format!("({e})"))
+    };
+    let busiest = Command::new("ps")
+        .args(["-eo", "pid,stat,pcpu,etime,args", "--sort=-pcpu"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .take(8)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    format!(
+        "pid {pid}: stat {}, wchan {}; load {}; busiest:\n{busiest}",
+        read("stat"),
+        read("wchan"),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    )
 }

@@ -32,7 +32,8 @@ async fn delivery_rows(app: &TestApp) -> BTreeMap<uuid::Uuid, i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orders_are_accepted_while_the_broker_is_down_and_delivered_once_it_returns() {
-    let dir = std::env::temp_dir().join(format!("tansu-{}", uuid::Uuid::new_v4().simple()));
+    let scratch = e2e::scratch_dir("tansu-");
+    let dir = scratch.path().join("kafka");
     let mut broker = start_broker(&dir).await;
     let kafka = KafkaSource {
         brokers: vec![broker.address()],
@@ -110,7 +111,6 @@ async fn orders_are_accepted_while_the_broker_is_down_and_delivered_once_it_retu
     );
     assert_eq!(app.get("/readyz").await.status, 200);
     broker.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A broker that stops answering on the connections it has (a half-open
@@ -121,7 +121,8 @@ async fn orders_are_accepted_while_the_broker_is_down_and_delivered_once_it_retu
 /// error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_that_stops_answering_is_left_after_the_request_timeout_and_nothing_is_lost() {
-    let dir = std::env::temp_dir().join(format!("tansu-{}", uuid::Uuid::new_v4().simple()));
+    let scratch = e2e::scratch_dir("tansu-");
+    let dir = scratch.path().join("kafka");
     let mut broker = DurableBroker::new(&dir, None).expect("a broker of the test's own");
     let proxy = SilencingProxy::start(broker.address())
         .await
@@ -188,7 +189,6 @@ async fn a_broker_that_stops_answering_is_left_after_the_request_timeout_and_not
     );
     drop(proxy);
     broker.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 async fn relay_process(app: &TestApp, failpoint: Option<&str>) -> Child {

@@ -131,8 +131,8 @@ async fn a_topic_deleted_and_recreated_stops_its_partitions_until_the_operator_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebuild_from_a_topic_thinned_by_retention_refuses_unless_accepted() {
-    let dir = std::env::temp_dir().join(format!("tansu-{}", uuid::Uuid::new_v4().simple()));
-    let mut broker = DurableBroker::new(&dir, None)
+    let scratch = e2e::scratch_dir("tansu-");
+    let mut broker = DurableBroker::new(&scratch.path().join("kafka"), None)
         .expect("a broker")
         .with_maintenance_every("1s");
     broker.start().await.expect("start Tansu");

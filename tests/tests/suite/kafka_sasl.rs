@@ -22,8 +22,12 @@ fn sasl(password: &str) -> KafkaSecurity {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_travel_through_a_broker_that_requires_sasl_scram() {
-    let dir = std::env::temp_dir().join(format!("kafka-sasl-{}", uuid::Uuid::now_v7().simple()));
-    let mut broker = DurableBroker::new(&dir, Some(dir.with_extension("log"))).expect("a broker");
+    let scratch = e2e::scratch_dir("kafka-sasl-");
+    let mut broker = DurableBroker::new(
+        &scratch.path().join("kafka"),
+        Some(scratch.path().join("broker.log")),
+    )
+    .expect("a broker");
     broker.start().await.expect("start the broker");
     broker
         .create_user("orders", "pass-1c0ffee")
@@ -88,6 +92,4 @@ async fn orders_travel_through_a_broker_that_requires_sasl_scram() {
     assert_eq!(ready.status, 200, "{}", ready.text);
     drop(app);
     broker.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("log"));
 }

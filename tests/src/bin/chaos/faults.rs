@@ -165,14 +165,14 @@ impl Supervised {
 
 /// The leases as the database has them: (name, token, OS pid of the holder)
 /// for those held now.
-async fn leaders(pool: &PgPool) -> Vec<(String, i64, u32)> {
+async fn leaders(pool: &PgPool) -> sqlx::Result<Vec<(String, i64, u32)>> {
     let rows: Vec<(String, i64, String)> = sqlx::query_as(
         "SELECT name, token, holder FROM leader_leases WHERE expires_at > clock_timestamp()",
     )
     .fetch_all(pool)
-    .await
-    .unwrap_or_default();
-    rows.into_iter()
+    .await?;
+    Ok(rows
+        .into_iter()
         .filter_map(|(name, token, holder)| {
             let pid = holder
                 .split("pid ")
@@ -183,7 +183,28 @@ async fn leaders(pool: &PgPool) -> Vec<(String, i64, u32)> {
                 .ok()?;
             Some((name, token, pid))
         })
-        .collect()
+        .collect())
+}
+
+/// How long a freeze waits for a leader to freeze: the kill loop holds off
+/// meanwhile, and a worker killed just before (or PostgreSQL restarting)
+/// leaves no lease held for a few seconds.
+const LEADER_WITHIN: Duration = Duration::from_secs(20);
+
+/// The leaders now, once there is one (`None` after [`LEADER_WITHIN`]).
+async fn some_leaders(pool: &PgPool) -> Option<Vec<(String, i64, u32)>> {
+    let since = Instant::now();
+    loop {
+        match leaders(pool).await {
+            Ok(held) if !held.is_empty() => return Some(held),
+            Ok(_) => {}
+            Err(e) => say(format!("cannot read the leases yet: {e}")),
+        }
+        if since.elapsed() > LEADER_WITHIN {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn signal(pid: u32, name: &str) -> bool {
@@ -198,8 +219,8 @@ async fn signal(pid: u32, name: &str) -> bool {
 /// `length`, measuring how long until a standby holds that lease; then wakes
 /// it (SIGCONT). Returns what happened (`None`: no leader to freeze).
 pub(crate) async fn freeze_a_leader(pool: &PgPool, length: Duration) -> Option<Freeze> {
-    let held = leaders(pool).await;
-    let (lease, token, pid) = held.get(fastrand::usize(..held.len().max(1)))?.clone();
+    let held = some_leaders(pool).await?;
+    let (lease, token, pid) = held.get(fastrand::usize(..held.len()))?.clone();
     if !signal(pid, "STOP").await {
         return None;
     }
@@ -210,6 +231,7 @@ pub(crate) async fn freeze_a_leader(pool: &PgPool, length: Duration) -> Option<F
         if takeover.is_none()
             && leaders(pool)
                 .await
+                .unwrap_or_default()
                 .iter()
                 .any(|(name, t, _)| *name == lease && *t > token)
         {
@@ -341,7 +363,7 @@ pub(crate) async fn leadership_faults(
                     all.push(freeze);
                 }
             }
-            None => say("no leader to freeze right now"),
+            None => say(format!("no leader to freeze within {LEADER_WITHIN:?}")),
         }
         faults.mark();
     }
