@@ -22,6 +22,12 @@ pub enum ProjectionError {
     /// anew). The runner holds those orders back.
     #[error("different events at versions already applied for order(s) {}", .order_ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
     DifferentEvents { order_ids: Vec<uuid::Uuid> },
+    /// An operator's request that this projection does not take.
+    #[error("{why}")]
+    NotFor {
+        name: &'static str,
+        why: &'static str,
+    },
     #[error("no projection is named {0:?} (see `orders projections list`)")]
     Unknown(String),
     /// Another process holds this projection's worker or rebuild lock.

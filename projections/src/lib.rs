@@ -4,8 +4,9 @@
 //!   commit can slip under (transaction-id visibility).
 //! - [`runner`]: applies batches and commits each with its checkpoint
 //!   (exactly-once effect); one worker per projection at a time.
-//! - [`checkpoint`]: the registry of projections and generations, and their
-//!   checkpoints (compare-and-set).
+//! - [`registry`]: every projection this build knows, in one list.
+//! - [`checkpoint`]: each projection's generations and their checkpoints
+//!   (compare-and-set).
 //! - [`orders`]: the order read model behind the list endpoint.
 //! - [`delivery`]: the delivery-status read model, fed from the Kafka topic.
 //! - [`operate`]: status, replay and rebuild-with-atomic-switch.
@@ -28,19 +29,12 @@ pub mod operate;
 pub mod orders;
 mod projection;
 mod rebuild;
+pub mod registry;
 pub mod runner;
 pub mod verify;
 
 pub use error::{ProjectionError, Result};
 pub use log::{Cursor, LogEvent, ReadMode};
 pub use orders::{OrderRow, OrdersReadModel};
-pub use projection::{Projection, ProjectionName};
-
-use sqlx::PgPool;
-
-/// Registers every projection this code knows (generation 1, published) if
-/// it is not registered yet. Run after the migrations.
-pub async fn install_all(pool: &PgPool) -> Result<()> {
-    checkpoint::install(pool, &OrdersReadModel).await?;
-    checkpoint::install(pool, &delivery::DeliveryReadModel).await
-}
+pub use projection::Projection;
+pub use registry::{install_all, Registered};

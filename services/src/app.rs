@@ -18,7 +18,8 @@ use crate::http::access::{Access, RateLimitConfig, RateLimits};
 use crate::http::tls::TlsFiles;
 use crate::http::{self, Apis, AppState, Shared};
 use crate::relay::{self, RelayOptions};
-use crate::workers::{self, ProjectionName};
+use crate::workers;
+use projections::Registered;
 
 /// The HTTP side of a process.
 #[derive(Debug, Clone)]
@@ -73,7 +74,7 @@ pub struct Config {
     pub serve: Option<ServeConfig>,
     pub relay: Option<RelayOptions>,
     /// The projection workers to run.
-    pub projections: Vec<ProjectionName>,
+    pub projections: Vec<Registered>,
     pub worker: WorkerOptions,
     /// Where the delivery projection reads (and `/readyz` checks).
     pub kafka: Option<KafkaSource>,

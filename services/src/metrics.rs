@@ -90,7 +90,7 @@ async fn database_gauges(pool: &PgPool, kafka: Option<&KafkaSource>) -> anyhow::
     let (rows, age) = (outbox.rows, outbox.age);
     metrics::gauge!("outbox_backlog_rows").set(rows as f64);
     metrics::gauge!("outbox_oldest_age_seconds").set(age.unwrap_or(0.0));
-    for s in projections::operate::status(pool, kafka).await? {
+    for s in projections::registry::status(pool, kafka).await? {
         let name = s.name.clone();
         metrics::gauge!("projection_position", "projection" => name.clone()).set(s.position as f64);
         metrics::gauge!("projection_lag_events", "projection" => name.clone())

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use infra::kafka::KafkaSource;
-use projections::ProjectionName;
+use projections::registry;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -192,8 +192,8 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
     serve.rate_limits = opts.rate_limits;
     let projections = match (opts.workers, &opts.kafka) {
         (false, _) => vec![],
-        (true, None) => vec![ProjectionName::Orders],
-        (true, Some(_)) => ProjectionName::ALL.to_vec(),
+        (true, None) => vec![&projections::orders::REGISTRATION as projections::Registered],
+        (true, Some(_)) => registry::ALL.to_vec(),
     };
     let config = app::Config {
         serve: Some(serve),

@@ -27,6 +27,7 @@ mod model;
 mod offsets;
 mod partition;
 mod rebuild;
+mod registration;
 mod status;
 
 use model::{apply, create_generation, publish, table};
@@ -34,6 +35,7 @@ use model::{apply, create_generation, publish, table};
 pub use consume::run_consumer;
 pub use offsets::offsets;
 pub use rebuild::rebuild;
+pub use registration::REGISTRATION;
 pub use status::status;
 
 /// The projection's registry name.

@@ -10,7 +10,6 @@ use time::OffsetDateTime;
 use crate::checkpoint;
 use crate::error::Result;
 use crate::log;
-use infra::kafka::KafkaSource;
 
 mod rebuild;
 mod replay;
@@ -65,43 +64,28 @@ impl TopicProgress {
 /// The status of every projection, in the log's terms. The delivery
 /// projection's counts the records it has not consumed when `kafka` says
 /// where its topic is and the brokers answer.
-pub async fn status(pool: &PgPool, kafka: Option<&KafkaSource>) -> Result<Vec<ProjectionStatus>> {
-    let mut out = log_fed_status(pool).await?;
-    let head = out.first().map_or(0, |s| s.head);
-    out.push(crate::delivery::status(pool, kafka, head).await?);
-    Ok(out)
-}
-
-async fn log_fed_status(pool: &PgPool) -> Result<Vec<ProjectionStatus>> {
+/// The status of a projection that follows the log: its active checkpoint
+/// against the log's `head`.
+pub(crate) async fn log_status(pool: &PgPool, name: &str, head: i64) -> Result<ProjectionStatus> {
     let mut conn = pool.acquire().await?;
-    let checkpoints = checkpoint::load_all_active(&mut conn).await?;
-    let head: i64 =
-        sqlx::query_scalar!(r#"SELECT coalesce(max(position), 0) AS "head!" FROM events"#)
-            .fetch_one(&mut *conn)
-            .await?;
-    let now = OffsetDateTime::now_utc();
-    let mut out = Vec::with_capacity(checkpoints.len());
-    for c in checkpoints {
-        let (lag_events, oldest) = log::lag(&mut conn, c.cursor).await?;
-        let lag = oldest.map_or(Duration::ZERO, |t| {
-            Duration::try_from(now - t).unwrap_or(Duration::ZERO)
-        });
-        out.push(ProjectionStatus {
-            name: c.name,
-            generation: c.generation,
-            position: c.cursor.position,
-            head,
-            lag_events,
-            lag,
-            events_applied: c.events_applied,
-            updated_at: c.updated_at,
-            topic: None,
-        });
-    }
-    Ok(out)
+    let c = checkpoint::load_active(&mut conn, name).await?;
+    let (lag_events, oldest) = log::lag(&mut conn, c.cursor).await?;
+    let lag = oldest.map_or(Duration::ZERO, |t| {
+        Duration::try_from(OffsetDateTime::now_utc() - t).unwrap_or(Duration::ZERO)
+    });
+    Ok(ProjectionStatus {
+        name: c.name,
+        generation: c.generation,
+        position: c.cursor.position,
+        head,
+        lag_events,
+        lag,
+        events_applied: c.events_applied,
+        updated_at: c.updated_at,
+        topic: None,
+    })
 }
 
-/// Progress of long work, reported after every batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub phase: Phase,

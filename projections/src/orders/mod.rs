@@ -18,12 +18,14 @@ use changes::Change;
 mod changes;
 mod fold;
 mod read;
+mod registration;
 
 pub(crate) use changes::{
     add_option_columns, add_pickup_column, apply_moves, options_of, reduce, to_i64,
 };
 pub use fold::{fold_log, Accounted, Folded};
 pub use read::{all_rows, list_for_user, rows_by_id};
+pub use registration::REGISTRATION;
 
 /// The projection's registry name.
 pub const NAME: &str = "orders";

@@ -1,7 +1,7 @@
 //! `orders projections held|park|parked`: what a projection holds back,
 //! and operators' decisions to pass over it.
 
-use projections::{held, ProjectionName};
+use projections::{held, registry};
 use sqlx::PgPool;
 
 use super::os_user;
@@ -14,7 +14,7 @@ pub(super) async fn park(
     record: Option<String>,
     reason: &str,
 ) -> anyhow::Result<()> {
-    let name: ProjectionName = name.parse()?;
+    let name = registry::find(name)?.name();
     let which = match (event, record) {
         (Some(id), _) => held::HeldRef::Event(id),
         (None, Some(record)) => held::HeldRef::Source(record),
@@ -23,7 +23,7 @@ pub(super) async fn park(
         }
     };
     let mut conn = pool.acquire().await?;
-    let parked = held::park(&mut conn, name.as_str(), &which, reason, &os_user()).await?;
+    let parked = held::park(&mut conn, name, &which, reason, &os_user()).await?;
     println!(
         "{name}: parked event {} of order {} ({} v{}, {}) as {} ({}): \"{}\"; the running worker passes over it and applies the order's later events within seconds",
         parked.event_id,
@@ -39,9 +39,9 @@ pub(super) async fn park(
 }
 
 pub(super) async fn list(pool: &PgPool, name: &str, json: bool) -> anyhow::Result<()> {
-    let name: ProjectionName = name.parse()?;
+    let name = registry::find(name)?.name();
     let mut conn = pool.acquire().await?;
-    let events = held::list(&mut conn, name.as_str()).await?;
+    let events = held::list(&mut conn, name).await?;
     if json {
         let rows: Vec<serde_json::Value> = events.iter().map(held_json).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);

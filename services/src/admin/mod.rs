@@ -2,7 +2,7 @@
 //! terminal (a bar: events done, events/s, ETA) and plain progress lines
 //! otherwise (logs, CI).
 
-use projections::{checkpoint, held, ProjectionName};
+use projections::{checkpoint, held, registry};
 use sqlx::PgPool;
 
 use crate::config::{KafkaArgs, LogClockCmd, ProjectionsCmd};
@@ -44,12 +44,9 @@ pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyho
 pub async fn verify(pool: &PgPool, names: &[String]) -> anyhow::Result<()> {
     const SHOWN: usize = 50;
     let mut total = 0;
-    for projection in ProjectionName::parse_all(names)? {
-        let name = projection.as_str();
-        let differences = match projection {
-            ProjectionName::Orders => projections::verify::orders(pool).await?,
-            ProjectionName::Delivery => projections::verify::delivery(pool).await?,
-        };
+    for projection in registry::find_all(names)? {
+        let name = projection.name();
+        let differences = projection.verify(pool).await?;
         let accounted = {
             let mut conn = pool.acquire().await?;
             held::accounted(&mut conn, name).await?
@@ -142,9 +139,10 @@ pub(super) fn os_user() -> String {
 async fn list(pool: &PgPool) -> anyhow::Result<()> {
     let mut conn = pool.acquire().await?;
     println!("{:<10} {:>10}  DESCRIPTION", "NAME", "GENERATION");
-    for name in ProjectionName::ALL {
-        let generation = checkpoint::active_generation(&mut conn, name.as_str()).await?;
-        println!("{name:<10} {generation:>10}  {}", name.description());
+    for projection in registry::ALL {
+        let name = projection.name();
+        let generation = checkpoint::active_generation(&mut conn, name).await?;
+        println!("{name:<10} {generation:>10}  {}", projection.description());
     }
     Ok(())
 }

@@ -1,12 +1,7 @@
 //! `orders projections replay|rebuild`: re-applying the log, and rebuilding
 //! a projection beside the live one, with progress.
 
-use std::time::Instant;
-
-use projections::delivery;
-use projections::operate::{self, Phase, Progress};
-use projections::orders::OrdersReadModel;
-use projections::ProjectionName;
+use projections::registry::{self, RebuildRequest};
 use sqlx::PgPool;
 
 use super::os_user;
@@ -20,18 +15,11 @@ pub(super) async fn replay(
     from: Option<i64>,
     batch_size: i64,
 ) -> anyhow::Result<()> {
+    let projection = registry::find(name)?;
     let mut reporter = Reporter::new("replay", name);
-    let report = match name.parse()? {
-        ProjectionName::Orders => {
-            operate::replay(pool, &OrdersReadModel, from, batch_size, |p| {
-                reporter.report(p)
-            })
-            .await?
-        }
-        ProjectionName::Delivery => anyhow::bail!(
-            "the delivery projection reads Kafka, not the log: rebuild it (`orders projections rebuild delivery`) to replay the topic"
-        ),
-    };
+    let report = projection
+        .replay(pool, from, batch_size, &mut |p| reporter.report(p))
+        .await?;
     reporter.finish();
     if report.handed_to_worker {
         println!(
@@ -56,45 +44,23 @@ pub(super) async fn rebuild(
     batch_size: i64,
     accept_incomplete: bool,
 ) -> anyhow::Result<()> {
-    let mut reporter = Reporter::new("rebuild", name);
-    let report = match name.parse()? {
-        ProjectionName::Orders if accept_incomplete => anyhow::bail!(
-            "--accept-incomplete is for the delivery projection: the order read model rebuilds from the whole log"
-        ),
-        ProjectionName::Orders => {
-            operate::rebuild(pool, &OrdersReadModel, batch_size, |p| reporter.report(p))
-                .await?
+    let projection = registry::find(name)?;
+    let kafka = match projection.source() {
+        registry::Source::Topic => {
+            Some(kafka.require(&format!("rebuilding the {name} projection"))?)
         }
-        ProjectionName::Delivery => {
-            let source = kafka.require("rebuilding the delivery projection")?;
-            let started = Instant::now();
-            let who = accept_incomplete
-                .then(|| format!("{} via {}", os_user(), infra::process_label()));
-            let (old, new, records) = delivery::rebuild(pool, &source, who.as_deref(), |done| {
-                reporter.report(Progress {
-                    phase: Phase::CatchingUp,
-                    done,
-                    total: done,
-                    elapsed: started.elapsed(),
-                })
-            })
-            .await?;
-            // The order rebuild reports its own end; this one ends
-            // when the topic does.
-            reporter.report(Progress {
-                phase: Phase::Done,
-                done: records,
-                total: records,
-                elapsed: started.elapsed(),
-            });
-            operate::RebuildReport {
-                old_generation: old,
-                new_generation: new,
-                events: records,
-                elapsed: started.elapsed(),
-            }
-        }
+        registry::Source::Log => None,
     };
+    let who = accept_incomplete.then(|| format!("{} via {}", os_user(), infra::process_label()));
+    let request = RebuildRequest {
+        batch_size,
+        kafka: kafka.as_ref(),
+        accepted_incomplete_by: who.as_deref(),
+    };
+    let mut reporter = Reporter::new("rebuild", name);
+    let report = projection
+        .rebuild(pool, request, &mut |p| reporter.report(p))
+        .await?;
     reporter.finish();
     let secs = report.elapsed.as_secs_f64();
     println!(

@@ -17,7 +17,7 @@ pub(super) async fn print(pool: &PgPool, kafka: &KafkaArgs, json: bool) -> anyho
             "WARNING: the log's stored transaction ids are {ahead} ahead of this cluster's clock (a restore into another cluster?): new events would never reach the projections, whatever the lag below says. Stop every `orders` process and run `orders log-clock advance --reason \"…\"`."
         );
     }
-    let statuses = operate::status(pool, kafka.source()?.as_ref()).await?;
+    let statuses = projections::registry::status(pool, kafka.source()?.as_ref()).await?;
     let stopped = delivery::stopped_partitions(pool, &kafka.kafka_topic).await?;
     let held = {
         let mut conn = pool.acquire().await?;

@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 pub use access::{check_issuer, AccessArgs};
 pub use kafka::{KafkaArgs, KafkaSecurityArgs};
 
+use projections::registry::{self, Source};
 use projections::runner::WorkerOptions;
-use projections::ProjectionName;
 
 use crate::app::{self, ServeConfig};
 use crate::db::Budgets;
@@ -137,11 +137,10 @@ impl Cmd {
                 ..app::Config::default()
             },
             Cmd::Project(args) => {
-                let names = ProjectionName::parse_all(&args.names)?;
-                let kafka = if names.contains(&ProjectionName::Delivery) {
-                    Some(kafka.require("the delivery projection")?)
-                } else {
-                    None
+                let names = registry::find_all(&args.names)?;
+                let kafka = match names.iter().find(|p| p.source() == Source::Topic) {
+                    Some(p) => Some(kafka.require(&format!("the {p} projection"))?),
+                    None => None,
                 };
                 app::Config {
                     projections: names,
@@ -154,7 +153,7 @@ impl Cmd {
                 let kafka = kafka.require("orders work")?;
                 app::Config {
                     relay: Some(RelayOptions::new(&kafka, lease_ttl)),
-                    projections: ProjectionName::ALL.to_vec(),
+                    projections: registry::ALL.to_vec(),
                     worker: args.options(lease_ttl),
                     kafka: Some(kafka),
                     ..app::Config::default()
@@ -165,7 +164,7 @@ impl Cmd {
                 app::Config {
                     serve: Some(args.serve.config()?),
                     relay: Some(RelayOptions::new(&kafka, lease_ttl)),
-                    projections: ProjectionName::ALL.to_vec(),
+                    projections: registry::ALL.to_vec(),
                     worker: args.worker.options(lease_ttl),
                     kafka: Some(kafka),
                 }

@@ -61,7 +61,7 @@ async fn a_worker_whose_statement_is_cancelled_gives_its_lock_back_and_the_proje
         lock_retry: Duration::from_millis(200),
         ..WorkerOptions::default()
     };
-    let name = [projections::ProjectionName::Orders];
+    let name = [&projections::orders::REGISTRATION as projections::Registered];
     // The workers' own pool, its connections named so that the test cancels
     // theirs only (never one of its own).
     let options_for_workers = app

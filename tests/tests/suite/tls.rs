@@ -53,7 +53,7 @@ async fn https_end_to_end_with_a_certificate_replaced_in_place() {
     serve.auth = Some(AuthConfig::new(provider.issuer.clone(), AUDIENCE));
     let config = app::Config {
         serve: Some(serve),
-        projections: vec![projections::ProjectionName::Orders],
+        projections: vec![&projections::orders::REGISTRATION as projections::Registered],
         ..app::Config::default()
     };
     let pools = Pools::connect(&db.url, Budgets::default())
@@ -206,7 +206,7 @@ async fn the_service_runs_on_postgres_over_verified_tls() {
     services::db::migrate(&pools.writes).await.expect("migrate");
     let config = app::Config {
         serve: Some(ServeConfig::on(([127, 0, 0, 1], 0).into())),
-        projections: vec![projections::ProjectionName::Orders],
+        projections: vec![&projections::orders::REGISTRATION as projections::Registered],
         ..app::Config::default()
     };
     let app = App::build(pools.clone(), config).await.expect("build");

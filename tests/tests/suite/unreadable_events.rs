@@ -318,7 +318,7 @@ async fn a_build_that_can_read_held_events_releases_them_by_itself() {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let worker = services::workers::spawn(
             &services::db::Pools::single(app.db.pool.clone()),
-            &[projections::ProjectionName::Orders],
+            &[&projections::orders::REGISTRATION as projections::Registered],
             &options,
             None,
             &shutdown,

@@ -30,7 +30,7 @@ async fn an_order_placed_through_the_api_wakes_the_projection_long_before_its_po
     };
     let mut workers = services::workers::spawn(
         &services::db::Pools::single(app.db.pool.clone()),
-        &[projections::ProjectionName::Orders],
+        &[&projections::orders::REGISTRATION as projections::Registered],
         &options,
         None,
         &shutdown,
