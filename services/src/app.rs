@@ -255,8 +255,13 @@ fn web(
     };
     let sign_in = match (&serve.auth, &state.access.auth, &serve.web) {
         (Some(auth), Some(authenticator), Some(web)) => {
-            let sign_in =
-                crate::web::SignIn::new(web, &auth.issuer, &public_url, authenticator.clone())?;
+            let sign_in = crate::auth::oidc::OidcClient::new(
+                &auth.issuer,
+                &web.client_id,
+                &web.client_secret,
+                &public_url,
+                authenticator.clone(),
+            )?;
             tracing::info!(client = %web.client_id, redirect_uri = sign_in.redirect_uri(),
                 "the pages sign in through the issuer");
             Some(sign_in)

@@ -16,10 +16,10 @@ use infra::wait::{sleep_or_cancel, Backoff};
 
 use super::offsets::next_offset;
 use super::partition::check_partition;
-use super::partition::resume_partition;
 use super::partition::step_partition;
-use super::partition::stop_partition;
-use super::partition::PARTITION_RECHECK;
+use super::stopped::resume_partition;
+use super::stopped::stop_partition;
+use super::stopped::PARTITION_RECHECK;
 use super::{DeliveryReadModel, KafkaSource, FETCH_WAIT_MS, FIRST_EMPTY_WAIT_MS, NAME};
 
 /// Runs the delivery projection until `shutdown`: waits for its lease,

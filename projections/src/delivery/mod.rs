@@ -29,6 +29,7 @@ mod partition;
 mod rebuild;
 mod registration;
 mod status;
+mod stopped;
 
 use model::{apply, create_generation, publish, table};
 

@@ -3,7 +3,6 @@
 //! generation, and stopping or resuming it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use domain::StoredEvent;
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
@@ -351,61 +350,4 @@ fn first_at(incoming: &[Incoming], from: i64) -> Option<(Uuid, i64)> {
         }
         _ => None,
     })
-}
-
-/// How often a stopped partition looks again (an operator's rebuild or a
-/// new topic may have set things right).
-pub(super) const PARTITION_RECHECK: Duration = Duration::from_secs(5);
-
-/// Stops consuming a partition whose topic no longer holds what was applied
-/// from it: loudly (an error line, a gauge, a row `status` shows), never by
-/// passing over what came before.
-pub(super) async fn stop_partition(
-    conn: &mut PgConnection,
-    topic: &str,
-    partition: i32,
-    reason: &str,
-) -> Result<()> {
-    let new: bool = sqlx::query_scalar!(
-        r#"INSERT INTO delivery.stopped_partitions (topic, partition, reason) VALUES ($1, $2, $3)
-         ON CONFLICT (topic, partition) DO UPDATE SET reason = EXCLUDED.reason
-         RETURNING (xmax = 0) AS "new!""#,
-        topic,
-        partition,
-        reason,
-    )
-    .fetch_one(conn)
-    .await?;
-    metrics::gauge!("delivery_partition_stopped", "partition" => partition.to_string()).set(1.0);
-    if new {
-        tracing::error!(projection = NAME, topic, partition, reason,
-            "delivery partition stopped: the topic lost records it had applied (docs/runbook.md, \"The topic lost records\")");
-    }
-    Ok(())
-}
-
-pub(super) async fn resume_partition(
-    conn: &mut PgConnection,
-    topic: &str,
-    partition: i32,
-) -> Result<()> {
-    let was_stopped = sqlx::query!(
-        "DELETE FROM delivery.stopped_partitions WHERE topic = $1 AND partition = $2",
-        topic,
-        partition,
-    )
-    .execute(conn)
-    .await?
-    .rows_affected()
-        > 0;
-    metrics::gauge!("delivery_partition_stopped", "partition" => partition.to_string()).set(0.0);
-    if was_stopped {
-        tracing::warn!(
-            projection = NAME,
-            topic,
-            partition,
-            "delivery partition resumed"
-        );
-    }
-    Ok(())
 }

@@ -9,6 +9,7 @@
 
 mod cache;
 mod keys;
+pub mod oidc;
 mod token;
 
 use std::sync::Arc;

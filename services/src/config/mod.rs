@@ -3,6 +3,7 @@
 
 mod access;
 mod kafka;
+mod operators;
 
 use std::net::SocketAddr;
 
@@ -10,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use access::{check_issuer, AccessArgs};
 pub use kafka::{KafkaArgs, KafkaSecurityArgs};
+pub use operators::{LogClockCmd, MenuCmd, ProjectionsCmd};
 
 use projections::registry::{self, Source};
 use projections::runner::WorkerOptions;
@@ -173,44 +175,6 @@ impl Cmd {
     }
 }
 
-#[derive(Debug, Subcommand)]
-pub enum MenuCmd {
-    /// The menu as customers see it.
-    Show {
-        /// Print JSON (GET /menu's shape) instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Replace the whole menu with a JSON file in GET /menu's shape
-    /// (`-` reads standard input); `[]` clears it.
-    Set {
-        file: std::path::PathBuf,
-        /// Only when no menu is set yet (`just run`'s sample menu).
-        #[arg(long)]
-        if_empty: bool,
-    },
-    /// Mark a drink sold out: orders of it are refused until it is available.
-    SoldOut { coffee_name: String },
-    /// Put a sold-out drink on sale again.
-    Available { coffee_name: String },
-    /// Remove the menu: any drink at any price in range is accepted again.
-    Clear,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum LogClockCmd {
-    /// The largest stored transaction id, the clock and its shift.
-    Status,
-    /// Raise the clock past every stored transaction id (after a restore into
-    /// another cluster). Stop every `orders` process first; appends wait
-    /// while it runs (a fraction of a second).
-    Advance {
-        /// Why (kept with the clock; required).
-        #[arg(long, value_parser = reason)]
-        reason: String,
-    },
-}
-
 #[derive(Debug, Args)]
 pub struct AllArgs {
     #[command(flatten)]
@@ -243,78 +207,6 @@ impl WorkerArgs {
             ..WorkerOptions::default()
         }
     }
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ProjectionsCmd {
-    /// The known projections and the generation readers see.
-    List,
-    /// Each projection's position, the log head and the lag.
-    Status {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Re-apply the log to the live read model from a position (idempotent).
-    Replay {
-        name: String,
-        /// The log position to replay from (default: the beginning).
-        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
-        from: Option<i64>,
-        /// Events per transaction.
-        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
-        batch_size: i64,
-    },
-    /// Build a new generation beside the live one, then switch atomically.
-    Rebuild {
-        name: String,
-        /// The delivery projection only: build from a topic that no longer
-        /// holds every record (deleted by retention); the model is recorded
-        /// as incomplete.
-        #[arg(long)]
-        accept_incomplete: bool,
-        /// Events per transaction.
-        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
-        batch_size: i64,
-    },
-    /// The events a projection holds back (orders waiting behind an event
-    /// this build cannot read), order by order.
-    Held {
-        name: String,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Tell a projection to pass over one event it holds back, with a reason
-    /// (recorded with the database role and your operating-system user);
-    /// the order's later events then apply. Prefer deploying a build that
-    /// can read the event: that releases it by itself.
-    Park {
-        name: String,
-        /// The held event's id (see `orders projections held NAME`).
-        #[arg(long, conflicts_with = "record", required_unless_present = "record")]
-        event: Option<uuid::Uuid>,
-        /// A held Kafka record, as TOPIC/PARTITION/OFFSET (the delivery projection).
-        #[arg(long)]
-        record: Option<String>,
-        /// Why (kept in the audit trail; required).
-        #[arg(long, value_parser = reason)]
-        reason: String,
-    },
-    /// Every parking decision ever made: the audit trail.
-    Parked,
-}
-
-/// A parking reason: 1 to 500 characters, not only blanks.
-fn reason(text: &str) -> Result<String, String> {
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err("give a reason".into());
-    }
-    if trimmed.chars().count() > 500 {
-        return Err("at most 500 characters".into());
-    }
-    Ok(trimmed.to_owned())
 }
 
 #[derive(Debug, Args)]

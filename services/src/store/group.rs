@@ -154,6 +154,66 @@ async fn commit(
         .ok_or_else(|| sqlx::Error::Protocol("group commit: a request went unanswered".into()))
 }
 
+/// A batch as its statement's arrays: one entry per event (with the index
+/// of its request), one per idempotency key.
+#[derive(Default)]
+struct Arrays<'a> {
+    request: Vec<i32>,
+    streams: Vec<Uuid>,
+    versions: Vec<i32>,
+    event_ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i16>,
+    payloads: Vec<serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+    keyed: Vec<i32>,
+    scopes: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    fingerprints: Vec<&'a str>,
+    key_streams: Vec<Uuid>,
+    key_versions: Vec<i32>,
+}
+
+impl<'a> Arrays<'a> {
+    fn of(batch: &'a [(usize, Append)]) -> Self {
+        let rows: usize = batch.iter().map(|(_, (c, _))| c.versions.len()).sum();
+        let mut a = Arrays {
+            request: Vec::with_capacity(rows),
+            streams: Vec::with_capacity(rows),
+            versions: Vec::with_capacity(rows),
+            event_ids: Vec::with_capacity(rows),
+            types: Vec::with_capacity(rows),
+            schema_versions: Vec::with_capacity(rows),
+            payloads: Vec::with_capacity(rows),
+            metadata: Vec::with_capacity(rows),
+            ..Arrays::default()
+        };
+        for (i, (_, (c, key))) in batch.iter().enumerate() {
+            let i = i32::try_from(i).unwrap_or(i32::MAX);
+            for (n, version) in c.versions.iter().enumerate() {
+                a.request.push(i);
+                a.streams.push(c.stream.as_uuid());
+                a.versions.push(*version);
+                a.event_ids.push(c.event_ids[n]);
+                a.types.push(c.types[n]);
+                a.schema_versions.push(c.schema_versions[n]);
+                a.payloads.push(c.payloads[n].clone());
+                a.metadata.push(c.metadata.clone());
+            }
+            if let Some(k) = key {
+                a.keyed.push(i);
+                a.scopes.push(k.scope.as_str());
+                a.keys.push(k.key.as_str());
+                a.fingerprints.push(k.fingerprint.as_str());
+                a.key_streams.push(c.stream.as_uuid());
+                a.key_versions
+                    .push(c.versions.last().copied().unwrap_or_default());
+            }
+        }
+        a
+    }
+}
+
 /// The batch's statement: keys first (a key held by another request skips
 /// its request's events), then the events of every request whose key went
 /// in or that has none, then their outbox rows; positions are drawn in the
@@ -163,39 +223,7 @@ async fn insert_many(
     pool: &PgPool,
     batch: &[(usize, Append)],
 ) -> std::result::Result<HashMap<Uuid, Inserted>, sqlx::Error> {
-    let rows: usize = batch.iter().map(|(_, (c, _))| c.versions.len()).sum();
-    let mut request = Vec::with_capacity(rows);
-    let mut streams = Vec::with_capacity(rows);
-    let mut versions = Vec::with_capacity(rows);
-    let mut event_ids = Vec::with_capacity(rows);
-    let mut types: Vec<&str> = Vec::with_capacity(rows);
-    let mut schema_versions = Vec::with_capacity(rows);
-    let mut payloads = Vec::with_capacity(rows);
-    let mut metadata = Vec::with_capacity(rows);
-    let mut keyed = Vec::new();
-    let (mut scopes, mut keys, mut fingerprints) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut key_streams, mut key_versions) = (Vec::new(), Vec::new());
-    for (i, (_, (c, key))) in batch.iter().enumerate() {
-        let i = i32::try_from(i).unwrap_or(i32::MAX);
-        for (n, version) in c.versions.iter().enumerate() {
-            request.push(i);
-            streams.push(c.stream.as_uuid());
-            versions.push(*version);
-            event_ids.push(c.event_ids[n]);
-            types.push(c.types[n]);
-            schema_versions.push(c.schema_versions[n]);
-            payloads.push(c.payloads[n].clone());
-            metadata.push(c.metadata.clone());
-        }
-        if let Some(k) = key {
-            keyed.push(i);
-            scopes.push(k.scope.as_str());
-            keys.push(k.key.as_str());
-            fingerprints.push(k.fingerprint.as_str());
-            key_streams.push(c.stream.as_uuid());
-            key_versions.push(c.versions.last().copied().unwrap_or_default());
-        }
-    }
+    let a = Arrays::of(batch);
     let inserted = sqlx::query!(
         r#"WITH input AS (
              SELECT u.*, nextval(pg_get_serial_sequence('events', 'position')) AS position
@@ -230,20 +258,20 @@ async fn insert_many(
          SELECT stream_id AS "stream_id!", position AS "position!", version AS "version!",
                 recorded_at AS "recorded_at!"
            FROM appended ORDER BY position"#,
-        &request,
-        &streams,
-        &versions,
-        &event_ids,
-        &types as &[&str],
-        &schema_versions,
-        &payloads,
-        &metadata,
-        &keyed,
-        &scopes as &[&str],
-        &keys as &[&str],
-        &fingerprints as &[&str],
-        &key_streams,
-        &key_versions,
+        &a.request,
+        &a.streams,
+        &a.versions,
+        &a.event_ids,
+        &a.types as &[&str],
+        &a.schema_versions,
+        &a.payloads,
+        &a.metadata,
+        &a.keyed,
+        &a.scopes as &[&str],
+        &a.keys as &[&str],
+        &a.fingerprints as &[&str],
+        &a.key_streams,
+        &a.key_versions,
     )
     .fetch_all(pool)
     .await?;

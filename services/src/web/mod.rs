@@ -22,7 +22,7 @@ use crate::http::access::Caller;
 use crate::http::error::ApiError;
 use crate::http::{Apis, AppState};
 
-pub use signin::{SignIn, WebConfig};
+pub use signin::WebConfig;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "orders_session";
@@ -31,7 +31,7 @@ pub const SESSION_COOKIE: &str = "orders_session";
 #[derive(Clone)]
 pub struct Web {
     /// `None`: no web client configured (the pages show, sign-in answers 503).
-    pub sign_in: Option<SignIn>,
+    pub sign_in: Option<crate::auth::oidc::OidcClient>,
     pub sessions: PostgresStore,
     /// Cookies only over TLS.
     pub secure: bool,
@@ -39,7 +39,11 @@ pub struct Web {
 }
 
 impl Web {
-    pub fn new(pool: sqlx::PgPool, sign_in: Option<SignIn>, secure: bool) -> anyhow::Result<Web> {
+    pub fn new(
+        pool: sqlx::PgPool,
+        sign_in: Option<crate::auth::oidc::OidcClient>,
+        secure: bool,
+    ) -> anyhow::Result<Web> {
         let sessions = PostgresStore::new(pool)
             .with_schema_name("web")
             .and_then(|s| s.with_table_name("sessions"))

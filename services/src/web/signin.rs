@@ -18,26 +18,20 @@
 //! - `POST /auth/logout` ends the session and answers where to send the
 //!   browser to end the provider's session too.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use domain::UserId;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
-use openidconnect::{
-    AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
-    EndpointNotSet, EndpointSet, IssuerUrl, LogoutRequest, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout,
-    RedirectUrl, RequestTokenError, TokenResponse,
-};
+use openidconnect::CsrfToken;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use tower_sessions::{Expiry, Session};
 
-use crate::auth::{Authenticator, Identity, Roles, TokenError};
+use crate::auth::oidc::{OidcClient, Pending, SignInError};
+use crate::auth::{Identity, Roles};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 
@@ -61,9 +55,6 @@ const PENDING: &str = "sign_in";
 const PENDING_FOR: time::Duration = time::Duration::minutes(10);
 /// A session never outlives this, whatever the access token says.
 const LONGEST: Duration = Duration::from_secs(12 * 3600);
-/// How long the provider's discovery document is trusted before it is
-/// fetched again (its keys rotate).
-const METADATA_TTL: Duration = Duration::from_secs(300);
 /// The longest `next` kept (a path on this site).
 const NEXT_MAX: usize = 200;
 
@@ -125,110 +116,13 @@ pub async fn signed_in(session: &Session) -> Result<Option<SignedIn>, anyhow::Er
     Ok(user.filter(|u| u.identity().is_some()))
 }
 
-/// A sign-in in flight.
-#[derive(Debug, Serialize, Deserialize)]
-struct Pending {
-    state: String,
-    nonce: String,
-    verifier: String,
-    next: String,
-}
-
-/// The client as discovery builds it: an authorization endpoint, maybe a
-/// token and a userinfo endpoint.
-type WebClient = CoreClient<
-    EndpointSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointMaybeSet,
-    EndpointMaybeSet,
->;
-
-/// The provider's side of the pages' sign-in: its discovery document
-/// (cached), the client, and the access token check.
-#[derive(Clone)]
-pub struct SignIn {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    issuer: IssuerUrl,
-    client_id: ClientId,
-    client_secret: ClientSecret,
-    redirect: RedirectUrl,
-    after_logout: PostLogoutRedirectUrl,
-    /// Redirects are not followed (a provider's answer that redirects is
-    /// an error, not an invitation to fetch another URL).
-    http: reqwest::Client,
-    metadata: tokio::sync::Mutex<Option<(Instant, Arc<ProviderMetadataWithLogout>)>>,
-    authenticator: Authenticator,
-}
-
-impl SignIn {
-    /// The sign-in of a service reached at `public_url` (no trailing slash).
-    pub fn new(
-        config: &WebConfig,
-        issuer: &str,
-        public_url: &str,
-        authenticator: Authenticator,
-    ) -> anyhow::Result<SignIn> {
-        let public_url = public_url.trim_end_matches('/');
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(SignIn {
-            inner: Arc::new(Inner {
-                issuer: IssuerUrl::new(issuer.to_owned())?,
-                client_id: ClientId::new(config.client_id.clone()),
-                client_secret: ClientSecret::new(config.client_secret.clone()),
-                redirect: RedirectUrl::new(format!("{public_url}/auth/callback"))?,
-                after_logout: PostLogoutRedirectUrl::new(format!("{public_url}/"))?,
-                http,
-                metadata: tokio::sync::Mutex::new(None),
-                authenticator,
-            }),
-        })
-    }
-
-    /// Where the provider sends browsers back.
-    pub fn redirect_uri(&self) -> &str {
-        self.inner.redirect.as_str()
-    }
-
-    /// The provider's discovery document (and keys), fetched at most every
-    /// [`METADATA_TTL`] unless `fresh`.
-    async fn metadata(&self, fresh: bool) -> Result<Arc<ProviderMetadataWithLogout>, ApiError> {
-        let mut cached = self.inner.metadata.lock().await;
-        if let Some((at, metadata)) = cached.as_ref() {
-            if !fresh && at.elapsed() < METADATA_TTL {
-                return Ok(metadata.clone());
-            }
+impl From<SignInError> for ApiError {
+    fn from(e: SignInError) -> Self {
+        match e {
+            SignInError::Failed(why) => ApiError::SignInFailed(why),
+            SignInError::Unavailable(why) => ApiError::SignInUnavailable(why),
+            SignInError::KeysUnavailable => ApiError::IdentityProviderUnavailable,
         }
-        let metadata = ProviderMetadataWithLogout::discover_async(
-            self.inner.issuer.clone(),
-            &self.inner.http,
-        )
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot read the identity provider's discovery document");
-            ApiError::SignInUnavailable(
-                "the identity provider cannot be reached; try again shortly",
-            )
-        })?;
-        let metadata = Arc::new(metadata);
-        *cached = Some((Instant::now(), metadata.clone()));
-        Ok(metadata)
-    }
-
-    fn client(&self, metadata: &ProviderMetadataWithLogout) -> WebClient {
-        CoreClient::from_provider_metadata(
-            metadata.clone(),
-            self.inner.client_id.clone(),
-            Some(self.inner.client_secret.clone()),
-        )
-        .set_redirect_uri(self.inner.redirect.clone())
     }
 }
 
@@ -236,7 +130,7 @@ fn session_error(e: tower_sessions::session::Error) -> ApiError {
     ApiError::Unavailable(anyhow::anyhow!("the session store: {e}"))
 }
 
-fn sign_in_of(state: &AppState) -> Result<&SignIn, ApiError> {
+fn sign_in_of(state: &AppState) -> Result<&OidcClient, ApiError> {
     state
         .web
         .as_ref()
@@ -277,23 +171,7 @@ pub async fn login(
 ) -> Result<Response, ApiError> {
     let sign_in = sign_in_of(&state)?;
     let next = local_path(param(query.as_deref(), "next"));
-    let metadata = sign_in.metadata(false).await?;
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, csrf_state, nonce) = sign_in
-        .client(&metadata)
-        .authorize_url(
-            CoreAuthenticationFlow::AuthorizationCode,
-            CsrfToken::new_random,
-            Nonce::new_random,
-        )
-        .set_pkce_challenge(challenge)
-        .url();
-    let pending = Pending {
-        state: csrf_state.secret().clone(),
-        nonce: nonce.secret().clone(),
-        verifier: verifier.secret().clone(),
-        next,
-    };
+    let (url, pending) = sign_in.start(next).await?;
     session
         .insert(PENDING, pending)
         .await
@@ -301,7 +179,7 @@ pub async fn login(
     if signed_in(&session).await.ok().flatten().is_none() {
         session.set_expiry(Some(Expiry::OnInactivity(PENDING_FOR)));
     }
-    Ok(Redirect::to(url.as_str()).into_response())
+    Ok(Redirect::to(&url).into_response())
 }
 
 /// `GET /auth/callback?code=…&state=…`: finishes the sign-in.
@@ -328,90 +206,12 @@ pub async fn callback(
             "the sign-in answer does not belong to this browser's sign-in; start again",
         ));
     }
-    let Some(code) = param(query, "code").filter(|c| !c.is_empty() && c.len() <= 2048) else {
-        return Err(ApiError::SignInFailed(
-            "the identity provider sent no code; start again",
-        ));
-    };
-    let metadata = sign_in.metadata(false).await?;
-    let client = sign_in.client(&metadata);
-    let exchange = client
-        .exchange_code(AuthorizationCode::new(code))
-        .map_err(|_| {
-            ApiError::SignInUnavailable("the identity provider publishes no token endpoint")
-        })?
-        .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier));
-    let tokens = exchange
-        .request_async(&sign_in.inner.http)
-        .await
-        .map_err(|e| match e {
-            RequestTokenError::ServerResponse(answer) => {
-                tracing::info!(error = %answer.error(), "the identity provider refused the sign-in code");
-                ApiError::SignInFailed("the identity provider refused the sign-in; start again")
-            }
-            other => {
-                tracing::warn!(error = %other, "cannot exchange the sign-in code");
-                ApiError::SignInUnavailable(
-                    "the identity provider cannot be reached; try again shortly",
-                )
-            }
-        })?;
-    let id_token = tokens.id_token().ok_or(ApiError::SignInFailed(
-        "the identity provider sent no ID token",
-    ))?;
-    let nonce = Nonce::new(pending.nonce);
-    // Its keys may have rotated since the document was read: once more with
-    // a fresh one before refusing.
-    let verified = id_token
-        .claims(&client.id_token_verifier(), &nonce)
-        .cloned();
-    let (client, claims) = match verified {
-        Ok(claims) => (client, claims),
-        Err(first) => {
-            let metadata = sign_in.metadata(true).await?;
-            let client = sign_in.client(&metadata);
-            let claims = {
-                let verifier = client.id_token_verifier();
-                let claims = id_token.claims(&verifier, &nonce).map_err(|e| {
-                    tracing::info!(error = %first, again = %e, "refused an ID token");
-                    ApiError::SignInFailed("the identity provider's ID token did not verify")
-                })?;
-                claims.clone()
-            };
-            (client, claims)
-        }
-    };
-    if let Some(expected) = claims.access_token_hash() {
-        let verifier = client.id_token_verifier();
-        let actual = id_token
-            .signing_alg()
-            .ok()
-            .zip(id_token.signing_key(&verifier).ok())
-            .and_then(|(alg, key)| {
-                AccessTokenHash::from_token(tokens.access_token(), alg, key).ok()
-            });
-        if actual.as_ref() != Some(expected) {
-            return Err(ApiError::SignInFailed(
-                "the access token does not match the ID token",
-            ));
-        }
-    }
-    let identity = sign_in
-        .inner
-        .authenticator
-        .verify(tokens.access_token().secret())
-        .await
-        .map_err(|why| match why {
-            TokenError::KeysUnavailable => ApiError::IdentityProviderUnavailable,
-            why => {
-                tracing::info!(reason = %why, "refused the access token of a browser sign-in");
-                ApiError::SignInFailed(
-                    "the identity provider's access token is not one this service accepts",
-                )
-            }
-        })?;
-    let lifetime = tokens
-        .expires_in()
+    let code = param(query, "code").unwrap_or_default();
+    let next = pending.next.clone();
+    let verified = sign_in.finish(pending, &code).await?;
+    let identity = verified.identity;
+    let lifetime = verified
+        .expires_in
         .unwrap_or(Duration::from_secs(3600))
         .min(LONGEST);
     let expires_at = time::OffsetDateTime::now_utc() + lifetime;
@@ -420,7 +220,7 @@ pub async fn callback(
         staff: identity.roles.staff,
         operator: identity.roles.operator,
         csrf: CsrfToken::new_random().secret().clone(),
-        id_token: id_token.to_string(),
+        id_token: verified.id_token,
         expires_at: expires_at.unix_timestamp(),
     };
     // A new id for the signed-in session: one planted before sign-in is
@@ -429,7 +229,7 @@ pub async fn callback(
     session.insert(USER, user).await.map_err(session_error)?;
     session.set_expiry(Some(Expiry::AtDateTime(expires_at)));
     tracing::info!(user = %identity.user, staff = identity.roles.staff, "signed in through the browser");
-    Ok(Redirect::to(&pending.next).into_response())
+    Ok(Redirect::to(&next).into_response())
 }
 
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -490,16 +290,8 @@ pub async fn logout(
     session.flush().await.map_err(session_error)?;
     let mut redirect_to = "/".to_owned();
     if let (Some(user), Ok(sign_in)) = (user, sign_in_of(&state)) {
-        if let Ok(metadata) = sign_in.metadata(false).await {
-            if let Some(end) = metadata.additional_metadata().end_session_endpoint.clone() {
-                let mut request = LogoutRequest::from(end)
-                    .set_client_id(sign_in.inner.client_id.clone())
-                    .set_post_logout_redirect_uri(sign_in.inner.after_logout.clone());
-                if let Ok(id_token) = user.id_token.parse::<CoreIdToken>() {
-                    request = request.set_id_token_hint(&id_token);
-                }
-                redirect_to = request.http_get_url().to_string();
-            }
+        if let Some(url) = sign_in.logout_url(Some(&user.id_token)).await {
+            redirect_to = url;
         }
     }
     Ok(Json(SignedOut { redirect_to }))
