@@ -35,10 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "Every order now in that status, oldest first", body = Vec<DeliveryStatusView>),
         (status = 400, description = "An unknown status (the answer lists the valid ones), or a bad `limit` or `order`", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, response = inline(crate::http::docs::Unavailable)),
-        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
-        (status = 403, response = inline(crate::http::docs::Forbidden)),
-        (status = 429, response = inline(crate::http::docs::RateLimited))
+        (status = 503, response = inline(crate::http::docs::Unavailable))
     ),
     security(("bearer" = [])))]
 async fn orders_in_status(
@@ -74,10 +71,7 @@ async fn orders_in_status(
         (status = 200, description = "The order's delivery status; `ETag` = the version the delivery side has applied", body = DeliveryStatusView, headers(("ETag" = String))),
         (status = 400, response = inline(crate::http::docs::InvalidUserId)),
         (status = 404, response = inline(crate::http::docs::OrderNotFound)),
-        (status = 503, description = "Unavailable, or the order is held back behind an event this version cannot read (`/problems/order-held`)", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
-        (status = 403, response = inline(crate::http::docs::Forbidden)),
-        (status = 429, response = inline(crate::http::docs::RateLimited))
+        (status = 503, description = "Unavailable, or the order is held back behind an event this version cannot read (`/problems/order-held`)", body = crate::http::error::Problem, content_type = "application/problem+json")
     ),
     security(("bearer" = [])))]
 async fn delivery_status(
@@ -124,10 +118,7 @@ async fn delivery_status(
         (status = 413, response = inline(crate::http::docs::BodyTooLarge)),
         (status = 415, response = inline(crate::http::docs::UnsupportedBody)),
         (status = 422, description = "No status given", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, response = inline(crate::http::docs::Unavailable)),
-        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
-        (status = 403, response = inline(crate::http::docs::Forbidden)),
-        (status = 429, response = inline(crate::http::docs::RateLimited))
+        (status = 503, response = inline(crate::http::docs::Unavailable))
     ),
     security(("bearer" = [])))]
 async fn move_order(

@@ -295,3 +295,66 @@ impl utoipa::Modify for BearerTokens {
         );
     }
 }
+
+/// The answers every route that needs a caller may give (401, 403, 429),
+/// stated here once and added to each operation that asks for a bearer
+/// token, rather than repeated at every route. Applied once the routes'
+/// paths are in the document (`http::routes_and_document`).
+pub struct CallerResponses;
+
+impl utoipa::Modify for CallerResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::ToResponse;
+        let shared = [
+            ("401", Unauthenticated::response().1),
+            ("403", Forbidden::response().1),
+            ("429", RateLimited::response().1),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    for (status, response) in &shared {
+                        operation
+                            .responses
+                            .responses
+                            .entry((*status).to_owned())
+                            .or_insert_with(|| response.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_route_that_needs_a_caller_documents_401_403_and_429() {
+        let (_, doc) = super::super::routes_and_document(super::super::Apis::All);
+        let mut protected = 0;
+        for (path, item) in &doc.paths.paths {
+            for operation in [&item.get, &item.post, &item.put, &item.delete, &item.patch]
+                .into_iter()
+                .flatten()
+            {
+                let responses = &operation.responses.responses;
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    protected += 1;
+                    for status in ["401", "403", "429"] {
+                        assert!(responses.contains_key(status), "{path}: no {status}");
+                    }
+                } else {
+                    assert!(!responses.contains_key("403"), "{path}: public, with 403");
+                }
+            }
+        }
+        assert!(protected >= 8, "{protected} protected operations");
+    }
+}

@@ -132,7 +132,7 @@ pub enum Apis {
 pub fn router(state: AppState, apis: Apis) -> Router {
     // Record from the first request on, not from the first scrape.
     crate::metrics::handle();
-    let (mut router, spec) = api_router(apis).split_for_parts();
+    let (mut router, spec) = routes_and_document(apis);
     if state.web.is_some() {
         router = router.merge(crate::web::router(apis));
     }
@@ -245,6 +245,14 @@ async fn drop_unsafe_request_id(mut req: Request) -> Request {
 
 /// The routes of the selected APIs, each registered with its OpenAPI
 /// description: what is mounted is what is documented.
+/// The selected APIs' routes and their OpenAPI document, with what every
+/// route shares added once the routes are in it.
+fn routes_and_document(apis: Apis) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut spec) = api_router(apis).split_for_parts();
+    utoipa::Modify::modify(&docs::CallerResponses, &mut spec);
+    (router, spec)
+}
+
 pub fn api_router(apis: Apis) -> utoipa_axum::router::OpenApiRouter<AppState> {
     use utoipa::OpenApi;
     let mut router = utoipa_axum::router::OpenApiRouter::with_openapi(docs::ApiDoc::openapi())

@@ -27,10 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Prometheus metrics, for operators.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses(
-        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
-        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
-        (status = 403, response = inline(crate::http::docs::Forbidden)),
-        (status = 429, response = inline(crate::http::docs::RateLimited))
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")
     ),
     security(("bearer" = [])))]
 async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {

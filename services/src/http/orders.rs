@@ -133,10 +133,7 @@ impl PlaceOrderInput {
         (status = 413, response = inline(crate::http::docs::BodyTooLarge)),
         (status = 415, response = inline(crate::http::docs::UnsupportedBody)),
         (status = 422, description = "Invalid fields, or an Idempotency-Key reused with another body", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, response = inline(crate::http::docs::Unavailable)),
-        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
-        (status = 403, response = inline(crate::http::docs::Forbidden)),
-        (status = 429, response = inline(crate::http::docs::RateLimited))
+        (status = 503, response = inline(crate::http::docs::Unavailable))
     ),
     security(("bearer" = [])))]
 async fn place_order(
@@ -207,10 +204,7 @@ const MAX_LIMIT: i64 = 500;
     responses(
         (status = 200, description = "The user's orders, newest first", body = Vec<OrderView>, headers(("Link" = String), ("X-Next-Cursor" = String))),
         (status = 400, description = "A bad query parameter or header", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The read model did not catch up in time, or unavailable", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
-        (status = 403, response = inline(crate::http::docs::Forbidden)),
-        (status = 429, response = inline(crate::http::docs::RateLimited))
+        (status = 503, description = "The read model did not catch up in time, or unavailable", body = crate::http::error::Problem, content_type = "application/problem+json")
     ),
     security(("bearer" = [])))]
 async fn list_orders(
@@ -268,10 +262,7 @@ async fn list_orders(
         (status = 304, description = "Not modified since the ETag given"),
         (status = 400, response = inline(crate::http::docs::InvalidUserId)),
         (status = 404, response = inline(crate::http::docs::OrderNotFound)),
-        (status = 503, response = inline(crate::http::docs::Unavailable)),
-        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
-        (status = 403, response = inline(crate::http::docs::Forbidden)),
-        (status = 429, response = inline(crate::http::docs::RateLimited))
+        (status = 503, response = inline(crate::http::docs::Unavailable))
     ),
     security(("bearer" = [])))]
 async fn order_detail(
@@ -311,10 +302,7 @@ async fn order_detail(
         (status = 404, response = inline(crate::http::docs::OrderNotFound)),
         (status = 409, description = "The lifecycle does not allow it", body = crate::http::error::Problem, content_type = "application/problem+json"),
         (status = 412, response = inline(crate::http::docs::VersionMismatch)),
-        (status = 503, response = inline(crate::http::docs::Unavailable)),
-        (status = 401, response = inline(crate::http::docs::Unauthenticated)),
-        (status = 403, response = inline(crate::http::docs::Forbidden)),
-        (status = 429, response = inline(crate::http::docs::RateLimited))
+        (status = 503, response = inline(crate::http::docs::Unavailable))
     ),
     security(("bearer" = [])))]
 async fn cancel_order(
