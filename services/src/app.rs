@@ -42,22 +42,18 @@ pub struct ServeConfig {
     /// The shop's clock: pickup numbers start again at its midnight.
     pub pickup_offset: time::UtcOffset,
     /// The pages' sign-in client; `None`: the pages show, sign-in is off.
-    pub web: Option<crate::web::WebConfig>,
+    pub web: Option<crate::http::pages::WebConfig>,
 }
 
 impl ServeConfig {
-    pub const DEFAULT_MAX_IN_FLIGHT: u32 = 512;
-    pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
-    pub const DEFAULT_READ_WAIT: Duration = Duration::from_secs(5);
-
     /// The defaults, listening on `addr`.
     pub fn on(addr: SocketAddr) -> ServeConfig {
         ServeConfig {
             addr,
             apis: Apis::All,
-            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT as usize,
-            request_timeout: Duration::from_secs(Self::DEFAULT_REQUEST_TIMEOUT_SECS),
-            read_wait: Self::DEFAULT_READ_WAIT,
+            max_in_flight: Shared::DEFAULT_MAX_IN_FLIGHT as usize,
+            request_timeout: Duration::from_secs(Shared::DEFAULT_REQUEST_TIMEOUT_SECS),
+            read_wait: Shared::DEFAULT_READ_WAIT,
             auth: None,
             rate_limits: RateLimitConfig::default(),
             tls: None,
@@ -239,7 +235,7 @@ fn web(
     state: &Shared,
     pools: &Pools,
     bound: SocketAddr,
-) -> anyhow::Result<crate::web::Web> {
+) -> anyhow::Result<crate::http::pages::Web> {
     let public_url = match serve.web.as_ref().and_then(|w| w.public_url.clone()) {
         Some(url) => url,
         None => {
@@ -273,7 +269,7 @@ fn web(
         _ => None,
     };
     let secure = serve.tls.is_some() || public_url.starts_with("https://");
-    crate::web::Web::new(pools.writes.clone(), sign_in, secure)
+    crate::http::pages::Web::new(pools.writes.clone(), sign_in, secure)
 }
 
 /// The token checks and rate limits of `serve`, their background work

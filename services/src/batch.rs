@@ -163,7 +163,7 @@ async fn collect<Q: Send + 'static, A: Send + 'static>(
 /// of the same kind (unavailable or not) that says what happened.
 pub(crate) fn shared(error: sqlx::Error, n: usize) -> impl Iterator<Item = sqlx::Error> {
     let message = format!("batch: {error}");
-    let unavailable = crate::store::is_unavailable(&error);
+    let unavailable = infra::pg::is_unavailable(&error);
     std::iter::once(error).chain((1..n).map(move |_| {
         if unavailable {
             sqlx::Error::Io(std::io::Error::other(message.clone()))

@@ -18,5 +18,4 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod view;
-pub mod web;
 pub mod workers;

@@ -138,7 +138,7 @@ impl Default for AppOptions {
         AppOptions {
             apis: Apis::All,
             workers: true,
-            read_wait: ServeConfig::DEFAULT_READ_WAIT,
+            read_wait: services::http::Shared::DEFAULT_READ_WAIT,
             kafka: None,
             relay: true,
             max_in_flight: None,
@@ -184,7 +184,7 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         .map(|p| services::auth::AuthConfig::new(p.issuer.clone(), AUDIENCE));
     // The pages sign in through the same provider (its `orders-web` client
     // accepts a callback on any loopback port).
-    serve.web = provider.as_ref().map(|_| services::web::WebConfig {
+    serve.web = provider.as_ref().map(|_| services::http::pages::WebConfig {
         client_id: crate::oidc::WEB_CLIENT.0.to_owned(),
         client_secret: crate::oidc::WEB_CLIENT.1.to_owned(),
         public_url: None,

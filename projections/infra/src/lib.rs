@@ -9,6 +9,7 @@
 //! - [`lease`] and [`lock`]: leadership with fencing, and session locks;
 //! - [`kafka`] and [`broker`]: connections to the brokers, every request
 //!   with a deadline;
+//! - [`pg`]: what a PostgreSQL error means for a retry;
 //! - [`failpoint`]: where a test may make the process die on purpose.
 
 #![deny(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod kafka;
 pub mod lease;
 pub mod lock;
 pub mod notify;
+pub mod pg;
 pub mod rows;
 pub mod wait;
 

@@ -3,7 +3,7 @@
 //! and the code exchange with every check of what comes back (the ID
 //! token's signature, issuer, audience and nonce, the access token's hash,
 //! and the access token itself exactly as a bearer token is checked by the
-//! [`Authenticator`]). The HTTP side (sessions, redirects) is `web::signin`.
+//! [`Authenticator`]). The HTTP side (sessions, redirects) is `http::pages::signin`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -218,11 +218,11 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = Apis::All)]
     pub api: Apis,
     /// Requests handled at once; more are answered 503 with Retry-After.
-    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = ServeConfig::DEFAULT_MAX_IN_FLIGHT,
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = crate::http::Shared::DEFAULT_MAX_IN_FLIGHT,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
     /// Seconds after which a request still running is answered 503.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = ServeConfig::DEFAULT_REQUEST_TIMEOUT_SECS,
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = crate::http::Shared::DEFAULT_REQUEST_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub request_timeout_secs: u64,
     /// Serve HTTPS with this certificate chain (PEM; reloaded when it
@@ -262,7 +262,7 @@ fn utc_offset(text: &str) -> Result<time::UtcOffset, String> {
 }
 
 impl ServeArgs {
-    fn web(&self) -> anyhow::Result<Option<crate::web::WebConfig>> {
+    fn web(&self) -> anyhow::Result<Option<crate::http::pages::WebConfig>> {
         let public_url = match self.public_url.as_deref().map(str::trim) {
             Some(url) => {
                 let parsed = reqwest::Url::parse(url)
@@ -276,7 +276,7 @@ impl ServeArgs {
         };
         Ok(
             match (&self.oidc_web_client_id, &self.oidc_web_client_secret) {
-                (Some(id), Some(secret)) => Some(crate::web::WebConfig {
+                (Some(id), Some(secret)) => Some(crate::http::pages::WebConfig {
                     client_id: id.clone(),
                     client_secret: secret.clone(),
                     public_url,

@@ -13,7 +13,8 @@ use utoipa_axum::routes;
 use super::access::Caller;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{self, ApiPath, Fields, IfMatch, QueryPairs, RequestContext};
-use super::{order_response, settle, AppState};
+use super::state::AppState;
+use super::{order_response, settle};
 use crate::view::{DeliveryStatusView, OrderView};
 use projections::{delivery, held};
 

@@ -7,20 +7,23 @@ mod delivery;
 pub mod docs;
 pub mod error;
 mod extract;
+mod limits;
 mod menu;
 mod ops;
 mod orders;
+pub mod pages;
+pub mod session;
+mod state;
 pub mod tls;
 
+pub use state::{Apis, AppState, Shared};
+
 use std::io;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Router, ServiceExt};
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
@@ -29,9 +32,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::app::ServeConfig;
-use crate::orders::{Handled, Orders, Outcome};
-use crate::store::{CommitSignal, EventStore};
+use crate::orders::{Handled, Outcome};
 use error::ApiError;
 
 /// Largest request body accepted (413 beyond).
@@ -44,97 +45,13 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The global log position of a write, for read-your-writes on the read models.
 pub const LOG_POSITION: HeaderName = HeaderName::from_static("x-log-position");
 
-/// State shared by every handler: one reference-counted [`Shared`], so
-/// the clone axum makes for every request is one counter's increment (the
-/// parts themselves are a dozen pools, channels and maps: cloning and
-/// dropping them per request was 3–4 % of the service's CPU under load).
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl From<Shared> for AppState {
-    fn from(shared: Shared) -> Self {
-        AppState(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// What every handler shares; assembled once, then frozen in an [`AppState`].
-pub struct Shared {
-    pub orders: Orders,
-    /// The write budget (appends go through `orders`' store, which holds it).
-    pub pool: PgPool,
-    /// The read budget: reads never take the writers' connections.
-    pub reads: PgPool,
-    /// The port the server listens on (the original health check names it).
-    pub port: u16,
-    /// How long a read that asks for its own writes (`X-Log-Position`,
-    /// `Prefer: consistency=strong`) waits for the read model before it
-    /// answers 503.
-    pub read_wait: Duration,
-    /// The Kafka brokers `/readyz` checks, when configured.
-    pub kafka: Option<infra::kafka::KafkaSource>,
-    /// Requests handled at once; more are shed with 503 + `Retry-After`.
-    pub max_in_flight: usize,
-    /// A request still running after this is answered 503.
-    pub request_timeout: Duration,
-    /// Poked by every committed append; [`serve`] turns pokes into `NOTIFY`s.
-    pub commit_signal: CommitSignal,
-    /// The projections' positions for read-your-writes waiters (which hold
-    /// no connection while they wait); [`serve`] runs it.
-    pub positions: projections::consistency::PositionWatch,
-    /// Who may call, and how often.
-    pub access: access::Access,
-    /// The pages, their sign-in and live updates (`None`: API only).
-    pub web: Option<crate::web::Web>,
-}
-
-impl Shared {
-    pub fn new(pools: &crate::db::Pools, port: u16) -> Self {
-        let commit_signal = CommitSignal::new();
-        Shared {
-            orders: Orders::new(
-                EventStore::new(pools.writes.clone())
-                    .with_commit_signal(commit_signal.clone())
-                    .with_group_commit(),
-            ),
-            commit_signal,
-            positions: projections::consistency::PositionWatch::default(),
-            pool: pools.writes.clone(),
-            reads: pools.reads.clone(),
-            port,
-            read_wait: ServeConfig::DEFAULT_READ_WAIT,
-            kafka: None,
-            max_in_flight: ServeConfig::DEFAULT_MAX_IN_FLIGHT as usize,
-            request_timeout: Duration::from_secs(ServeConfig::DEFAULT_REQUEST_TIMEOUT_SECS),
-            access: access::Access::default(),
-            web: None,
-        }
-    }
-}
-
-/// Which APIs a process serves (`orders serve --api …`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Apis {
-    Order,
-    Delivery,
-    #[default]
-    All,
-}
-
 /// The application: every route of the selected APIs plus operations.
 pub fn router(state: AppState, apis: Apis) -> Router {
     // Record from the first request on, not from the first scrape.
     crate::metrics::handle();
     let (mut router, spec) = routes_and_document(apis);
     if state.web.is_some() {
-        router = router.merge(crate::web::router(apis));
+        router = router.merge(crate::http::pages::router(apis));
     }
     let router = router
         .layer(axum::Extension(std::sync::Arc::new(spec)))
@@ -155,7 +72,7 @@ pub fn router(state: AppState, apis: Apis) -> Router {
         None => router,
     };
     let router =
-        crate::web::security_headers()
+        crate::http::pages::security_headers()
             .into_iter()
             .fold(router, |router, (name, value)| {
                 router.layer(

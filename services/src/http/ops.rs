@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::access::Caller;
 use super::error::ApiError;
-use super::AppState;
+use super::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -15,7 +15,8 @@ use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{
     self, ApiPath, Fields, IdempotencyKeyHeader, IfMatch, QueryPairs, ReadFreshness, RequestContext,
 };
-use super::{order_response, settle, AppState};
+use super::state::AppState;
+use super::{order_response, settle};
 use crate::store::IdempotencyKey;
 use crate::view::OrderView;
 

@@ -83,7 +83,7 @@ impl StoreError {
     /// callers answer 503 and retry later rather than report a bug.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Database(e) => is_unavailable(e),
+            StoreError::Database(e) => infra::pg::is_unavailable(e),
             _ => false,
         }
     }
@@ -94,21 +94,5 @@ pub fn violated_constraint(error: &sqlx::Error) -> Option<&str> {
     match error {
         sqlx::Error::Database(db) => db.constraint(),
         _ => None,
-    }
-}
-
-/// Connection-level failures: the database is down, restarting or overloaded.
-pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Tls(_) => true,
-        // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
-        // 53300 too_many_connections, 08xxx connection exceptions.
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300") || c.starts_with("08")
-        }),
-        _ => false,
     }
 }

@@ -125,7 +125,8 @@ async fn commit(
         }
         // Refused by the database (not cut off from it): nothing committed.
         Err(refused)
-            if matches!(refused, sqlx::Error::Database(_)) && !super::is_unavailable(&refused) =>
+            if matches!(refused, sqlx::Error::Database(_))
+                && !infra::pg::is_unavailable(&refused) =>
         {
             tracing::debug!(error = %refused, size = batch.len(), "a group commit was refused; its requests go one by one");
             let alone = |(i, (columns, key)): (usize, Append)| async move {

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use tracing::instrument;
 use uuid::Uuid;
 
-pub use error::{is_unavailable, Result, StoreError};
+pub use error::{Result, StoreError};
 pub use group::GroupCommit;
 pub use pickup::PickupNumbers;
 pub use signal::CommitSignal;

@@ -38,7 +38,7 @@ impl From<ProjectionError> for ApiError {
                 header: "x-log-position",
                 message: format!("no committed event is at log position {position}"),
             },
-            ProjectionError::Database(db) if crate::store::is_unavailable(&db) => {
+            ProjectionError::Database(db) if infra::pg::is_unavailable(&db) => {
                 ApiError::Unavailable(db.into())
             }
             other => ApiError::Internal(other.into()),

@@ -21,19 +21,17 @@
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
-use domain::UserId;
 use openidconnect::CsrfToken;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::Digest;
 use tower_sessions::{Expiry, Session};
 
 use crate::auth::oidc::{OidcClient, Pending, SignInError};
-use crate::auth::{Identity, Roles};
 use crate::http::error::ApiError;
-use crate::http::AppState;
+use crate::http::session::{signed_in, SignedIn, USER};
+use crate::http::state::AppState;
 
 /// The browser sign-in's settings (`OIDC_WEB_CLIENT_ID`, …).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +45,6 @@ pub struct WebConfig {
     pub public_url: Option<String>,
 }
 
-/// The session key of a signed-in user.
-const USER: &str = "user";
 /// The session key of a sign-in in flight.
 const PENDING: &str = "sign_in";
 /// How long a started sign-in may take.
@@ -57,64 +53,6 @@ const PENDING_FOR: time::Duration = time::Duration::minutes(10);
 const LONGEST: Duration = Duration::from_secs(12 * 3600);
 /// The longest `next` kept (a path on this site).
 const NEXT_MAX: usize = 200;
-
-/// A signed-in browser, as its session holds it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SignedIn {
-    user: String,
-    staff: bool,
-    operator: bool,
-    /// Echoed by the page in `X-CSRF-Token` on every write.
-    csrf: String,
-    /// The provider's ID token, for ending the provider's session too.
-    id_token: String,
-    /// Unix seconds: the access token's end.
-    expires_at: i64,
-}
-
-impl SignedIn {
-    /// The caller this session stands for; `None` when it expired or no
-    /// longer names a valid user.
-    pub fn identity(&self) -> Option<Identity> {
-        if self.expires_at <= time::OffsetDateTime::now_utc().unix_timestamp() {
-            return None;
-        }
-        Some(Identity {
-            user: UserId::parse(&self.user).ok()?,
-            roles: Roles {
-                staff: self.staff,
-                operator: self.operator,
-            },
-        })
-    }
-
-    /// Whether `headers` carry this session's CSRF token (compared in
-    /// constant time).
-    pub fn csrf_matches(&self, headers: &HeaderMap) -> bool {
-        let Some(sent) = headers.get(CSRF_HEADER).map(|v| v.as_bytes()) else {
-            return false;
-        };
-        let expected = self.csrf.as_bytes();
-        sent.len() == expected.len()
-            && sent
-                .iter()
-                .zip(expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    }
-}
-
-/// The header a page's writes carry the CSRF token in.
-pub const CSRF_HEADER: &str = "x-csrf-token";
-
-/// The signed-in user of `session`, if any (and not expired).
-pub async fn signed_in(session: &Session) -> Result<Option<SignedIn>, anyhow::Error> {
-    let user: Option<SignedIn> = session
-        .get(USER)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read the session: {e}"))?;
-    Ok(user.filter(|u| u.identity().is_some()))
-}
 
 impl From<SignInError> for ApiError {
     fn from(e: SignInError) -> Self {
@@ -316,28 +254,5 @@ mod tests {
         assert_eq!(local_path(Some("/board".to_owned())), "/board");
         assert_eq!(local_path(Some("/".repeat(NEXT_MAX + 1))), "/");
         assert_eq!(local_path(None), "/");
-    }
-
-    #[test]
-    fn the_csrf_token_must_match_exactly() {
-        let user = SignedIn {
-            user: "alice".into(),
-            staff: false,
-            operator: false,
-            csrf: "token-123".into(),
-            id_token: String::new(),
-            expires_at: i64::MAX,
-        };
-        let mut headers = HeaderMap::new();
-        assert!(!user.csrf_matches(&headers));
-        headers.insert(CSRF_HEADER, "token-12".parse().expect("a header value"));
-        assert!(!user.csrf_matches(&headers));
-        headers.insert(CSRF_HEADER, "token-123".parse().expect("a header value"));
-        assert!(user.csrf_matches(&headers));
-        let expired = SignedIn {
-            expires_at: 0,
-            ..user
-        };
-        assert!(expired.identity().is_none());
     }
 }

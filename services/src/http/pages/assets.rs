@@ -27,8 +27,8 @@ macro_rules! asset {
         Asset {
             name: $name,
             content_type: $type,
-            bytes: include_bytes!(concat!("../../assets/", $name)),
-            etag: LazyLock::new(|| etag(include_bytes!(concat!("../../assets/", $name)))),
+            bytes: include_bytes!(concat!("../../../assets/", $name)),
+            etag: LazyLock::new(|| etag(include_bytes!(concat!("../../../assets/", $name)))),
         }
     };
 }

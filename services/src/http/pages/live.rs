@@ -1,0 +1,89 @@
+//! The pages' live updates: server-sent events.
+//!
+//! Every process that serves the pages runs one [`Live`] hub ([`super::feed`]). It listens
+//! on PostgreSQL's `orders_changed`, `delivery_changed` and `menu_changed`
+//! channels, which the live projection batches and the menu commands
+//! notify in their own transactions ([`infra::notify`]), so a change
+//! committed by any process, through any API process, reaches every hub.
+//! A hub reads each named row once, however many pages are open, and hands
+//! it to its streams through a broadcast channel; each stream keeps what
+//! its caller may see:
+//!
+//! - `GET /events/orders`: the signed-in caller's own orders (`order`,
+//!   an order as `GET /order-ms/…/orders/{id}` shows it) and `menu` when
+//!   the menu changed;
+//! - `GET /events/board` (staff): every delivery status change (`status`,
+//!   as `GET /delivery-ms/…` shows it).
+//!
+//! Each stream begins with `ready`, sent after it subscribed: a page loads
+//! what it shows then, and no change after that moment is missed. `ready`
+//! comes again whenever the stream may have missed something (the hub
+//! reconnected to PostgreSQL, or the stream fell behind): the page loads
+//! again. A comment every 15 s keeps idle connections open through
+//! proxies. `EventSource` cannot send a bearer token: the session cookie
+//! authenticates these streams (a bearer token works too, for other
+//! clients).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::Stream;
+
+use super::feed::{json_event, Change, Live};
+use crate::http::access::Caller;
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+
+fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    // Proxies must pass each event on at once.
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    response.headers_mut().insert(
+        axum::http::HeaderName::from_static("x-accel-buffering"),
+        axum::http::HeaderValue::from_static("no"),
+    );
+    response
+}
+
+fn hub(state: &AppState) -> Result<&Live, ApiError> {
+    state
+        .web
+        .as_ref()
+        .map(|web| &web.live)
+        .ok_or(ApiError::RouteNotFound)
+}
+
+/// `GET /events/orders`: the caller's own orders as they change.
+pub async fn orders(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let live = hub(&state)?;
+    let user = match &caller {
+        Caller::Signed(identity) => Some(identity.user.to_string()),
+        // Without authentication (development) every order is anyone's.
+        Caller::Unchecked => None,
+    };
+    Ok(sse(live.stream(move |change| match change {
+        Change::Order(order) if user.as_ref().is_none_or(|u| *u == order.user_id) => {
+            json_event("order", order)
+        }
+        Change::Menu => json_event("menu", &serde_json::json!({})),
+        _ => None,
+    })))
+}
+
+/// `GET /events/board`: every order's delivery status as it changes (staff).
+pub async fn board(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.staff()?;
+    let live = hub(&state)?;
+    Ok(sse(live.stream(|change| match change {
+        Change::Status(status) => json_event("status", status),
+        _ => None,
+    })))
+}
