@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::DecodeError;
+use crate::line::OrderLine;
 use crate::options::DrinkOptions;
 use crate::status::Status;
 use crate::upcast;
@@ -42,6 +43,37 @@ pub struct OrderPlaced {
     /// The short per-day number staff call out. Since schema version 3;
     /// orders placed before it have none (`None`).
     pub pickup_number: Option<u32>,
+}
+
+impl OrderPlaced {
+    /// The placement of `line` (its total is the line's price).
+    pub fn of(
+        order_id: OrderId,
+        user_id: UserId,
+        line: OrderLine,
+        pickup_number: Option<u32>,
+    ) -> Self {
+        OrderPlaced {
+            order_id,
+            user_id,
+            total_price: line.line_price(),
+            coffee_name: line.coffee_name,
+            coffee_price: line.coffee_price,
+            coffee_qty: line.coffee_qty,
+            options: line.options,
+            pickup_number,
+        }
+    }
+
+    /// The drink it placed.
+    pub fn line(&self) -> OrderLine {
+        OrderLine {
+            coffee_name: self.coffee_name.clone(),
+            coffee_price: self.coffee_price,
+            coffee_qty: self.coffee_qty,
+            options: self.options,
+        }
+    }
 }
 
 /// The payload of [`Event::OrderCancelled`].

@@ -10,6 +10,7 @@
 mod envelope;
 mod error;
 mod event;
+mod line;
 mod menu;
 mod options;
 mod order;
@@ -20,6 +21,7 @@ mod values;
 pub use envelope::{EventEnvelope, Metadata, StoredEvent};
 pub use error::{DecodeError, DomainError, ValueError};
 pub use event::{CancelledBy, Event, OrderCancelled, OrderPlaced};
+pub use line::OrderLine;
 pub use menu::{Drink, Menu, MenuError, OffMenu};
 pub use options::{DrinkOptions, OptionValue, Size, Temperature};
 pub use order::{decide, evolve, fold, Command, Order, OrderState, PlaceOrder};

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::line::OrderLine;
 use crate::options::{DrinkOptions, OptionValue, Size, Temperature};
 use crate::values::{CoffeeName, Price};
 
@@ -79,6 +80,11 @@ impl Menu {
 
     pub fn drink(&self, name: &CoffeeName) -> Option<&Drink> {
         self.drinks.iter().find(|d| &d.coffee_name == name)
+    }
+
+    /// Whether a line of an order fits the menu ([`Menu::check`]).
+    pub fn check_line(&self, line: &OrderLine) -> Result<(), OffMenu> {
+        self.check(&line.coffee_name, line.coffee_price, line.options)
     }
 
     /// Whether an order of `name` at `price` with `options` fits the menu.

@@ -5,9 +5,9 @@
 
 use crate::error::DomainError;
 use crate::event::{CancelledBy, Event, OrderCancelled, OrderPlaced};
-use crate::options::DrinkOptions;
+use crate::line::OrderLine;
 use crate::status::Status;
-use crate::values::{CoffeeName, OrderId, Price, Quantity, UserId, Won};
+use crate::values::{OrderId, UserId, Won};
 
 /// What a customer or staff member asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,10 +24,8 @@ pub enum Command {
 pub struct PlaceOrder {
     pub order_id: OrderId,
     pub user_id: UserId,
-    pub coffee_name: CoffeeName,
-    pub coffee_price: Price,
-    pub coffee_qty: Quantity,
-    pub options: DrinkOptions,
+    /// The drink ordered.
+    pub line: OrderLine,
     /// Drawn by the service before deciding (`None`: none was drawn).
     pub pickup_number: Option<u32>,
 }
@@ -46,11 +44,8 @@ pub enum OrderState {
 pub struct Order {
     pub order_id: OrderId,
     pub user_id: UserId,
-    pub coffee_name: CoffeeName,
-    pub coffee_price: Price,
-    pub coffee_qty: Quantity,
+    pub line: OrderLine,
     pub total_price: Won,
-    pub options: DrinkOptions,
     pub pickup_number: Option<u32>,
     pub status: Status,
     /// How many events the stream holds; the version of the last one applied.
@@ -78,17 +73,12 @@ impl OrderState {
 pub fn decide(state: &OrderState, command: Command) -> Result<Vec<Event>, DomainError> {
     match (state, command) {
         (OrderState::NotPlaced, Command::Place(place)) => {
-            let total_price = place.coffee_price.times(place.coffee_qty);
-            Ok(vec![Event::OrderPlaced(OrderPlaced {
-                order_id: place.order_id,
-                user_id: place.user_id,
-                coffee_name: place.coffee_name,
-                coffee_price: place.coffee_price,
-                coffee_qty: place.coffee_qty,
-                total_price,
-                options: place.options,
-                pickup_number: place.pickup_number,
-            })])
+            Ok(vec![Event::OrderPlaced(OrderPlaced::of(
+                place.order_id,
+                place.user_id,
+                place.line,
+                place.pickup_number,
+            ))])
         }
         (OrderState::Placed(_), Command::Place(_)) => Err(DomainError::AlreadyPlaced),
         (OrderState::NotPlaced, Command::MoveTo { .. } | Command::Cancel) => {
@@ -125,11 +115,8 @@ pub fn evolve(state: OrderState, event: &Event) -> OrderState {
         (OrderState::NotPlaced, Event::OrderPlaced(p)) => OrderState::Placed(Order {
             order_id: p.order_id,
             user_id: p.user_id.clone(),
-            coffee_name: p.coffee_name.clone(),
-            coffee_price: p.coffee_price,
-            coffee_qty: p.coffee_qty,
+            line: p.line(),
             total_price: p.total_price,
-            options: p.options,
             pickup_number: p.pickup_number,
             status: Status::Received,
             version: 1,

@@ -1,8 +1,8 @@
-//! Given/when/then tests: one per lifecycle rule in ARCHITECTURE.md's status table.
+//! Given/when/then tests: one per lifecycle rule in the status table of ARCHITECTURE.md (the design kept beside the repository).
 
 use domain::{
     decide, fold, CancelledBy, CoffeeName, Command, DomainError, Event, OrderCancelled, OrderId,
-    OrderPlaced, PlaceOrder, Price, Quantity, Status, UserId, Won,
+    OrderLine, OrderPlaced, PlaceOrder, Price, Quantity, Status, UserId, Won,
 };
 use domain::{DrinkOptions, Size, Temperature};
 
@@ -43,12 +43,14 @@ fn place() -> PlaceOrder {
     PlaceOrder {
         order_id: id(),
         user_id: UserId::parse("USER0001").expect("valid"),
-        coffee_name: CoffeeName::parse("today's coffee").expect("valid"),
-        coffee_price: Price::try_from(5000).expect("valid"),
-        coffee_qty: Quantity::try_from(3).expect("valid"),
-        options: DrinkOptions {
-            temperature: Temperature::Iced,
-            size: Size::Large,
+        line: OrderLine {
+            coffee_name: CoffeeName::parse("today's coffee").expect("valid"),
+            coffee_price: Price::try_from(5000).expect("valid"),
+            coffee_qty: Quantity::try_from(3).expect("valid"),
+            options: DrinkOptions {
+                temperature: Temperature::Iced,
+                size: Size::Large,
+            },
         },
         pickup_number: Some(7),
     }
@@ -59,11 +61,11 @@ fn placed() -> Event {
     Event::OrderPlaced(OrderPlaced {
         order_id: p.order_id,
         user_id: p.user_id,
-        coffee_name: p.coffee_name,
-        coffee_price: p.coffee_price,
-        coffee_qty: p.coffee_qty,
+        coffee_name: p.line.coffee_name,
+        coffee_price: p.line.coffee_price,
+        coffee_qty: p.line.coffee_qty,
         total_price: Won(15_000),
-        options: p.options,
+        options: p.line.options,
         pickup_number: p.pickup_number,
     })
 }

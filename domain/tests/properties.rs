@@ -1,11 +1,11 @@
 //! Property tests: the invariants hold for any command sequence, replaying the
 //! emitted events reproduces the state, events round-trip through JSON, and
-//! input parsing accepts exactly what API.md allows.
+//! input parsing accepts exactly what the HTTP contract kept beside the repository (API.md) allows.
 
 use domain::{
     current_version, decide, evolve, fold, upcast, whole_number, CoffeeName, Command, DecodeError,
-    DrinkOptions, Event, EventEnvelope, Metadata, OptionValue, OrderId, OrderState, PlaceOrder,
-    Price, Quantity, Size, Status, Temperature, UserId, ValueError,
+    DrinkOptions, Event, EventEnvelope, Metadata, OptionValue, OrderId, OrderLine, OrderState,
+    PlaceOrder, Price, Quantity, Size, Status, Temperature, UserId, ValueError,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -29,10 +29,12 @@ fn arb_place() -> impl Strategy<Value = PlaceOrder> {
             pickup_number: u32::try_from(bits % 1000).ok(),
             order_id: v7(bits),
             user_id: UserId::parse(&user).expect("generated valid"),
-            coffee_name: CoffeeName::parse(&name).expect("generated valid"),
-            coffee_price: Price::try_from(price).expect("in range"),
-            coffee_qty: Quantity::try_from(qty).expect("in range"),
-            options,
+            line: OrderLine {
+                coffee_name: CoffeeName::parse(&name).expect("generated valid"),
+                coffee_price: Price::try_from(price).expect("in range"),
+                coffee_qty: Quantity::try_from(qty).expect("in range"),
+                options,
+            },
         })
 }
 
@@ -59,7 +61,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
     ]
 }
 
-/// The lifecycle table of ARCHITECTURE.md, written out independently of the code.
+/// The lifecycle table of the design kept beside the repository (ARCHITECTURE.md), written out independently of the code.
 const ALLOWED_MOVES: [(Status, Status); 5] = [
     (Status::Received, Status::Preparing),
     (Status::Received, Status::Cancelled),
@@ -102,7 +104,7 @@ proptest! {
             prop_assert_eq!(after.version(), before.version() + 1);
             let after = after.order().expect("placed after the first event");
             // Totals are price × quantity, always.
-            prop_assert_eq!(after.total_price.0, u64::from(after.coffee_price) * after.coffee_qty.get());
+            prop_assert_eq!(after.total_price.0, u64::from(after.line.coffee_price) * after.line.coffee_qty.get());
             if let Some(before) = before.order() {
                 // Nothing ever leaves a final state, and every move is one the
                 // lifecycle table (ARCHITECTURE.md) allows.
@@ -110,7 +112,7 @@ proptest! {
                 prop_assert!(ALLOWED_MOVES.contains(&(before.status, after.status)),
                     "{:?} -> {:?} is not in the lifecycle table", before.status, after.status);
                 // The order's facts never change after placement.
-                prop_assert_eq!(&before.coffee_name, &after.coffee_name);
+                prop_assert_eq!(&before.line.coffee_name, &after.line.coffee_name);
                 prop_assert_eq!(before.total_price, after.total_price);
             }
         }
@@ -183,20 +185,20 @@ proptest! {
         let v1 = json!({
             "order_id": place.order_id,
             "user_id": place.user_id,
-            "coffee_name": place.coffee_name,
-            "coffee_price": place.coffee_price,
-            "coffee_qty": place.coffee_qty,
-            "total_price": place.coffee_price.times(place.coffee_qty),
+            "coffee_name": place.line.coffee_name,
+            "coffee_price": place.line.coffee_price,
+            "coffee_qty": place.line.coffee_qty,
+            "total_price": place.line.coffee_price.times(place.line.coffee_qty),
         });
         let event = Event::decode(Event::PLACED, 1, v1).expect("a v1 placement decodes");
         let Event::OrderPlaced(p) = event else { panic!("a placement") };
         prop_assert_eq!(p.options, DrinkOptions { temperature: Temperature::Hot, size: Size::Regular });
         prop_assert_eq!(p.order_id, place.order_id);
         prop_assert_eq!(&p.user_id, &place.user_id);
-        prop_assert_eq!(&p.coffee_name, &place.coffee_name);
-        prop_assert_eq!(p.coffee_price, place.coffee_price);
-        prop_assert_eq!(p.coffee_qty, place.coffee_qty);
-        prop_assert_eq!(p.total_price, place.coffee_price.times(place.coffee_qty));
+        prop_assert_eq!(&p.coffee_name, &place.line.coffee_name);
+        prop_assert_eq!(p.coffee_price, place.line.coffee_price);
+        prop_assert_eq!(p.coffee_qty, place.line.coffee_qty);
+        prop_assert_eq!(p.total_price, place.line.coffee_price.times(place.line.coffee_qty));
     }
 
     #[test]
@@ -268,7 +270,7 @@ proptest! {
         prop_assert_eq!(Size::parse(&s).ok(), size);
     }
 
-    // --- parsing accepts exactly what API.md allows ---
+    // --- parsing accepts exactly what the contract (API.md) allows ---
 
     #[test]
     fn prices_accept_whole_won_from_0_to_1_000_000_as_numbers_or_strings(n in -2_000_000i64..3_000_000) {

@@ -21,6 +21,13 @@ pub trait Projection: Send + Sync {
     /// One line for `orders projections list`.
     fn description(&self) -> &'static str;
 
+    /// Where a live batch announces the orders whose rows it changed
+    /// (in the batch's transaction), for the pages' live streams; `None`:
+    /// nobody listens.
+    fn changes_channel(&self) -> Option<infra::notify::Channel> {
+        None
+    }
+
     /// Whether it reads the event log (and so has a log checkpoint); a
     /// projection fed from Kafka keeps offsets of its own instead.
     fn reads_log(&self) -> bool {

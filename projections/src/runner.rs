@@ -224,10 +224,8 @@ pub async fn step<P: Projection>(
     apply_batch(&mut tx, projection, generation, from, events)
         .instrument(span.clone())
         .await?;
-    if name == crate::orders::NAME {
-        infra::notify::ORDERS
-            .announce_orders(&mut *tx, changed)
-            .await?;
+    if let Some(channel) = projection.changes_channel() {
+        channel.announce_orders(&mut *tx, changed).await?;
     }
     tx.commit().await?;
     metrics::counter!("projection_batches_total", "projection" => name).increment(1);

@@ -1,4 +1,4 @@
-//! The JSON shapes of API.md: an order, and an order's delivery status. Built
+//! The JSON shapes of the HTTP contract kept beside the repository (API.md): an order, and an order's delivery status. Built
 //! here by folding a stream's envelopes (the domain state plus the timestamps
 //! the envelopes carry).
 
@@ -8,7 +8,7 @@ use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// An order as API.md shows it.
+/// An order as the contract (API.md) shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub order_id: Uuid,
@@ -47,7 +47,7 @@ pub enum OrderStatus {
     Cancelled,
 }
 
-/// A drink's options as API.md shows them (codes).
+/// A drink's options as the contract (API.md) shows them (codes).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // documents the wire form of domain::DrinkOptions
 pub struct OptionsView {
@@ -57,7 +57,7 @@ pub struct OptionsView {
     size: String,
 }
 
-/// An order's delivery status as API.md shows it.
+/// An order's delivery status as the contract (API.md) shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryStatusView {
     pub order_id: Uuid,
@@ -92,11 +92,11 @@ impl OrderView {
         Some(OrderView {
             order_id: order.order_id.as_uuid(),
             user_id: order.user_id.to_string(),
-            coffee_name: order.coffee_name.to_string(),
-            coffee_price: order.coffee_price.into(),
-            coffee_qty: order.coffee_qty.get(),
+            coffee_name: order.line.coffee_name.to_string(),
+            coffee_price: order.line.coffee_price.into(),
+            coffee_qty: order.line.coffee_qty.get(),
             total_price: order.total_price.0,
-            options: order.options,
+            options: order.line.options,
             status: order.status,
             status_label: order.status.label(),
             pickup_number: order.pickup_number,
@@ -161,7 +161,7 @@ impl From<&projections::delivery::DeliveryRow> for DeliveryStatusView {
     }
 }
 
-/// `2026-11-22T12:00:00.123Z`: UTC, milliseconds, as API.md shows.
+/// `2026-11-22T12:00:00.123Z`: UTC, milliseconds, as the contract (API.md) shows.
 pub fn format_api_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(

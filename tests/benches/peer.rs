@@ -28,7 +28,7 @@ use cqrs_es::{Aggregate, DomainEvent};
 use domain::{CoffeeName, DrinkOptions, Metadata, OrderId, PlaceOrder, Price, Quantity, UserId};
 use e2e::TestDb;
 use serde::{Deserialize, Serialize};
-use services::orders::Orders;
+use services::commands::Orders;
 use services::store::EventStore;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
@@ -136,10 +136,12 @@ fn our_order() -> PlaceOrder {
     PlaceOrder {
         order_id: OrderId::generate(),
         user_id: UserId::parse("USER0001").expect("a user id"),
-        coffee_name: CoffeeName::parse("today's coffee").expect("a coffee name"),
-        coffee_price: Price::try_from(5000).expect("a price"),
-        coffee_qty: Quantity::try_from(3).expect("a quantity"),
-        options: DrinkOptions::default(),
+        line: domain::OrderLine {
+            coffee_name: CoffeeName::parse("today's coffee").expect("a coffee name"),
+            coffee_price: Price::try_from(5000).expect("a price"),
+            coffee_qty: Quantity::try_from(3).expect("a quantity"),
+            options: DrinkOptions::default(),
+        },
         pickup_number: None,
     }
 }

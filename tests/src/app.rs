@@ -8,15 +8,17 @@ use std::time::Duration;
 
 use infra::kafka::KafkaSource;
 use projections::registry;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use reqwest::{Method, StatusCode};
+use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::Method;
 use serde_json::Value;
 use services::app::{self, App, ServeConfig};
 use services::http::Apis;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::callers::{As, Auth};
 use crate::oidc::{Provider, AUDIENCE};
+pub use crate::reply::Reply;
 use crate::{eventually, orders_bin, processes, relay_options, test_kafka, TestDb};
 
 /// The application, served on 127.0.0.1 at an ephemeral port.
@@ -31,73 +33,6 @@ pub struct TestApp {
     /// The provider whose tokens the app accepts (`None`: authentication off).
     pub provider: Option<Arc<Provider>>,
     tokens: Mutex<HashMap<(String, Option<&'static str>), String>>,
-}
-
-/// Who a request is sent as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum As {
-    /// No credentials.
-    Nobody,
-    /// A signed-in user without roles.
-    Customer(String),
-    /// A member of staff (user `barista`).
-    Staff,
-    /// An operator (user `ops`).
-    Operator,
-    /// This `Authorization` header value, as it is.
-    Header(String),
-}
-
-impl As {
-    pub fn customer(user: &str) -> As {
-        As::Customer(user.to_owned())
-    }
-
-    /// The caller a request to `path` is sent as unless the test says
-    /// otherwise: the path's user on `/order-ms/{user}/…`, staff on
-    /// `/delivery-ms`, an operator on `/metrics`, nobody elsewhere.
-    pub fn for_path(path: &str) -> As {
-        let path = path.split('?').next().unwrap_or_default();
-        let mut segments = path.trim_start_matches('/').split('/');
-        match (segments.next(), segments.next()) {
-            (Some("order-ms"), Some(user)) if !user.is_empty() => {
-                let valid = user.len() <= 100
-                    && user
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-                As::Customer(if valid {
-                    user.to_owned()
-                } else {
-                    "someone".to_owned()
-                })
-            }
-            (Some("delivery-ms"), _) => As::Staff,
-            (Some("metrics"), _) => As::Operator,
-            _ => As::Nobody,
-        }
-    }
-}
-
-/// How a test's application authenticates callers.
-#[derive(Clone, Default)]
-pub enum Auth {
-    /// Tokens from the test binary's shared provider (as deployed).
-    #[default]
-    Shared,
-    /// Tokens from a provider of the test's own.
-    Own(Arc<Provider>),
-    /// No issuer: the unauthenticated development mode.
-    Off,
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Auth::Shared => "Shared",
-            Auth::Own(_) => "Own",
-            Auth::Off => "Off",
-        })
-    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -227,75 +162,6 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         kafka: opts.kafka,
         provider,
         tokens: Mutex::default(),
-    }
-}
-
-/// A response, read whole.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub text: String,
-}
-
-impl Reply {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts an RFC 9457 problem with this status, and returns its body.
-    #[track_caller]
-    pub fn problem(&self, status: u16) -> Value {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "unexpected status; body: {}",
-            self.text
-        );
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "errors are problem+json"
-        );
-        let body = self.json();
-        for member in ["type", "title", "status", "detail"] {
-            assert!(
-                body.get(member).is_some(),
-                "problem lacks {member:?}: {body}"
-            );
-        }
-        assert_eq!(body["status"], status);
-        body
-    }
-
-    /// Asserts a problem with this status and returns the fields it blames
-    /// (`errors[].field`).
-    #[track_caller]
-    pub fn fields_at_fault(&self, status: u16) -> Vec<String> {
-        self.problem(status)["errors"]
-            .as_array()
-            .map(|errors| {
-                errors
-                    .iter()
-                    .filter_map(|e| e["field"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    #[track_caller]
-    pub fn ok(&self, status: u16) -> Value {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "unexpected status; body: {}",
-            self.text
-        );
-        self.json()
     }
 }
 

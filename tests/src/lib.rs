@@ -6,6 +6,7 @@
 
 mod app;
 mod binary;
+mod callers;
 pub mod certs;
 mod db;
 mod fixtures;
@@ -13,6 +14,7 @@ mod kafka;
 pub mod oidc;
 pub mod processes;
 pub mod proxy;
+mod reply;
 
 pub use app::{
     spawn_app, spawn_app_opts, spawn_app_with, spawn_app_without_workers, spawn_orders_all,

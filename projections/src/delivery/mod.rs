@@ -12,32 +12,34 @@
 //! each.
 
 use domain::{DrinkOptions, EventEnvelope, Status};
-use sqlx::{PgConnection, PgExecutor, Row};
+use sqlx::{PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::{ProjectionError, Result};
-use crate::orders::{add_option_columns, options_of};
+use crate::error::Result;
+use crate::order_row::add_option_columns;
 use crate::projection::Projection;
 
 pub use infra::kafka::KafkaSource;
 
 mod consume;
+mod lag;
 mod model;
 mod offsets;
 mod partition;
-mod rebuild;
+mod read;
 mod registration;
-mod status;
 mod stopped;
+mod topic_rebuild;
 
 use model::{apply, create_generation, publish, table};
 
 pub use consume::run_consumer;
+pub use lag::status;
 pub use offsets::offsets;
-pub use rebuild::rebuild;
+pub use read::{all_rows, get, get_many, list_by_status, ListOrder};
 pub use registration::REGISTRATION;
-pub use status::status;
+pub use topic_rebuild::rebuild;
 
 /// The projection's registry name.
 pub const NAME: &str = "delivery";
@@ -100,7 +102,7 @@ impl Projection for DeliveryReadModel {
         ))
         .execute(&mut *conn)
         .await?;
-        let pickup = crate::orders::add_pickup_column(conn, &t).await?;
+        let pickup = crate::order_row::add_pickup_column(conn, &t).await?;
         Ok(options || pickup)
     }
 
@@ -114,7 +116,7 @@ impl Projection for DeliveryReadModel {
 
     /// Its tables and its offsets on the topic.
     async fn drop_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
-        crate::rebuild::drop_table(conn, &table(generation)).await?;
+        crate::generations::drop_table(conn, &table(generation)).await?;
         sqlx::query!(
             "DELETE FROM delivery.offsets WHERE generation = $1",
             generation,
@@ -134,85 +136,6 @@ impl Projection for DeliveryReadModel {
     }
 }
 
-const ROW_COLUMNS: &str = "order_id, user_id, coffee_name, coffee_qty, status, ordered_at, \
-     updated_at, version, last_position, temperature, size, pickup_number";
-
-fn decode_row(row: &sqlx::postgres::PgRow) -> Result<DeliveryRow> {
-    let status: String = row.try_get("status")?;
-    let status = status
-        .parse::<Status>()
-        .map_err(|e| ProjectionError::Database(sqlx::Error::Decode(Box::new(e))))?;
-    Ok(DeliveryRow {
-        order_id: row.try_get("order_id")?,
-        user_id: row.try_get("user_id")?,
-        coffee_name: row.try_get("coffee_name")?,
-        coffee_qty: row.try_get("coffee_qty")?,
-        options: options_of(row)?,
-        pickup_number: row.try_get("pickup_number")?,
-        status,
-        ordered_at: row.try_get("ordered_at")?,
-        updated_at: row.try_get("updated_at")?,
-        version: row.try_get("version")?,
-        last_position: row.try_get("last_position")?,
-    })
-}
-
-/// Which orders of a status list come first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ListOrder {
-    /// The longest waiting first (the kitchen's queue).
-    #[default]
-    OldestFirst,
-    /// The most recent first (the board's 배송완료 / 취소).
-    NewestFirst,
-}
-
-/// The orders now in `status` in `order` of ordering time, at most `limit`
-/// (all without one).
-pub async fn list_by_status<'e>(
-    db: impl PgExecutor<'e>,
-    status: Status,
-    order: ListOrder,
-    limit: Option<i64>,
-) -> Result<Vec<DeliveryRow>> {
-    // The status index serves both directions.
-    let direction = match order {
-        ListOrder::OldestFirst => "ASC",
-        ListOrder::NewestFirst => "DESC",
-    };
-    let rows = sqlx::query(&format!(
-        "SELECT {ROW_COLUMNS} FROM delivery.order_status WHERE status = $1
-          ORDER BY ordered_at {direction}, order_id {direction} LIMIT $2"
-    ))
-    .bind(status.code())
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
-    rows.iter().map(decode_row).collect()
-}
-
-/// One order's delivery status.
-pub async fn get<'e>(db: impl PgExecutor<'e>, order_id: Uuid) -> Result<Option<DeliveryRow>> {
-    let row = sqlx::query(&format!(
-        "SELECT {ROW_COLUMNS} FROM delivery.order_status WHERE order_id = $1"
-    ))
-    .bind(order_id)
-    .fetch_optional(db)
-    .await?;
-    row.as_ref().map(decode_row).transpose()
-}
-
-/// The delivery statuses of `orders` (those that exist), in no order.
-pub async fn get_many<'e>(db: impl PgExecutor<'e>, orders: &[Uuid]) -> Result<Vec<DeliveryRow>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {ROW_COLUMNS} FROM delivery.order_status WHERE order_id = ANY($1)"
-    ))
-    .bind(orders)
-    .fetch_all(db)
-    .await?;
-    rows.iter().map(decode_row).collect()
-}
-
 /// The partitions the live consumer stopped, with why.
 pub async fn stopped_partitions<'e>(
     db: impl PgExecutor<'e>,
@@ -228,16 +151,6 @@ pub async fn stopped_partitions<'e>(
     .into_iter()
     .map(|r| (r.partition, r.reason))
     .collect())
-}
-
-/// Every row, by order id (for verification).
-pub async fn all_rows<'e>(db: impl PgExecutor<'e>) -> Result<Vec<DeliveryRow>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {ROW_COLUMNS} FROM delivery.order_status ORDER BY order_id"
-    ))
-    .fetch_all(db)
-    .await?;
-    rows.iter().map(decode_row).collect()
 }
 
 /// Events the delivery projection has applied (sum over partitions).

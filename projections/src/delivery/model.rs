@@ -1,12 +1,12 @@
 //! The delivery model's tables: one set per generation, created, published
 //! (the view readers use) and written by `apply`.
 
-use domain::{EventEnvelope, OptionValue};
+use domain::EventEnvelope;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::{ProjectionError, Result};
-use crate::orders::{apply_moves, reduce};
+use crate::order_row::{apply_moves, reduce, Placements};
 
 pub(super) fn table(generation: i32) -> String {
     format!("delivery.order_status_g{generation}")
@@ -73,34 +73,8 @@ pub(super) async fn apply(
     let ids_by_order = check_event_ids(conn, &t, events).await?;
     let changes = reduce(events.iter())?;
     let (placed, moved): (Vec<_>, Vec<_>) = changes.iter().partition(|(_, c)| c.placed.is_some());
-    if !placed.is_empty() {
-        let mut ids = Vec::with_capacity(placed.len());
-        let mut users = Vec::with_capacity(placed.len());
-        let mut names = Vec::with_capacity(placed.len());
-        let mut qtys = Vec::with_capacity(placed.len());
-        let mut statuses = Vec::with_capacity(placed.len());
-        let mut ordered = Vec::with_capacity(placed.len());
-        let mut updated = Vec::with_capacity(placed.len());
-        let mut versions = Vec::with_capacity(placed.len());
-        let mut positions = Vec::with_capacity(placed.len());
-        let mut temperatures = Vec::with_capacity(placed.len());
-        let mut sizes = Vec::with_capacity(placed.len());
-        let mut pickups = Vec::with_capacity(placed.len());
-        for (id, c) in &placed {
-            let Some(p) = &c.placed else { continue };
-            ids.push(*id);
-            pickups.push(p.pickup_number.and_then(|n| i32::try_from(n).ok()));
-            temperatures.push(p.options.temperature.code());
-            sizes.push(p.options.size.code());
-            users.push(p.user_id.as_str());
-            names.push(p.coffee_name.as_str());
-            qtys.push(i32::try_from(p.coffee_qty.get()).unwrap_or(i32::MAX));
-            statuses.push(c.status.code());
-            ordered.push(c.ordered_at);
-            updated.push(c.updated_at);
-            versions.push(c.version);
-            positions.push(c.position);
-        }
+    let p = Placements::of(&placed);
+    if !p.is_empty() {
         sqlx::query(&format!(
             "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_qty, status, ordered_at,
                                    updated_at, version, last_position, temperature, size,
@@ -113,18 +87,18 @@ pub(super) async fn apply(
                     version = EXCLUDED.version, last_position = EXCLUDED.last_position
               WHERE v.version < EXCLUDED.version"
         ))
-        .bind(&ids)
-        .bind(&users)
-        .bind(&names)
-        .bind(&qtys)
-        .bind(&statuses)
-        .bind(&ordered)
-        .bind(&updated)
-        .bind(&versions)
-        .bind(&positions)
-        .bind(&temperatures)
-        .bind(&sizes)
-        .bind(&pickups)
+        .bind(&p.ids)
+        .bind(&p.users)
+        .bind(&p.names)
+        .bind(&p.qtys)
+        .bind(&p.statuses)
+        .bind(&p.ordered)
+        .bind(&p.updated)
+        .bind(&p.versions)
+        .bind(&p.positions)
+        .bind(&p.temperatures)
+        .bind(&p.sizes)
+        .bind(&p.pickups)
         .execute(&mut *conn)
         .await?;
     }

@@ -11,10 +11,10 @@ use crate::checkpoint;
 use crate::error::Result;
 use crate::log;
 
-mod rebuild;
+mod log_rebuild;
 mod replay;
 
-pub use rebuild::rebuild;
+pub use log_rebuild::rebuild;
 pub use replay::{replay, ReplayReport};
 
 /// Where a projection stands.

@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use crate::error::Result;
 
-use super::{to_i64, OrderRow};
+use super::OrderRow;
+use crate::order_row::to_i64;
 
 /// What a projection did that the fold of the log must take into account:
 /// the events operators parked (passed over) and, per order held back, the
@@ -48,11 +49,11 @@ impl StreamFold {
             rows.push(OrderRow {
                 order_id: order.order_id.as_uuid(),
                 user_id: order.user_id.to_string(),
-                coffee_name: order.coffee_name.to_string(),
-                coffee_price: to_i64(u64::from(order.coffee_price)),
-                coffee_qty: i32::try_from(order.coffee_qty.get()).unwrap_or(i32::MAX),
+                coffee_name: order.line.coffee_name.to_string(),
+                coffee_price: to_i64(u64::from(order.line.coffee_price)),
+                coffee_qty: i32::try_from(order.line.coffee_qty.get()).unwrap_or(i32::MAX),
                 total_price: to_i64(order.total_price.0),
-                options: order.options,
+                options: order.line.options,
                 pickup_number: order.pickup_number.and_then(|n| i32::try_from(n).ok()),
                 status: order.status,
                 ordered_at: self.ordered_at,

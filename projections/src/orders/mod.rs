@@ -1,4 +1,4 @@
-//! The order read model: one row per order with everything API.md's order
+//! The order read model: one row per order with everything an order shows in API.md (the HTTP contract kept beside the repository)
 //! shows, for the list endpoint (a user's orders, newest first) and for reads
 //! that do not need the log.
 //!
@@ -6,23 +6,21 @@
 //! `order_view`, which a rebuild repoints in the same transaction that makes
 //! the new generation active.
 
-use domain::{DrinkOptions, EventEnvelope, OptionValue, Status};
+use domain::{DrinkOptions, EventEnvelope, Status};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::order_row::{
+    add_option_columns, add_pickup_column, apply_moves, reduce, Change, Placements,
+};
 use crate::projection::Projection;
-use changes::Change;
 
-mod changes;
 mod fold;
 mod read;
 mod registration;
 
-pub(crate) use changes::{
-    add_option_columns, add_pickup_column, apply_moves, options_of, reduce, to_i64,
-};
 pub use fold::{fold_log, Accounted, Folded};
 pub use read::{all_rows, list_for_user, rows_by_id};
 pub use registration::REGISTRATION;
@@ -65,6 +63,10 @@ impl Projection for OrdersReadModel {
 
     fn description(&self) -> &'static str {
         "one row per order (view order_view): the order list and order reads"
+    }
+
+    fn changes_channel(&self) -> Option<infra::notify::Channel> {
+        Some(infra::notify::ORDERS)
     }
 
     async fn create_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
@@ -158,7 +160,7 @@ impl Projection for OrdersReadModel {
     }
 
     async fn drop_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
-        crate::rebuild::drop_table(conn, &table(generation)).await
+        crate::generations::drop_table(conn, &table(generation)).await
     }
 
     async fn apply(
@@ -216,39 +218,9 @@ async fn insert_placed(
     placed: &[&(Uuid, Change)],
     placing: Placing,
 ) -> Result<()> {
-    if placed.is_empty() {
+    let p = Placements::of(placed);
+    if p.is_empty() {
         return Ok(());
-    }
-    let mut ids = Vec::with_capacity(placed.len());
-    let mut users = Vec::with_capacity(placed.len());
-    let mut names = Vec::with_capacity(placed.len());
-    let mut prices = Vec::with_capacity(placed.len());
-    let mut qtys = Vec::with_capacity(placed.len());
-    let mut totals = Vec::with_capacity(placed.len());
-    let mut statuses = Vec::with_capacity(placed.len());
-    let mut ordered = Vec::with_capacity(placed.len());
-    let mut updated = Vec::with_capacity(placed.len());
-    let mut versions = Vec::with_capacity(placed.len());
-    let mut positions = Vec::with_capacity(placed.len());
-    let mut temperatures = Vec::with_capacity(placed.len());
-    let mut sizes = Vec::with_capacity(placed.len());
-    let mut pickups = Vec::with_capacity(placed.len());
-    for (id, c) in placed {
-        let Some(p) = &c.placed else { continue };
-        ids.push(*id);
-        pickups.push(p.pickup_number.and_then(|n| i32::try_from(n).ok()));
-        temperatures.push(p.options.temperature.code());
-        sizes.push(p.options.size.code());
-        users.push(p.user_id.as_str());
-        names.push(p.coffee_name.as_str());
-        prices.push(to_i64(u64::from(p.coffee_price)));
-        qtys.push(i32::try_from(p.coffee_qty.get()).unwrap_or(i32::MAX));
-        totals.push(to_i64(p.total_price.0));
-        statuses.push(c.status.code());
-        ordered.push(c.ordered_at);
-        updated.push(c.updated_at);
-        versions.push(c.version);
-        positions.push(c.position);
     }
     let on_conflict = match placing {
         Placing::Upsert => {
@@ -269,20 +241,20 @@ async fn insert_placed(
                               $13::text[], $14::int[])
          {on_conflict}"
     ))
-    .bind(&ids)
-    .bind(&users)
-    .bind(&names)
-    .bind(&prices)
-    .bind(&qtys)
-    .bind(&totals)
-    .bind(&statuses)
-    .bind(&ordered)
-    .bind(&updated)
-    .bind(&versions)
-    .bind(&positions)
-    .bind(&temperatures)
-    .bind(&sizes)
-    .bind(&pickups)
+    .bind(&p.ids)
+    .bind(&p.users)
+    .bind(&p.names)
+    .bind(&p.prices)
+    .bind(&p.qtys)
+    .bind(&p.totals)
+    .bind(&p.statuses)
+    .bind(&p.ordered)
+    .bind(&p.updated)
+    .bind(&p.versions)
+    .bind(&p.positions)
+    .bind(&p.temperatures)
+    .bind(&p.sizes)
+    .bind(&p.pickups)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -1,22 +1,19 @@
 //! Reading the order read model.
 
-use domain::Status;
 use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
-use crate::error::{ProjectionError, Result};
+use crate::error::Result;
 
-use super::{options_of, table, OrderRow};
+use super::{table, OrderRow};
+use crate::order_row::{options_of, status_of};
 
 pub(super) const ROW_COLUMNS: &str =
     "order_id, user_id, coffee_name, coffee_price, coffee_qty, total_price, \
      status, ordered_at, updated_at, version, last_position, temperature, size, pickup_number";
 
 pub(super) fn decode(row: &sqlx::postgres::PgRow) -> Result<OrderRow> {
-    let status: String = row.try_get("status")?;
-    let status = status
-        .parse::<Status>()
-        .map_err(|e| ProjectionError::Database(sqlx::Error::Decode(Box::new(e))))?;
+    let status = status_of(row)?;
     Ok(OrderRow {
         order_id: row.try_get("order_id")?,
         user_id: row.try_get("user_id")?,

@@ -1,4 +1,4 @@
-//! Who may do what (API.md, "Who may do what"): every request's bearer
+//! Who may do what ("Who may do what" in API.md, the HTTP contract kept beside the repository): every request's bearer
 //! token is checked once, here, by [`authenticate`], which also applies the
 //! per-caller rate limit; handlers then take a [`Caller`] and ask it for the
 //! permission they need. Routes that take no `Caller` (the operations

@@ -1,4 +1,4 @@
-//! `GET /menu`: the drinks on sale, for anyone (API.md "Menu").
+//! `GET /menu`: the drinks on sale, for anyone ("Menu" in API.md, the HTTP contract kept beside the repository).
 
 use axum::extract::State;
 use axum::Json;

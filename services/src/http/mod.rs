@@ -32,7 +32,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::orders::{Handled, Outcome};
+use crate::commands::{Handled, Outcome};
 use error::ApiError;
 
 /// Largest request body accepted (413 beyond).

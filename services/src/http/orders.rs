@@ -4,7 +4,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use domain::{CoffeeName, Command, DrinkOptions, OrderId, PlaceOrder, Price, Quantity, UserId};
+use domain::{
+    CoffeeName, Command, DrinkOptions, OrderId, OrderLine, PlaceOrder, Price, Quantity, UserId,
+};
 use projections::orders as orders_model;
 use serde_json::{Map, Value};
 use utoipa_axum::router::OpenApiRouter;
@@ -35,53 +37,45 @@ async fn welcome() -> &'static str {
     "Welcome to ORDER Microservice!"
 }
 
-/// The place-order body, parsed: every invalid field is reported at once.
-struct PlaceOrderInput {
-    coffee_name: CoffeeName,
-    coffee_price: Price,
-    coffee_qty: Quantity,
-    options: DrinkOptions,
-}
-
-impl TryFrom<Map<String, Value>> for PlaceOrderInput {
-    type Error = ApiError;
-
-    fn try_from(body: Map<String, Value>) -> Result<Self, ApiError> {
-        let mut errors = Vec::new();
-        let name = match body.get("coffee_name") {
-            None | Some(Value::Null) => required(&mut errors, "coffee_name"),
-            Some(v) => check(&mut errors, "coffee_name", CoffeeName::from_json(v)),
-        };
-        let price = match body.get("coffee_price") {
-            None | Some(Value::Null) => required(&mut errors, "coffee_price"),
-            Some(v) => check(&mut errors, "coffee_price", Price::from_json(v)),
-        };
-        let qty = check(
-            &mut errors,
-            "coffee_qty",
-            Quantity::from_json(body.get("coffee_qty")),
-        );
-        let options = DrinkOptions::from_json(body.get("options"))
-            .map_err(|e| {
-                errors.extend(
-                    e.into_iter()
-                        .map(|(field, error)| FieldError::new(field, error)),
-                )
+/// Reads the drink of a place-order body (the original single-drink
+/// fields): every invalid field is reported at once, named
+/// `{prefix}{field}`.
+fn parse_line(body: &Map<String, Value>, prefix: &str) -> Result<OrderLine, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let field = |name: &str| format!("{prefix}{name}");
+    let name = match body.get("coffee_name") {
+        None | Some(Value::Null) => required(&mut errors, &field("coffee_name")),
+        Some(v) => check(&mut errors, &field("coffee_name"), CoffeeName::from_json(v)),
+    };
+    let price = match body.get("coffee_price") {
+        None | Some(Value::Null) => required(&mut errors, &field("coffee_price")),
+        Some(v) => check(&mut errors, &field("coffee_price"), Price::from_json(v)),
+    };
+    let qty = check(
+        &mut errors,
+        &field("coffee_qty"),
+        Quantity::from_json(body.get("coffee_qty")),
+    );
+    let options = DrinkOptions::from_json(body.get("options"))
+        .map_err(|e| {
+            errors.extend(
+                e.into_iter()
+                    .map(|(name, error)| FieldError::new(field(name), error)),
+            )
+        })
+        .ok();
+    match (name, price, qty, options) {
+        (Some(coffee_name), Some(coffee_price), Some(coffee_qty), Some(options))
+            if errors.is_empty() =>
+        {
+            Ok(OrderLine {
+                coffee_name,
+                coffee_price,
+                coffee_qty,
+                options,
             })
-            .ok();
-        match (name, price, qty, options) {
-            (Some(coffee_name), Some(coffee_price), Some(coffee_qty), Some(options))
-                if errors.is_empty() =>
-            {
-                Ok(PlaceOrderInput {
-                    coffee_name,
-                    coffee_price,
-                    coffee_qty,
-                    options,
-                })
-            }
-            _ => Err(ApiError::Validation(errors)),
         }
+        _ => Err(errors),
     }
 }
 
@@ -101,23 +95,21 @@ fn required<T>(errors: &mut Vec<FieldError>, field: &str) -> Option<T> {
     None
 }
 
-impl PlaceOrderInput {
-    /// The request in normal form: `"5000"` and `5000` are the same request,
-    /// and so are `"아이스"` and `"iced"`. An order without options keeps the
-    /// fingerprint it had before options existed, so a retry across the
-    /// upgrade is still recognised.
-    fn fingerprint(&self) -> String {
-        if self.options == DrinkOptions::default() {
-            serde_json::json!([self.coffee_name, self.coffee_price, self.coffee_qty]).to_string()
-        } else {
-            serde_json::json!([
-                self.coffee_name,
-                self.coffee_price,
-                self.coffee_qty,
-                self.options
-            ])
-            .to_string()
-        }
+/// The request in normal form: `"5000"` and `5000` are the same request,
+/// and so are `"아이스"` and `"iced"`. An order without options keeps the
+/// fingerprint it had before options existed, so a retry across the
+/// upgrade is still recognised.
+fn fingerprint(line: &OrderLine) -> String {
+    if line.options == DrinkOptions::default() {
+        serde_json::json!([line.coffee_name, line.coffee_price, line.coffee_qty]).to_string()
+    } else {
+        serde_json::json!([
+            line.coffee_name,
+            line.coffee_price,
+            line.coffee_qty,
+            line.options
+        ])
+        .to_string()
     }
 }
 
@@ -147,20 +139,17 @@ async fn place_order(
 ) -> ApiResult<Response> {
     let user_id = extract::user_id(&user)?;
     let actor = caller.acts_for(&user_id)?;
-    let input = PlaceOrderInput::try_from(body)?;
+    let line = parse_line(&body, "").map_err(ApiError::Validation)?;
     let key = key.map(|key| IdempotencyKey {
         scope: user_id.to_string(),
         key,
-        fingerprint: input.fingerprint(),
+        fingerprint: fingerprint(&line),
     });
     let metadata = ctx.metadata(actor);
     let place = PlaceOrder {
         order_id: OrderId::generate(),
         user_id,
-        coffee_name: input.coffee_name,
-        coffee_price: input.coffee_price,
-        coffee_qty: input.coffee_qty,
-        options: input.options,
+        line,
         // Drawn by `place`, once the order is known to be new.
         pickup_number: None,
     };
@@ -187,7 +176,7 @@ async fn place_order(
     Ok(response)
 }
 
-/// Page sizes of the order list (API.md).
+/// Page sizes of the order list (API.md, the HTTP contract kept beside the repository).
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
 

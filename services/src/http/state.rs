@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use super::limits;
-use crate::orders::Orders;
+use crate::commands::Orders;
 use crate::store::{CommitSignal, EventStore};
 
 /// State shared by every handler: one reference-counted [`Shared`], so

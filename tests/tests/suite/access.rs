@@ -1,4 +1,4 @@
-//! Who may do what (API.md, "Who may do what"), against the real local
+//! Who may do what ("Who may do what" in API.md, the HTTP contract kept beside the repository), against the real local
 //! OpenID Connect provider: every route for every kind of caller, the tokens
 //! that must be refused, key rotation and a provider that is down, the actor
 //! recorded in events, and the rate limit.

@@ -1,4 +1,4 @@
-//! Every kind of bad input API.md names gets a 4xx problem+json answer that
+//! Every kind of bad input the HTTP contract kept beside the repository (API.md) names gets a 4xx problem+json answer that
 //! says which field is at fault, and appends nothing at all.
 
 use e2e::{spawn_app, TestApp};

@@ -9,10 +9,12 @@ fn placement(id: OrderId) -> Vec<Event> {
     let place = PlaceOrder {
         order_id: id,
         user_id: domain::UserId::parse("u1").expect("valid"),
-        coffee_name: domain::CoffeeName::parse("latte").expect("valid"),
-        coffee_price: domain::Price::try_from(4000).expect("valid"),
-        coffee_qty: domain::Quantity::try_from(1).expect("valid"),
-        options: domain::DrinkOptions::default(),
+        line: domain::OrderLine {
+            coffee_name: domain::CoffeeName::parse("latte").expect("valid"),
+            coffee_price: domain::Price::try_from(4000).expect("valid"),
+            coffee_qty: domain::Quantity::try_from(1).expect("valid"),
+            options: domain::DrinkOptions::default(),
+        },
         pickup_number: None,
     };
     domain::decide(&domain::OrderState::NotPlaced, Command::Place(place)).expect("a placement")

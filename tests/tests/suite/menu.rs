@@ -1,4 +1,4 @@
-//! The menu (API.md "Menu"): `GET /menu` for anyone, set by operators with
+//! The menu ("Menu" in API.md, the HTTP contract kept beside the repository): `GET /menu` for anyone, set by operators with
 //! `orders menu …`; once set, an order must fit it (422 naming the field,
 //! nothing appended); without one, any drink and price in range is taken.
 

@@ -1,4 +1,4 @@
-//! `/openapi.json` lists exactly the routes that are mounted, and API.md's.
+//! `/openapi.json` lists exactly the routes that are mounted, and those of API.md (the HTTP contract kept beside the repository).
 
 use std::collections::BTreeSet;
 
@@ -6,7 +6,7 @@ use e2e::spawn_app;
 use reqwest::Method;
 use serde_json::Value;
 
-/// API.md's endpoints, plus this document itself.
+/// the endpoints of the contract (API.md), plus this document itself.
 const API_MD: &[(&str, &str)] = &[
     ("get", "/order-ms"),
     ("post", "/order-ms/{user_id}/orders"),

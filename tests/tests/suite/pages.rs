@@ -1,4 +1,4 @@
-//! The pages served by the service (API.md "Pages"): what a browser gets
+//! The pages served by the service ("Pages" in API.md, the HTTP contract kept beside the repository): what a browser gets
 //! before any script runs: the pages and assets with their headers, the
 //! staff board's refusal of signed-out callers, the start of the browser
 //! sign-in, the refusals of a sign-in that is not this browser's, and the

@@ -1,4 +1,4 @@
-//! Pickup numbers (API.md "Delivery service"): a short per-day number on the
+//! Pickup numbers ("Delivery service" in API.md, the HTTP contract kept beside the repository): a short per-day number on the
 //! order, recorded in its OrderPlaced event, shown by the order and by the
 //! delivery side; unique within a day across processes, from 1 each day.
 

@@ -70,7 +70,7 @@ async fn seed(pool: &sqlx::PgPool) -> i64 {
         .expect("count")
 }
 
-/// A complete order as API.md shows it, or why not.
+/// A complete order as the HTTP contract kept beside the repository (API.md) shows it, or why not.
 fn check_order(order: &Value) -> Result<(), String> {
     let fields = [
         "order_id",

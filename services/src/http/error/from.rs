@@ -4,7 +4,7 @@ use domain::DomainError;
 use projections::ProjectionError;
 
 use super::{ApiError, FieldError};
-use crate::orders::Rejection;
+use crate::commands::Rejection;
 use crate::store::StoreError;
 
 impl From<StoreError> for ApiError {

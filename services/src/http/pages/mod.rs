@@ -1,4 +1,4 @@
-//! The pages (API.md, "Pages"): `/` for customers and `/board` for staff,
+//! The pages ("Pages" in API.md, the HTTP contract kept beside the repository): `/` for customers and `/board` for staff,
 //! served by the service itself with their assets ([`assets`]), the
 //! browser sign-in and its sessions ([`signin`]) and the live updates
 //! ([`live`]). The pages call the same API, under the same rules, as any

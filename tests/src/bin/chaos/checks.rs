@@ -96,9 +96,16 @@ pub(crate) struct TopicCheck {
     pub(crate) failures: Vec<String>,
 }
 
-/// Every event of the log on the topic at least once; per order, first
-/// occurrences in version order and on one partition.
-pub(crate) async fn topic_check(pool: &PgPool, broker: &str, topic: &str) -> Result<TopicCheck> {
+/// What the topic holds: per order, (partition, version, event id) of each
+/// record in offset order; the records read; the records per partition.
+struct OnTopic {
+    seen: HashMap<Uuid, Vec<(i32, u64, Uuid)>>,
+    records: usize,
+    per_partition: BTreeMap<i32, i64>,
+}
+
+/// Reads every record of `topic` from its start.
+async fn read_topic(broker: &str, topic: &str) -> Result<OnTopic> {
     let client = infra::kafka::connect(&[broker.to_owned()], Duration::from_secs(30))
         .await
         .context("connect to the broker")?;
@@ -109,10 +116,11 @@ pub(crate) async fn topic_check(pool: &PgPool, broker: &str, topic: &str) -> Res
         .find(|t| t.name == topic)
         .context("the topic exists")?
         .partitions;
-    // Per order: (partition, version) of each record, in offset order.
-    let mut seen: HashMap<Uuid, Vec<(i32, u64, Uuid)>> = HashMap::new();
-    let mut records = 0;
-    let mut per_partition = BTreeMap::new();
+    let mut on = OnTopic {
+        seen: HashMap::new(),
+        records: 0,
+        per_partition: BTreeMap::new(),
+    };
     for p in partitions {
         let pc = client
             .partition_client(topic.to_owned(), p, UnknownTopicHandling::Retry)
@@ -121,15 +129,14 @@ pub(crate) async fn topic_check(pool: &PgPool, broker: &str, topic: &str) -> Res
         loop {
             let (batch, high_watermark) = pc.fetch_records(offset, 1..4_000_000, 100).await?;
             for r in &batch {
-                records += 1;
+                on.records += 1;
                 let envelope: domain::EventEnvelope =
                     serde_json::from_slice(r.record.value.as_deref().unwrap_or_default())
                         .with_context(|| format!("record {p}/{} is not an envelope", r.offset))?;
-                seen.entry(envelope.stream_id.as_uuid()).or_default().push((
-                    p,
-                    envelope.version,
-                    envelope.event_id,
-                ));
+                on.seen
+                    .entry(envelope.stream_id.as_uuid())
+                    .or_default()
+                    .push((p, envelope.version, envelope.event_id));
             }
             match batch.last() {
                 Some(last) => offset = last.offset + 1,
@@ -139,9 +146,19 @@ pub(crate) async fn topic_check(pool: &PgPool, broker: &str, topic: &str) -> Res
                 break;
             }
         }
-        per_partition.insert(p, offset);
+        on.per_partition.insert(p, offset);
     }
+    Ok(on)
+}
 
+/// Every event of the log on the topic at least once; per order, first
+/// occurrences in version order and on one partition.
+pub(crate) async fn topic_check(pool: &PgPool, broker: &str, topic: &str) -> Result<TopicCheck> {
+    let OnTopic {
+        seen,
+        records,
+        per_partition,
+    } = read_topic(broker, topic).await?;
     let log = sqlx::query("SELECT stream_id, version, event_id FROM events ORDER BY position")
         .fetch_all(pool)
         .await?;

@@ -1,4 +1,4 @@
-//! The clients: good clients of API.md, placing orders with an
+//! The clients: good clients of the HTTP contract kept beside the repository (API.md), placing orders with an
 //! `Idempotency-Key`, moving them through their lifecycle, reading their own
 //! writes, retrying until every request has a definitive answer.
 

@@ -19,7 +19,7 @@
 //! crashed (immediate stop: no shutdown checkpoint, clients cut off) and
 //! started again.
 //!
-//! The clients behave as good clients of API.md do: every order request
+//! The clients behave as good clients of the HTTP contract kept beside the repository (API.md) do: every order request
 //! carries an `Idempotency-Key` and is retried with the same key until it gets
 //! a definitive answer, so "accepted" is exact even when a 503 or a cut
 //! connection hid a commit. A third of the orders are read back at once with
@@ -152,126 +152,209 @@ async fn run(args: Args) -> Result<bool> {
         args.rate,
         dir.display()
     ));
+    let mut ground = Ground::prepare(&dir, &orders_bin).await?;
+    let fleet = Fleet::start(&ground, &orders_bin, &dir).await?;
+    let (stats, faults, traffic_secs) = traffic_under_faults(&args, &mut ground, &fleet).await?;
 
-    // The run's own PostgreSQL cluster and database, and its own broker.
-    // The repository's scripts start and crash the cluster.
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let postgres = Postgres::new(&repo, &dir);
-    let cluster_url = postgres.start().await?;
-    let url = fresh_database(&cluster_url, "chaos").await?;
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&url)
-        .await
-        .context("connect to the chaos database")?;
-    let mut broker = DurableBroker::new(&dir.join("kafka"), Some(dir.join("broker.log")))?;
-    broker.start().await?;
-    let topic = format!("chaos-{}", Uuid::now_v7().simple());
-    // As deployed: callers sign in at the local OpenID Connect provider; no
-    // rate limit (eight clients share one address and a staff member).
-    let provider = e2e::oidc::Provider::start();
-    let env = vec![
-        ("DATABASE_URL".to_owned(), url.clone()),
-        ("KAFKA_BROKERS".to_owned(), broker.address()),
-        ("KAFKA_TOPIC".to_owned(), topic.clone()),
-        ("KAFKA_PARTITIONS".to_owned(), "3".to_owned()),
-        ("OIDC_ISSUER".to_owned(), provider.issuer.clone()),
-        ("OIDC_AUDIENCE".to_owned(), e2e::oidc::AUDIENCE.to_owned()),
-        ("RATE_LIMIT_PER_SECOND".to_owned(), "0".to_owned()),
-        ("RATE_LIMIT_PEER_PER_SECOND".to_owned(), "0".to_owned()),
-    ];
-
-    // Migrate once, before anything races to.
-    let migrated = Command::new(&orders_bin)
-        .arg("migrate")
-        .envs(env.iter().cloned())
-        .output()
-        .await?;
-    if !migrated.status.success() {
-        bail!(
-            "orders migrate failed: {}",
-            String::from_utf8_lossy(&migrated.stderr)
-        );
+    // Converge: outbox drained, both read models at every order's last version.
+    let last_fault = faults.last();
+    let converged = converge(&ground.pool, Duration::from_secs(args.converge_timeout)).await?;
+    let converge_secs = converged
+        .saturating_duration_since(last_fault)
+        .as_secs_f64();
+    fleet.stop.cancel();
+    for p in fleet.serves.iter().chain(&fleet.works) {
+        p.finished().await;
     }
 
-    // Two API processes and two worker processes; the database URL names
-    // each kind (`application_name`), so the cancel bursts find the workers.
-    let stop = CancellationToken::new();
-    let named = |name: &str| {
-        let mut env = env.clone();
-        let sep = if url.contains('?') { '&' } else { '?' };
-        env[0].1 = format!("{url}{sep}application_name={name}");
-        env
+    // The invariants, then the summary.
+    let run = Run {
+        seed,
+        args: &args,
+        pool: &ground.pool,
+        orders_bin: &orders_bin,
+        env: &ground.env,
+        broker: &ground.broker.address(),
+        topic: &ground.topic,
+        dir: &dir,
+        stats: &stats,
+        faults: &faults,
+        traffic_secs,
+        converge_secs,
+        restarts: [restarts(&fleet.serves), restarts(&fleet.works)],
     };
-    let mut serves = Vec::new();
-    let mut bases = Vec::new();
-    for n in 1..=2 {
-        let port = free_port()?;
-        serves.push(Supervised::start(
-            "serve",
-            &orders_bin,
-            vec![
-                "serve".into(),
-                "--http-addr".into(),
-                format!("127.0.0.1:{port}"),
-            ],
-            named("orders-serve"),
-            dir.join(format!("serve-{n}.log")),
-            stop.clone(),
-        )?);
-        bases.push(format!("http://127.0.0.1:{port}"));
-    }
-    let mut works = Vec::new();
-    for n in 1..=2 {
-        works.push(Supervised::start(
-            "work",
-            &orders_bin,
-            vec!["work".into()],
-            named(WORKERS),
-            dir.join(format!("work-{n}.log")),
-            stop.clone(),
-        )?);
-    }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    for base in &bases {
-        wait_ready(&http, base).await?;
-    }
-    let bases = Arc::new(bases);
+    let failures = summary::check_and_print(&run).await?;
+    ground.broker.stop().await;
+    Ok(failures.is_empty())
+}
 
-    // Traffic.
+/// What a run stands on: its own PostgreSQL cluster and database, its own
+/// broker and topic, its own identity provider, and the services'
+/// environment (the database migrated once, before anything races to).
+struct Ground {
+    postgres: Postgres,
+    cluster_url: String,
+    url: String,
+    pool: sqlx::PgPool,
+    broker: DurableBroker,
+    topic: String,
+    provider: e2e::oidc::Provider,
+    env: Vec<(String, String)>,
+}
+
+impl Ground {
+    async fn prepare(dir: &Path, orders_bin: &Path) -> Result<Ground> {
+        // The repository's scripts start and crash the cluster.
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let postgres = Postgres::new(&repo, dir);
+        let cluster_url = postgres.start().await?;
+        let url = fresh_database(&cluster_url, "chaos").await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&url)
+            .await
+            .context("connect to the chaos database")?;
+        let mut broker = DurableBroker::new(&dir.join("kafka"), Some(dir.join("broker.log")))?;
+        broker.start().await?;
+        let topic = format!("chaos-{}", Uuid::now_v7().simple());
+        // As deployed: callers sign in at the local OpenID Connect provider;
+        // no rate limit (eight clients share one address and a staff member).
+        let provider = e2e::oidc::Provider::start();
+        let env = vec![
+            ("DATABASE_URL".to_owned(), url.clone()),
+            ("KAFKA_BROKERS".to_owned(), broker.address()),
+            ("KAFKA_TOPIC".to_owned(), topic.clone()),
+            ("KAFKA_PARTITIONS".to_owned(), "3".to_owned()),
+            ("OIDC_ISSUER".to_owned(), provider.issuer.clone()),
+            ("OIDC_AUDIENCE".to_owned(), e2e::oidc::AUDIENCE.to_owned()),
+            ("RATE_LIMIT_PER_SECOND".to_owned(), "0".to_owned()),
+            ("RATE_LIMIT_PEER_PER_SECOND".to_owned(), "0".to_owned()),
+        ];
+        let migrated = Command::new(orders_bin)
+            .arg("migrate")
+            .envs(env.iter().cloned())
+            .output()
+            .await?;
+        if !migrated.status.success() {
+            bail!(
+                "orders migrate failed: {}",
+                String::from_utf8_lossy(&migrated.stderr)
+            );
+        }
+        Ok(Ground {
+            postgres,
+            cluster_url,
+            url,
+            pool,
+            broker,
+            topic,
+            provider,
+            env,
+        })
+    }
+
+    /// The environment of a process named `name` (`application_name`, so
+    /// the cancel bursts find the workers).
+    fn named(&self, name: &str) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        env[0].1 = format!("{}{sep}application_name={name}", self.url);
+        env
+    }
+}
+
+/// The services under test: two API processes and two worker processes,
+/// each restarted by its supervisor when it dies.
+struct Fleet {
+    stop: CancellationToken,
+    serves: Vec<Supervised>,
+    works: Vec<Supervised>,
+    bases: Arc<Vec<String>>,
+}
+
+impl Fleet {
+    async fn start(ground: &Ground, orders_bin: &Path, dir: &Path) -> Result<Fleet> {
+        let stop = CancellationToken::new();
+        let mut serves = Vec::new();
+        let mut bases = Vec::new();
+        for n in 1..=2 {
+            let port = free_port()?;
+            serves.push(Supervised::start(
+                "serve",
+                orders_bin,
+                vec![
+                    "serve".into(),
+                    "--http-addr".into(),
+                    format!("127.0.0.1:{port}"),
+                ],
+                ground.named("orders-serve"),
+                dir.join(format!("serve-{n}.log")),
+                stop.clone(),
+            )?);
+            bases.push(format!("http://127.0.0.1:{port}"));
+        }
+        let mut works = Vec::new();
+        for n in 1..=2 {
+            works.push(Supervised::start(
+                "work",
+                orders_bin,
+                vec!["work".into()],
+                ground.named(WORKERS),
+                dir.join(format!("work-{n}.log")),
+                stop.clone(),
+            )?);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        for base in &bases {
+            wait_ready(&http, base).await?;
+        }
+        Ok(Fleet {
+            stop,
+            serves,
+            works,
+            bases: Arc::new(bases),
+        })
+    }
+}
+
+/// Drives the clients for the run's length while the faults happen; returns
+/// what the clients saw, the faults and the seconds the traffic took.
+async fn traffic_under_faults(
+    args: &Args,
+    ground: &mut Ground,
+    fleet: &Fleet,
+) -> Result<(Arc<Stats>, Arc<Faults>, f64)> {
     let stats = Arc::new(Stats::default());
     let traffic_on = Arc::new(AtomicBool::new(true));
     let mut clients = tokio::task::JoinSet::new();
     let period = Duration::from_secs_f64(args.clients as f64 / args.rate.max(0.1));
-    let staff = provider.token("barista", Some("staff")).await;
+    let staff = ground.provider.token("barista", Some("staff")).await;
     for client in 0..args.clients {
-        let customer = provider.token(&user_of(client), None).await;
+        let customer = ground.provider.token(&user_of(client), None).await;
         clients.spawn(client_loop(
             client,
             Callers::new(&customer, &staff)?,
-            bases.clone(),
+            fleet.bases.clone(),
             period,
             stats.clone(),
             traffic_on.clone(),
         ));
     }
-
-    // Faults.
     let started = Instant::now();
     let traffic = Duration::from_secs(args.seconds);
     let faults = Arc::new(Faults::default());
     let killer = tokio::spawn(kill_loop(
-        works.iter().map(|w| w.kill.clone()).collect(),
+        fleet.works.iter().map(|w| w.kill.clone()).collect(),
         faults.clone(),
         args.min_kills,
         started + traffic,
     ));
     let leadership = tokio::spawn(leadership_faults(
-        pool.clone(),
-        url.clone(),
+        ground.pool.clone(),
+        ground.url.clone(),
         faults.clone(),
         LeadershipFaults {
             freezes: args.freezes,
@@ -283,29 +366,7 @@ async fn run(args: Args) -> Result<bool> {
         started,
         traffic,
     ));
-    if args.broker_down > 0 {
-        sleep_until(started + traffic / 5).await;
-        say("stopping the broker");
-        broker.stop().await;
-        faults.mark();
-        tokio::time::sleep(Duration::from_secs(args.broker_down)).await;
-        broker.start().await?;
-        faults.mark();
-        say("broker started again");
-    }
-    if args.postgres_restart {
-        sleep_until(started + traffic * 7 / 10).await;
-        say("crashing PostgreSQL (immediate stop)");
-        postgres.crash().await?;
-        faults.mark();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let again = postgres.start().await?;
-        if again != cluster_url {
-            bail!("PostgreSQL came back at {again}, not {cluster_url}: the services cannot follow");
-        }
-        faults.mark();
-        say("PostgreSQL started again (crash recovery)");
-    }
+    dependency_faults(args, ground, &faults, started, traffic).await?;
     sleep_until(started + traffic).await;
     killer.await?;
     leadership.await?;
@@ -317,37 +378,45 @@ async fn run(args: Args) -> Result<bool> {
     say(format!(
         "traffic over after {traffic_secs:.0} s; every request has its answer; waiting to converge"
     ));
+    Ok((stats, faults, traffic_secs))
+}
 
-    // Converge: outbox drained, both read models at every order's last version.
-    let last_fault = faults.last();
-    let converged = converge(&pool, Duration::from_secs(args.converge_timeout)).await?;
-    let converge_secs = converged
-        .saturating_duration_since(last_fault)
-        .as_secs_f64();
-    stop.cancel();
-    for p in serves.iter().chain(&works) {
-        p.finished().await;
+/// The broker stopped and started, then PostgreSQL crashed and restarted,
+/// at their points of the traffic (when the run asks for them).
+async fn dependency_faults(
+    args: &Args,
+    ground: &mut Ground,
+    faults: &Faults,
+    started: Instant,
+    traffic: Duration,
+) -> Result<()> {
+    if args.broker_down > 0 {
+        sleep_until(started + traffic / 5).await;
+        say("stopping the broker");
+        ground.broker.stop().await;
+        faults.mark();
+        tokio::time::sleep(Duration::from_secs(args.broker_down)).await;
+        ground.broker.start().await?;
+        faults.mark();
+        say("broker started again");
     }
-
-    // The invariants, then the summary.
-    let run = Run {
-        seed,
-        args: &args,
-        pool: &pool,
-        orders_bin: &orders_bin,
-        env: &env,
-        broker: &broker.address(),
-        topic: &topic,
-        dir: &dir,
-        stats: &stats,
-        faults: &faults,
-        traffic_secs,
-        converge_secs,
-        restarts: [restarts(&serves), restarts(&works)],
-    };
-    let failures = summary::check_and_print(&run).await?;
-    broker.stop().await;
-    Ok(failures.is_empty())
+    if args.postgres_restart {
+        sleep_until(started + traffic * 7 / 10).await;
+        say("crashing PostgreSQL (immediate stop)");
+        ground.postgres.crash().await?;
+        faults.mark();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let again = ground.postgres.start().await?;
+        if again != ground.cluster_url {
+            bail!(
+                "PostgreSQL came back at {again}, not {}: the services cannot follow",
+                ground.cluster_url
+            );
+        }
+        faults.mark();
+        say("PostgreSQL started again (crash recovery)");
+    }
+    Ok(())
 }
 
 /// The processes' restarts, one count per process.

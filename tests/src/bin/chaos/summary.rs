@@ -6,12 +6,39 @@ use std::sync::atomic::Ordering;
 use anyhow::Result;
 use tokio::process::Command;
 
-use crate::checks::{delivery_check, leadership_log, orders_check, topic_check};
+use crate::checks::{
+    delivery_check, leadership_log, orders_check, topic_check, DeliveryCheck, LeadershipLog,
+    OrdersCheck, TopicCheck,
+};
+use crate::faults::Freeze;
 use crate::Run;
 
 /// Checks every invariant, prints the summary; the failures (none: every
 /// invariant holds).
 pub(crate) async fn check_and_print(run: &Run<'_>) -> Result<Vec<String>> {
+    let findings = check(run).await?;
+    print_faults(run, &findings);
+    print_outcomes(run, &findings);
+    Ok(findings.failures)
+}
+
+/// What the checks found.
+struct Findings {
+    failures: Vec<String>,
+    accepted: usize,
+    orders: OrdersCheck,
+    verify_out: String,
+    topic: TopicCheck,
+    delivery: DeliveryCheck,
+    reads: u64,
+    reads_missing: u64,
+    rejected: u64,
+    freezes: Vec<Freeze>,
+    leadership: LeadershipLog,
+    reached: Vec<(String, i64)>,
+}
+
+async fn check(run: &Run<'_>) -> Result<Findings> {
     let mut failures = Vec::new();
     let accepted = run.stats.accepted();
     let orders = orders_check(run.pool, &accepted).await?;
@@ -35,9 +62,9 @@ pub(crate) async fn check_and_print(run: &Run<'_>) -> Result<Vec<String>> {
             String::from_utf8_lossy(&verify.stderr).trim()
         ));
     }
-    let topic_check = topic_check(run.pool, run.broker, run.topic).await?;
-    failures.extend(topic_check.failures.iter().cloned());
-    let delivery = delivery_check(run.pool, run.topic, &topic_check.per_partition).await?;
+    let topic = topic_check(run.pool, run.broker, run.topic).await?;
+    failures.extend(topic.failures.iter().cloned());
+    let delivery = delivery_check(run.pool, run.topic, &topic.per_partition).await?;
     failures.extend(delivery.failures.iter().cloned());
     if run.stats.server_errors.load(Ordering::Relaxed) > 0 {
         failures.push("500 answers (a bug, not a fault)".to_owned());
@@ -78,8 +105,24 @@ pub(crate) async fn check_and_print(run: &Run<'_>) -> Result<Vec<String>> {
     )
     .fetch_all(run.pool)
     .await?;
+    Ok(Findings {
+        failures,
+        accepted: accepted.len(),
+        orders,
+        verify_out,
+        topic,
+        delivery,
+        reads,
+        reads_missing,
+        rejected,
+        freezes,
+        leadership,
+        reached,
+    })
+}
 
-    // The summary.
+/// The summary's first part: what was done to the system.
+fn print_faults(run: &Run<'_>, found: &Findings) {
     let kills = run.faults.kills.load(Ordering::Relaxed);
     println!();
     println!("chaos summary (seed {})", run.seed);
@@ -92,8 +135,9 @@ pub(crate) async fn check_and_print(run: &Run<'_>) -> Result<Vec<String>> {
     println!(
         "                       leaders frozen (SIGSTOP, {} s, then SIGCONT) × {}: {}",
         run.args.freeze_secs,
-        freezes.len(),
-        freezes
+        found.freezes.len(),
+        found
+            .freezes
             .iter()
             .map(|f| format!(
                 "{} taken over after {}",
@@ -115,46 +159,51 @@ pub(crate) async fn check_and_print(run: &Run<'_>) -> Result<Vec<String>> {
         "  traffic              {:.0} s, {} clients; {} orders accepted (201), {} staff moves and cancels accepted",
         run.traffic_secs,
         run.args.clients,
-        accepted.len(),
+        found.accepted,
         run.stats.moves.load(Ordering::Relaxed)
     );
     println!(
         "  retried by clients   {} requests (503, timeouts, cut connections; same Idempotency-Key)",
         run.stats.retries.load(Ordering::Relaxed)
     );
+}
+
+/// The summary's second part: what held.
+fn print_outcomes(run: &Run<'_>, found: &Findings) {
     println!(
         "  orders reached       {}",
-        reached
+        found
+            .reached
             .iter()
             .map(|(status, n)| format!("{status} {n}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("  unexplained refusals {rejected} (should be 0)");
+    println!("  unexplained refusals {} (should be 0)", found.rejected);
     println!(
-        "  read own writes      {reads} strong reads, {reads_missing} without the order just placed (should be 0)"
+        "  read own writes      {} strong reads, {} without the order just placed (should be 0)",
+        found.reads, found.reads_missing
     );
+    let leadership = &found.leadership;
     println!(
         "  leadership           {} takeovers after a lease expired; woken or cut-off leaders stepped down {} times; the relay re-sent {} records it had sent after losing its lease (counted; absorbed below)",
         leadership.takeovers_after_expiry, leadership.stepped_down, leadership.resent
     );
+    let orders = &found.orders;
     println!(
         "  orders               lost {}   ghost {}   duplicated {}   (log holds {})",
         orders.lost, orders.ghosts, orders.duplicated, orders.in_log
     );
+    let topic = &found.topic;
     println!(
         "  topic                {} records for {} events: {} redelivered, {} missing, {} out of order",
-        topic_check.records,
-        topic_check.events,
-        topic_check.redelivered,
-        topic_check.missing,
-        topic_check.out_of_order
+        topic.records, topic.events, topic.redelivered, topic.missing, topic.out_of_order
     );
     println!(
         "  delivery model       {} records consumed, each once ({} consumed twice); version guard absorbed the redelivered",
-        delivery.consumed, delivery.consumed_twice
+        found.delivery.consumed, found.delivery.consumed_twice
     );
-    println!("  orders verify        {verify_out}");
+    println!("  orders verify        {}", found.verify_out);
     println!(
         "  restarts             serve {} (should be 0), work {} (after each kill)",
         run.restarts[0], run.restarts[1]
@@ -163,12 +212,11 @@ pub(crate) async fn check_and_print(run: &Run<'_>) -> Result<Vec<String>> {
         "  converged            {:.1} s after the last fault",
         run.converge_secs
     );
-    if failures.is_empty() {
+    if found.failures.is_empty() {
         println!("  result               every invariant holds");
     } else {
-        for f in &failures {
+        for f in &found.failures {
             println!("  FAILED               {f}");
         }
     }
-    Ok(failures)
 }

@@ -8,10 +8,10 @@ use uuid::Uuid;
 
 use crate::checkpoint;
 use crate::error::Result;
+use crate::generations::Rebuild;
 use crate::held;
 use crate::log::{self, Cursor, LogEvent, StreamKey};
 use crate::projection::Projection;
-use crate::rebuild::Rebuild;
 use crate::runner::{apply_batch, apply_events};
 
 use super::replay::HorizonWait;

@@ -1,6 +1,8 @@
-//! What a batch does to the orders it touches, written once per order:
-//! shared by every read model keyed by order (this one and the delivery
-//! model).
+//! What every read model keyed by order shares about an order's row: what
+//! a batch does to each order it touches (written once per order), the
+//! moves of status and version, the drink-option and pickup-number columns
+//! and how older generations gain them. The order read model and the
+//! delivery model both build on it.
 
 use std::collections::HashMap;
 
@@ -67,6 +69,74 @@ pub(crate) fn reduce<'a>(
         }
     }
     Ok(changes)
+}
+
+/// The orders a batch placed, column by column (one array per column, for
+/// one `UNNEST` insert), each in its state after the batch. What every read
+/// model keyed by order keeps of a placement is read from the event here,
+/// once; a model binds the columns it has.
+pub(crate) struct Placements<'a> {
+    pub ids: Vec<Uuid>,
+    pub users: Vec<&'a str>,
+    pub names: Vec<&'a str>,
+    pub prices: Vec<i64>,
+    pub qtys: Vec<i32>,
+    pub totals: Vec<i64>,
+    pub temperatures: Vec<&'static str>,
+    pub sizes: Vec<&'static str>,
+    pub pickups: Vec<Option<i32>>,
+    pub statuses: Vec<&'static str>,
+    pub ordered: Vec<OffsetDateTime>,
+    pub updated: Vec<OffsetDateTime>,
+    pub versions: Vec<i32>,
+    pub positions: Vec<i64>,
+}
+
+impl<'a> Placements<'a> {
+    /// The placements among `changes` (changes without one are skipped).
+    pub fn of(changes: &[&'a (Uuid, Change)]) -> Self {
+        let n = changes.len();
+        let mut p = Placements {
+            ids: Vec::with_capacity(n),
+            users: Vec::with_capacity(n),
+            names: Vec::with_capacity(n),
+            prices: Vec::with_capacity(n),
+            qtys: Vec::with_capacity(n),
+            totals: Vec::with_capacity(n),
+            temperatures: Vec::with_capacity(n),
+            sizes: Vec::with_capacity(n),
+            pickups: Vec::with_capacity(n),
+            statuses: Vec::with_capacity(n),
+            ordered: Vec::with_capacity(n),
+            updated: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            positions: Vec::with_capacity(n),
+        };
+        for (id, c) in changes {
+            let Some(placed) = &c.placed else { continue };
+            p.ids.push(*id);
+            p.users.push(placed.user_id.as_str());
+            p.names.push(placed.coffee_name.as_str());
+            p.prices.push(to_i64(u64::from(placed.coffee_price)));
+            p.qtys
+                .push(i32::try_from(placed.coffee_qty.get()).unwrap_or(i32::MAX));
+            p.totals.push(to_i64(placed.total_price.0));
+            p.temperatures.push(placed.options.temperature.code());
+            p.sizes.push(placed.options.size.code());
+            p.pickups
+                .push(placed.pickup_number.and_then(|n| i32::try_from(n).ok()));
+            p.statuses.push(c.status.code());
+            p.ordered.push(c.ordered_at);
+            p.updated.push(c.updated_at);
+            p.versions.push(c.version);
+            p.positions.push(c.position);
+        }
+        p
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
 }
 
 pub(crate) fn to_i64(n: u64) -> i64 {
@@ -173,6 +243,14 @@ pub(crate) async fn add_pickup_column(conn: &mut PgConnection, table: &str) -> R
     .await?;
     tracing::info!(table, "added the pickup-number column (OrderPlaced v3)");
     Ok(true)
+}
+
+/// Reads the status column of a read-model row.
+pub(crate) fn status_of(row: &sqlx::postgres::PgRow) -> Result<Status> {
+    let status: String = row.try_get("status")?;
+    status
+        .parse::<Status>()
+        .map_err(|e| ProjectionError::Database(sqlx::Error::Decode(Box::new(e))))
 }
 
 /// Reads the option columns of a read-model row.

@@ -4,7 +4,7 @@ use infra::broker::Partition;
 use sqlx::{Acquire, PgConnection, PgPool};
 
 use crate::error::{ProjectionError, Result};
-use crate::rebuild::Rebuild;
+use crate::generations::Rebuild;
 
 use super::consume::connect_topic;
 use super::offsets::{next_offset, offsets};

@@ -90,7 +90,7 @@ impl Orders {
         // After the replay check: a retry of an order placed before the menu
         // changed still gets its first answer.
         let menu = self.menu.get().await?;
-        if let Err(faults) = menu.check(&place.coffee_name, place.coffee_price, place.options) {
+        if let Err(faults) = menu.check_line(&place.line) {
             return Ok(Err(Rejection::OffMenu(faults)));
         }
         place.pickup_number = Some(self.pickups.next().await?);
