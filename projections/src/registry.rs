@@ -29,8 +29,28 @@ pub enum Source {
     Topic,
 }
 
+/// What a projection's worker runs with.
+pub struct Worker {
+    /// The budget of its source (the workers' pool, or the consumer's).
+    pub pool: PgPool,
+    /// The topic, for a projection fed from it.
+    pub kafka: Option<KafkaSource>,
+    pub options: WorkerOptions,
+    pub shutdown: CancellationToken,
+}
+
+/// Progress reports of long work, as it goes.
+pub type OnProgress<'a> = &'a mut (dyn FnMut(Progress) + Send);
+
+/// What an operator's replay asks for.
+pub struct ReplayRequest<'a> {
+    /// Re-apply from this log position (the start when `None`).
+    pub from: Option<i64>,
+    pub batch_size: i64,
+    pub progress: OnProgress<'a>,
+}
+
 /// What an operator's rebuild asks for.
-#[derive(Debug, Clone, Copy)]
 pub struct RebuildRequest<'a> {
     pub batch_size: i64,
     /// The topic, for a projection fed from it.
@@ -38,6 +58,7 @@ pub struct RebuildRequest<'a> {
     /// Who accepts a model built from a topic that no longer holds every
     /// record (`--accept-incomplete`); `None`: refuse such a rebuild.
     pub accepted_incomplete_by: Option<&'a str>,
+    pub progress: OnProgress<'a>,
 }
 
 /// One projection as the rest of the system sees it.
@@ -49,29 +70,20 @@ pub trait Registration: Send + Sync {
     fn source(&self) -> Source;
     /// Registers it (generation 1, published) if it is not registered yet.
     fn install<'a>(&'a self, pool: &'a PgPool) -> Pending<'a, ()>;
-    /// Runs its worker until `shutdown` (a standby while another process
+    /// Runs its worker until shutdown (a standby while another process
     /// holds its lease).
-    fn run(
-        &self,
-        pool: PgPool,
-        kafka: Option<KafkaSource>,
-        options: WorkerOptions,
-        shutdown: CancellationToken,
-    ) -> Pending<'static, ()>;
-    /// Re-applies its source from `from` (the start when `None`).
+    fn run(&self, worker: Worker) -> Pending<'static, ()>;
+    /// Re-applies its source from a position.
     fn replay<'a>(
         &'a self,
         pool: &'a PgPool,
-        from: Option<i64>,
-        batch_size: i64,
-        progress: &'a mut (dyn FnMut(Progress) + Send),
+        request: ReplayRequest<'a>,
     ) -> Pending<'a, ReplayReport>;
     /// Builds a new generation beside the live one, then switches readers.
     fn rebuild<'a>(
         &'a self,
         pool: &'a PgPool,
         request: RebuildRequest<'a>,
-        progress: &'a mut (dyn FnMut(Progress) + Send),
     ) -> Pending<'a, RebuildReport>;
     /// Its rows against the fold of the log.
     fn verify<'a>(&'a self, pool: &'a PgPool) -> Pending<'a, Vec<Difference>>;

@@ -3,7 +3,7 @@
 //! workers' pool, a topic-fed one has its own).
 
 use infra::kafka::KafkaSource;
-use projections::registry::{Registered, Source};
+use projections::registry::{Registered, Source, Worker};
 use projections::runner::WorkerOptions;
 use projections::ProjectionError;
 use tokio::task::JoinSet;
@@ -27,7 +27,12 @@ pub fn spawn(
             Source::Log => pools.workers.clone(),
             Source::Topic => pools.consumer.clone(),
         };
-        set.spawn(projection.run(pool, kafka.cloned(), options.clone(), shutdown.clone()));
+        set.spawn(projection.run(Worker {
+            pool,
+            kafka: kafka.cloned(),
+            options: options.clone(),
+            shutdown: shutdown.clone(),
+        }));
     }
     set
 }

@@ -6,13 +6,11 @@ use std::time::Instant;
 
 use infra::kafka::KafkaSource;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 use super::{DeliveryReadModel, NAME};
 use crate::error::ProjectionError;
 use crate::operate::{Phase, Progress, ProjectionStatus, RebuildReport, ReplayReport};
-use crate::registry::{Pending, RebuildRequest, Registration, Source};
-use crate::runner::WorkerOptions;
+use crate::registry::{Pending, RebuildRequest, Registration, ReplayRequest, Source, Worker};
 use crate::verify::{self, Difference};
 use crate::Projection;
 
@@ -42,26 +40,14 @@ impl Registration for Delivery {
         Box::pin(crate::checkpoint::install(pool, &DeliveryReadModel))
     }
 
-    fn run(
-        &self,
-        pool: PgPool,
-        kafka: Option<KafkaSource>,
-        options: WorkerOptions,
-        shutdown: CancellationToken,
-    ) -> Pending<'static, ()> {
+    fn run(&self, w: Worker) -> Pending<'static, ()> {
         Box::pin(async move {
-            let source = kafka.ok_or_else(needs_kafka)?;
-            super::run_consumer(pool, source, options.lease_ttl, shutdown).await
+            let source = w.kafka.ok_or_else(needs_kafka)?;
+            super::run_consumer(w.pool, source, w.options.lease_ttl, w.shutdown).await
         })
     }
 
-    fn replay<'a>(
-        &'a self,
-        _pool: &'a PgPool,
-        _from: Option<i64>,
-        _batch_size: i64,
-        _progress: &'a mut (dyn FnMut(Progress) + Send),
-    ) -> Pending<'a, ReplayReport> {
+    fn replay<'a>(&'a self, _: &'a PgPool, _: ReplayRequest<'a>) -> Pending<'a, ReplayReport> {
         Box::pin(async {
             Err(ProjectionError::NotFor {
                 name: NAME,
@@ -74,8 +60,8 @@ impl Registration for Delivery {
         &'a self,
         pool: &'a PgPool,
         request: RebuildRequest<'a>,
-        progress: &'a mut (dyn FnMut(Progress) + Send),
     ) -> Pending<'a, RebuildReport> {
+        let progress = request.progress;
         Box::pin(async move {
             let source = request.kafka.ok_or_else(needs_kafka)?;
             let started = Instant::now();

@@ -3,13 +3,12 @@
 
 use infra::kafka::KafkaSource;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 use super::{OrdersReadModel, NAME};
 use crate::error::ProjectionError;
-use crate::operate::{self, Progress, ProjectionStatus, RebuildReport, ReplayReport};
-use crate::registry::{Pending, RebuildRequest, Registration, Source};
-use crate::runner::{self, WorkerOptions};
+use crate::operate::{self, ProjectionStatus, RebuildReport, ReplayReport};
+use crate::registry::{Pending, RebuildRequest, Registration, ReplayRequest, Source, Worker};
+use crate::runner;
 use crate::verify::{self, Difference};
 use crate::Projection;
 
@@ -35,29 +34,22 @@ impl Registration for Orders {
         Box::pin(crate::checkpoint::install(pool, &OrdersReadModel))
     }
 
-    fn run(
-        &self,
-        pool: PgPool,
-        _kafka: Option<KafkaSource>,
-        options: WorkerOptions,
-        shutdown: CancellationToken,
-    ) -> Pending<'static, ()> {
-        Box::pin(runner::run_worker(pool, OrdersReadModel, options, shutdown))
+    fn run(&self, w: Worker) -> Pending<'static, ()> {
+        Box::pin(runner::run_worker(
+            w.pool,
+            OrdersReadModel,
+            w.options,
+            w.shutdown,
+        ))
     }
 
-    fn replay<'a>(
-        &'a self,
-        pool: &'a PgPool,
-        from: Option<i64>,
-        batch_size: i64,
-        progress: &'a mut (dyn FnMut(Progress) + Send),
-    ) -> Pending<'a, ReplayReport> {
+    fn replay<'a>(&'a self, pool: &'a PgPool, r: ReplayRequest<'a>) -> Pending<'a, ReplayReport> {
         Box::pin(operate::replay(
             pool,
             &OrdersReadModel,
-            from,
-            batch_size,
-            progress,
+            r.from,
+            r.batch_size,
+            r.progress,
         ))
     }
 
@@ -65,7 +57,6 @@ impl Registration for Orders {
         &'a self,
         pool: &'a PgPool,
         request: RebuildRequest<'a>,
-        progress: &'a mut (dyn FnMut(Progress) + Send),
     ) -> Pending<'a, RebuildReport> {
         Box::pin(async move {
             if request.accepted_incomplete_by.is_some() {
@@ -74,7 +65,7 @@ impl Registration for Orders {
                     why: "--accept-incomplete is for the delivery projection: the order read model rebuilds from the whole log",
                 });
             }
-            operate::rebuild(pool, &OrdersReadModel, request.batch_size, progress).await
+            operate::rebuild(pool, &OrdersReadModel, request.batch_size, request.progress).await
         })
     }
 

@@ -1,7 +1,7 @@
 //! `orders projections replay|rebuild`: re-applying the log, and rebuilding
 //! a projection beside the live one, with progress.
 
-use projections::registry::{self, RebuildRequest};
+use projections::registry::{self, RebuildRequest, ReplayRequest};
 use sqlx::PgPool;
 
 use super::os_user;
@@ -17,9 +17,12 @@ pub(super) async fn replay(
 ) -> anyhow::Result<()> {
     let projection = registry::find(name)?;
     let mut reporter = Reporter::new("replay", name);
-    let report = projection
-        .replay(pool, from, batch_size, &mut |p| reporter.report(p))
-        .await?;
+    let request = ReplayRequest {
+        from,
+        batch_size,
+        progress: &mut |p| reporter.report(p),
+    };
+    let report = projection.replay(pool, request).await?;
     reporter.finish();
     if report.handed_to_worker {
         println!(
@@ -52,15 +55,14 @@ pub(super) async fn rebuild(
         registry::Source::Log => None,
     };
     let who = accept_incomplete.then(|| format!("{} via {}", os_user(), infra::process_label()));
+    let mut reporter = Reporter::new("rebuild", name);
     let request = RebuildRequest {
         batch_size,
         kafka: kafka.as_ref(),
         accepted_incomplete_by: who.as_deref(),
+        progress: &mut |p| reporter.report(p),
     };
-    let mut reporter = Reporter::new("rebuild", name);
-    let report = projection
-        .rebuild(pool, request, &mut |p| reporter.report(p))
-        .await?;
+    let report = projection.rebuild(pool, request).await?;
     reporter.finish();
     let secs = report.elapsed.as_secs_f64();
     println!(

@@ -43,6 +43,7 @@
 mod checks;
 mod clients;
 mod faults;
+mod fleet;
 mod infra;
 mod summary;
 
@@ -53,16 +54,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use e2e::processes::{free_port, DurableBroker};
-use sqlx::postgres::PgPoolOptions;
-use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use checks::converge;
-use clients::{client_loop, user_of, wait_ready, Callers, Stats};
-use faults::{kill_loop, leadership_faults, Faults, LeadershipFaults, Supervised, WORKERS};
-use infra::{fresh_database, sleep_until, Postgres};
+use clients::{client_loop, user_of, Callers, Stats};
+use faults::{kill_loop, leadership_faults, Faults, LeadershipFaults, Supervised};
+use fleet::{Fleet, Ground};
+use infra::sleep_until;
 
 #[derive(Debug, Parser)]
 #[command(about = "Fault injection under load, then the invariants (see the module docs)")]
@@ -186,138 +183,6 @@ async fn run(args: Args) -> Result<bool> {
     let failures = summary::check_and_print(&run).await?;
     ground.broker.stop().await;
     Ok(failures.is_empty())
-}
-
-/// What a run stands on: its own PostgreSQL cluster and database, its own
-/// broker and topic, its own identity provider, and the services'
-/// environment (the database migrated once, before anything races to).
-struct Ground {
-    postgres: Postgres,
-    cluster_url: String,
-    url: String,
-    pool: sqlx::PgPool,
-    broker: DurableBroker,
-    topic: String,
-    provider: e2e::oidc::Provider,
-    env: Vec<(String, String)>,
-}
-
-impl Ground {
-    async fn prepare(dir: &Path, orders_bin: &Path) -> Result<Ground> {
-        // The repository's scripts start and crash the cluster.
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let postgres = Postgres::new(&repo, dir);
-        let cluster_url = postgres.start().await?;
-        let url = fresh_database(&cluster_url, "chaos").await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(&url)
-            .await
-            .context("connect to the chaos database")?;
-        let mut broker = DurableBroker::new(&dir.join("kafka"), Some(dir.join("broker.log")))?;
-        broker.start().await?;
-        let topic = format!("chaos-{}", Uuid::now_v7().simple());
-        // As deployed: callers sign in at the local OpenID Connect provider;
-        // no rate limit (eight clients share one address and a staff member).
-        let provider = e2e::oidc::Provider::start();
-        let env = vec![
-            ("DATABASE_URL".to_owned(), url.clone()),
-            ("KAFKA_BROKERS".to_owned(), broker.address()),
-            ("KAFKA_TOPIC".to_owned(), topic.clone()),
-            ("KAFKA_PARTITIONS".to_owned(), "3".to_owned()),
-            ("OIDC_ISSUER".to_owned(), provider.issuer.clone()),
-            ("OIDC_AUDIENCE".to_owned(), e2e::oidc::AUDIENCE.to_owned()),
-            ("RATE_LIMIT_PER_SECOND".to_owned(), "0".to_owned()),
-            ("RATE_LIMIT_PEER_PER_SECOND".to_owned(), "0".to_owned()),
-        ];
-        let migrated = Command::new(orders_bin)
-            .arg("migrate")
-            .envs(env.iter().cloned())
-            .output()
-            .await?;
-        if !migrated.status.success() {
-            bail!(
-                "orders migrate failed: {}",
-                String::from_utf8_lossy(&migrated.stderr)
-            );
-        }
-        Ok(Ground {
-            postgres,
-            cluster_url,
-            url,
-            pool,
-            broker,
-            topic,
-            provider,
-            env,
-        })
-    }
-
-    /// The environment of a process named `name` (`application_name`, so
-    /// the cancel bursts find the workers).
-    fn named(&self, name: &str) -> Vec<(String, String)> {
-        let mut env = self.env.clone();
-        let sep = if self.url.contains('?') { '&' } else { '?' };
-        env[0].1 = format!("{}{sep}application_name={name}", self.url);
-        env
-    }
-}
-
-/// The services under test: two API processes and two worker processes,
-/// each restarted by its supervisor when it dies.
-struct Fleet {
-    stop: CancellationToken,
-    serves: Vec<Supervised>,
-    works: Vec<Supervised>,
-    bases: Arc<Vec<String>>,
-}
-
-impl Fleet {
-    async fn start(ground: &Ground, orders_bin: &Path, dir: &Path) -> Result<Fleet> {
-        let stop = CancellationToken::new();
-        let mut serves = Vec::new();
-        let mut bases = Vec::new();
-        for n in 1..=2 {
-            let port = free_port()?;
-            serves.push(Supervised::start(
-                "serve",
-                orders_bin,
-                vec![
-                    "serve".into(),
-                    "--http-addr".into(),
-                    format!("127.0.0.1:{port}"),
-                ],
-                ground.named("orders-serve"),
-                dir.join(format!("serve-{n}.log")),
-                stop.clone(),
-            )?);
-            bases.push(format!("http://127.0.0.1:{port}"));
-        }
-        let mut works = Vec::new();
-        for n in 1..=2 {
-            works.push(Supervised::start(
-                "work",
-                orders_bin,
-                vec!["work".into()],
-                ground.named(WORKERS),
-                dir.join(format!("work-{n}.log")),
-                stop.clone(),
-            )?);
-        }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        for base in &bases {
-            wait_ready(&http, base).await?;
-        }
-        Ok(Fleet {
-            stop,
-            serves,
-            works,
-            bases: Arc::new(bases),
-        })
-    }
 }
 
 /// Drives the clients for the run's length while the faults happen; returns

@@ -45,23 +45,8 @@ async fn check(run: &Run<'_>) -> Result<Findings> {
     if orders.lost > 0 || orders.ghosts > 0 || orders.duplicated > 0 {
         failures.push("orders: lost, ghost or duplicated".to_owned());
     }
-    let verify = Command::new(run.orders_bin)
-        .arg("verify")
-        .envs(run.env.iter().cloned())
-        .output()
-        .await?;
-    let verify_out = String::from_utf8_lossy(&verify.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
-    if !verify.status.success() {
-        failures.push(format!(
-            "orders verify: {verify_out} {}",
-            String::from_utf8_lossy(&verify.stderr).trim()
-        ));
-    }
+    let (verify_out, verify_failed) = verify(run).await?;
+    failures.extend(verify_failed);
     let topic = topic_check(run.pool, run.broker, run.topic).await?;
     failures.extend(topic.failures.iter().cloned());
     let delivery = delivery_check(run.pool, run.topic, &topic.per_partition).await?;
@@ -119,6 +104,29 @@ async fn check(run: &Run<'_>) -> Result<Findings> {
         leadership,
         reached,
     })
+}
+
+/// `orders verify`'s answer on one line, and a failure when it found the
+/// read models apart from the log.
+async fn verify(run: &Run<'_>) -> Result<(String, Option<String>)> {
+    let verify = Command::new(run.orders_bin)
+        .arg("verify")
+        .envs(run.env.iter().cloned())
+        .output()
+        .await?;
+    let out = String::from_utf8_lossy(&verify.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let failed = (!verify.status.success()).then(|| {
+        format!(
+            "orders verify: {out} {}",
+            String::from_utf8_lossy(&verify.stderr).trim()
+        )
+    });
+    Ok((out, failed))
 }
 
 /// The summary's first part: what was done to the system.
