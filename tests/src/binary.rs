@@ -30,6 +30,21 @@ pub fn orders_bin() -> PathBuf {
     path
 }
 
+/// `orders all` on `127.0.0.1:port` against `db` and `kafka`, quiet (warnings
+/// only), stdout discarded, killed when dropped: the caller says where its
+/// stderr goes and spawns it.
+pub fn orders_all(db: &TestDb, kafka: &KafkaSource, port: u16) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(orders_bin());
+    cmd.args(["all", "--http-addr", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &db.url)
+        .env("KAFKA_BROKERS", kafka.brokers.join(","))
+        .env("KAFKA_TOPIC", &kafka.topic)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
 /// Runs `orders ARGS…` against `db` (and `kafka`, when given) to completion.
 pub async fn run_orders(
     db: &TestDb,

@@ -8,6 +8,28 @@ use sqlx::PgPool;
 
 /// The lease of projection `name`, for a test that steps the projection
 /// itself (as its worker would, under the worker's lease).
+/// Waits (up to `within`) until the delivery side has applied every event
+/// of the log and the outbox is empty.
+pub async fn delivery_caught_up(db: &crate::TestDb, within: Duration) {
+    let events = db.events().await;
+    eventually(within, "the delivery side caught up", || async {
+        let applied = projections::delivery::events_applied(&db.pool).await.ok()?;
+        (applied == events && db.outbox().await == 0).then_some(())
+    })
+    .await;
+}
+
+/// A transaction that took its id and stays open: it holds the log's
+/// gap-safe horizon (cluster-wide) back until it ends.
+pub async fn hold_the_horizon(pool: &PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *holder)
+        .await
+        .expect("take a transaction id");
+    holder
+}
+
 pub async fn projection_lease(pool: &PgPool, name: &str) -> infra::lease::Lease {
     infra::lease::Lease::try_acquire(
         pool,

@@ -20,11 +20,11 @@ pub use app::{
     spawn_app, spawn_app_opts, spawn_app_with, spawn_app_without_workers, spawn_orders_all,
     AppOptions, As, Auth, Reply, TestApp,
 };
-pub use binary::{orders_bin, run_orders};
+pub use binary::{orders_all, orders_bin, run_orders};
 pub use db::{database_url, TestDb};
 pub use fixtures::{
-    checkpoint, eventually, insert_event, order_model_and_fold, placed_payload, placed_payload_v1,
-    projection_lease, wait_caught_up,
+    checkpoint, delivery_caught_up, eventually, hold_the_horizon, insert_event,
+    order_model_and_fold, placed_payload, placed_payload_v1, projection_lease, wait_caught_up,
 };
 /// A directory of the test's own under the temp folder, removed when the
 /// value is dropped: when the test ends, passing or failing.

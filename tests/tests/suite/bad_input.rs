@@ -120,19 +120,13 @@ async fn invalid_quantities_are_refused_and_nothing_is_appended() {
 #[tokio::test]
 async fn every_invalid_field_is_reported_at_once() {
     let app = spawn_app().await;
-    let problem = app
+    let fields = app
         .place(
             "USER0001",
             json!({"coffee_name": "", "coffee_price": "x", "coffee_qty": 0}),
         )
         .await
-        .problem(422);
-    let fields: Vec<&str> = problem["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .filter_map(|e| e["field"].as_str())
-        .collect();
+        .fields_at_fault(422);
     assert_eq!(fields, ["coffee_name", "coffee_price", "coffee_qty"]);
     assert_eq!(app.db.events().await, 0);
 }

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use e2e::{eventually, spawn_orders_all, TestApp};
 use reqwest::Method;
-use sqlx::Connection;
 
 async fn delivery_rows(app: &TestApp) -> i64 {
     app.db
@@ -124,14 +123,7 @@ async fn writes_keep_their_latency_while_a_hundred_strong_reads_wait_behind_a_lo
     // A transaction elsewhere holds the horizon for 10 s: no strong read
     // can be answered, a hundred wait (and, after 5 s, answer 503 and ask
     // again), and orders are placed all along.
-    let mut holder = sqlx::PgConnection::connect(&app.db.url)
-        .await
-        .expect("connect");
-    let mut long = holder.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *long)
-        .await
-        .expect("take a transaction id");
+    let long = e2e::hold_the_horizon(&app.db.pool).await;
     app.place_ok("budget-reader").await;
     let (held, held_reads) = under_reads(&app, Duration::from_secs(10)).await;
     long.rollback().await.expect("end the long transaction");

@@ -19,18 +19,7 @@ async fn metrics_expose_requests_appends_outbox_relay_and_projections() {
     app.place("mx", json!({"coffee_name": ""}))
         .await
         .problem(422);
-    let events = app.db.events().await;
-    eventually(
-        Duration::from_secs(10),
-        "the delivery side to apply",
-        || async {
-            let applied = projections::delivery::events_applied(&app.db.pool)
-                .await
-                .ok()?;
-            (applied == events && app.db.outbox().await == 0).then_some(())
-        },
-    )
-    .await;
+    e2e::delivery_caught_up(&app.db, Duration::from_secs(10)).await;
     let reply = app.get("/metrics").await;
     assert_eq!(reply.status, 200);
     assert!(reply

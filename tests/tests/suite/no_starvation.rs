@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use e2e::{spawn_app_opts, AppOptions};
 use reqwest::Method;
-use sqlx::Connection;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_strong_reads_waiting_behind_a_long_transaction_do_not_starve_writers() {
@@ -21,14 +20,7 @@ async fn a_hundred_strong_reads_waiting_behind_a_long_transaction_do_not_starve_
     );
     app.place_ok("zed").await;
     // A transaction elsewhere holds the horizon: nothing after it applies.
-    let mut holder = sqlx::PgConnection::connect(&app.db.url)
-        .await
-        .expect("connect");
-    let mut long = holder.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *long)
-        .await
-        .expect("take a transaction id");
+    let long = e2e::hold_the_horizon(&app.db.pool).await;
     app.place_ok("zed").await;
 
     // A hundred reads of their own writes wait (more than the pool has

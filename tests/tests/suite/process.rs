@@ -103,15 +103,8 @@ async fn all_stops_cleanly_on_sigint_and_sigterm() {
         .enumerate()
     {
         let port = free_port();
-        let child = Command::new(orders_bin())
-            .args(["all", "--http-addr", &format!("127.0.0.1:{port}")])
-            .env("DATABASE_URL", &db.url)
-            .env("KAFKA_BROKERS", kafka.brokers.join(","))
-            .env("KAFKA_TOPIC", &kafka.topic)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+        let child = e2e::orders_all(&db, &kafka, port)
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .expect("start orders all");
         let client = reqwest::Client::new();

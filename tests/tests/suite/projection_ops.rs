@@ -219,22 +219,10 @@ async fn replay_from_a_position_restores_rows_lost_behind_the_checkpoint() {
     assert_eq!(checkpoint(&pool, NAME).await.cursor.position, 5);
 }
 
-/// A transaction that took its id before the orders below and is still
-/// running: it holds the gap-safe horizon back (as another test's, or another
-/// database's, long transaction does on a shared cluster).
-async fn hold_the_horizon(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut holder = pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *holder)
-        .await
-        .expect("take a transaction id");
-    holder
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_waits_for_a_running_transaction_instead_of_stopping_short() {
     let app = spawn_app_without_workers().await;
-    let holder = hold_the_horizon(&app.db.pool).await;
+    let holder = e2e::hold_the_horizon(&app.db.pool).await;
     for _ in 0..3 {
         app.place_ok("mia").await;
     }
@@ -260,7 +248,7 @@ async fn replay_waits_for_a_running_transaction_instead_of_stopping_short() {
 async fn rebuild_without_a_worker_includes_every_event_committed_before_it_began() {
     let app = spawn_app_without_workers().await;
     let pool = app.db.pool.clone();
-    let holder = hold_the_horizon(&pool).await;
+    let holder = e2e::hold_the_horizon(&pool).await;
     for _ in 0..4 {
         app.place_ok("noah").await;
     }

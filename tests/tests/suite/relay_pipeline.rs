@@ -134,11 +134,7 @@ async fn a_transaction_left_open_elsewhere_does_not_hold_the_relay_back() {
     let db = TestDb::create().await;
     let kafka = test_kafka();
     // An open transaction with an id holds the gap-safe horizon (cluster-wide).
-    let mut open = db.pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *open)
-        .await
-        .expect("take a transaction id");
+    let open = e2e::hold_the_horizon(&db.pool).await;
 
     let orders = backlog(&db.pool, 7_000).await;
     let relay = TestRelay::start(&db.pool, &kafka);

@@ -295,11 +295,7 @@ async fn a_replay_from_a_position_includes_later_positions_of_older_transactions
     // first (from which everything is replayed anyway).
     app.place_ok("sam").await;
     // The older transaction takes its id first and its position last.
-    let mut older = app.db.pool.begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *older)
-        .await
-        .expect("xid");
+    let mut older = e2e::hold_the_horizon(&app.db.pool).await;
     let mut newer = app.db.pool.begin().await.expect("begin");
     let from: i64 = sqlx::query_scalar(insert)
         .bind(b)

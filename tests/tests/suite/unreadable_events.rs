@@ -9,21 +9,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use e2e::processes::{free_port, terminate};
-use e2e::{eventually, insert_event, orders_bin, run_orders, test_kafka, TestDb};
+use e2e::{eventually, insert_event, run_orders, test_kafka, TestDb};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 async fn start_all(db: &TestDb, kafka: &infra::kafka::KafkaSource, port: u16) -> Child {
-    Command::new(orders_bin())
-        .args(["all", "--http-addr", &format!("127.0.0.1:{port}")])
-        .env("DATABASE_URL", &db.url)
-        .env("KAFKA_BROKERS", kafka.brokers.join(","))
-        .env("KAFKA_TOPIC", &kafka.topic)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+    e2e::orders_all(db, kafka, port)
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("start orders all")
 }

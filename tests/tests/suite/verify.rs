@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e::{eventually, orders_bin, spawn_app_opts, test_kafka, wait_caught_up, AppOptions};
+use e2e::{orders_bin, spawn_app_opts, test_kafka, wait_caught_up, AppOptions};
 use projections::orders::NAME;
 use tokio::process::Command;
 
@@ -45,18 +45,7 @@ async fn verify_reports_a_tampered_row_and_nothing_otherwise() {
         ids.push(id);
     }
     wait_caught_up(&app.db.pool, NAME, Duration::from_secs(10)).await;
-    let events = app.db.events().await;
-    eventually(
-        Duration::from_secs(10),
-        "the delivery side caught up",
-        || async {
-            let applied = projections::delivery::events_applied(&app.db.pool)
-                .await
-                .ok()?;
-            (applied == events && app.db.outbox().await == 0).then_some(())
-        },
-    )
-    .await;
+    e2e::delivery_caught_up(&app.db, Duration::from_secs(10)).await;
 
     let (ok, out) = verify(&app.db.url, &brokers, &[]).await;
     assert!(ok, "{out}");
