@@ -1,13 +1,12 @@
 //! Who may do what ("Who may do what" in API.md, the HTTP contract kept beside the repository), against the real local
-//! OpenID Connect provider: every route for every kind of caller, the tokens
-//! that must be refused, key rotation and a provider that is down, the actor
-//! recorded in events, and the rate limit.
+//! OpenID Connect provider: every route for every kind of caller, the actor
+//! recorded in events, and the rate limit (the tokens that must be refused,
+//! key rotation and a provider that is down: [`super::tokens`]).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::oidc::Provider;
-use e2e::{eventually, spawn_app_opts, test_kafka, AppOptions, As, Auth, Reply, TestApp};
+use e2e::{eventually, spawn_app_opts, test_kafka, AppOptions, As, Reply, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 use services::http::access::{RateLimit, RateLimitConfig};
@@ -178,155 +177,6 @@ async fn the_actor_in_each_event_comes_from_the_token() {
     .await
     .expect("the events' metadata");
     assert_eq!(who, ["customer:alice", "staff:barista"]);
-}
-
-/// A protected request with `Authorization: Bearer {token}`.
-async fn with_token(app: &TestApp, token: &str) -> Reply {
-    app.request_as(
-        As::Header(format!("Bearer {token}")),
-        Method::GET,
-        &format!("/order-ms/{A}/orders"),
-        None,
-        &[],
-    )
-    .await
-}
-
-#[tokio::test]
-async fn tokens_the_provider_would_not_issue_are_refused_with_invalid_token() {
-    let app = e2e::spawn_app().await;
-    let p = app.provider.clone().expect("a provider");
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let valid = p.claims(A, &[]);
-    let with = |patch: Value| {
-        let mut c = valid.clone();
-        for (k, v) in patch.as_object().expect("an object") {
-            c[k] = v.clone();
-        }
-        c
-    };
-    // The forger works: its well-formed tokens are accepted, with every
-    // allowed algorithm.
-    for alg in ["RS256", "ES256", "EdDSA"] {
-        let token = p.forge(&json!({"alg": alg, "claims": valid}));
-        with_token(&app, &token).await.ok(200);
-    }
-    let refused = [
-        (
-            "expired",
-            json!({"alg": "RS256", "claims": with(json!({"exp": now - 120, "iat": now - 720, "nbf": now - 720}))}),
-        ),
-        (
-            "not yet valid",
-            json!({"alg": "RS256", "claims": with(json!({"nbf": now + 120}))}),
-        ),
-        (
-            "wrong issuer",
-            json!({"alg": "RS256", "claims": with(json!({"iss": "http://127.0.0.1:9/elsewhere"}))}),
-        ),
-        (
-            "wrong audience",
-            json!({"alg": "RS256", "claims": with(json!({"aud": "another-api"}))}),
-        ),
-        ("alg none", json!({"alg": "none", "claims": valid})),
-        (
-            "HS256 keyed with the public key",
-            json!({"alg": "HS256", "claims": valid}),
-        ),
-        (
-            "a flipped signature byte",
-            json!({"alg": "RS256", "claims": valid, "flip": true}),
-        ),
-        (
-            "an unknown key id",
-            json!({"alg": "RS256", "kid": "no-such-key", "claims": valid}),
-        ),
-        (
-            "no expiry",
-            json!({"alg": "RS256", "claims": with(json!({"exp": null}))}),
-        ),
-        (
-            "a user id outside the rule",
-            json!({"alg": "RS256", "claims": with(json!({"sub": "auth0|123"}))}),
-        ),
-    ];
-    for (what, spec) in refused {
-        let reply = with_token(&app, &p.forge(&spec)).await;
-        let body = reply.problem(401);
-        assert_eq!(body["type"], "/problems/invalid-token", "{what}");
-        let challenge = reply.header("www-authenticate").unwrap_or_default();
-        assert!(
-            challenge.starts_with("Bearer ") && challenge.contains(r#"error="invalid_token""#),
-            "{what}: {challenge:?}"
-        );
-    }
-    // Not a bearer token at all, and none.
-    let basic = app
-        .request_as(
-            As::Header("Basic YWxpY2U6eA==".into()),
-            Method::GET,
-            &format!("/order-ms/{A}/orders"),
-            None,
-            &[],
-        )
-        .await;
-    basic.problem(401);
-    assert!(basic
-        .header("www-authenticate")
-        .unwrap_or_default()
-        .contains(r#"error="invalid_request""#));
-    let none = app
-        .request_as(
-            As::Nobody,
-            Method::GET,
-            &format!("/order-ms/{A}/orders"),
-            None,
-            &[],
-        )
-        .await;
-    none.problem(401);
-    assert_eq!(
-        none.header("www-authenticate"),
-        Some(r#"Bearer realm="orders""#)
-    );
-}
-
-#[tokio::test]
-async fn rotated_keys_are_taken_without_a_restart_and_cached_keys_outlive_the_provider() {
-    let provider = Arc::new(Provider::start());
-    let app = spawn_app_opts(AppOptions {
-        auth: Auth::Own(provider.clone()),
-        ..AppOptions::default()
-    })
-    .await;
-    let before = provider.token(A, None).await;
-    with_token(&app, &before).await.ok(200);
-
-    let kid = provider.rotate();
-    let after = provider.token(A, None).await;
-    assert!(
-        header_kid(&after) == kid,
-        "the provider signs with the new key"
-    );
-    with_token(&app, &after).await.ok(200);
-    with_token(&app, &before).await.ok(200);
-
-    provider.stop();
-    // Both keys are cached: tokens signed with them are still accepted.
-    with_token(&app, &before).await.ok(200);
-    with_token(&app, &after).await.ok(200);
-    // A key nobody published stays unknown.
-    let stranger = provider
-        .forge(&json!({"alg": "RS256", "kid": "unpublished", "claims": provider.claims(A, &[])}));
-    with_token(&app, &stranger).await.problem(401);
-}
-
-/// The `kid` in a JWT's header.
-fn header_kid(token: &str) -> String {
-    jsonwebtoken::decode_header(token)
-        .expect("a JWT header")
-        .kid
-        .unwrap_or_default()
 }
 
 #[tokio::test]
