@@ -70,12 +70,11 @@ bench-live:
 fuzz *ARGS:
     scripts/fuzz.sh {{ARGS}}
 
-# Check formatting and lints (clippy with warnings as errors).
+# Check formatting and lints (clippy with warnings as errors), and that .sqlx/ is what the queries need (both in one compilation).
 lint:
     cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets -- -D warnings
     scripts/rskafka-patched.sh check
-    scripts/sqlx-prepare.sh --check
+    scripts/sqlx-prepare.sh --check --clippy
 
 # Format the code.
 fmt:
