@@ -24,7 +24,10 @@ test:
     scripts/oidc.sh install >/dev/null
     # The pages' browser tests: Debian's chromium, a Korean font, playwright-core and axe-core.
     scripts/browser.sh >/dev/null
-    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; scripts/drop-test-databases.sh; cargo test --workspace --all-targets --no-fail-fast
+    # Every test target but the benchmarks (`just bench` runs those; clippy
+    # checks that they build). Four tests at a time: the end-to-end tests wait
+    # on databases, brokers and processes far more than they compute.
+    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; scripts/drop-test-databases.sh; cargo test --workspace --lib --bins --tests --no-fail-fast -- --test-threads 4
 
 # What CI runs: formatting, lints, then every test.
 ci: lint test

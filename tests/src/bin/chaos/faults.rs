@@ -86,6 +86,10 @@ pub(crate) async fn kill_loop(
 /// exits; `kill` sends it SIGKILL (then it is restarted too).
 pub(crate) struct Supervised {
     pub(crate) kill: mpsc::Sender<()>,
+    /// The running process's id; 0 while none runs. A signal goes only to a
+    /// process this supervisor runs now: a pid read elsewhere (a lease
+    /// holder's) may be a dead process's, reused by the kernel for anything.
+    pub(crate) pid: Arc<AtomicU32>,
     pub(crate) restarts: Arc<AtomicU32>,
     pub(crate) task: tokio::task::JoinHandle<()>,
 }
@@ -120,28 +124,36 @@ impl Supervised {
             }
         };
         let mut child = spawn()?;
+        let pid = Arc::new(AtomicU32::new(child.id().unwrap_or_default()));
         let counter = restarts.clone();
+        let running = pid.clone();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     () = stop.cancelled() => {
+                        running.store(0, Ordering::SeqCst);
                         terminate(&mut child).await;
                         return;
                     }
                     _ = kills.recv() => {
+                        running.store(0, Ordering::SeqCst);
                         child.start_kill().ok();
                         child.wait().await.ok();
                         // Back after a moment, as a service manager would.
                         tokio::time::sleep(Duration::from_millis(fastrand::u64(0..300))).await;
                     }
                     status = child.wait() => {
+                        running.store(0, Ordering::SeqCst);
                         say(format!("{name} exited by itself ({status:?}); restarting"));
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 }
                 counter.fetch_add(1, Ordering::Relaxed);
                 match spawn() {
-                    Ok(c) => child = c,
+                    Ok(c) => {
+                        running.store(c.id().unwrap_or_default(), Ordering::SeqCst);
+                        child = c;
+                    }
                     Err(e) => {
                         say(format!("cannot restart {name}: {e:#}"));
                         return;
@@ -151,6 +163,7 @@ impl Supervised {
         });
         Ok(Supervised {
             kill,
+            pid,
             restarts,
             task,
         })
@@ -191,13 +204,21 @@ async fn leaders(pool: &PgPool) -> sqlx::Result<Vec<(String, i64, u32)>> {
 /// leaves no lease held for a few seconds.
 const LEADER_WITHIN: Duration = Duration::from_secs(20);
 
-/// The leaders now, once there is one (`None` after [`LEADER_WITHIN`]).
-async fn some_leaders(pool: &PgPool) -> Option<Vec<(String, i64, u32)>> {
+/// The leaders now that are processes of `ours`, once there is one
+/// (`None` after [`LEADER_WITHIN`]). A lease names its holder's pid, which
+/// may be a killed process's (its lease not yet taken over), reused by
+/// the kernel since for another process: never one to signal.
+async fn some_leaders(pool: &PgPool, ours: &[Arc<AtomicU32>]) -> Option<Vec<(String, i64, u32)>> {
     let since = Instant::now();
     loop {
+        let running: Vec<u32> = ours.iter().map(|p| p.load(Ordering::SeqCst)).collect();
         match leaders(pool).await {
-            Ok(held) if !held.is_empty() => return Some(held),
-            Ok(_) => {}
+            Ok(mut held) => {
+                held.retain(|(_, _, pid)| running.contains(pid));
+                if !held.is_empty() {
+                    return Some(held);
+                }
+            }
             Err(e) => say(format!("cannot read the leases yet: {e}")),
         }
         if since.elapsed() > LEADER_WITHIN {
@@ -218,8 +239,12 @@ async fn signal(pid: u32, name: &str) -> bool {
 /// Freezes (SIGSTOP) the process that leads a lease chosen at random, for
 /// `length`, measuring how long until a standby holds that lease; then wakes
 /// it (SIGCONT). Returns what happened (`None`: no leader to freeze).
-pub(crate) async fn freeze_a_leader(pool: &PgPool, length: Duration) -> Option<Freeze> {
-    let held = some_leaders(pool).await?;
+pub(crate) async fn freeze_a_leader(
+    pool: &PgPool,
+    ours: &[Arc<AtomicU32>],
+    length: Duration,
+) -> Option<Freeze> {
+    let held = some_leaders(pool, ours).await?;
     let (lease, token, pid) = held.get(fastrand::usize(..held.len()))?.clone();
     if !signal(pid, "STOP").await {
         return None;
@@ -302,6 +327,8 @@ pub(crate) struct LeadershipFaults {
     pub(crate) cancel_every: Duration,
     pub(crate) long_transactions: u32,
     pub(crate) long: Duration,
+    /// The processes a freeze may stop: the workers this run supervises.
+    pub(crate) ours: Vec<Arc<AtomicU32>>,
 }
 
 /// Spreads the leadership and database faults over the traffic: freezes
@@ -355,7 +382,7 @@ pub(crate) async fn leadership_faults(
         crate::infra::sleep_until(started + traffic.mul_f64(at)).await;
         faults.mark();
         faults.freezing.store(true, Ordering::SeqCst);
-        let frozen = freeze_a_leader(&pool, plan.freeze).await;
+        let frozen = freeze_a_leader(&pool, &plan.ours, plan.freeze).await;
         faults.freezing.store(false, Ordering::SeqCst);
         match frozen {
             Some(freeze) => {
