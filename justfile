@@ -20,7 +20,7 @@ test:
     # The process tests (signals, crashes) run the real binary: build it first.
     cargo build -p services --bin orders
     scripts/python-deps.sh
-    # The tests' identity provider (each test binary starts its own).
+    # The tests' identity provider (the test binary starts its own, with keys of its own).
     scripts/oidc.sh install >/dev/null
     # The pages' browser tests: Debian's chromium, a Korean font, playwright-core and axe-core.
     scripts/browser.sh >/dev/null
