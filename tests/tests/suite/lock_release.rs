@@ -19,12 +19,14 @@ async fn lease_token(pool: &sqlx::PgPool) -> Option<i64> {
 
 const WORKERS: &str = "lock-release-workers";
 
-/// The workers' backends running a statement now.
+/// The workers' backends running a statement now that waits for a lock:
+/// the leader's batch, held up by the test (no statement of the standby or
+/// of the lease waits for the read model's table).
 async fn busy_backends(pool: &sqlx::PgPool) -> Vec<i32> {
     sqlx::query_scalar(
         "SELECT pid FROM pg_stat_activity
           WHERE datname = current_database() AND application_name = $1
-            AND state = 'active' AND query !~* 'LISTEN'",
+            AND state = 'active' AND wait_event_type = 'Lock' AND query !~* 'LISTEN'",
     )
     .bind(WORKERS)
     .fetch_all(pool)
@@ -79,8 +81,10 @@ async fn a_worker_whose_statement_is_cancelled_gives_its_lock_back_and_the_proje
     let mut leader = services::workers::spawn(&pools, &name, &options, None, &shutdown);
     let mut standby = services::workers::spawn(&pools, &name, &options, None, &shutdown);
 
-    // Cancel the leader's statements until one lands mid-batch: the leader
-    // steps down and the lease is taken again (a new token).
+    // Cancel the leader's statement mid-batch: the leader steps down and the
+    // lease is taken again (a new token). The test holds the read model's
+    // table, so the leader's next batch waits inside its transaction for the
+    // lock, where the cancel lands whatever else the machine is doing.
     let deadline = Instant::now() + Duration::from_secs(10);
     let first = loop {
         assert!(Instant::now() < deadline, "no worker took the lease");
@@ -89,6 +93,12 @@ async fn a_worker_whose_statement_is_cancelled_gives_its_lock_back_and_the_proje
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    let mut holding = app.db.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE order_view_g1 IN EXCLUSIVE MODE")
+        .execute(&mut *holding)
+        .await
+        .expect("hold the read model's table");
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut cancelled = 0;
     while lease_token(&app.db.pool).await == Some(first) {
         assert!(
@@ -105,6 +115,7 @@ async fn a_worker_whose_statement_is_cancelled_gives_its_lock_back_and_the_proje
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    holding.rollback().await.expect("let the table go");
     // Within a second no idle connection holds a lock, and none sits in a
     // transaction (open or aborted) for more than a moment: nothing went
     // back to the pool with session state. (A live batch is idle in its
