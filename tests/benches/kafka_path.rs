@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{relay_options, spawn_app_opts, test_kafka, AppOptions, TestDb};
+use e2e::{relay_options, spawn_app_opts, test_kafka, AppOptions, TestApp, TestDb};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::record::Record;
 use tokio::sync::Mutex;
@@ -101,6 +101,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// The drain benchmark: the relay on a 100,000-event outbox backlog against
+/// the same records produced straight to the broker, and PostgreSQL's part of
+/// the relay's work alone.
 async fn relay_drain() -> Drain {
     let db = TestDb::create().await;
     let seed = include_str!("../../bench/seed-events.sql")
@@ -112,8 +115,23 @@ async fn relay_drain() -> Drain {
         .expect("seed the log");
     let events = db.events().await;
 
-    // Baseline: the same envelopes, produced straight to a fresh topic.
     let kafka = test_kafka();
+    let raw = raw_produce(&db, &kafka).await;
+    let drained = relay_drains(&db, &kafka).await;
+    let database_only = database_alone(&db).await;
+    // The backlog timed is every event but the first.
+    let n = (events - 1) as f64;
+    Drain {
+        relay: n / drained.as_secs_f64(),
+        raw: events as f64 / raw.as_secs_f64(),
+        database_only: n / database_only.as_secs_f64(),
+        rows: events - 1,
+    }
+}
+
+/// Baseline: the same envelopes, produced straight to a fresh topic. Returns
+/// how long producing them took.
+async fn raw_produce(db: &TestDb, kafka: &infra::kafka::KafkaSource) -> Duration {
     let client = infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
         .await
         .expect("connect");
@@ -121,22 +139,7 @@ async fn relay_drain() -> Drain {
     let partitions = infra::kafka::ensure_topic(&client, &raw_topic, &kafka.topic_settings())
         .await
         .expect("topic");
-    let rows = infra::event_rows!("FROM events ORDER BY position")
-        .fetch_all(&db.pool)
-        .await
-        .expect("events");
-    let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-    for row in rows {
-        let e = row.decode().expect("event");
-        let key = e.stream_id.to_string();
-        let p = infra::kafka::partition_for(key.as_bytes(), 3);
-        by_partition.entry(p).or_default().push(Record {
-            key: Some(key.into_bytes()),
-            value: Some(serde_json::to_vec(&e).expect("json")),
-            headers: BTreeMap::new(),
-            timestamp: Default::default(),
-        });
-    }
+    let by_partition = records_by_partition(db).await;
     let mut clients = HashMap::new();
     for p in partitions {
         clients.insert(
@@ -170,29 +173,58 @@ async fn relay_drain() -> Drain {
         }
     });
     futures::future::join_all(sends).await;
-    let raw = started.elapsed();
+    started.elapsed()
+}
 
-    // The relay, draining the backlog. It starts on an empty outbox and
-    // publishes one row first (leadership, connections, the topic), so that
-    // what is timed is the drain alone.
+/// Every event of the log as the record the relay would produce, keyed and
+/// partitioned as the relay keys and partitions it (3 partitions).
+async fn records_by_partition(db: &TestDb) -> BTreeMap<i32, Vec<Record>> {
+    let rows = infra::event_rows!("FROM events ORDER BY position")
+        .fetch_all(&db.pool)
+        .await
+        .expect("events");
+    let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    for row in rows {
+        let e = row.decode().expect("event");
+        let key = e.stream_id.to_string();
+        let p = infra::kafka::partition_for(key.as_bytes(), 3);
+        by_partition.entry(p).or_default().push(Record {
+            key: Some(key.into_bytes()),
+            value: Some(serde_json::to_vec(&e).expect("json")),
+            headers: BTreeMap::new(),
+            timestamp: Default::default(),
+        });
+    }
+    by_partition
+}
+
+/// The relay, draining the backlog. It starts on an empty outbox and
+/// publishes one row first (leadership, connections, the topic), so that
+/// what is timed is the drain alone. Returns how long the drain took.
+async fn relay_drains(db: &TestDb, kafka: &infra::kafka::KafkaSource) -> Duration {
     let stop = CancellationToken::new();
     let relay = tokio::spawn(services::relay::run(
         db.pool.clone(),
-        relay_options(&kafka),
+        relay_options(kafka),
         stop.clone(),
     ));
-    outbox_rows(&db, "LIMIT 1").await;
-    until_empty(&db).await;
-    outbox_rows(&db, "OFFSET 1").await;
+    outbox_rows(db, "LIMIT 1").await;
+    until_empty(db).await;
+    outbox_rows(db, "OFFSET 1").await;
     let started = Instant::now();
-    until_empty(&db).await;
+    until_empty(db).await;
     let drained = started.elapsed();
     stop.cancel();
     relay.await.expect("relay");
-    // PostgreSQL's part alone, on the same rows: read them in the relay's
-    // rounds (its select list and order, 3,000 at a time) and delete each
-    // round, one after the other; no records are built, nothing is produced.
-    outbox_rows(&db, "OFFSET 1").await;
+    drained
+}
+
+/// PostgreSQL's part alone, on the same rows: read them in the relay's
+/// rounds (its select list and order, 3,000 at a time) and delete each
+/// round, one after the other; no records are built, nothing is produced.
+/// Returns how long that took.
+async fn database_alone(db: &TestDb) -> Duration {
+    outbox_rows(db, "OFFSET 1").await;
     let mut conn = db.pool.acquire().await.expect("a connection");
     let started = Instant::now();
     let mut cursor = (0i64, 0i64);
@@ -220,15 +252,7 @@ async fn relay_drain() -> Drain {
             .await
             .expect("delete a round");
     }
-    let database_only = started.elapsed();
-    // The backlog timed is every event but the first.
-    let n = (events - 1) as f64;
-    Drain {
-        relay: n / drained.as_secs_f64(),
-        raw: events as f64 / raw.as_secs_f64(),
-        database_only: n / database_only.as_secs_f64(),
-        rows: events - 1,
-    }
+    started.elapsed()
 }
 
 /// Outbox rows for the events in position order, `range` of them
@@ -273,6 +297,9 @@ struct Drain {
     rows: i64,
 }
 
+/// When each order was seen, by order id.
+type Stamps = Arc<Mutex<HashMap<uuid::Uuid, Instant>>>;
+
 /// One run: (p50, p99) from commit to the order read model (fed from the
 /// log, no Kafka: the same-run baseline) and to the delivery read model.
 async fn delivery_latency() -> ((Duration, Duration), (Duration, Duration)) {
@@ -288,42 +315,84 @@ async fn delivery_latency() -> ((Duration, Duration), (Duration, Duration)) {
     while app.get(&format!("/delivery-ms/warmup/{id}")).await.status != 200 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    type Stamps = Arc<Mutex<HashMap<uuid::Uuid, Instant>>>;
     let committed: Stamps = Arc::default();
     let in_orders: Stamps = Arc::default();
     let in_delivery: Stamps = Arc::default();
     let stop = CancellationToken::new();
-    // Pollers stamp when each order first shows in each read model.
-    let poll = |table: &'static str, seen: Stamps| {
-        let (pool, committed, stop) = (app.db.pool.clone(), committed.clone(), stop.clone());
-        tokio::spawn(async move {
-            let query = format!("SELECT order_id FROM {table} WHERE order_id = ANY($1)");
-            while !stop.is_cancelled() {
-                let pending: Vec<uuid::Uuid> = {
-                    let c = committed.lock().await;
-                    let s = seen.lock().await;
-                    c.keys().filter(|k| !s.contains_key(*k)).copied().collect()
-                };
-                if !pending.is_empty() {
-                    let found: Vec<uuid::Uuid> = sqlx::query_scalar(&query)
-                        .bind(&pending)
-                        .fetch_all(&pool)
-                        .await
-                        .expect("poll");
-                    let now = Instant::now();
-                    let mut s = seen.lock().await;
-                    for f in found {
-                        s.entry(f).or_insert(now);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        })
-    };
+    let pool = &app.db.pool;
     let pollers = [
-        poll("order_view", in_orders.clone()),
-        poll("delivery.order_status", in_delivery.clone()),
+        poll(pool, "order_view", &committed, in_orders.clone(), &stop),
+        poll(
+            pool,
+            "delivery.order_status",
+            &committed,
+            in_delivery.clone(),
+            &stop,
+        ),
     ];
+    place_at_rate(&app, &committed).await;
+    let total = committed.lock().await.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (in_orders.lock().await.len() < total || in_delivery.lock().await.len() < total)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    for p in pollers {
+        p.await.expect("poller");
+    }
+    let c = committed.lock().await;
+    let result = (
+        quantiles(&c, &*in_orders.lock().await),
+        quantiles(&c, &*in_delivery.lock().await),
+    );
+    drop(c);
+    // Every request has finished: the app is this function's alone again.
+    if let Ok(app) = Arc::try_unwrap(app) {
+        app.stop().await;
+    }
+    result
+}
+
+/// A poller that stamps in `seen` when each `committed` order first shows in
+/// the read model `table`, until `stop`.
+fn poll(
+    pool: &sqlx::PgPool,
+    table: &'static str,
+    committed: &Stamps,
+    seen: Stamps,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let (pool, committed, stop) = (pool.clone(), committed.clone(), stop.clone());
+    tokio::spawn(async move {
+        let query = format!("SELECT order_id FROM {table} WHERE order_id = ANY($1)");
+        while !stop.is_cancelled() {
+            let pending: Vec<uuid::Uuid> = {
+                let c = committed.lock().await;
+                let s = seen.lock().await;
+                c.keys().filter(|k| !s.contains_key(*k)).copied().collect()
+            };
+            if !pending.is_empty() {
+                let found: Vec<uuid::Uuid> = sqlx::query_scalar(&query)
+                    .bind(&pending)
+                    .fetch_all(&pool)
+                    .await
+                    .expect("poll");
+                let now = Instant::now();
+                let mut s = seen.lock().await;
+                for f in found {
+                    s.entry(f).or_insert(now);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+}
+
+/// Places orders at RATE for SECONDS, 50 customers taking turns, stamping in
+/// `committed` when each was committed; returns once every one was.
+async fn place_at_rate(app: &Arc<TestApp>, committed: &Stamps) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / RATE);
     let mut placing = Vec::new();
     for i in 0..RATE * SECONDS {
@@ -338,41 +407,23 @@ async fn delivery_latency() -> ((Duration, Duration), (Duration, Duration)) {
     for p in placing {
         p.await.expect("place");
     }
-    let total = committed.lock().await.len();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while (in_orders.lock().await.len() < total || in_delivery.lock().await.len() < total)
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.cancel();
-    for p in pollers {
-        p.await.expect("poller");
-    }
-    let c = committed.lock().await;
-    let quantiles = |seen: &HashMap<uuid::Uuid, Instant>| {
-        let mut latencies: Vec<Duration> = c
-            .iter()
-            .map(|(id, at)| {
-                // Never seen within 30 s counts as 30 s: a miss, not a skip.
-                seen.get(id).map_or(Duration::from_secs(30), |seen| {
-                    seen.saturating_duration_since(*at)
-                })
+}
+
+/// (p50, p99) of the latencies from `committed` to `seen`.
+fn quantiles(
+    committed: &HashMap<uuid::Uuid, Instant>,
+    seen: &HashMap<uuid::Uuid, Instant>,
+) -> (Duration, Duration) {
+    let mut latencies: Vec<Duration> = committed
+        .iter()
+        .map(|(id, at)| {
+            // Never seen within 30 s counts as 30 s: a miss, not a skip.
+            seen.get(id).map_or(Duration::from_secs(30), |seen| {
+                seen.saturating_duration_since(*at)
             })
-            .collect();
-        latencies.sort();
-        let pick =
-            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-        (pick(0.50), pick(0.99))
-    };
-    let result = (
-        quantiles(&*in_orders.lock().await),
-        quantiles(&*in_delivery.lock().await),
-    );
-    drop(c);
-    // Every request has finished: the app is this function's alone again.
-    if let Ok(app) = Arc::try_unwrap(app) {
-        app.stop().await;
-    }
-    result
+        })
+        .collect();
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (pick(0.50), pick(0.99))
 }

@@ -92,7 +92,12 @@ async fn main() {
         },
     )
     .await;
+    report(&baseline, &loaded, idle_rss);
+}
 
+/// Prints the baseline and the loaded phase side by side, their ratio, and
+/// whether the target holds.
+fn report(baseline: &Outcome, loaded: &Outcome, idle_rss: Option<u64>) {
     println!(
         "\ncommit → change on an open page: `orders all` (authentication on, Kafka), \
          {RATE} orders/s, each moved to preparing {} ms after it was placed; \
@@ -108,8 +113,8 @@ async fn main() {
         "", "p50 ms", "p99 ms", "p50 ms", "p99 ms", "p99 ms"
     );
     for (name, outcome) in [
-        ("baseline: 1 customer + 1 board", &baseline),
-        ("200 streams: 150 customers + 50 boards", &loaded),
+        ("baseline: 1 customer + 1 board", baseline),
+        ("200 streams: 150 customers + 50 boards", loaded),
     ] {
         println!(
             "  {:<40} {:>9.1} {:>10.1} {:>9.1} {:>10.1} {:>16.1}",
@@ -131,7 +136,7 @@ async fn main() {
         ratio(loaded.board.at(0.99), baseline.board.at(0.99)),
         ratio(loaded.last_board.at(0.99), baseline.last_board.at(0.99)),
     );
-    for (name, outcome) in [("baseline", &baseline), ("200 streams", &loaded)] {
+    for (name, outcome) in [("baseline", baseline), ("200 streams", loaded)] {
         println!(
             "  {name}: {} of {} events read ({} changes); {} not seen within 10 s",
             outcome.read, outcome.expected, outcome.changes, outcome.missing
@@ -192,13 +197,45 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// One phase: opens its streams, drives its orders, waits for every stream
+/// to read every change (or 10 s), and measures what arrived.
 async fn run_phase(app: &Arc<TestApp>, pid: Option<u32>, tag: &str, phase: Phase) -> Outcome {
     let users: Vec<String> = (0..phase.customers)
         .map(|i| format!("{tag}{i:04}"))
         .collect();
     // Tokens first, so no request of the measured ones waits for one.
+    let (customer_auth, staff_auth) = authorizations(app, &users).await;
+    let mut streams = open_streams(app, &customer_auth, &staff_auth, phase.boards).await;
+    let sent = drive_orders(app, &users, phase.orders).await;
+
+    // Wait until every stream read every change it should, or 10 s.
+    let per_change = 1 + phase.boards;
+    let expected = sent.len() * per_change;
+    let mut seen = Seen::new(&sent);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut wanted = 0;
+    while wanted < expected {
+        match tokio::time::timeout_at(deadline, streams.collected.recv()).await {
+            Ok(Some(a)) => wanted += seen.keep(a),
+            _ => break,
+        }
+    }
+    let rss = pid.and_then(rss_kib);
+    streams.stop.cancel();
+    for task in streams.tasks {
+        let _ = task.await;
+    }
+    while let Ok(a) = streams.collected.try_recv() {
+        seen.keep(a);
+    }
+    seen.outcome(expected, rss)
+}
+
+/// The customers' authorization headers, in the order of `users`, and
+/// staff's.
+async fn authorizations(app: &TestApp, users: &[String]) -> (Vec<String>, String) {
     let mut customer_auth = Vec::new();
-    for user in &users {
+    for user in users {
         customer_auth.push(
             app.authorization(&As::customer(user))
                 .await
@@ -209,21 +246,43 @@ async fn run_phase(app: &Arc<TestApp>, pid: Option<u32>, tag: &str, phase: Phase
         .authorization(&As::Staff)
         .await
         .expect("authentication is on");
+    (customer_auth, staff_auth)
+}
 
-    // The streams, each on its own connection, as browsers hold them.
+/// A phase's open streams: their readers and what they read.
+struct OpenStreams {
+    /// Ends every reader.
+    stop: CancellationToken,
+    /// Every order or status event any stream read.
+    collected: mpsc::UnboundedReceiver<Arrival>,
+    /// The phase's own sender, held open until the phase ends: the wait for
+    /// arrivals then runs to its deadline even if every reader has ended.
+    _arrivals: mpsc::UnboundedSender<Arrival>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Opens `/events/orders` for each customer and `/events/board` for each of
+/// `boards` boards, each on its own connection as browsers hold them, and
+/// returns once every stream says it is ready.
+async fn open_streams(
+    app: &TestApp,
+    customer_auth: &[String],
+    staff_auth: &str,
+    boards: usize,
+) -> OpenStreams {
     let streams_client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
         .expect("a client");
     let stop = CancellationToken::new();
-    let (arrivals, mut collected) = mpsc::unbounded_channel();
+    let (arrivals, collected) = mpsc::unbounded_channel();
     let mut readies = Vec::new();
     let mut tasks = Vec::new();
     let opened = customer_auth
         .iter()
         .enumerate()
         .map(|(i, auth)| (Stream::Customer(i), "/events/orders", auth.clone()))
-        .chain((0..phase.boards).map(|i| (Stream::Board(i), "/events/board", staff_auth.clone())));
+        .chain((0..boards).map(|i| (Stream::Board(i), "/events/board", staff_auth.to_owned())));
     for (stream, path, auth) in opened {
         let (ready, ready_rx) = oneshot::channel();
         readies.push(ready_rx);
@@ -243,13 +302,26 @@ async fn run_phase(app: &Arc<TestApp>, pid: Option<u32>, tag: &str, phase: Phase
             .expect("every stream says ready within 30 s")
             .expect("the stream opened");
     }
+    OpenStreams {
+        stop,
+        collected,
+        _arrivals: arrivals,
+        tasks,
+    }
+}
 
-    // The load: placements at RATE, each moved on MOVE_AFTER later.
+/// The load: `orders` placements at RATE, the users taking turns, each moved
+/// on to preparing MOVE_AFTER later. Returns when each change was sent.
+async fn drive_orders(
+    app: &Arc<TestApp>,
+    users: &[String],
+    orders: usize,
+) -> HashMap<Change, Instant> {
     let mut sent: HashMap<Change, Instant> = HashMap::new();
     let (sends, mut sent_rx) = mpsc::unbounded_channel::<(Change, Instant)>();
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / RATE);
     let mut drivers = Vec::new();
-    for i in 0..phase.orders {
+    for i in 0..orders {
         ticker.tick().await;
         let user = users[i % users.len()].clone();
         let (app, sends) = (app.clone(), sends.clone());
@@ -288,64 +360,70 @@ async fn run_phase(app: &Arc<TestApp>, pid: Option<u32>, tag: &str, phase: Phase
     while let Some((change, at)) = sent_rx.recv().await {
         sent.insert(change, at);
     }
+    sent
+}
 
-    // Wait until every stream read every change it should, or 10 s.
-    let per_change = 1 + phase.boards;
-    let expected = sent.len() * per_change;
-    let mut seen: HashMap<(Stream, Change), Instant> = HashMap::new();
-    let mut wanted = 0;
-    let keep = |a: Arrival, seen: &mut HashMap<(Stream, Change), Instant>| {
-        let counts = sent.contains_key(&a.change);
-        if let std::collections::hash_map::Entry::Vacant(first) = seen.entry((a.stream, a.change)) {
+/// When each stream first read each change, against when the changes were
+/// sent.
+struct Seen<'a> {
+    sent: &'a HashMap<Change, Instant>,
+    first: HashMap<(Stream, Change), Instant>,
+}
+
+impl<'a> Seen<'a> {
+    fn new(sent: &'a HashMap<Change, Instant>) -> Self {
+        Seen {
+            sent,
+            first: HashMap::new(),
+        }
+    }
+
+    /// Records an arrival if it is its stream's first read of the change.
+    /// Returns 1 when it is and the change is one this phase sent, else 0:
+    /// only those count toward what the phase expects.
+    fn keep(&mut self, a: Arrival) -> usize {
+        let counts = self.sent.contains_key(&a.change);
+        if let std::collections::hash_map::Entry::Vacant(first) =
+            self.first.entry((a.stream, a.change))
+        {
             first.insert(a.at);
             usize::from(counts)
         } else {
             0
         }
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while wanted < expected {
-        match tokio::time::timeout_at(deadline, collected.recv()).await {
-            Ok(Some(a)) => wanted += keep(a, &mut seen),
-            _ => break,
-        }
-    }
-    let rss = pid.and_then(rss_kib);
-    stop.cancel();
-    for task in tasks {
-        let _ = task.await;
-    }
-    while let Ok(a) = collected.try_recv() {
-        keep(a, &mut seen);
     }
 
-    let mut customer = Vec::new();
-    let mut board = Vec::new();
-    let mut last_board: HashMap<&Change, Duration> = HashMap::new();
-    for ((stream, change), at) in &seen {
-        let Some(from) = sent.get(change) else {
-            continue;
-        };
-        let latency = at.saturating_duration_since(*from);
-        match stream {
-            Stream::Customer(_) => customer.push(latency),
-            Stream::Board(_) => {
-                board.push(latency);
-                let last = last_board.entry(change).or_default();
-                *last = (*last).max(latency);
+    /// The phase's latencies, per kind of page and per change to the last
+    /// board, of the changes this phase sent.
+    fn outcome(&self, expected: usize, rss: Option<u64>) -> Outcome {
+        let mut customer = Vec::new();
+        let mut board = Vec::new();
+        let mut last_board: HashMap<&Change, Duration> = HashMap::new();
+        for ((stream, change), at) in &self.first {
+            let Some(from) = self.sent.get(change) else {
+                continue;
+            };
+            let latency = at.saturating_duration_since(*from);
+            match stream {
+                Stream::Customer(_) => customer.push(latency),
+                Stream::Board(_) => {
+                    board.push(latency);
+                    let last = last_board.entry(change).or_default();
+                    *last = (*last).max(latency);
+                }
             }
         }
-    }
-    let read = customer.len() + board.len();
-    Outcome {
-        customer: Latencies::new(customer),
-        board: Latencies::new(board),
-        last_board: Latencies::new(last_board.into_values().collect()),
-        changes: sent.len(),
-        expected,
-        read,
-        missing: expected.saturating_sub(read),
-        rss,
+        let read = customer.len() + board.len();
+        Outcome {
+            customer: Latencies::new(customer),
+            board: Latencies::new(board),
+            last_board: Latencies::new(last_board.into_values().collect()),
+            changes: self.sent.len(),
+            expected,
+            read,
+            missing: expected.saturating_sub(read),
+            rss,
+        }
     }
 }
 

@@ -15,7 +15,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use e2e::oidc::{AUDIENCE, WEB_CLIENT};
-use e2e::{orders_bin, run_orders, spawn_app_opts, test_kafka, AppOptions};
+use e2e::{orders_bin, run_orders, spawn_app_opts, test_kafka, AppOptions, TestApp};
+use tokio::process::Child;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -60,31 +61,13 @@ fn psql() -> PathBuf {
         .expect("psql: on PATH or under /usr/lib/postgresql/*/bin")
 }
 
-#[tokio::test]
-async fn customers_and_staff_use_the_pages_live_across_two_processes() {
-    let browser = browser_env();
-    let app = spawn_app_opts(AppOptions {
-        kafka: Some(test_kafka()),
-        ..AppOptions::default()
-    })
-    .await;
-    let menu = repo().join("scripts/sample-menu.json");
-    let set = run_orders(
-        &app.db,
-        None,
-        &["menu", "set", menu.to_str().expect("a UTF-8 path")],
-    )
-    .await;
-    assert!(
-        set.status.success(),
-        "{}",
-        String::from_utf8_lossy(&set.stderr)
-    );
-
+/// A second `orders serve` process of the real binary, on the test app's
+/// database and provider, once it answers `/healthz`; with its base URL.
+async fn start_a_second_server(app: &TestApp) -> (Child, String) {
     let provider = app.provider.as_ref().expect("authentication is on");
     let port = e2e::processes::free_port().expect("a free port");
     let other = format!("http://127.0.0.1:{port}");
-    let mut serve = tokio::process::Command::new(orders_bin())
+    let serve = tokio::process::Command::new(orders_bin())
         .arg("serve")
         .env("DATABASE_URL", &app.db.url)
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
@@ -109,6 +92,31 @@ async fn customers_and_staff_use_the_pages_live_across_two_processes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(up, "the second `orders serve` did not come up on {other}");
+    (serve, other)
+}
+
+#[tokio::test]
+async fn customers_and_staff_use_the_pages_live_across_two_processes() {
+    let browser = browser_env();
+    let app = spawn_app_opts(AppOptions {
+        kafka: Some(test_kafka()),
+        ..AppOptions::default()
+    })
+    .await;
+    let menu = repo().join("scripts/sample-menu.json");
+    let set = run_orders(
+        &app.db,
+        None,
+        &["menu", "set", menu.to_str().expect("a UTF-8 path")],
+    )
+    .await;
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+
+    let (mut serve, other) = start_a_second_server(&app).await;
 
     let mut script = tokio::process::Command::new("node");
     script

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use e2e::processes::{send_signal, terminate};
 use e2e::{eventually, orders_bin, read_topic, spawn_app_opts, test_kafka, AppOptions, TestApp};
+use infra::kafka::KafkaSource;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
@@ -126,122 +127,175 @@ async fn freeze_leader(app: &TestApp, lease: &str, processes: &[&Child; 2]) -> (
     (frozen, token)
 }
 
+/// The relay scenario's shared state: a test app without an in-process
+/// relay, two `orders relay` processes competing for its topic's lease, and
+/// writers placing orders until `stop`.
+struct RelayPair {
+    app: Arc<TestApp>,
+    kafka: KafkaSource,
+    lease: String,
+    logs: [PathBuf; 2],
+    a: Child,
+    b: Child,
+    stop: Arc<AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<usize>>,
+}
+
+impl RelayPair {
+    /// Starts the first relay and waits until it leads, then the standby,
+    /// then the load; gives the load a second to get going.
+    async fn start_under_load() -> RelayPair {
+        let app = Arc::new(
+            spawn_app_opts(AppOptions {
+                kafka: Some(test_kafka()),
+                relay: false,
+                ..AppOptions::default()
+            })
+            .await,
+        );
+        let kafka = app.kafka.clone().expect("kafka");
+        let lease = infra::lease::relay(&kafka.topic);
+        let logs = [log_path("relay-a"), log_path("relay-b")];
+        let a = orders_process(&app, &["relay"], &logs[0]);
+        eventually(Duration::from_secs(30), "the first relay leads", || {
+            holder(&app, &lease)
+        })
+        .await;
+        let b = orders_process(&app, &["relay"], &logs[1]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = load(&app, &stop);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        RelayPair {
+            app,
+            kafka,
+            lease,
+            logs,
+            a,
+            b,
+            stop,
+            writers,
+        }
+    }
+
+    /// Freezes the leading relay and waits for the standby to take over;
+    /// returns the frozen one's index, how long the takeover took and the
+    /// new leader's token.
+    async fn freeze_and_await_takeover(&self) -> (usize, Duration, i64) {
+        let (app, lease) = (&self.app, &self.lease);
+        let (frozen, old_token) = freeze_leader(app, lease, &[&self.a, &self.b]).await;
+        let frozen_at = Instant::now();
+        // An order placed after the freeze is published by the standby: its
+        // outbox row is deleted, which only the lease's holder does once the
+        // broker acknowledged it.
+        let marker: uuid::Uuid = app.place_ok("frozen-marker").await.parse().expect("an id");
+        eventually(TAKEOVER_BOUND, "the standby publishes", || async {
+            let (token, _) = holder(app, lease).await?;
+            let waiting = app
+                .db
+                .count(&format!(
+                    "SELECT count(*) FROM outbox WHERE stream_id = '{marker}'"
+                ))
+                .await;
+            (token > old_token && waiting == 0).then_some(())
+        })
+        .await;
+        let takeover = frozen_at.elapsed();
+        let (new_token, _) = holder(app, lease).await.expect("a new leader");
+        eventually(
+            Duration::from_secs(30),
+            "the marker in the delivery model",
+            || async {
+                projections::delivery::get(&app.db.pool, marker)
+                    .await
+                    .ok()?
+                    .map(|_| ())
+            },
+        )
+        .await;
+        (frozen, takeover, new_token)
+    }
+
+    /// Wakes the old leader under load (it finds its lease gone and steps
+    /// down), stops the load, lets the outbox drain, checks the lease stayed
+    /// with `new_token` and ends both relays; returns the woken relay's log
+    /// and how many orders the load placed.
+    async fn wake_and_drain(&mut self, frozen: usize, new_token: i64) -> (PathBuf, usize) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let old_log = wake(&[&self.a, &self.b], frozen, &self.logs).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        let mut placed = 0;
+        for w in std::mem::take(&mut self.writers) {
+            placed += w.await.expect("writer");
+        }
+        let app = &self.app;
+        eventually(Duration::from_secs(30), "an empty outbox", || async {
+            (app.db.outbox().await == 0).then_some(())
+        })
+        .await;
+        let (still, _) = holder(app, &self.lease).await.expect("a leader");
+        assert_eq!(
+            still, new_token,
+            "the woken relay did not take the lease back"
+        );
+        for p in [&mut self.a, &mut self.b] {
+            terminate(p).await;
+        }
+        (old_log, placed)
+    }
+
+    /// Nothing lost, first deliveries in version order; the only duplicates
+    /// are among what the woken relay reported sending (or possibly sending:
+    /// a request whose answer it lost while frozen) after it lost the lease.
+    /// Returns the number of events and of duplicates on the topic.
+    async fn check_the_topic(&self, old_log: &Path) -> (i64, u64) {
+        let records = read_topic(&self.kafka).await;
+        let mut seen: HashSet<(String, u64)> = HashSet::new();
+        let mut last: BTreeMap<String, u64> = BTreeMap::new();
+        for r in &records {
+            if !seen.insert((r.key.clone(), r.envelope.version)) {
+                continue;
+            }
+            let previous = last.insert(r.key.clone(), r.envelope.version).unwrap_or(0);
+            assert_eq!(
+                r.envelope.version,
+                previous + 1,
+                "order {}: out of order",
+                r.key
+            );
+        }
+        let events = self.app.db.events().await;
+        assert_eq!(seen.len() as i64, events, "no event lost");
+        let resent: u64 = logged(old_log, "sent records after losing the lease")
+            .iter()
+            .filter_map(|v| v["fields"]["records"].as_u64())
+            .sum();
+        let duplicates = records.len() as u64 - seen.len() as u64;
+        assert!(
+            duplicates <= resent,
+            "every duplicate on the topic is one the woken relay counted: {duplicates} on the topic, {resent} counted"
+        );
+        assert!(
+            resent <= 3000,
+            "at most the one round it had prepared: {resent}"
+        );
+        let deleted_after_waking = logged(old_log, "relay publishing").len();
+        assert_eq!(deleted_after_waking, 1, "the woken relay never led again");
+        (events, duplicates)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_relay_is_replaced_within_ten_seconds_and_deletes_nothing_when_it_wakes() {
-    let app = Arc::new(
-        spawn_app_opts(AppOptions {
-            kafka: Some(test_kafka()),
-            relay: false,
-            ..AppOptions::default()
-        })
-        .await,
-    );
-    let kafka = app.kafka.clone().expect("kafka");
-    let lease = infra::lease::relay(&kafka.topic);
-    let logs = [log_path("relay-a"), log_path("relay-b")];
-    let mut a = orders_process(&app, &["relay"], &logs[0]);
-    eventually(Duration::from_secs(30), "the first relay leads", || {
-        holder(&app, &lease)
-    })
-    .await;
-    let mut b = orders_process(&app, &["relay"], &logs[1]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = load(&app, &stop);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    let (frozen, old_token) = freeze_leader(&app, &lease, &[&a, &b]).await;
-    let frozen_at = Instant::now();
-    // An order placed after the freeze is published by the standby: its
-    // outbox row is deleted, which only the lease's holder does once the
-    // broker acknowledged it.
-    let marker: uuid::Uuid = app.place_ok("frozen-marker").await.parse().expect("an id");
-    eventually(TAKEOVER_BOUND, "the standby publishes", || async {
-        let (token, _) = holder(&app, &lease).await?;
-        let waiting = app
-            .db
-            .count(&format!(
-                "SELECT count(*) FROM outbox WHERE stream_id = '{marker}'"
-            ))
-            .await;
-        (token > old_token && waiting == 0).then_some(())
-    })
-    .await;
-    let takeover = frozen_at.elapsed();
-    let (new_token, _) = holder(&app, &lease).await.expect("a new leader");
-    eventually(
-        Duration::from_secs(30),
-        "the marker in the delivery model",
-        || async {
-            projections::delivery::get(&app.db.pool, marker)
-                .await
-                .ok()?
-                .map(|_| ())
-        },
-    )
-    .await;
-
-    // Wake the old leader under load: it finds its lease gone and steps down.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let old_log = wake(&[&a, &b], frozen, &logs).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut placed = 0;
-    for w in writers {
-        placed += w.await.expect("writer");
-    }
-    eventually(Duration::from_secs(30), "an empty outbox", || async {
-        (app.db.outbox().await == 0).then_some(())
-    })
-    .await;
-    let (still, _) = holder(&app, &lease).await.expect("a leader");
-    assert_eq!(
-        still, new_token,
-        "the woken relay did not take the lease back"
-    );
-    for p in [&mut a, &mut b] {
-        terminate(p).await;
-    }
-
-    // Nothing lost, first deliveries in version order; the only duplicates
-    // are among what the woken relay reported sending (or possibly sending:
-    // a request whose answer it lost while frozen) after it lost the lease.
-    let records = read_topic(&kafka).await;
-    let mut seen: HashSet<(String, u64)> = HashSet::new();
-    let mut last: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &records {
-        if !seen.insert((r.key.clone(), r.envelope.version)) {
-            continue;
-        }
-        let previous = last.insert(r.key.clone(), r.envelope.version).unwrap_or(0);
-        assert_eq!(
-            r.envelope.version,
-            previous + 1,
-            "order {}: out of order",
-            r.key
-        );
-    }
-    let events = app.db.events().await;
-    assert_eq!(seen.len() as i64, events, "no event lost");
-    let resent: u64 = logged(&old_log, "sent records after losing the lease")
-        .iter()
-        .filter_map(|v| v["fields"]["records"].as_u64())
-        .sum();
-    let duplicates = records.len() as u64 - seen.len() as u64;
-    assert!(
-        duplicates <= resent,
-        "every duplicate on the topic is one the woken relay counted: {duplicates} on the topic, {resent} counted"
-    );
-    assert!(
-        resent <= 3000,
-        "at most the one round it had prepared: {resent}"
-    );
-    let deleted_after_waking = logged(&old_log, "relay publishing").len();
-    assert_eq!(deleted_after_waking, 1, "the woken relay never led again");
+    let mut relays = RelayPair::start_under_load().await;
+    let (frozen, takeover, new_token) = relays.freeze_and_await_takeover().await;
+    let (old_log, placed) = relays.wake_and_drain(frozen, new_token).await;
+    let (events, duplicates) = relays.check_the_topic(&old_log).await;
     println!(
         "relay: {placed} orders under load, {events} events; takeover {:.1} s after SIGSTOP; {duplicates} re-sent by the woken leader",
         takeover.as_secs_f64()
     );
-    for log in &logs {
+    for log in &relays.logs {
         let _ = std::fs::remove_file(log);
     }
 }

@@ -4,42 +4,41 @@
 use std::time::Duration;
 
 use e2e::eventually;
+use projections::runner::WorkerOptions;
+use projections::ProjectionError;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
-/// What a deploy of a build that knows the event does: its worker, taking
-/// the projection over, applies what the older build held back, by itself.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_build_that_can_read_held_events_releases_them_by_itself() {
-    let app = e2e::spawn_app_without_workers().await;
-    let options = projections::runner::WorkerOptions {
-        poll_interval: Duration::from_millis(50),
-        ..Default::default()
-    };
-    let run_worker = || {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let worker = services::workers::spawn(
-            &services::db::Pools::single(app.db.pool.clone()),
-            &[&projections::orders::REGISTRATION as projections::Registered],
-            &options,
-            None,
-            &shutdown,
-        );
-        (shutdown, worker)
-    };
-    // The older build applied the placement…
-    let id = app.place_ok("vera").await;
-    let order: uuid::Uuid = id.parse().expect("uuid");
-    let (shutdown, mut worker) = run_worker();
-    e2e::wait_caught_up(
-        &app.db.pool,
-        projections::orders::NAME,
-        Duration::from_secs(10),
-    )
-    .await;
+/// The order projection's worker over `pool`, and the token that stops it.
+fn run_worker(
+    pool: &sqlx::PgPool,
+    options: &WorkerOptions,
+) -> (CancellationToken, JoinSet<Result<(), ProjectionError>>) {
+    let shutdown = CancellationToken::new();
+    let worker = services::workers::spawn(
+        &services::db::Pools::single(pool.clone()),
+        &[&projections::orders::REGISTRATION as projections::Registered],
+        options,
+        None,
+        &shutdown,
+    );
+    (shutdown, worker)
+}
+
+/// Stops a worker [`run_worker`] started, and checks it stopped cleanly.
+async fn stop_worker(
+    shutdown: CancellationToken,
+    mut worker: JoinSet<Result<(), ProjectionError>>,
+) {
     shutdown.cancel();
     while let Some(ended) = worker.join_next().await {
         ended.expect("task").expect("the worker stops cleanly");
     }
-    app.move_to("vera", &id, "preparing", &[]).await.ok(200);
+}
+
+/// Leaves `order`'s move (version 2) as an older build would have: held,
+/// unreadable to it, with its checkpoint moved past the move.
+async fn hold_the_move_as_an_older_build(pool: &sqlx::PgPool, order: uuid::Uuid) {
     // As an older build left it: the move held, unreadable to it.
     let (event_id, envelope): (uuid::Uuid, serde_json::Value) = sqlx::query_as(
         "SELECT event_id, jsonb_build_object(
@@ -51,7 +50,7 @@ async fn a_build_that_can_read_held_events_releases_them_by_itself() {
            FROM events WHERE stream_id = $1 AND version = 2",
     )
     .bind(order)
-    .fetch_one(&app.db.pool)
+    .fetch_one(pool)
     .await
     .expect("the move");
     sqlx::query(
@@ -63,7 +62,7 @@ async fn a_build_that_can_read_held_events_releases_them_by_itself() {
     .bind(order)
     .bind(event_id)
     .bind(envelope)
-    .execute(&app.db.pool)
+    .execute(pool)
     .await
     .expect("held by an older build");
     // …and moved its checkpoint past the move it held.
@@ -72,12 +71,36 @@ async fn a_build_that_can_read_held_events_releases_them_by_itself() {
            FROM events e WHERE e.event_id = $1 AND c.name = 'orders'",
     )
     .bind(event_id)
-    .execute(&app.db.pool)
+    .execute(pool)
     .await
     .expect("the older build's checkpoint");
+}
+
+/// What a deploy of a build that knows the event does: its worker, taking
+/// the projection over, applies what the older build held back, by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_that_can_read_held_events_releases_them_by_itself() {
+    let app = e2e::spawn_app_without_workers().await;
+    let options = WorkerOptions {
+        poll_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    // The older build applied the placement…
+    let id = app.place_ok("vera").await;
+    let order: uuid::Uuid = id.parse().expect("uuid");
+    let (shutdown, worker) = run_worker(&app.db.pool, &options);
+    e2e::wait_caught_up(
+        &app.db.pool,
+        projections::orders::NAME,
+        Duration::from_secs(10),
+    )
+    .await;
+    stop_worker(shutdown, worker).await;
+    app.move_to("vera", &id, "preparing", &[]).await.ok(200);
+    hold_the_move_as_an_older_build(&app.db.pool, order).await;
 
     // The newer build's worker takes the projection over.
-    let (shutdown, mut worker) = run_worker();
+    let (shutdown, worker) = run_worker(&app.db.pool, &options);
     eventually(
         Duration::from_secs(10),
         "the held move released",
@@ -101,8 +124,5 @@ async fn a_build_that_can_read_held_events_releases_them_by_itself() {
         .await
         .expect("verify")
         .is_empty());
-    shutdown.cancel();
-    while let Some(ended) = worker.join_next().await {
-        ended.expect("task").expect("the worker stops cleanly");
-    }
+    stop_worker(shutdown, worker).await;
 }

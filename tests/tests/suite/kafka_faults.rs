@@ -30,6 +30,32 @@ async fn delivery_rows(app: &TestApp) -> BTreeMap<uuid::Uuid, i32> {
         .collect()
 }
 
+/// Ten clients place 50 orders each at once; how many were created (201).
+async fn place_500_orders_from_10_clients(app: &std::sync::Arc<TestApp>) -> usize {
+    let mut tasks = Vec::new();
+    for t in 0..10 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..50 {
+                let r = app
+                    .place(
+                        &format!("user{t}"),
+                        json!({"coffee_name": "latte", "coffee_price": "4500"}),
+                    )
+                    .await;
+                statuses.push(r.status.as_u16());
+            }
+            statuses
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        created += t.await.expect("task").iter().filter(|s| **s == 201).count();
+    }
+    created
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn orders_are_accepted_while_the_broker_is_down_and_delivered_once_it_returns() {
     let scratch = e2e::scratch_dir("tansu-");
@@ -57,27 +83,7 @@ async fn orders_are_accepted_while_the_broker_is_down_and_delivered_once_it_retu
     .await;
 
     broker.stop().await;
-    let mut tasks = Vec::new();
-    for t in 0..10 {
-        let app = app.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut statuses = Vec::new();
-            for _ in 0..50 {
-                let r = app
-                    .place(
-                        &format!("user{t}"),
-                        json!({"coffee_name": "latte", "coffee_price": "4500"}),
-                    )
-                    .await;
-                statuses.push(r.status.as_u16());
-            }
-            statuses
-        }));
-    }
-    let mut created = 0;
-    for t in tasks {
-        created += t.await.expect("task").iter().filter(|s| **s == 201).count();
-    }
+    let created = place_500_orders_from_10_clients(&app).await;
     assert_eq!(
         created, 500,
         "every order is accepted while the broker is down"

@@ -4,6 +4,7 @@
 //! refuses unless told to accept an incomplete model, and a partition count
 //! that changed makes the relay refuse to publish.
 
+use std::path::Path;
 use std::time::Duration;
 
 use e2e::processes::DurableBroker;
@@ -44,6 +45,50 @@ async fn delivered(app: &TestApp, user: &str, id: &str) {
     );
 }
 
+/// Deletes the test's topic under the running system.
+async fn delete_the_topic(kafka: &KafkaSource) {
+    let client = infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
+        .await
+        .expect("connect");
+    client
+        .controller_client()
+        .expect("controller")
+        .delete_topic(&kafka.topic, 5_000)
+        .await
+        .expect("delete the topic");
+}
+
+/// The runbook's remedy: publish the whole log again, rebuild the
+/// delivery model from the topic; the partitions resume by themselves.
+async fn republish_and_rebuild(app: &TestApp, kafka: &KafkaSource) {
+    sqlx::query(
+        "INSERT INTO outbox (position, stream_id)
+         SELECT position, stream_id FROM events ON CONFLICT (position) DO NOTHING",
+    )
+    .execute(&app.db.pool)
+    .await
+    .expect("publish the log again");
+    eventually(Duration::from_secs(20), "the outbox drained", || async {
+        (app.db.outbox().await == 0).then_some(())
+    })
+    .await;
+    delivery::rebuild(&app.db.pool, kafka, None, |_| {})
+        .await
+        .expect("rebuild from the recreated topic");
+    eventually(
+        Duration::from_secs(30),
+        "the partitions resumed",
+        || async {
+            delivery::stopped_partitions(&app.db.pool, &kafka.topic)
+                .await
+                .ok()?
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_deleted_and_recreated_stops_its_partitions_until_the_operator_repairs() {
     let kafka = test_kafka();
@@ -55,15 +100,7 @@ async fn a_topic_deleted_and_recreated_stops_its_partitions_until_the_operator_r
         delivered(&app, "uma", &id).await;
         before.push(id);
     }
-    let client = infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
-        .await
-        .expect("connect");
-    client
-        .controller_client()
-        .expect("controller")
-        .delete_topic(&kafka.topic, 5_000)
-        .await
-        .expect("delete the topic");
+    delete_the_topic(&kafka).await;
     // A producer of a deleted topic gets an error from Kafka and reconnects
     // (Tansu 0.6 acknowledges it silently instead): the relay, started
     // again, recreates the topic for the next orders, whose offsets start at
@@ -89,34 +126,7 @@ async fn a_topic_deleted_and_recreated_stops_its_partitions_until_the_operator_r
         .text
         .contains("delivery_partition_stopped{partition="));
 
-    // The runbook's remedy: publish the whole log again, rebuild the
-    // delivery model from the topic; the partitions resume by themselves.
-    sqlx::query(
-        "INSERT INTO outbox (position, stream_id)
-         SELECT position, stream_id FROM events ON CONFLICT (position) DO NOTHING",
-    )
-    .execute(&app.db.pool)
-    .await
-    .expect("publish the log again");
-    eventually(Duration::from_secs(20), "the outbox drained", || async {
-        (app.db.outbox().await == 0).then_some(())
-    })
-    .await;
-    delivery::rebuild(&app.db.pool, &kafka, None, |_| {})
-        .await
-        .expect("rebuild from the recreated topic");
-    eventually(
-        Duration::from_secs(30),
-        "the partitions resumed",
-        || async {
-            delivery::stopped_partitions(&app.db.pool, &kafka.topic)
-                .await
-                .ok()?
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await;
+    republish_and_rebuild(&app, &kafka).await;
     for id in before.iter().chain([&after]) {
         delivered(&app, "uma", id).await;
     }
@@ -129,23 +139,26 @@ async fn a_topic_deleted_and_recreated_stops_its_partitions_until_the_operator_r
     relay.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_rebuild_from_a_topic_thinned_by_retention_refuses_unless_accepted() {
-    let scratch = e2e::scratch_dir("tansu-");
-    let mut broker = DurableBroker::new(&scratch.path().join("kafka"), None)
+/// A durable Tansu broker in `dir` whose maintenance runs every second, and
+/// a topic on it whose records older than ten minutes go (by their
+/// timestamps: the events').
+async fn start_a_broker_with_retention(dir: &Path) -> (DurableBroker, KafkaSource) {
+    let mut broker = DurableBroker::new(dir, None)
         .expect("a broker")
         .with_maintenance_every("1s");
     broker.start().await.expect("start Tansu");
-    // Records older than ten minutes go (by their timestamps: the events').
     let kafka = KafkaSource {
         brokers: vec![broker.address()],
         retention_ms: 600_000,
         security: Default::default(),
         ..test_kafka()
     };
-    let app = app_on(kafka.clone()).await;
-    // Six orders recorded an hour ago (as a backlog published late would
-    // be), then three of today.
+    (broker, kafka)
+}
+
+/// Six orders recorded an hour ago (as a backlog published late would be),
+/// for user `olga`; their ids.
+async fn place_six_old_orders(app: &TestApp) -> Vec<uuid::Uuid> {
     let mut old = Vec::new();
     for i in 0..6 {
         let id = domain::OrderId::generate().as_uuid();
@@ -165,11 +178,11 @@ async fn a_rebuild_from_a_topic_thinned_by_retention_refuses_unless_accepted() {
         .expect("an old order");
         old.push(id);
     }
-    let mut new = Vec::new();
-    for _ in 0..3 {
-        new.push(app.place_ok("nina").await);
-    }
-    // Retention removes the old records from the topic.
+    old
+}
+
+/// Waits until retention has removed the six old records from the topic.
+async fn await_retention(kafka: &KafkaSource) {
     let client = infra::kafka::connect(&kafka.brokers, Duration::from_secs(10))
         .await
         .expect("connect");
@@ -194,24 +207,25 @@ async fn a_rebuild_from_a_topic_thinned_by_retention_refuses_unless_accepted() {
         },
     )
     .await;
+}
 
-    let refused = delivery::rebuild(&app.db.pool, &kafka, None, |_| {}).await;
+/// The rebuild refuses, naming the six records gone, then runs when told to
+/// accept an incomplete model; returns the generation it built.
+async fn rebuild_refused_then_accepted(app: &TestApp, kafka: &KafkaSource) -> i32 {
+    let refused = delivery::rebuild(&app.db.pool, kafka, None, |_| {}).await;
     let Err(ProjectionError::IncompleteTopic { gone }) = refused else {
         panic!("the rebuild must refuse: {refused:?}");
     };
     assert_eq!(gone.iter().map(|(_, n)| n).sum::<i64>(), 6, "{gone:?}");
-    let (_, generation, _) = delivery::rebuild(&app.db.pool, &kafka, Some("tester"), |_| {})
+    let (_, generation, _) = delivery::rebuild(&app.db.pool, kafka, Some("tester"), |_| {})
         .await
         .expect("an accepted incomplete rebuild");
-    let mut conn = app.db.pool.acquire().await.expect("conn");
-    assert!(held::incomplete(&mut conn, "delivery", generation)
-        .await
-        .expect("incomplete?"));
-    let rows = delivery::all_rows(&app.db.pool).await.expect("rows");
-    assert_eq!(rows.len(), 3, "only what the topic still holds");
+    generation
+}
 
-    // A later move of an order whose placement is gone is counted as such,
-    // not held back as corruption.
+/// Moves the first old order (whose placement is gone from the model) and
+/// the first new one on, and waits until the new one's move is applied.
+async fn move_an_old_and_a_new_order(app: &TestApp, old: &[uuid::Uuid], new: &[String]) {
     let old_order = old[0].to_string();
     app.move_to("olga", &old_order, "preparing", &[])
         .await
@@ -229,6 +243,33 @@ async fn a_rebuild_from_a_topic_thinned_by_retention_refuses_unless_accepted() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_from_a_topic_thinned_by_retention_refuses_unless_accepted() {
+    let scratch = e2e::scratch_dir("tansu-");
+    let (mut broker, kafka) = start_a_broker_with_retention(&scratch.path().join("kafka")).await;
+    let app = app_on(kafka.clone()).await;
+    // Six orders recorded an hour ago, then three of today.
+    let old = place_six_old_orders(&app).await;
+    let mut new = Vec::new();
+    for _ in 0..3 {
+        new.push(app.place_ok("nina").await);
+    }
+    // Retention removes the old records from the topic.
+    await_retention(&kafka).await;
+
+    let generation = rebuild_refused_then_accepted(&app, &kafka).await;
+    let mut conn = app.db.pool.acquire().await.expect("conn");
+    assert!(held::incomplete(&mut conn, "delivery", generation)
+        .await
+        .expect("incomplete?"));
+    let rows = delivery::all_rows(&app.db.pool).await.expect("rows");
+    assert_eq!(rows.len(), 3, "only what the topic still holds");
+
+    // A later move of an order whose placement is gone is counted as such,
+    // not held back as corruption.
+    move_an_old_and_a_new_order(&app, &old, &new).await;
     assert!(held::list(&mut conn, "delivery")
         .await
         .expect("held")

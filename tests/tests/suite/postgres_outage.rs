@@ -12,6 +12,57 @@ use services::app::{self, App, ServeConfig};
 use services::db::{Budgets, Pools};
 use tokio_util::sync::CancellationToken;
 
+/// A placement made while Postgres is down: a 503 within the timeout, with
+/// `Retry-After` and a problem body that leaks no internals.
+async fn assert_unavailable(reply: reqwest::Response, elapsed: Duration) {
+    assert_eq!(reply.status(), 503);
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "answered within the timeout: {elapsed:?}"
+    );
+    assert_eq!(
+        reply
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(
+        reply
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: serde_json::Value = reply.json().await.expect("problem");
+    assert_eq!(body["type"], "/problems/unavailable");
+    assert!(
+        !body.to_string().contains("Io("),
+        "no internals leak: {body}"
+    );
+}
+
+/// While Postgres is down `/readyz` says so (and why) and `/healthz` still
+/// answers: the process is alive.
+async fn assert_not_ready_but_alive(client: &reqwest::Client, base_url: &str) {
+    let ready = client
+        .get(format!("{base_url}/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.expect("text").contains("postgres"));
+    assert_eq!(
+        client
+            .get(format!("{base_url}/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
     let base = std::env::temp_dir().join(format!("pg-outage-{}", uuid::Uuid::new_v4().simple()));
@@ -46,47 +97,8 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
     let started = Instant::now();
     let reply = place().await.expect("an answer, not a hang");
     let elapsed = started.elapsed();
-    assert_eq!(reply.status(), 503);
-    assert!(
-        elapsed < Duration::from_secs(5),
-        "answered within the timeout: {elapsed:?}"
-    );
-    assert_eq!(
-        reply
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
-    assert_eq!(
-        reply
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json")
-    );
-    let body: serde_json::Value = reply.json().await.expect("problem");
-    assert_eq!(body["type"], "/problems/unavailable");
-    assert!(
-        !body.to_string().contains("Io("),
-        "no internals leak: {body}"
-    );
-    let ready = client
-        .get(format!("{base_url}/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status(), 503);
-    assert!(ready.text().await.expect("text").contains("postgres"));
-    assert_eq!(
-        client
-            .get(format!("{base_url}/healthz"))
-            .send()
-            .await
-            .expect("healthz")
-            .status(),
-        200
-    );
+    assert_unavailable(reply, elapsed).await;
+    assert_not_ready_but_alive(&client, &base_url).await;
 
     // Back: the same process serves again, no restart.
     start_cluster(&base).await;

@@ -216,6 +216,38 @@ async fn writer(db_url: String, id: usize, quota: u64, stats: Arc<Stats>) {
     }
 }
 
+/// Let the projection converge: all `in_log` events applied, or no progress
+/// for 10 s (other tests' transactions in the cluster may hold the horizon
+/// back).
+async fn let_the_projection_converge(pool: &sqlx::PgPool, in_log: i64) {
+    let mut last = (-1, Instant::now());
+    loop {
+        let applied = checkpoint(pool, NAME).await.events_applied;
+        if applied >= in_log {
+            break;
+        }
+        if applied != last.0 {
+            last = (applied, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Per stream: the read model's version and status are the log's.
+async fn assert_each_row_is_the_fold_of_its_stream(pool: &sqlx::PgPool) {
+    let (model, fold) = order_model_and_fold(pool).await;
+    assert_eq!(model.len(), fold.len(), "one row per order");
+    let by_id: HashMap<Uuid, _> = model.iter().map(|r| (r.order_id, r)).collect();
+    for expected in &fold {
+        let row = by_id
+            .get(&expected.order_id)
+            .unwrap_or_else(|| panic!("order {} is missing", expected.order_id));
+        assert_eq!(*row, expected, "the row equals the fold of its stream");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_writers_with_held_transactions_every_event_applied_exactly_once() {
     const WRITERS: usize = 8;
@@ -258,21 +290,7 @@ async fn eight_writers_with_held_transactions_every_event_applied_exactly_once()
     assert_eq!(in_log, i64::try_from(written).expect("fits"));
     assert!(in_log >= 10_000, "at least 10,000 events: {in_log}");
 
-    // Let the projection converge: all applied, or no progress for 10 s
-    // (other tests' transactions in the cluster may hold the horizon back).
-    let mut last = (-1, Instant::now());
-    loop {
-        let applied = checkpoint(&db.pool, NAME).await.events_applied;
-        if applied >= in_log {
-            break;
-        }
-        if applied != last.0 {
-            last = (applied, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let_the_projection_converge(&db.pool, in_log).await;
     stop.cancel();
     worker.await.expect("worker task").expect("worker ran");
 
@@ -290,14 +308,5 @@ async fn eight_writers_with_held_transactions_every_event_applied_exactly_once()
         "every event applied exactly once, none skipped"
     );
 
-    // Per stream: the read model's version and status are the log's.
-    let (model, fold) = order_model_and_fold(&db.pool).await;
-    assert_eq!(model.len(), fold.len(), "one row per order");
-    let by_id: HashMap<Uuid, _> = model.iter().map(|r| (r.order_id, r)).collect();
-    for expected in &fold {
-        let row = by_id
-            .get(&expected.order_id)
-            .unwrap_or_else(|| panic!("order {} is missing", expected.order_id));
-        assert_eq!(*row, expected, "the row equals the fold of its stream");
-    }
+    assert_each_row_is_the_fold_of_its_stream(&db.pool).await;
 }

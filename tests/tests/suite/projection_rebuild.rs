@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::{order_model_and_fold, spawn_app, wait_caught_up, TestApp};
-use projections::operate;
+use projections::operate::{self, RebuildReport};
 use projections::orders::NAME;
 use projections::OrdersReadModel;
 use serde_json::Value;
@@ -132,57 +132,79 @@ async fn reader(app: Arc<TestApp>, stop: Arc<AtomicBool>, stats: Arc<ReaderStats
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rebuild_switches_to_an_identical_model_while_readers_poll() {
-    let app = Arc::new(spawn_app().await);
-    let pool = app.db.pool.clone();
+/// Seeds the log, waits for the live worker to apply it, and snapshots the
+/// live model (`live_snapshot`) to compare the rebuilt one with.
+async fn seed_and_snapshot_the_live_model(pool: &sqlx::PgPool) {
     let seeded = Instant::now();
-    let events = seed(&pool).await;
+    let events = seed(pool).await;
     assert!(events >= 100_000, "at least 100,000 events: {events}");
     let caught_up = Instant::now();
-    wait_caught_up(&pool, NAME, Duration::from_secs(300)).await;
+    wait_caught_up(pool, NAME, Duration::from_secs(300)).await;
     eprintln!(
         "seeded {events} events in {:.1?}; the live worker applied them in {:.1?}",
         caught_up - seeded,
         caught_up.elapsed()
     );
     sqlx::query("CREATE TABLE live_snapshot AS SELECT * FROM order_view")
-        .execute(&pool)
+        .execute(pool)
         .await
         .expect("snapshot the live model");
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(ReaderStats {
-        polls: AtomicU64::new(0),
-        failures: AtomicU64::new(0),
-    });
-    let readers: Vec<_> = (0..2)
-        .map(|i| tokio::spawn(reader(app.clone(), stop.clone(), stats.clone(), i)))
-        .collect();
-    // New orders keep arriving during the rebuild.
-    let writer = {
-        let (app, stop) = (app.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut placed = 0;
-            while !stop.load(Ordering::Relaxed) {
-                app.place_ok("during-rebuild").await;
-                placed += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            placed
-        })
-    };
+/// What runs against the app during the rebuild: two readers polling full
+/// pages, and a writer placing new orders, until `stop`.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    stats: Arc<ReaderStats>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    writer: tokio::task::JoinHandle<u64>,
+}
 
-    let report = operate::rebuild(&pool, &OrdersReadModel, 5000, |_| {})
-        .await
-        .expect("rebuild");
-    // Keep reading a little after the switch.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    for r in readers {
-        r.await.expect("reader");
+impl Traffic {
+    /// Starts the two readers and the writer.
+    fn start(app: &Arc<TestApp>) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(ReaderStats {
+            polls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        });
+        let readers: Vec<_> = (0..2)
+            .map(|i| tokio::spawn(reader(app.clone(), stop.clone(), stats.clone(), i)))
+            .collect();
+        // New orders keep arriving during the rebuild.
+        let writer = {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut placed = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    app.place_ok("during-rebuild").await;
+                    placed += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                placed
+            })
+        };
+        Traffic {
+            stop,
+            stats,
+            readers,
+            writer,
+        }
     }
-    let placed_during = writer.await.expect("writer");
+
+    /// Stops the readers and the writer; returns how many orders were placed.
+    async fn stop(&mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for r in std::mem::take(&mut self.readers) {
+            r.await.expect("reader");
+        }
+        (&mut self.writer).await.expect("writer")
+    }
+}
+
+/// Reports the rebuild, and checks the readers never saw a bad page and the
+/// rebuild went from generation 1 to 2 over every seeded event.
+fn check_the_rebuild_and_its_readers(report: &RebuildReport, stats: &ReaderStats, placed: u64) {
     let rate = report.events as f64 / report.elapsed.as_secs_f64();
     eprintln!(
         "rebuild: {} events in {:.2?} ({rate:.0} events/s), generation {} → {}; readers polled {} times, {} orders placed meanwhile",
@@ -191,7 +213,7 @@ async fn rebuild_switches_to_an_identical_model_while_readers_poll() {
         report.old_generation,
         report.new_generation,
         stats.polls.load(Ordering::Relaxed),
-        placed_during
+        placed
     );
     assert_eq!(
         stats.failures.load(Ordering::Relaxed),
@@ -204,12 +226,17 @@ async fn rebuild_switches_to_an_identical_model_while_readers_poll() {
     );
     assert_eq!((report.old_generation, report.new_generation), (1, 2));
     assert!(report.events >= 100_000);
+}
 
+/// Readers are on the new generation alone, which is row by row the live
+/// model it replaced and, with the orders placed meanwhile, the fold of the
+/// log.
+async fn check_the_rebuilt_model(pool: &sqlx::PgPool) {
     // The old generation is gone; readers are on the new one.
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT tablename::text FROM pg_tables WHERE tablename LIKE 'order_view_g%' ORDER BY 1",
     )
-    .fetch_all(&pool)
+    .fetch_all(pool)
     .await
     .expect("tables");
     assert_eq!(tables, ["order_view_g2"]);
@@ -238,11 +265,27 @@ async fn rebuild_switches_to_an_identical_model_while_readers_poll() {
         "and the rebuilt model has no other rows"
     );
     // ...and, with the orders placed meanwhile, equal to the fold of the log.
-    wait_caught_up(&pool, NAME, Duration::from_secs(30)).await;
-    let (model, fold) = order_model_and_fold(&pool).await;
+    wait_caught_up(pool, NAME, Duration::from_secs(30)).await;
+    let (model, fold) = order_model_and_fold(pool).await;
     assert_eq!(model.len(), fold.len());
     assert!(
         model == fold,
         "the rebuilt model equals the fold of the log"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebuild_switches_to_an_identical_model_while_readers_poll() {
+    let app = Arc::new(spawn_app().await);
+    let pool = app.db.pool.clone();
+    seed_and_snapshot_the_live_model(&pool).await;
+    let mut traffic = Traffic::start(&app);
+    let report = operate::rebuild(&pool, &OrdersReadModel, 5000, |_| {})
+        .await
+        .expect("rebuild");
+    // Keep reading a little after the switch.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let placed_during = traffic.stop().await;
+    check_the_rebuild_and_its_readers(&report, &traffic.stats, placed_during);
+    check_the_rebuilt_model(&pool).await;
 }

@@ -23,17 +23,15 @@ async fn app_with_kafka() -> TestApp {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_written_by_the_previous_build_rebuilds_both_read_models() {
-    let app = app_with_kafka().await;
-    let kafka = app.kafka.clone().expect("kafka");
-    // The previous build's rows: v1 placements (no options), v1 moves.
+/// The previous build's rows: six v1 placements (no options) for two users,
+/// every other one moved on by a v1 move. Returns each order and its user.
+async fn write_the_previous_builds_log(pool: &sqlx::PgPool) -> Vec<(uuid::Uuid, String)> {
     let mut ids = Vec::new();
     for i in 0..6u64 {
         let id = domain::OrderId::generate().as_uuid();
         let user = format!("old{}", i % 2);
         insert_event(
-            &app.db.pool,
+            pool,
             id,
             1,
             "OrderPlaced",
@@ -43,19 +41,32 @@ async fn a_log_written_by_the_previous_build_rebuilds_both_read_models() {
         )
         .await;
         if i % 2 == 0 {
-            insert_event(
-                &app.db.pool,
-                id,
-                2,
-                "OrderPreparationStarted",
-                1,
-                json!({}),
-                true,
-            )
-            .await;
+            insert_event(pool, id, 2, "OrderPreparationStarted", 1, json!({}), true).await;
         }
         ids.push((id, user));
     }
+    ids
+}
+
+/// Every row of both read models reads as hot/regular.
+async fn assert_every_row_is_hot_regular(pool: &sqlx::PgPool) {
+    let hot_regular = domain::DrinkOptions::default();
+    for row in projections::orders::all_rows(pool, None)
+        .await
+        .expect("order rows")
+    {
+        assert_eq!(row.options, hot_regular, "{row:?}");
+    }
+    for row in delivery::all_rows(pool).await.expect("delivery rows") {
+        assert_eq!(row.options, hot_regular, "{row:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_by_the_previous_build_rebuilds_both_read_models() {
+    let app = app_with_kafka().await;
+    let kafka = app.kafka.clone().expect("kafka");
+    let ids = write_the_previous_builds_log(&app.db.pool).await;
     // Both models fill from it as they run…
     eventually(
         Duration::from_secs(20),
@@ -76,19 +87,7 @@ async fn a_log_written_by_the_previous_build_rebuilds_both_read_models() {
         .expect("rebuild the delivery read model");
     assert_eq!(records, 9);
 
-    let hot_regular = domain::DrinkOptions::default();
-    for row in projections::orders::all_rows(&app.db.pool, None)
-        .await
-        .expect("order rows")
-    {
-        assert_eq!(row.options, hot_regular, "{row:?}");
-    }
-    for row in delivery::all_rows(&app.db.pool)
-        .await
-        .expect("delivery rows")
-    {
-        assert_eq!(row.options, hot_regular, "{row:?}");
-    }
+    assert_every_row_is_hot_regular(&app.db.pool).await;
     // The API shows them as hot/regular; verify finds nothing to say.
     let (id, user) = &ids[0];
     let order = app.order(user, &id.to_string()).await.ok(200);

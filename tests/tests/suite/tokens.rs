@@ -23,12 +23,10 @@ async fn with_token(app: &TestApp, token: &str) -> Reply {
     .await
 }
 
-#[tokio::test]
-async fn tokens_the_provider_would_not_issue_are_refused_with_invalid_token() {
-    let app = e2e::spawn_app().await;
-    let p = app.provider.clone().expect("a provider");
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let valid = p.claims(A, &[]);
+/// Token specs for the forger that the provider would never issue, each
+/// with what is wrong with it: `valid` (claims it would issue, at `now`)
+/// patched, or signed the wrong way.
+fn tokens_it_would_not_issue(valid: &Value, now: i64) -> [(&'static str, Value); 10] {
     let with = |patch: Value| {
         let mut c = valid.clone();
         for (k, v) in patch.as_object().expect("an object") {
@@ -36,13 +34,7 @@ async fn tokens_the_provider_would_not_issue_are_refused_with_invalid_token() {
         }
         c
     };
-    // The forger works: its well-formed tokens are accepted, with every
-    // allowed algorithm.
-    for alg in ["RS256", "ES256", "EdDSA"] {
-        let token = p.forge(&json!({"alg": alg, "claims": valid}));
-        with_token(&app, &token).await.ok(200);
-    }
-    let refused = [
+    [
         (
             "expired",
             json!({"alg": "RS256", "claims": with(json!({"exp": now - 120, "iat": now - 720, "nbf": now - 720}))}),
@@ -80,18 +72,12 @@ async fn tokens_the_provider_would_not_issue_are_refused_with_invalid_token() {
             "a user id outside the rule",
             json!({"alg": "RS256", "claims": with(json!({"sub": "auth0|123"}))}),
         ),
-    ];
-    for (what, spec) in refused {
-        let reply = with_token(&app, &p.forge(&spec)).await;
-        let body = reply.problem(401);
-        assert_eq!(body["type"], "/problems/invalid-token", "{what}");
-        let challenge = reply.header("www-authenticate").unwrap_or_default();
-        assert!(
-            challenge.starts_with("Bearer ") && challenge.contains(r#"error="invalid_token""#),
-            "{what}: {challenge:?}"
-        );
-    }
-    // Not a bearer token at all, and none.
+    ]
+}
+
+/// Not a bearer token at all (`invalid_request`), and none (a bare
+/// challenge): both refused.
+async fn assert_requests_without_a_bearer_token_are_refused(app: &TestApp) {
     let basic = app
         .request_as(
             As::Header("Basic YWxpY2U6eA==".into()),
@@ -120,6 +106,32 @@ async fn tokens_the_provider_would_not_issue_are_refused_with_invalid_token() {
         none.header("www-authenticate"),
         Some(r#"Bearer realm="orders""#)
     );
+}
+
+#[tokio::test]
+async fn tokens_the_provider_would_not_issue_are_refused_with_invalid_token() {
+    let app = e2e::spawn_app().await;
+    let p = app.provider.clone().expect("a provider");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let valid = p.claims(A, &[]);
+    // The forger works: its well-formed tokens are accepted, with every
+    // allowed algorithm.
+    for alg in ["RS256", "ES256", "EdDSA"] {
+        let token = p.forge(&json!({"alg": alg, "claims": valid}));
+        with_token(&app, &token).await.ok(200);
+    }
+    for (what, spec) in tokens_it_would_not_issue(&valid, now) {
+        let reply = with_token(&app, &p.forge(&spec)).await;
+        let body = reply.problem(401);
+        assert_eq!(body["type"], "/problems/invalid-token", "{what}");
+        let challenge = reply.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("Bearer ") && challenge.contains(r#"error="invalid_token""#),
+            "{what}: {challenge:?}"
+        );
+    }
+    // Not a bearer token at all, and none.
+    assert_requests_without_a_bearer_token_are_refused(&app).await;
 }
 
 #[tokio::test]

@@ -72,22 +72,49 @@ fn held_orders(status: &[Value], name: &str) -> i64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving() {
-    let db = TestDb::create().await;
-    let kafka = test_kafka();
-    let port = free_port().expect("a free port");
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let mut all = start_all(&db, &kafka, port).await;
-    wait_up(&http, &base, &mut all).await;
+/// What the scenario's phases share: the database, the topic, and the
+/// address of `orders all` (the same port across its restart).
+struct Scene {
+    db: TestDb,
+    kafka: infra::kafka::KafkaSource,
+    port: u16,
+    base: String,
+    http: reqwest::Client,
+}
 
-    // Ann's order, then a newer build moves it with an event version this
-    // build does not know, and moves it on again.
-    let ann = place(&http, &base, "ann").await;
+impl Scene {
+    /// A fresh database and topic, and a free port for `orders all`.
+    async fn new() -> Self {
+        let db = TestDb::create().await;
+        let kafka = test_kafka();
+        let port = free_port().expect("a free port");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        Scene {
+            db,
+            kafka,
+            port,
+            base,
+            http,
+        }
+    }
+
+    /// Starts `orders all` and returns once it answers.
+    async fn start(&self) -> Child {
+        let mut all = start_all(&self.db, &self.kafka, self.port).await;
+        wait_up(&self.http, &self.base, &mut all).await;
+        all
+    }
+}
+
+/// Places Ann's order, then writes what a newer build would: a move with an
+/// event version this build does not know, and a later move on. Returns Ann's
+/// order id and the unknown event's id.
+async fn ann_moved_by_a_newer_build(scene: &Scene) -> (uuid::Uuid, uuid::Uuid) {
+    let ann = place(&scene.http, &scene.base, "ann").await;
     let ann_id: uuid::Uuid = ann["order_id"].as_str().expect("id").parse().expect("uuid");
     let (_, unknown) = insert_event(
-        &db.pool,
+        &scene.db.pool,
         ann_id,
         2,
         "OrderPreparationStarted",
@@ -97,7 +124,7 @@ async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving()
     )
     .await;
     insert_event(
-        &db.pool,
+        &scene.db.pool,
         ann_id,
         3,
         "OrderOutForDelivery",
@@ -106,10 +133,14 @@ async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving()
         true,
     )
     .await;
+    (ann_id, unknown)
+}
 
-    // Everyone else is served as before: placed, listed, moved by staff and
-    // seen on the delivery view.
-    let bob = place(&http, &base, "bob").await;
+/// Bob is served as before: placed, listed, moved by staff and seen on the
+/// delivery view.
+async fn bob_is_served_as_before(scene: &Scene) {
+    let (http, base) = (&scene.http, &scene.base);
+    let bob = place(http, base, "bob").await;
     let bob_id = bob["order_id"].as_str().expect("id").to_owned();
     let moved = http
         .post(format!("{base}/delivery-ms/bob/{bob_id}/status"))
@@ -147,13 +178,16 @@ async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving()
         },
     )
     .await;
+}
 
-    // Both projections hold Ann's order back and say so.
+/// Waits until both projections hold Ann's order back, and checks that
+/// status names the `unknown` event and why it cannot be read.
+async fn both_projections_hold_it_and_say_why(scene: &Scene, unknown: uuid::Uuid) {
     let status = eventually(
         Duration::from_secs(20),
         "both projections hold ann's order",
         || async {
-            let status = status_json(&db, &kafka).await;
+            let status = status_json(&scene.db, &scene.kafka).await;
             (held_orders(&status, "orders") == 1 && held_orders(&status, "delivery") == 1)
                 .then_some(status)
         },
@@ -171,9 +205,13 @@ async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving()
             .contains("newer"),
         "the reason names the newer schema: {first}"
     );
+}
 
-    // Reading or changing the held order: 503 naming the event; nothing written.
-    let events_before = db.events().await;
+/// Reading or changing the held order answers 503 naming the event, and
+/// nothing is written.
+async fn the_held_order_answers_503(scene: &Scene, ann_id: uuid::Uuid, unknown: uuid::Uuid) {
+    let (http, base) = (&scene.http, &scene.base);
+    let events_before = scene.db.events().await;
     for reply in [
         http.get(format!("{base}/order-ms/ann/orders/{ann_id}"))
             .send()
@@ -202,9 +240,12 @@ async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving()
             "names the event: {problem}"
         );
     }
-    assert_eq!(db.events().await, events_before, "nothing appended");
+    assert_eq!(scene.db.events().await, events_before, "nothing appended");
+}
 
-    // Readiness stays 200 and says what is held; the metrics count it.
+/// Readiness stays 200 and says what is held; the metrics count it.
+async fn readiness_and_metrics_report_the_hold(scene: &Scene) {
+    let (http, base) = (&scene.http, &scene.base);
     let ready = http
         .get(format!("{base}/readyz"))
         .send()
@@ -226,19 +267,14 @@ async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving()
         metrics.contains("projection_held_orders{projection=\"orders\"} 1"),
         "{metrics}"
     );
+}
 
-    // A restart still starts, and still holds the order back.
-    terminate(&mut all).await;
-    let mut all = start_all(&db, &kafka, port).await;
-    wait_up(&http, &base, &mut all).await;
-    assert_eq!(held_orders(&status_json(&db, &kafka).await, "orders"), 1);
-
-    // The operator parks the unreadable event in both projections, with a
-    // reason; the order's later event (out for delivery) then applies.
+/// The operator parks the `unknown` event in both projections, with a reason.
+async fn park_in_both_projections(scene: &Scene, unknown: uuid::Uuid) {
     for name in ["orders", "delivery"] {
         let out = run_orders(
-            &db,
-            Some(&kafka),
+            &scene.db,
+            Some(&scene.kafka),
             &[
                 "projections",
                 "park",
@@ -256,11 +292,17 @@ async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving()
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Once parked, nothing is held and the order's later event (out for
+/// delivery) has applied; `orders verify` passes and counts the parked event.
+async fn the_order_moves_on_past_the_parked_event(scene: &Scene, ann_id: uuid::Uuid) {
+    let (db, kafka) = (&scene.db, &scene.kafka);
     eventually(
         Duration::from_secs(20),
         "the held order released",
         || async {
-            let status = status_json(&db, &kafka).await;
+            let status = status_json(db, kafka).await;
             (held_orders(&status, "orders") == 0 && held_orders(&status, "delivery") == 0)
                 .then_some(())
         },
@@ -273,7 +315,7 @@ async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving()
             .await
             .expect("ann's row");
     assert_eq!((status.as_str(), version), ("delivering", 3));
-    let verify = run_orders(&db, Some(&kafka), &["verify"]).await;
+    let verify = run_orders(db, Some(kafka), &["verify"]).await;
     let text = String::from_utf8_lossy(&verify.stdout);
     assert!(
         verify.status.success(),
@@ -281,9 +323,12 @@ async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving()
         String::from_utf8_lossy(&verify.stderr)
     );
     assert!(text.contains("1 event(s) parked"), "{text}");
+}
 
-    // The audit trail says who decided and why.
-    let parked = run_orders(&db, None, &["projections", "parked"]).await;
+/// The audit trail says who decided to park the `unknown` event and why.
+async fn the_audit_trail_names_the_decision(scene: &Scene, unknown: uuid::Uuid) {
+    let db = &scene.db;
+    let parked = run_orders(db, None, &["projections", "parked"]).await;
     let parked = String::from_utf8_lossy(&parked.stdout);
     assert!(
         parked.contains("written by a build we rolled back"),
@@ -295,5 +340,30 @@ async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving()
         .await
         .expect("one role");
     assert!(!role.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_row_holds_back_one_order_and_the_service_keeps_serving() {
+    let scene = Scene::new().await;
+    let mut all = scene.start().await;
+
+    let (ann_id, unknown) = ann_moved_by_a_newer_build(&scene).await;
+    bob_is_served_as_before(&scene).await;
+    both_projections_hold_it_and_say_why(&scene, unknown).await;
+    the_held_order_answers_503(&scene, ann_id, unknown).await;
+    readiness_and_metrics_report_the_hold(&scene).await;
+
+    // A restart still starts, and still holds the order back.
+    terminate(&mut all).await;
+    let mut all = scene.start().await;
+    assert_eq!(
+        held_orders(&status_json(&scene.db, &scene.kafka).await, "orders"),
+        1
+    );
+
+    // The operator's audited parking decision releases the order.
+    park_in_both_projections(&scene, unknown).await;
+    the_order_moves_on_past_the_parked_event(&scene, ann_id).await;
+    the_audit_trail_names_the_decision(&scene, unknown).await;
     terminate(&mut all).await;
 }
