@@ -36,6 +36,12 @@ pub struct ServeConfig {
     /// address only.
     pub auth: Option<AuthConfig>,
     pub rate_limits: RateLimitConfig,
+    /// Which proxies' forwarding headers are believed, and how IPv6
+    /// addresses share a rate limit.
+    pub peers: crate::http::peer::Peers,
+    /// Live streams open at once, per signed-in user and in all.
+    pub max_streams_per_user: usize,
+    pub max_streams: usize,
     /// HTTPS with these files; `None`: plain HTTP (TLS ends at a proxy, or
     /// on loopback).
     pub tls: Option<TlsFiles>,
@@ -56,6 +62,9 @@ impl ServeConfig {
             read_wait: Shared::DEFAULT_READ_WAIT,
             auth: None,
             rate_limits: RateLimitConfig::default(),
+            peers: crate::http::peer::Peers::default(),
+            max_streams_per_user: crate::http::pages::feed::Caps::DEFAULT_PER_USER,
+            max_streams: crate::http::pages::feed::Caps::DEFAULT_TOTAL,
             tls: None,
             pickup_offset: time::UtcOffset::UTC,
             web: None,
@@ -254,7 +263,7 @@ fn web(
             let sign_in = crate::auth::oidc::OidcClient::new(
                 &auth.issuer,
                 &web.client_id,
-                &web.client_secret,
+                web.client_secret.expose(),
                 &public_url,
                 authenticator.clone(),
             )?;
@@ -269,7 +278,11 @@ fn web(
         _ => None,
     };
     let secure = serve.tls.is_some() || public_url.starts_with("https://");
-    crate::http::pages::Web::new(pools.writes.clone(), sign_in, secure)
+    let live = crate::http::pages::feed::Live::new(crate::http::pages::feed::Caps::new(
+        serve.max_streams_per_user,
+        serve.max_streams,
+    ));
+    crate::http::pages::Web::new(pools, sign_in, secure, live)
 }
 
 /// The token checks and rate limits of `serve`, their background work
@@ -287,5 +300,13 @@ async fn access(serve: &ServeConfig, background: &CancellationToken) -> Access {
     if let Some(limits) = &limits {
         tokio::spawn(limits.clone().forget_idle(background.clone()));
     }
-    Access { auth, limits }
+    if !serve.peers.trusted.is_empty() {
+        tracing::info!(proxies = ?serve.peers.trusted,
+            "taking client addresses from these proxies' forwarding headers");
+    }
+    Access {
+        auth,
+        limits,
+        peers: serve.peers.clone(),
+    }
 }

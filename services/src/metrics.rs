@@ -50,6 +50,7 @@ pub fn handle() -> &'static PrometheusHandle {
 /// Middleware: counts every request by route template and status, and times it.
 pub async fn track(req: Request, next: Next) -> Response {
     let started = Instant::now();
+    let in_flight = InFlight::new();
     let method = req.method().as_str().to_owned();
     let route = req
         .extensions()
@@ -61,7 +62,30 @@ pub async fn track(req: Request, next: Next) -> Response {
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
-    response
+    // In flight until its body is sent: a live stream counts while open.
+    response.map(|body| {
+        use http_body_util::BodyExt;
+        axum::body::Body::new(body.map_frame(move |frame| {
+            let _held = &in_flight;
+            frame
+        }))
+    })
+}
+
+/// Counts a request in `http_requests_in_flight` while it lives.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> InFlight {
+        metrics::gauge!("http_requests_in_flight").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("http_requests_in_flight").decrement(1.0);
+    }
 }
 
 /// `GET /metrics`: reads the database-derived gauges, then renders everything.

@@ -8,6 +8,7 @@
 // SPEC: { "alg": "RS256"|"ES256"|"EdDSA"|"HS256"|"none",
 //         "kid": "…" (default: the first key of the alg's type; null: none),
 //         "claims": { … },
+//         "typ": "…" (the header's typ; default at+jwt; null: none),
 //         "flip": true   (flip one bit of the signature) }
 // Prints the token.
 import { createHmac, createPrivateKey, createPublicKey, sign } from 'node:crypto';
@@ -21,7 +22,9 @@ const b64 = (v) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).to
 const kty = { RS256: 'RSA', HS256: 'RSA', ES256: 'EC', EdDSA: 'OKP', none: 'RSA' }[spec.alg];
 if (!kty) throw new Error(`unknown alg ${spec.alg}`);
 const jwk = keys.find((k) => k.kty === kty);
-const header = { alg: spec.alg, typ: 'at+jwt' };
+const header = { alg: spec.alg };
+const typ = spec.typ === undefined ? 'at+jwt' : spec.typ;
+if (typ !== null) header.typ = typ;
 const kid = spec.kid === undefined ? jwk.kid : spec.kid;
 if (kid !== null) header.kid = kid;
 const input = `${b64(header)}.${b64(spec.claims)}`;

@@ -66,6 +66,8 @@ pub struct AppOptions {
     pub auth: Auth,
     /// Rate limits (none by default: tests send many requests as one user).
     pub rate_limits: services::http::access::RateLimitConfig,
+    /// How often the issuer's keys are fetched again (`None`: the default).
+    pub keys_refresh: Option<Duration>,
 }
 
 impl Default for AppOptions {
@@ -80,6 +82,7 @@ impl Default for AppOptions {
             request_timeout: None,
             auth: Auth::Shared,
             rate_limits: Default::default(),
+            keys_refresh: None,
         }
     }
 }
@@ -114,14 +117,18 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         Auth::Own(provider) => Some(provider),
         Auth::Off => None,
     };
-    serve.auth = provider
-        .as_ref()
-        .map(|p| services::auth::AuthConfig::new(p.issuer.clone(), AUDIENCE));
+    serve.auth = provider.as_ref().map(|p| {
+        let mut config = services::auth::AuthConfig::new(p.issuer.clone(), AUDIENCE);
+        if let Some(every) = opts.keys_refresh {
+            config.refresh = every;
+        }
+        config
+    });
     // The pages sign in through the same provider (its `orders-web` client
     // accepts a callback on any loopback port).
     serve.web = provider.as_ref().map(|_| services::http::pages::WebConfig {
         client_id: crate::oidc::WEB_CLIENT.0.to_owned(),
-        client_secret: crate::oidc::WEB_CLIENT.1.to_owned(),
+        client_secret: crate::oidc::WEB_CLIENT.1.into(),
         public_url: None,
     });
     serve.rate_limits = opts.rate_limits;

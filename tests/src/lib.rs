@@ -8,6 +8,7 @@ mod app;
 mod binary;
 mod callers;
 pub mod certs;
+pub mod cutting_proxy;
 mod db;
 mod fixtures;
 mod kafka;

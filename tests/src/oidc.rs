@@ -216,6 +216,44 @@ impl Provider {
             .expect("run keys.mjs rotate");
         assert!(out.status.success(), "keys.mjs rotate failed");
         let kid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        self.reload();
+        kid
+    }
+
+    /// Replaces the signing RSA key's material under the same key id (a
+    /// provider that names its keys by slot, or a key set published without
+    /// ids): the withdrawn key verifies nothing any more. Makes the provider
+    /// reload; returns the key id kept.
+    pub fn replace_signing_key(&self) -> String {
+        let keys_module = repo().join("scripts/oidc/keys.mjs");
+        let script = format!(
+            "import {{ generateKey, readKeys, writeKeys }} from {module};
+             const file = process.argv[1];
+             const jwks = readKeys(file);
+             const at = jwks.keys.findIndex((k) => k.kty === 'RSA');
+             const kid = jwks.keys[at].kid;
+             jwks.keys[at] = {{ ...generateKey('RSA'), kid }};
+             writeKeys(file, jwks);
+             console.log(kid);",
+            module = serde_json::json!(format!("file://{}", keys_module.display()))
+        );
+        let out = Command::new("node")
+            .args(["--input-type=module", "-e", &script])
+            .arg(&self.keys_file)
+            .output()
+            .expect("run node");
+        assert!(
+            out.status.success(),
+            "replacing the key failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        self.reload();
+        kid
+    }
+
+    /// Makes the provider read its keys file again, and waits until it did.
+    fn reload(&self) {
         self.signal("-HUP");
         let lines = self.lines.lock().expect("the provider's output");
         loop {
@@ -223,7 +261,7 @@ impl Provider {
                 .recv_timeout(Duration::from_secs(10))
                 .expect("the provider reloads its keys");
             if line.starts_with("reloaded") {
-                return kid;
+                return;
             }
         }
     }

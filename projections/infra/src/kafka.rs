@@ -48,27 +48,19 @@ pub struct KafkaSecurity {
     pub tls: Option<KafkaTls>,
 }
 
-/// SASL credentials. The password never reaches a log line: `Debug` omits it.
-#[derive(Clone, PartialEq, Eq)]
+/// SASL credentials. The password never reaches a log line (a [`Secret`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaSasl {
     pub mechanism: SaslMechanism,
     pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for KafkaSasl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSasl")
-            .field("mechanism", &self.mechanism)
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
+    pub password: crate::secret::Secret,
 }
 
 impl KafkaSasl {
     fn config(&self) -> rskafka::client::SaslConfig {
         use rskafka::client::{Credentials, SaslConfig};
-        let credentials = Credentials::new(self.username.clone(), self.password.clone());
+        let credentials =
+            Credentials::new(self.username.clone(), self.password.expose().to_owned());
         match self.mechanism {
             SaslMechanism::Plain => SaslConfig::Plain(credentials),
             SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),

@@ -23,6 +23,7 @@ pub mod lock;
 pub mod notify;
 pub mod pg;
 pub mod rows;
+pub mod secret;
 pub mod wait;
 
 pub use error::{Error, Result};

@@ -15,7 +15,9 @@
 //!   changed, in the batch's own transaction (the pages' live streams re-read
 //!   those rows); a rebuild's batches announce nothing, since no reader sees
 //!   a generation before it is published;
-//! - [`MENU`]: the menu (or a store's availability) changed.
+//! - [`MENU`]: the menu (or a store's availability) changed;
+//! - [`SESSIONS`]: a browser signed out (its session's digest), so that
+//!   every process ends the live streams that acted for it.
 
 use std::collections::HashSet;
 
@@ -35,6 +37,8 @@ pub const ORDERS: Channel = Channel("orders_changed");
 pub const DELIVERY: Channel = Channel("delivery_changed");
 /// The menu changed.
 pub const MENU: Channel = Channel("menu_changed");
+/// A session ended: its digest (never its id).
+pub const SESSIONS: Channel = Channel("sessions_ended");
 
 impl Channel {
     pub const fn name(self) -> &'static str {
@@ -46,6 +50,21 @@ impl Channel {
     pub async fn announce<'c>(self, conn: impl PgExecutor<'c>) -> sqlx::Result<()> {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(self.0)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Announces one short `name` (at most a few dozen bytes: a digest, a
+    /// key), in the executor's transaction when it is one.
+    pub async fn announce_name<'c>(
+        self,
+        conn: impl PgExecutor<'c>,
+        name: &str,
+    ) -> sqlx::Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(self.0)
+            .bind(name)
             .execute(conn)
             .await?;
         Ok(())

@@ -17,3 +17,23 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// Whether a statement that failed with `error` *after it was sent* may have
+/// taken effect: the connection broke or the server went away before its
+/// answer arrived (an I/O error, a protocol error, a server shutting down or
+/// a connection exception; a commit waiting for a synchronous standby when
+/// its server is shut down has committed locally). An error the server
+/// reported about the statement itself (a constraint, a deadlock, a
+/// cancelled statement, bad data) means it rolled back; a pool timeout
+/// means it was never sent.
+pub fn may_have_committed(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        // 57P01 admin_shutdown, 57P02 crash_shutdown, 08xxx connection
+        // exceptions.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| matches!(c.as_ref(), "57P01" | "57P02") || c.starts_with("08")),
+        _ => false,
+    }
+}

@@ -40,12 +40,12 @@ pub enum ListOrder {
 }
 
 /// The orders now in `status` in `order` of ordering time, at most `limit`
-/// (all without one).
+/// (a list is always bounded: the caller says how far).
 pub async fn list_by_status<'e>(
     db: impl PgExecutor<'e>,
     status: Status,
     order: ListOrder,
-    limit: Option<i64>,
+    limit: i64,
 ) -> Result<Vec<DeliveryRow>> {
     // The status index serves both directions.
     let direction = match order {

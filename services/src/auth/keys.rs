@@ -3,6 +3,13 @@
 //! token names a key id the cache does not know (the provider rotated its
 //! keys). A failed fetch keeps the keys already known, so tokens signed with
 //! them are still accepted while the provider is down.
+//!
+//! The set is judged by its material, not its names: its version moves
+//! whenever a fetch finds other key bytes, so a key replaced under the same
+//! `kid` (or a lone key without one) stops what was verified with the old
+//! one at once. The keys are fetched over https only (plain http to this
+//! machine, as for the issuer), and a redirect is never followed: the
+//! discovery document names where the keys are, nothing else may.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -52,7 +59,7 @@ pub struct KeySet {
 
 struct Inner {
     issuer: String,
-    /// Bumped whenever a fetch finds another set of keys than before.
+    /// Bumped whenever a fetch finds other key material than before.
     version: std::sync::atomic::AtomicU64,
     http: reqwest::Client,
     keys: RwLock<Keys>,
@@ -69,6 +76,8 @@ struct Keys {
     unnamed: Vec<Key>,
     /// Whether a fetch ever succeeded.
     loaded: bool,
+    /// SHA-256 of the usable keys as published (ids and material).
+    fingerprint: [u8; 32],
 }
 
 /// What a lookup found.
@@ -95,7 +104,7 @@ impl KeySet {
     pub fn new(issuer: &str) -> KeySet {
         let http = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
         KeySet {
@@ -205,18 +214,21 @@ impl KeySet {
                 found: discovery.issuer.chars().take(200).collect(),
             });
         }
+        check_jwks_uri(&discovery.jwks_uri)?;
         let raw: RawKeySet = self.get_json(&discovery.jwks_uri).await?;
         let mut keys = Keys {
             loaded: true,
             ..Keys::default()
         };
+        let mut published = Vec::new();
         for value in raw.keys {
             // A key of a kind this build does not know is passed over, not
             // a reason to refuse the whole set.
-            let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
+            let Ok(jwk) = serde_json::from_value::<Jwk>(value.clone()) else {
                 continue;
             };
             let Some(key) = usable(&jwk) else { continue };
+            published.push(value.to_string());
             match jwk.common.key_id {
                 Some(kid) => {
                     keys.by_id.insert(kid, key);
@@ -229,14 +241,11 @@ impl KeySet {
                 url: discovery.jwks_uri,
             });
         }
+        keys.fingerprint = fingerprint(published);
         let mut ids: Vec<String> = keys.by_id.keys().cloned().collect();
         ids.sort();
         if let Ok(mut current) = self.inner.keys.write() {
-            let mut before: Vec<&String> = current.by_id.keys().collect();
-            before.sort();
-            let changed = !current.loaded
-                || before != ids.iter().collect::<Vec<_>>()
-                || current.unnamed.len() != keys.unnamed.len();
+            let changed = !current.loaded || current.fingerprint != keys.fingerprint;
             *current = keys;
             if changed {
                 self.inner
@@ -273,6 +282,48 @@ impl KeySet {
     }
 }
 
+/// The SHA-256 of a key set's usable keys, each as published (its id,
+/// parameters and material), in an order that does not depend on the
+/// document's.
+fn fingerprint(mut published: Vec<String>) -> [u8; 32] {
+    use sha2::Digest;
+    published.sort_unstable();
+    let mut hash = sha2::Sha256::new();
+    for key in &published {
+        hash.update((key.len() as u64).to_be_bytes());
+        hash.update(key.as_bytes());
+    }
+    hash.finalize().into()
+}
+
+/// A key set URL the keys may be fetched from: https, or plain http to this
+/// machine only, as for the issuer (`config::access::check_issuer`): keys
+/// fetched in clear over a network could be replaced on the way.
+fn check_jwks_uri(url: &str) -> Result<(), KeysError> {
+    let refused = |why: &str| KeysError::Fetch {
+        url: url.chars().take(200).collect(),
+        message: why.to_owned(),
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|_| refused("not a URL"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&parsed) => Ok(()),
+        _ => Err(refused(
+            "the key set must be served over https (plain http only on this machine)",
+        )),
+    }
+}
+
+/// Whether `url` names this machine (`localhost` or a loopback address).
+pub fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The key a JWK publishes for signatures with one of [`ALLOWED`], if it
 /// does: the algorithm is the one the key names, or the one its type and
 /// curve imply; a key for encryption, or for another algorithm, is not used.
@@ -301,4 +352,48 @@ fn usable(jwk: &Jwk) -> Option<Key> {
         algorithm,
         decoding,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_follows_the_material_not_the_ids_or_their_order() {
+        let a = r#"{"kid":"k1","kty":"RSA","n":"AAA","e":"AQAB"}"#.to_owned();
+        let b = r#"{"kid":"k2","kty":"RSA","n":"BBB","e":"AQAB"}"#.to_owned();
+        let same_id_new_material = r#"{"kid":"k1","kty":"RSA","n":"CCC","e":"AQAB"}"#.to_owned();
+        assert_eq!(
+            fingerprint(vec![a.clone(), b.clone()]),
+            fingerprint(vec![b.clone(), a.clone()]),
+            "the document's order does not matter"
+        );
+        assert_ne!(
+            fingerprint(vec![a.clone(), b.clone()]),
+            fingerprint(vec![same_id_new_material, b]),
+            "a key replaced under the same kid is another set"
+        );
+        assert_ne!(fingerprint(vec![a.clone()]), fingerprint(vec![]));
+    }
+
+    #[test]
+    fn keys_come_over_https_or_from_this_machine_only() {
+        for good in [
+            "https://login.example.com/jwks",
+            "http://127.0.0.1:8081/jwks",
+            "http://localhost/jwks",
+            "http://[::1]:9/jwks",
+        ] {
+            assert!(check_jwks_uri(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://login.example.com/jwks",
+            "http://10.0.0.1/jwks",
+            "ftp://127.0.0.1/jwks",
+            "file:///etc/keys",
+            "not a url",
+        ] {
+            assert!(check_jwks_uri(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use domain::UserId;
 
-pub use keys::{KeySet, KeysError};
+pub use keys::{is_loopback, KeySet, KeysError};
 pub use token::TokenError;
 
 /// Where tokens come from and how they are read.
@@ -73,6 +73,9 @@ pub struct Roles {
 pub struct Identity {
     pub user: UserId,
     pub roles: Roles,
+    /// Unix seconds: when this caller's access ends (the token's `exp`; a
+    /// session's end, if sooner). Whatever acts for the caller stops then.
+    pub until: i64,
 }
 
 /// Checks bearer tokens. Cheap to clone: the key set is shared.
@@ -106,6 +109,19 @@ impl Authenticator {
 
     pub fn config(&self) -> &AuthConfig {
         &self.config
+    }
+
+    /// The caller `token` was found to be when it was last verified, if it
+    /// still is valid and the issuer's keys have not changed since: no
+    /// signature check, no lookup beyond a hash and a map.
+    pub fn remembered(&self, token: &str) -> Option<Identity> {
+        token::remembered(&self.keys, &self.verified, token)
+    }
+
+    /// The issuer's key set's version: it moves when the keys' material
+    /// changes (what acts for a verified caller judges its token again).
+    pub fn keys_version(&self) -> u64 {
+        self.keys.version()
     }
 
     /// Verifies `token` (the part after `Bearer `).

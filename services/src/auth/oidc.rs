@@ -43,8 +43,9 @@ pub enum SignInError {
 const UNREACHABLE: SignInError =
     SignInError::Unavailable("the identity provider cannot be reached; try again shortly");
 
-/// A sign-in in flight, as the browser's session keeps it until the
-/// provider sends the browser back.
+/// A sign-in in flight, as the browser keeps it (in a sealed cookie,
+/// [`OidcClient::seal`]) until the provider sends the browser back: no row
+/// is written for a visitor who has not signed in.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Pending {
     pub state: String,
@@ -52,7 +53,12 @@ pub struct Pending {
     verifier: String,
     /// Where to send the browser once signed in (a path on this site).
     pub next: String,
+    /// Unix seconds: when the sign-in started.
+    started: i64,
 }
+
+/// How long a started sign-in may take.
+pub const PENDING_FOR: Duration = Duration::from_secs(600);
 
 /// What a finished sign-in proved.
 #[derive(Debug)]
@@ -61,8 +67,9 @@ pub struct Verified {
     pub identity: Identity,
     /// The provider's ID token, for ending the provider's session too.
     pub id_token: String,
-    /// How long the provider says the access token lives.
-    pub expires_in: Option<Duration>,
+    /// The access token: the session keeps it, to judge it again as a
+    /// bearer token is judged (after the issuer's keys change).
+    pub access_token: String,
 }
 
 /// The client as discovery builds it: an authorization endpoint, maybe a
@@ -124,6 +131,62 @@ impl OidcClient {
         })
     }
 
+    /// `pending` as a cookie value the browser carries to the callback:
+    /// `payload.mac`, both base64url, the MAC an HMAC-SHA-256 under a key
+    /// derived from the client's secret (every instance of the service
+    /// shares it, so any of them finishes a sign-in another started). The
+    /// browser can read what it holds (its own sign-in's state and PKCE
+    /// verifier, useless without the code the provider sends only to it),
+    /// and can change nothing.
+    pub fn seal(&self, pending: &Pending) -> String {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let payload = engine.encode(serde_json::to_vec(pending).unwrap_or_default());
+        let mac = engine.encode(self.mac(payload.as_bytes()));
+        format!("{payload}.{mac}")
+    }
+
+    /// The sign-in a cookie of [`OidcClient::seal`]'s holds, if its MAC is
+    /// this service's and it is not older than [`PENDING_FOR`].
+    pub fn open(&self, sealed: &str) -> Option<Pending> {
+        use base64::Engine;
+        use hmac::Mac;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (payload, mac) = sealed.split_once('.')?;
+        let mac = engine.decode(mac).ok()?;
+        let mut check = self.hmac();
+        check.update(payload.as_bytes());
+        check.verify_slice(&mac).ok()?;
+        let pending: Pending = serde_json::from_slice(&engine.decode(payload).ok()?).ok()?;
+        let age = time::OffsetDateTime::now_utc().unix_timestamp() - pending.started;
+        let longest = i64::try_from(PENDING_FOR.as_secs()).unwrap_or(i64::MAX);
+        (0..=longest).contains(&age).then_some(pending)
+    }
+
+    fn mac(&self, data: &[u8]) -> Vec<u8> {
+        use hmac::Mac;
+        let mut mac = self.hmac();
+        mac.update(data);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// HMAC-SHA-256 under the key for sign-in cookies: itself an HMAC of a
+    /// fixed label under the client's secret, so the secret is used for
+    /// nothing else as it is.
+    fn hmac(&self) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+        let key = {
+            let mut derive =
+                <HmacSha256 as Mac>::new_from_slice(self.inner.client_secret.secret().as_bytes())
+                    .unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()));
+            derive.update(b"orders: the pending sign-in's cookie, v1");
+            derive.finalize().into_bytes()
+        };
+        <HmacSha256 as Mac>::new_from_slice(&key)
+            .unwrap_or_else(|_| <HmacSha256 as Mac>::new(&Default::default()))
+    }
+
     /// Where the provider sends browsers back.
     pub fn redirect_uri(&self) -> &str {
         self.inner.redirect.as_str()
@@ -148,6 +211,7 @@ impl OidcClient {
             nonce: nonce.secret().clone(),
             verifier: verifier.secret().clone(),
             next,
+            started: time::OffsetDateTime::now_utc().unix_timestamp(),
         };
         Ok((url.to_string(), pending))
     }
@@ -226,7 +290,7 @@ impl OidcClient {
         Ok(Verified {
             identity,
             id_token: id_token.to_string(),
-            expires_in: tokens.expires_in(),
+            access_token: tokens.access_token().secret().clone(),
         })
     }
 

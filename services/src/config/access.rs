@@ -5,6 +5,7 @@ use clap::Args;
 
 use crate::auth::AuthConfig;
 use crate::http::access::{RateLimit, RateLimitConfig};
+use crate::http::peer::Peers;
 
 #[derive(Debug, Clone, Args)]
 pub struct AccessArgs {
@@ -18,7 +19,10 @@ pub struct AccessArgs {
     #[arg(long, env = "OIDC_AUDIENCE", default_value = "orders-api")]
     pub oidc_audience: String,
     /// The claim that names the user (its value must fit the user id rule:
-    /// 1 to 100 letters, digits, `-`, `_`, `.`), e.g. `preferred_username`.
+    /// 1 to 100 letters, digits, `-`, `_`, `.`). Keep `sub`: it is the one
+    /// claim the provider never lets a user change. A claim users can set
+    /// themselves (`preferred_username`, `email`) lets one user rename
+    /// themselves into another's id and take over that user's orders.
     #[arg(long, env = "OIDC_USER_CLAIM", default_value = AuthConfig::DEFAULT_USER_CLAIM)]
     pub oidc_user_claim: String,
     /// The claim with the roles (`staff`, `operator`): an array or a
@@ -48,6 +52,26 @@ pub struct AccessArgs {
     /// Requests one address without a valid token may send at once.
     #[arg(long, env = "RATE_LIMIT_PEER_BURST", default_value_t = 100)]
     pub rate_limit_peer_burst: u32,
+    /// IPv6 clients share the per-address limit by this prefix: one client
+    /// holds a whole /64, and would get a fresh budget per address of it.
+    #[arg(long, env = "RATE_LIMIT_IPV6_PREFIX", default_value_t = Peers::DEFAULT_IPV6_PREFIX,
+          value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub rate_limit_ipv6_prefix: u8,
+    /// The proxies (load balancers) in front of this service, as addresses
+    /// or networks, comma-separated (`10.0.0.5,10.0.1.0/24`): a request from
+    /// one of them is counted by the client address it states in
+    /// `Forwarded` or `X-Forwarded-For`. Those headers from anyone else are
+    /// ignored. Without it, every caller behind a proxy shares its address.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = proxy_network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// `10.0.0.5` (one address) or `10.0.1.0/24`.
+fn proxy_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is not an address or a network such as 10.0.1.0/24"))
 }
 
 impl AccessArgs {
@@ -66,6 +90,13 @@ impl AccessArgs {
         }))
     }
 
+    pub fn peers(&self) -> Peers {
+        Peers {
+            trusted: self.trusted_proxies.clone(),
+            ipv6_prefix: self.rate_limit_ipv6_prefix,
+        }
+    }
+
     pub fn limits(&self) -> RateLimitConfig {
         RateLimitConfig {
             users: RateLimit::new(self.rate_limit_per_second, self.rate_limit_burst),
@@ -80,17 +111,35 @@ impl AccessArgs {
 pub fn check_issuer(issuer: &str) -> anyhow::Result<()> {
     let url = reqwest::Url::parse(issuer)
         .map_err(|e| anyhow::anyhow!("OIDC_ISSUER {issuer:?} is not a URL: {e}"))?;
-    let host = url.host_str().unwrap_or_default();
-    let loopback = host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
     match url.scheme() {
         "https" => Ok(()),
-        "http" if loopback => Ok(()),
+        "http" if crate::auth::is_loopback(&url) => Ok(()),
         _ => anyhow::bail!(
             "OIDC_ISSUER must be an https URL (plain http only on a loopback host): {issuer}"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        access: super::AccessArgs,
+    }
+
+    #[test]
+    fn the_user_claim_help_warns_against_claims_users_can_change() {
+        let help = Cli::command().render_long_help().to_string();
+        let about = help
+            .split("--oidc-user-claim")
+            .nth(1)
+            .and_then(|rest| rest.split("--oidc-roles-claim").next())
+            .unwrap_or_default();
+        for words in ["Keep `sub`", "preferred_username", "take over"] {
+            assert!(about.contains(words), "{words:?} missing from:\n{about}");
+        }
     }
 }

@@ -104,7 +104,7 @@ pub struct KafkaSecurityArgs {
         global = true,
         hide_env_values = true
     )]
-    pub kafka_sasl_password: Option<String>,
+    pub kafka_sasl_password: Option<infra::secret::Secret>,
     /// Connect to the brokers over TLS.
     #[arg(long, env = "KAFKA_TLS", global = true)]
     pub kafka_tls: bool,

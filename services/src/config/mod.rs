@@ -39,7 +39,7 @@ pub struct Cli {
 pub struct DbArgs {
     /// PostgreSQL connection URL.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<infra::secret::Secret>,
     /// Connections for the API's writes (appends, idempotency records).
     #[arg(long, env = "DB_WRITE_CONNECTIONS", default_value_t = Budgets::DEFAULT_WRITES, global = true,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -225,6 +225,16 @@ pub struct ServeArgs {
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = crate::http::Shared::DEFAULT_REQUEST_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..=300))]
     pub request_timeout_secs: u64,
+    /// Live streams (`/events/…`) one signed-in user may have open at once;
+    /// more are answered 429 with `Retry-After`.
+    #[arg(long, env = "MAX_STREAMS_PER_USER", default_value_t = crate::http::pages::feed::Caps::DEFAULT_PER_USER as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_streams_per_user: u32,
+    /// Live streams open at once in this process; more are answered 503
+    /// with `Retry-After`.
+    #[arg(long, env = "MAX_STREAMS", default_value_t = crate::http::pages::feed::Caps::DEFAULT_TOTAL as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_streams: u32,
     /// Serve HTTPS with this certificate chain (PEM; reloaded when it
     /// changes). Without it the API speaks plain HTTP: terminate TLS at a
     /// proxy in front of it.
@@ -244,7 +254,7 @@ pub struct ServeArgs {
     pub oidc_web_client_id: Option<String>,
     /// That client's secret.
     #[arg(long, env = "OIDC_WEB_CLIENT_SECRET", hide_env_values = true)]
-    pub oidc_web_client_secret: Option<String>,
+    pub oidc_web_client_secret: Option<infra::secret::Secret>,
     /// Where browsers reach this service (`https://orders.example.com`): the
     /// sign-in's callback is PUBLIC_URL/auth/callback, and an https URL makes
     /// the session cookie Secure. Default: the address it listens on.
@@ -293,6 +303,9 @@ impl ServeArgs {
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
             auth: self.access.auth()?,
             rate_limits: self.access.limits(),
+            peers: self.access.peers(),
+            max_streams_per_user: usize::try_from(self.max_streams_per_user).unwrap_or(usize::MAX),
+            max_streams: usize::try_from(self.max_streams).unwrap_or(usize::MAX),
             pickup_offset: self.pickup_utc_offset,
             web: self.web()?,
             tls: match (&self.tls_cert_file, &self.tls_key_file) {
@@ -319,7 +332,53 @@ impl DbArgs {
 
     pub fn url(&self) -> anyhow::Result<&str> {
         self.database_url
-            .as_deref()
+            .as_ref()
+            .map(infra::secret::Secret::expose)
             .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is not set (or pass --database-url)"))
+    }
+}
+
+#[cfg(test)]
+mod secrets_tests {
+    use clap::Parser;
+
+    #[test]
+    fn no_configuration_prints_a_secret() {
+        let cli = super::Cli::try_parse_from([
+            "orders",
+            "--database-url",
+            "postgres://orders:db-hunter2@db.example/orders",
+            "--kafka-sasl-mechanism",
+            "SCRAM-SHA-256",
+            "--kafka-sasl-username",
+            "orders",
+            "--kafka-sasl-password",
+            "kafka-hunter2",
+            "serve",
+            "--oidc-issuer",
+            "https://login.example.com",
+            "--oidc-web-client-id",
+            "orders-web",
+            "--oidc-web-client-secret",
+            "web-hunter2",
+        ])
+        .expect("the command line parses");
+        let mut printed = vec![format!("{cli:?}")];
+        if let super::Cmd::Serve(serve) = &cli.command {
+            printed.push(format!("{:?}", serve.config().expect("a serve config")));
+        }
+        printed.push(format!(
+            "{:?}",
+            cli.kafka.security.security().expect("the Kafka security")
+        ));
+        for text in &printed {
+            for secret in ["db-hunter2", "kafka-hunter2", "web-hunter2"] {
+                assert!(!text.contains(secret), "{secret} printed in {text}");
+            }
+        }
+        assert_eq!(
+            cli.db.url().expect("a database URL"),
+            "postgres://orders:db-hunter2@db.example/orders"
+        );
     }
 }

@@ -4,9 +4,10 @@
 //! permission they need. Routes that take no `Caller` (the operations
 //! routes, the greeting) stay open.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
@@ -15,6 +16,7 @@ use domain::UserId;
 
 use super::error::ApiError;
 pub use super::limits::{Access, RateLimit, RateLimitConfig, RateLimits};
+use super::peer::ClientAddr;
 use super::state::AppState;
 use crate::auth::{Authenticator, Identity, TokenError};
 
@@ -51,6 +53,23 @@ impl FromRequestParts<AppState> for Caller {
             Some(Credentials::NotBearer) => Err(ApiError::NotBearer),
             None => Err(ApiError::Unauthenticated),
         }
+    }
+}
+
+/// A route open to anyone that tells a caller more (`/readyz` tells an
+/// operator why): `None` without credentials, or with credentials refused.
+impl axum::extract::OptionalFromRequestParts<AppState> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(
+            <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state)
+                .await
+                .ok(),
+        )
     }
 }
 
@@ -103,42 +122,87 @@ impl Caller {
 }
 
 /// Checks the bearer token, if the request has one (else the session
-/// cookie of a signed-in page), and the caller's rate limit. A refused token is not answered here: a route that needs no
-/// caller (`/healthz`) serves the request anyway; one that does answers 401.
+/// cookie of a signed-in page), and the caller's rate limits, ordered so
+/// that a refusal costs less than an acceptance:
+///
+/// 1. a token verified before is taken from the cache (a hash and a map
+///    lookup);
+/// 2. anything costlier (a signature check, a session read) is first
+///    charged to the client's address ([`super::peer`]), as is a request
+///    without credentials: one address sending forged tokens or made-up
+///    cookies is refused before it spends a signature check or a database
+///    read;
+/// 3. a verified caller is then charged to its own budget.
+///
+/// A refused token is not answered here: a route that needs no caller
+/// (`/healthz`) serves the request anyway; one that does answers 401.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
+    let mut gate = Gate::new(&state, client);
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-    let mut credentials = match (&state.access.auth, authorization) {
-        (Some(auth), Some(value)) => Some(credentials(auth, &value).await),
-        _ => None,
-    };
+    let mut credentials = None;
+    let mut proof = None;
+    if let (Some(auth), Some(value)) = (&state.access.auth, authorization) {
+        credentials = Some(match bearer(&value) {
+            None => Credentials::NotBearer,
+            Some(token) => {
+                proof = Some(Proof {
+                    token: token.to_owned(),
+                    session: None,
+                });
+                match auth.remembered(token) {
+                    Some(identity) => Credentials::Verified(identity),
+                    None => {
+                        if let Err(wait) = gate.charge_client() {
+                            return refused(wait);
+                        }
+                        verify(auth, token).await
+                    }
+                }
+            }
+        });
+    }
     // No bearer token: the pages' session cookie, if any. A write on it
     // must carry the session's CSRF token (another site's page can make the
     // browser send the cookie, never read the token).
-    if credentials.is_none() && state.access.auth.is_some() {
-        if let Some(session) = req.extensions().get::<tower_sessions::Session>().cloned() {
+    if let (None, Some(auth)) = (&credentials, &state.access.auth) {
+        let session = req.extensions().get::<tower_sessions::Session>().cloned();
+        if let Some((session, id)) = session.and_then(|s| s.id().map(|id| (s, id))) {
+            if let Err(wait) = gate.charge_client() {
+                return refused(wait);
+            }
             match crate::http::session::signed_in(&session).await {
                 Ok(Some(user)) => {
                     if !req.method().is_safe() && !user.csrf_matches(req.headers()) {
                         return ApiError::CsrfRejected.into_response();
                     }
-                    credentials = user.identity().map(Credentials::Verified);
+                    credentials = match user.judge(auth).await {
+                        Ok(Some(identity)) => {
+                            proof = Some(Proof {
+                                token: user.access_token.clone(),
+                                session: Some(crate::http::session::ended_key(&id)),
+                            });
+                            Some(Credentials::Verified(identity))
+                        }
+                        Ok(None) => None,
+                        Err(why) => Some(Credentials::Refused(why)),
+                    };
                 }
                 Ok(None) => {}
                 Err(e) => return ApiError::Unavailable(e).into_response(),
             }
         }
     }
-    if let Some(limits) = &state.access.limits {
-        let peer = req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        let user = match &credentials {
-            Some(Credentials::Verified(id)) => Some(&id.user),
-            _ => None,
-        };
-        if let Err(wait) = limits.check(user, peer) {
-            return ApiError::RateLimited { retry_after: wait }.into_response();
+    let charged = match &credentials {
+        Some(Credentials::Verified(identity)) => gate.charge_user(&identity.user),
+        _ => gate.charge_client(),
+    };
+    if let Err(wait) = charged {
+        return refused(wait);
+    }
+    if let Some(Credentials::Verified(_)) = &credentials {
+        if let Some(proof) = proof {
+            req.extensions_mut().insert(proof);
         }
     }
     if let Some(credentials) = credentials {
@@ -147,8 +211,63 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     next.run(req).await
 }
 
-async fn credentials(auth: &Authenticator, value: &HeaderValue) -> Credentials {
-    let Some(token) = value
+/// How a verified caller proved who it is, for what acts for it longer
+/// than one request (a live stream): the access token to judge again when
+/// the issuer's keys change, and the session (by [`super::session::ended_key`])
+/// whose sign-out ends it.
+#[derive(Debug, Clone)]
+pub struct Proof {
+    pub token: String,
+    pub session: Option<String>,
+}
+
+/// The rate limits one request is charged to, each at most once.
+struct Gate<'a> {
+    limits: Option<&'a RateLimits>,
+    /// The client's bucket (its address, IPv6 by prefix).
+    bucket: Option<IpAddr>,
+    client_charged: bool,
+}
+
+impl<'a> Gate<'a> {
+    fn new(state: &'a AppState, client: Option<IpAddr>) -> Gate<'a> {
+        Gate {
+            limits: state.access.limits.as_deref(),
+            bucket: client.map(|ip| state.access.peers.bucket(ip)),
+            client_charged: false,
+        }
+    }
+
+    /// Charges the client's address, once per request; `Err(wait)` when it
+    /// is over its budget.
+    fn charge_client(&mut self) -> Result<(), Duration> {
+        if self.client_charged {
+            return Ok(());
+        }
+        self.client_charged = true;
+        let (Some(limits), Some(bucket)) = (self.limits, self.bucket) else {
+            return Ok(());
+        };
+        limits.check_peer(bucket)
+    }
+
+    /// Charges a verified caller's own budget.
+    fn charge_user(&mut self, user: &UserId) -> Result<(), Duration> {
+        match self.limits {
+            Some(limits) => limits.check_user(user),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The answer to a caller over a budget.
+fn refused(wait: Duration) -> Response {
+    ApiError::RateLimited { retry_after: wait }.into_response()
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    value
         .to_str()
         .ok()
         .and_then(|v| {
@@ -157,9 +276,9 @@ async fn credentials(auth: &Authenticator, value: &HeaderValue) -> Credentials {
         })
         .map(str::trim)
         .filter(|t| !t.is_empty())
-    else {
-        return Credentials::NotBearer;
-    };
+}
+
+async fn verify(auth: &Authenticator, token: &str) -> Credentials {
     match auth.verify(token).await {
         Ok(identity) => Credentials::Verified(identity),
         Err(why) => {
@@ -184,6 +303,7 @@ fn refusal_label(why: TokenError) -> &'static str {
         TokenError::Audience => "audience",
         TokenError::MissingClaim => "missing_claim",
         TokenError::User => "user",
+        TokenError::NotAccessToken => "not_access_token",
         TokenError::KeysUnavailable => "keys_unavailable",
     }
 }

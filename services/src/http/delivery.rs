@@ -25,12 +25,16 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(move_order))
 }
 
+/// The most orders one status list answers (and its size when no `limit`
+/// is given).
+const LIST_MAX: i64 = 500;
+
 /// Every order now in a status, oldest first, from the delivery side's own
 /// read model (fed from Kafka). The status is a code or its Korean label.
 #[utoipa::path(get, path = "/delivery-ms/{status}", tag = "delivery-ms",
     params(
         ("status" = crate::http::docs::StatusInput, Path, description = "A code (`received`) or its Korean label (`접수완료`), percent-encoded"),
-        ("limit" = Option<u32>, Query, nullable = false, description = "At most this many orders, 1 to 500 (all when absent)", minimum = 1, maximum = 500),
+        ("limit" = Option<u32>, Query, nullable = false, description = "At most this many orders, 1 to 500 (500 when absent)", minimum = 1, maximum = 500),
         ("order" = Option<crate::http::docs::ListOrderParam>, Query, nullable = false, description = "`newest`: the most recent first; `oldest` (the default): the longest waiting first"),
     ),
     responses(
@@ -49,7 +53,8 @@ async fn orders_in_status(
     let status = Status::parse(status.trim()).map_err(|_| ApiError::UnknownStatus {
         given: status.clone(),
     })?;
-    let limit = query.limit(500)?;
+    // Bounded like every list, asked or not.
+    let limit = query.limit(LIST_MAX)?.unwrap_or(LIST_MAX);
     let order = match query.get("order")?.map(str::trim) {
         None | Some("oldest") => delivery::ListOrder::OldestFirst,
         Some("newest") => delivery::ListOrder::NewestFirst,

@@ -19,6 +19,14 @@ pub struct Access {
     /// request may do everything, as before authentication existed.
     pub auth: Option<Authenticator>,
     pub limits: Option<Arc<RateLimits>>,
+    /// Where a request's client address comes from, and how addresses
+    /// share a rate limit.
+    pub peers: super::peer::Peers,
+}
+
+/// How long a refused caller should wait.
+fn wait(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> Duration {
+    not_until.wait_time_from(DefaultClock::default().now())
 }
 
 /// Requests per second and burst, per caller.
@@ -71,26 +79,19 @@ impl RateLimits {
         })
     }
 
-    /// `Err(wait)` when the caller is over its budget.
-    pub(super) fn check(
-        &self,
-        user: Option<&UserId>,
-        peer: Option<IpAddr>,
-    ) -> Result<(), Duration> {
-        let now = DefaultClock::default().now();
-        let denied = match (user, peer) {
-            (Some(user), _) => self
-                .users
-                .as_ref()
-                .and_then(|users| users.check_key(user).err()),
-            (_, Some(ip)) => self
-                .peers
-                .as_ref()
-                .and_then(|peers| peers.check_key(&ip).err()),
-            (_, None) => None,
-        };
-        match denied {
-            Some(not_until) => Err(not_until.wait_time_from(now)),
+    /// `Err(wait)` when a signed-in user is over their budget.
+    pub(super) fn check_user(&self, user: &UserId) -> Result<(), Duration> {
+        match &self.users {
+            Some(users) => users.check_key(user).map_err(wait),
+            None => Ok(()),
+        }
+    }
+
+    /// `Err(wait)` when an address (see `peer::Peers::bucket`) is over its
+    /// budget.
+    pub(super) fn check_peer(&self, bucket: IpAddr) -> Result<(), Duration> {
+        match &self.peers {
+            Some(peers) => peers.check_key(&bucket).map_err(wait),
             None => Ok(()),
         }
     }

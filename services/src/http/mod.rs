@@ -12,6 +12,8 @@ mod menu;
 mod ops;
 mod orders;
 pub mod pages;
+pub mod peer;
+mod readiness;
 pub mod session;
 mod state;
 pub mod tls;
@@ -80,6 +82,12 @@ pub fn router(state: AppState, apis: Apis) -> Router {
                 )
             });
     router
+        // Who the client is, before anything else looks at the request
+        // (peer.rs): the limits and the log name the same address.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            peer::find_client,
+        ))
         // Inside the concurrency limit: a request cut off frees its slot.
         .layer(axum::middleware::from_fn_with_state(
             state.request_timeout,
@@ -105,7 +113,10 @@ pub fn router(state: AppState, apis: Apis) -> Router {
                 .get(REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id)
+            // The path, never the query: a sign-in's callback carries its code
+            // and state there, and no secret belongs in a log line.
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id,
+                client = tracing::field::Empty)
         }).on_response(DefaultOnResponse::new().level(Level::INFO)))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(axum::middleware::map_request(drop_unsafe_request_id))

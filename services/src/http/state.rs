@@ -59,6 +59,8 @@ pub struct Shared {
     pub access: limits::Access,
     /// The pages, their sign-in and live updates (`None`: API only).
     pub web: Option<super::pages::web::Web>,
+    /// What `/readyz` found last, and its kept broker connection.
+    pub readiness: super::readiness::Readiness,
 }
 
 impl Shared {
@@ -88,6 +90,7 @@ impl Shared {
             request_timeout: Duration::from_secs(Shared::DEFAULT_REQUEST_TIMEOUT_SECS),
             access: limits::Access::default(),
             web: None,
+            readiness: super::readiness::Readiness::default(),
         }
     }
 }

@@ -29,6 +29,11 @@ pub enum StoreError {
     Encode(#[source] serde_json::Error),
     #[error("database error")]
     Database(#[from] sqlx::Error),
+    /// The write was sent and the connection failed before its answer
+    /// came: it may have committed, or not. Only a retry with the same
+    /// idempotency key can settle it.
+    #[error("the write was sent and its answer lost: {cause}")]
+    OutcomeUnknown { cause: String },
     /// Anything else the shared log reader said (none of its other errors
     /// arise on the write side's paths today; kept as they are, not
     /// disguised as corruption).
@@ -68,14 +73,29 @@ const CONCURRENCY_CONSTRAINTS: &[&str] = &["events_stream_version_key"];
 const IDEMPOTENCY_CONSTRAINT: &str = "idempotency_keys_pkey";
 
 impl StoreError {
-    /// Classifies an error from the event insert.
+    /// Classifies an error from the event insert, sent on a connection
+    /// already acquired (so any failure of the connection is after sending).
     pub(crate) fn from_append(error: sqlx::Error, stream: OrderId, expected: u64) -> StoreError {
         match violated_constraint(&error) {
             Some(name) if CONCURRENCY_CONSTRAINTS.contains(&name) => {
                 StoreError::Conflict { stream, expected }
             }
             Some(IDEMPOTENCY_CONSTRAINT) => StoreError::IdempotencyKeyTaken,
-            _ => StoreError::Database(error),
+            _ => StoreError::after_sending(error),
+        }
+    }
+
+    /// An error of a write statement that was sent: its outcome is unknown
+    /// when the connection failed before the answer, a plain database error
+    /// otherwise.
+    pub(crate) fn after_sending(error: sqlx::Error) -> StoreError {
+        if infra::pg::may_have_committed(&error) {
+            metrics::counter!("event_store_outcome_unknown_total").increment(1);
+            StoreError::OutcomeUnknown {
+                cause: error.to_string(),
+            }
+        } else {
+            StoreError::Database(error)
         }
     }
 

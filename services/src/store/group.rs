@@ -19,9 +19,12 @@
 //! - A statement the database refused (an error it reported: the
 //!   transaction rolled back, nothing of it committed) is run again request
 //!   by request on the one-append path, two at a time, so each gets the
-//!   answer it would have got alone. Any other failure (the connection
-//!   broke, the server is shutting down, the pool timed out) may or may not
-//!   have committed: every request of the batch gets it.
+//!   answer it would have got alone. A statement whose connection failed
+//!   after it was sent (it broke, the server shut down) may or may not have
+//!   committed: every request of the batch is told so
+//!   ([`StoreError::OutcomeUnknown`]). A failure before sending (no
+//!   connection within the pool's timeout) wrote nothing: every request
+//!   gets it as it is.
 //! - A request whose caller is gone by the time its batch forms (cut off by
 //!   its deadline and answered "outcome unknown") is not written (the
 //!   collector drops it).
@@ -129,30 +132,55 @@ async fn commit(
                 && !infra::pg::is_unavailable(&refused) =>
         {
             tracing::debug!(error = %refused, size = batch.len(), "a group commit was refused; its requests go one by one");
-            let alone = |(i, (columns, key)): (usize, Append)| async move {
-                (i, insert_one(pool, &columns, key.as_ref()).await)
-            };
-            // A few at a time: the write pool serves other requests too;
-            // repeats after the first of their key has its answer.
-            for group in [batch, repeats] {
-                let done: Vec<_> = futures::stream::iter(group)
-                    .map(alone)
-                    .buffer_unordered(FALLBACK_AT_ONCE)
-                    .collect()
-                    .await;
-                for (i, result) in done {
-                    answers[i] = Some(result);
-                }
+            for (i, result) in one_by_one(pool, batch, repeats).await {
+                answers[i] = Some(result);
             }
         }
-        // Maybe committed, maybe not: each request says so as it would
-        // alone (the HTTP layer answers "outcome unknown" or 503).
+        // Sent, and the answer lost: maybe committed, maybe not. Each
+        // request of the batch says so (the HTTP layer answers
+        // `/problems/outcome-unknown`).
+        Err(failed) if infra::pg::may_have_committed(&failed) => {
+            let cause = failed.to_string();
+            tracing::warn!(error = %cause, size = batch.len() + repeats.len(),
+                "a group commit's connection failed after its statement was sent; its outcome is unknown");
+            metrics::counter!("event_store_outcome_unknown_total")
+                .increment(u64::try_from(n).unwrap_or(u64::MAX));
+            for (i, _) in batch.iter().chain(&repeats) {
+                answers[*i] = Some(Err(StoreError::OutcomeUnknown {
+                    cause: cause.clone(),
+                }));
+            }
+        }
+        // Never sent (no connection): nothing was written.
         Err(failed) => return Err(failed),
     }
     answers
         .into_iter()
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| sqlx::Error::Protocol("group commit: a request went unanswered".into()))
+}
+
+/// A refused batch's requests, each on the one-append path as it would run
+/// alone, a few at a time (the write pool serves other requests too); the
+/// repeats of a key after the first of it has its answer.
+async fn one_by_one(
+    pool: &PgPool,
+    batch: Vec<(usize, Append)>,
+    repeats: Vec<(usize, Append)>,
+) -> Vec<(usize, Result<Inserted>)> {
+    let alone = |(i, (columns, key)): (usize, Append)| async move {
+        (i, insert_one(pool, &columns, key.as_ref()).await)
+    };
+    let mut answers = Vec::new();
+    for group in [batch, repeats] {
+        let done: Vec<_> = futures::stream::iter(group)
+            .map(alone)
+            .buffer_unordered(FALLBACK_AT_ONCE)
+            .collect()
+            .await;
+        answers.extend(done);
+    }
+    answers
 }
 
 /// A batch as its statement's arrays: one entry per event (with the index
@@ -225,6 +253,8 @@ async fn insert_many(
     batch: &[(usize, Append)],
 ) -> std::result::Result<HashMap<Uuid, Inserted>, sqlx::Error> {
     let a = Arrays::of(batch);
+    // Acquired first: failing to get a connection sends nothing.
+    let mut conn = pool.acquire().await?;
     let inserted = sqlx::query!(
         r#"WITH input AS (
              SELECT u.*, nextval(pg_get_serial_sequence('events', 'position')) AS position
@@ -274,7 +304,7 @@ async fn insert_many(
         &a.key_streams,
         &a.key_versions,
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut by_stream: HashMap<Uuid, Inserted> = HashMap::new();
     for row in inserted {

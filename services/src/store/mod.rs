@@ -114,15 +114,23 @@ impl EventStore {
     /// Every event of one stream, oldest first.
     #[instrument(skip_all, fields(order_id = %stream), err)]
     pub async fn load(&self, stream: OrderId) -> Result<Vec<EventEnvelope>> {
-        let rows = infra::event_rows!(
+        self.load_rows(stream)
+            .await?
+            .into_iter()
+            .map(|row| row.decode().map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Every row of one stream, oldest first, not yet decoded: for a reader
+    /// that must judge who may see the stream before it says anything about
+    /// the stream's events (one it cannot read included).
+    pub async fn load_rows(&self, stream: OrderId) -> Result<Vec<infra::rows::EventRow>> {
+        Ok(infra::event_rows!(
             "FROM events WHERE stream_id = $1 ORDER BY version",
             stream.as_uuid()
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| row.decode().map_err(StoreError::from))
-            .collect()
+        .await?)
     }
 
     /// Appends `events` to `stream`, which must be at exactly `expected`
@@ -222,6 +230,9 @@ async fn insert_one(
         None => (None, None, None),
     };
     let (stream, expected) = (columns.stream, columns.expected);
+    // Acquired first: a failure to get a connection sent nothing; one of
+    // the statement may have committed (`StoreError::from_append`).
+    let mut conn = pool.acquire().await?;
     let rows = sqlx::query!(
         r#"WITH appended AS (
              INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata)
@@ -252,7 +263,7 @@ async fn insert_one(
         key as Option<&String>,
         fingerprint as Option<&String>,
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .map_err(|e| StoreError::from_append(e, stream, expected))
     .inspect_err(|e| {

@@ -85,8 +85,16 @@ async fn a_placed_order_reaches_the_delivery_view_within_two_seconds() {
     })
     .await;
 
-    // Readiness covers the broker.
-    let ready = app.get("/readyz").await;
+    // Readiness covers the broker (an operator reads why).
+    let ready = app
+        .request_as(
+            e2e::As::Operator,
+            reqwest::Method::GET,
+            "/readyz",
+            None,
+            &[],
+        )
+        .await;
     assert_eq!(ready.status, 200, "{}", ready.text);
     assert!(ready.text.contains("kafka ok"), "{}", ready.text);
 }

@@ -14,7 +14,7 @@ fn sasl(password: &str) -> KafkaSecurity {
         sasl: Some(KafkaSasl {
             mechanism: SaslMechanism::ScramSha256,
             username: "orders".to_owned(),
-            password: password.to_owned(),
+            password: password.into(),
         }),
         tls: None,
     }

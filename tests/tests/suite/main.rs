@@ -5,6 +5,7 @@
 //! library beside this folder.
 
 mod access;
+mod access_ends;
 mod bad_input;
 mod bounded_input;
 mod browser;
@@ -17,6 +18,7 @@ mod frozen_leader;
 mod group_commit;
 mod held_release;
 mod idempotency;
+mod identity_edges;
 mod kafka_delivery;
 mod kafka_faults;
 mod kafka_loss;

@@ -111,9 +111,12 @@ async fn sign_in_starts_with_pkce_at_the_provider_and_a_lax_http_only_cookie() {
         .to_str()
         .expect("ascii")
         .to_owned();
-    assert!(cookie.starts_with("orders_session="), "{cookie}");
+    // The sign-in in flight travels in a sealed cookie of its own, for the
+    // callback only: no session (and no row) for a visitor.
+    assert!(cookie.starts_with("orders_sign_in="), "{cookie}");
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(cookie.contains("Path=/auth/callback"), "{cookie}");
     let session = cookie.split(';').next().expect("name=value").to_owned();
 
     // A callback with another state is not this browser's sign-in.
@@ -124,6 +127,16 @@ async fn sign_in_starts_with_pkce_at_the_provider_and_a_lax_http_only_cookie() {
     )
     .await;
     assert_eq!(reply.status(), 400);
+    let spent = reply
+        .headers()
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        spent.starts_with("orders_sign_in=") && spent.contains("Max-Age=0"),
+        "a failed callback spends the sign-in: {spent:?}"
+    );
     let problem: serde_json::Value = reply.json().await.expect("problem");
     assert_eq!(problem["type"], "/problems/sign-in-failed");
     // And the attempt is spent: the same cookie cannot try again.

@@ -127,6 +127,11 @@ impl ApiError {
                 "/problems/rate-limited",
                 "Too many requests",
             ),
+            ApiError::TooManyStreams => class(
+                S::TOO_MANY_REQUESTS,
+                "/problems/too-many-streams",
+                "Too many live streams",
+            ),
             ApiError::IdentityProviderUnavailable => class(
                 S::SERVICE_UNAVAILABLE,
                 "/problems/identity-provider-unavailable",

@@ -23,6 +23,10 @@ impl From<StoreError> for ApiError {
                 ),
             };
         }
+        if let StoreError::OutcomeUnknown { cause } = &e {
+            tracing::warn!(error = %cause, "a write's outcome is unknown");
+            return ApiError::OutcomeUnknown;
+        }
         if e.is_unavailable() {
             ApiError::Unavailable(e.into())
         } else {

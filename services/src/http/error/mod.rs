@@ -116,6 +116,9 @@ pub enum ApiError {
     SignInUnavailable(&'static str),
     #[error("too many requests")]
     RateLimited { retry_after: std::time::Duration },
+    /// The caller has as many live streams open as one may.
+    #[error("too many live streams open")]
+    TooManyStreams,
     /// The identity provider's keys could not be fetched yet: a token
     /// cannot be checked either way.
     #[error("the identity provider cannot be reached")]
@@ -207,6 +210,7 @@ impl ApiError {
                 "this caller sent more requests than its rate limit allows; retry in {} s",
                 retry_seconds(*retry_after)
             ),
+            ApiError::TooManyStreams => "this caller has as many live streams open as one may; close one (another tab) or retry later".to_owned(),
             ApiError::IdentityProviderUnavailable => "the identity provider's signing keys cannot be fetched yet, so the token cannot be checked; retry shortly".to_owned(),
             ApiError::Unavailable(_) => {
                 "the database cannot be reached right now; retry shortly".to_owned()
@@ -231,6 +235,9 @@ impl ApiError {
     }
 }
 
+/// When a caller refused another live stream may try again.
+const STREAM_RETRY_SECS: u64 = 5;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
@@ -249,6 +256,7 @@ impl IntoResponse for ApiError {
         let challenge = self.challenge();
         let retry_after = match &self {
             ApiError::RateLimited { retry_after } => Some(retry_seconds(*retry_after)),
+            ApiError::TooManyStreams => Some(STREAM_RETRY_SECS),
             _ => None,
         };
         let current_version = match &self {

@@ -15,6 +15,13 @@
 //! - `GET /events/board` (staff): every delivery status change (`status`,
 //!   as `GET /delivery-ms/…` shows it).
 //!
+//! A stream acts for its caller only while the caller's access lasts: it
+//! ends at the token's (or session's) end, when its session signs out (in
+//! any process: `notify::SESSIONS`), and when the issuer's keys change and
+//! its token no longer passes. Open streams are capped per user and in all
+//! (429 / 503 with `Retry-After` past them); the page reconnects, and signs
+//! in again if it must.
+//!
 //! Each stream begins with `ready`, sent after it subscribed: a page loads
 //! what it shows then, and no change after that moment is missed. `ready`
 //! comes again whenever the stream may have missed something (the hub
@@ -32,8 +39,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::Stream;
 
-use super::feed::{json_event, Change, Live};
-use crate::http::access::Caller;
+use axum::Extension;
+
+use super::feed::{json_event, Change, Ends, Full, Live, Ticket};
+use crate::http::access::{Caller, Proof};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 
@@ -61,29 +70,76 @@ fn hub(state: &AppState) -> Result<&Live, ApiError> {
         .ok_or(ApiError::RouteNotFound)
 }
 
+/// A place under the caps for `caller`'s stream, and when its access ends:
+/// the token's or session's end, the session's sign-out, the issuer's keys
+/// withdrawing its token.
+fn open(
+    state: &AppState,
+    live: &Live,
+    caller: &Caller,
+    proof: Option<Proof>,
+) -> Result<(Ends, Ticket), ApiError> {
+    let identity = match caller {
+        Caller::Signed(identity) => Some(identity),
+        Caller::Unchecked => None,
+    };
+    let user = identity.map(|i| i.user.to_string());
+    let ticket = live
+        .caps
+        .admit(user.as_deref())
+        .map_err(|full| match full {
+            Full::Caller => ApiError::TooManyStreams,
+            Full::Process => ApiError::Overloaded,
+        })?;
+    let ends = Ends {
+        until: identity.map(|i| i.until),
+        session: proof.as_ref().and_then(|p| p.session.clone()),
+        judge: state.access.auth.clone().zip(proof.map(|p| p.token)),
+    };
+    Ok((ends, ticket))
+}
+
 /// `GET /events/orders`: the caller's own orders as they change.
-pub async fn orders(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn orders(
+    State(state): State<AppState>,
+    caller: Caller,
+    proof: Option<Extension<Proof>>,
+) -> Result<Response, ApiError> {
     let live = hub(&state)?;
     let user = match &caller {
         Caller::Signed(identity) => Some(identity.user.to_string()),
         // Without authentication (development) every order is anyone's.
         Caller::Unchecked => None,
     };
-    Ok(sse(live.stream(move |change| match change {
-        Change::Order(order) if user.as_ref().is_none_or(|u| *u == order.user_id) => {
-            json_event("order", order)
-        }
-        Change::Menu => json_event("menu", &serde_json::json!({})),
-        _ => None,
-    })))
+    let (ends, ticket) = open(&state, live, &caller, proof.map(|Extension(p)| p))?;
+    Ok(sse(live.stream(
+        move |change| match change {
+            Change::Order(order) if user.as_ref().is_none_or(|u| *u == order.user_id) => {
+                json_event("order", order)
+            }
+            Change::Menu => json_event("menu", &serde_json::json!({})),
+            _ => None,
+        },
+        ends,
+        ticket,
+    )))
 }
 
 /// `GET /events/board`: every order's delivery status as it changes (staff).
-pub async fn board(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn board(
+    State(state): State<AppState>,
+    caller: Caller,
+    proof: Option<Extension<Proof>>,
+) -> Result<Response, ApiError> {
     caller.staff()?;
     let live = hub(&state)?;
-    Ok(sse(live.stream(|change| match change {
-        Change::Status(status) => json_event("status", status),
-        _ => None,
-    })))
+    let (ends, ticket) = open(&state, live, &caller, proof.map(|Extension(p)| p))?;
+    Ok(sse(live.stream(
+        |change| match change {
+            Change::Status(status) => json_event("status", status),
+            _ => None,
+        },
+        ends,
+        ticket,
+    )))
 }

@@ -4,14 +4,16 @@
 //! PostgreSQL: `web.sessions`) behind an HttpOnly, SameSite=Lax cookie.
 //!
 //! - `GET /auth/login?next=/board` starts a sign-in: a fresh state, nonce
-//!   and PKCE verifier are kept in the browser's session and the browser is
-//!   sent to the provider's login page.
-//! - `GET /auth/callback` finishes it: the state must be the session's, the
+//!   and PKCE verifier travel in a sealed cookie of their own (HMAC, for
+//!   the callback's path, ten minutes: no session row for a visitor) and the
+//!   browser is sent to the provider's login page.
+//! - `GET /auth/callback` finishes it: the state must be the cookie's, the
 //!   code is exchanged with the verifier, the ID token is checked (signature,
 //!   issuer, audience, nonce, access token hash) and the access token is
-//!   checked exactly as a bearer token would be ([`Authenticator`]): the
+//!   checked exactly as a bearer token would be ([`crate::auth::Authenticator`]): the
 //!   page's caller is who the API would see. The session id is replaced
-//!   (no fixation) and the session lives as long as the access token.
+//!   (no fixation) and the session ends at the access token's `exp`; every
+//!   use judges the token again (the issuer's keys may have changed).
 //! - `GET /auth/session` says who is signed in and gives the page the
 //!   session's CSRF token, which every cookie-authenticated write must echo
 //!   in `X-CSRF-Token` ([`crate::http::access`] checks it).
@@ -21,14 +23,16 @@
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use openidconnect::CsrfToken;
 use serde::Serialize;
 use sha2::Digest;
+use tower_sessions::cookie::{Cookie, SameSite};
 use tower_sessions::{Expiry, Session};
 
-use crate::auth::oidc::{OidcClient, Pending, SignInError};
+use crate::auth::oidc::{OidcClient, Pending, SignInError, PENDING_FOR};
 use crate::http::error::ApiError;
 use crate::http::session::{signed_in, SignedIn, USER};
 use crate::http::state::AppState;
@@ -38,19 +42,17 @@ use crate::http::state::AppState;
 pub struct WebConfig {
     /// The client registered at the provider for these pages.
     pub client_id: String,
-    pub client_secret: String,
+    pub client_secret: infra::secret::Secret,
     /// Where browsers reach this service (`https://orders.example.com`):
     /// the callback is `{public_url}/auth/callback`. `None`: the address it
     /// listens on (development).
     pub public_url: Option<String>,
 }
 
-/// The session key of a sign-in in flight.
-const PENDING: &str = "sign_in";
-/// How long a started sign-in may take.
-const PENDING_FOR: time::Duration = time::Duration::minutes(10);
+/// The cookie of a sign-in in flight.
+const PENDING_COOKIE: &str = "orders_sign_in";
 /// A session never outlives this, whatever the access token says.
-const LONGEST: Duration = Duration::from_secs(12 * 3600);
+const LONGEST: time::Duration = time::Duration::hours(12);
 /// The longest `next` kept (a path on this site).
 const NEXT_MAX: usize = 200;
 
@@ -101,42 +103,81 @@ fn local_path(next: Option<String>) -> String {
     }
 }
 
-/// `GET /auth/login?next=PATH`: sends the browser to the provider.
+/// `GET /auth/login?next=PATH`: sends the browser to the provider. The
+/// sign-in in flight travels in a sealed cookie of its own, not a session:
+/// nothing is written for a visitor until they have signed in.
 pub async fn login(
     State(state): State<AppState>,
-    session: Session,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let sign_in = sign_in_of(&state)?;
     let next = local_path(param(query.as_deref(), "next"));
     let (url, pending) = sign_in.start(next).await?;
-    session
-        .insert(PENDING, pending)
-        .await
-        .map_err(session_error)?;
-    if signed_in(&session).await.ok().flatten().is_none() {
-        session.set_expiry(Some(Expiry::OnInactivity(PENDING_FOR)));
-    }
-    Ok(Redirect::to(&url).into_response())
+    let cookie = pending_cookie(&state, sign_in.seal(&pending), PENDING_FOR);
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to(&url)).into_response())
 }
 
-/// `GET /auth/callback?code=…&state=…`: finishes the sign-in.
+/// The pending sign-in's cookie: only the callback's path, only as long as
+/// a sign-in may take (a zero `lifetime` removes it).
+fn pending_cookie(state: &AppState, value: String, lifetime: Duration) -> String {
+    let secure = state.web.as_ref().is_some_and(|web| web.secure);
+    Cookie::build((PENDING_COOKIE, value))
+        .path("/auth/callback")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .max_age(time::Duration::seconds(
+            i64::try_from(lifetime.as_secs()).unwrap_or(0),
+        ))
+        .build()
+        .to_string()
+}
+
+/// The pending sign-in the browser brought back, if its cookie is sound.
+fn pending_of(headers: &HeaderMap, sign_in: &OidcClient) -> Option<Pending> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| c.name() == PENDING_COOKIE)
+        .find_map(|c| sign_in.open(c.value()))
+}
+
+/// `GET /auth/callback?code=…&state=…`: finishes the sign-in. Whatever the
+/// outcome, the sign-in in flight is spent: its cookie is removed.
 pub async fn callback(
     State(state): State<AppState>,
     session: Session,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let sign_in = sign_in_of(&state)?;
-    let query = query.as_deref();
-    let pending: Option<Pending> = session.remove(PENDING).await.map_err(session_error)?;
-    let Some(pending) = pending else {
+    let Some(pending) = pending_of(&headers, sign_in) else {
         return Err(ApiError::SignInFailed(
             "no sign-in is in progress in this browser (it expired, or finished already); start again",
         ));
     };
+    let spent = [(
+        header::SET_COOKIE,
+        pending_cookie(&state, String::new(), Duration::ZERO),
+    )];
+    let finished = finish(sign_in, &session, pending, query.as_deref()).await;
+    Ok((spent, finished).into_response())
+}
+
+/// The rest of the callback: the provider's answer checked, the session
+/// written, the browser sent on.
+async fn finish(
+    sign_in: &OidcClient,
+    session: &Session,
+    pending: Pending,
+    query: Option<&str>,
+) -> Result<Redirect, ApiError> {
     if let Some(error) = param(query, "error") {
         tracing::info!(error = %error.chars().take(64).collect::<String>(), "sign-in refused or cancelled at the provider");
-        return Ok(Redirect::to("/").into_response());
+        return Ok(Redirect::to("/"));
     }
     let given = param(query, "state").unwrap_or_default();
     if !same(given.as_bytes(), pending.state.as_bytes()) {
@@ -148,17 +189,19 @@ pub async fn callback(
     let next = pending.next.clone();
     let verified = sign_in.finish(pending, &code).await?;
     let identity = verified.identity;
-    let lifetime = verified
-        .expires_in
-        .unwrap_or(Duration::from_secs(3600))
-        .min(LONGEST);
-    let expires_at = time::OffsetDateTime::now_utc() + lifetime;
+    // The session ends with the access token it was given (its `exp`, as
+    // verified), and never later than `LONGEST` from now.
+    let longest = time::OffsetDateTime::now_utc() + LONGEST;
+    let expires_at = time::OffsetDateTime::from_unix_timestamp(identity.until)
+        .map_err(|_| ApiError::SignInFailed("the access token's expiry is out of range"))?
+        .min(longest);
     let user = SignedIn {
         user: identity.user.to_string(),
         staff: identity.roles.staff,
         operator: identity.roles.operator,
         csrf: CsrfToken::new_random().secret().clone(),
         id_token: verified.id_token,
+        access_token: verified.access_token,
         expires_at: expires_at.unix_timestamp(),
     };
     // A new id for the signed-in session: one planted before sign-in is
@@ -167,7 +210,7 @@ pub async fn callback(
     session.insert(USER, user).await.map_err(session_error)?;
     session.set_expiry(Some(Expiry::AtDateTime(expires_at)));
     tracing::info!(user = %identity.user, staff = identity.roles.staff, "signed in through the browser");
-    Ok(Redirect::to(&next).into_response())
+    Ok(Redirect::to(&next))
 }
 
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -191,17 +234,34 @@ pub struct SessionView {
     pub expires_at: String,
 }
 
-/// `GET /auth/session`: the signed-in user, or 401.
-pub async fn current(session: Session) -> Result<Json<SessionView>, ApiError> {
+/// `GET /auth/session`: the signed-in user, or 401 (the session's access
+/// token is judged as every use of the session judges it).
+pub async fn current(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Json<SessionView>, ApiError> {
     let user = signed_in(&session)
         .await
         .map_err(ApiError::Unavailable)?
         .ok_or(ApiError::Unauthenticated)?;
-    let roles = [("staff", user.staff), ("operator", user.operator)]
-        .into_iter()
-        .filter_map(|(name, has)| has.then_some(name))
-        .collect();
-    let expires_at = time::OffsetDateTime::from_unix_timestamp(user.expires_at)
+    let auth = state
+        .access
+        .auth
+        .as_ref()
+        .ok_or(ApiError::Unauthenticated)?;
+    let identity = user
+        .judge(auth)
+        .await
+        .map_err(|_| ApiError::IdentityProviderUnavailable)?
+        .ok_or(ApiError::Unauthenticated)?;
+    let roles = [
+        ("staff", identity.roles.staff),
+        ("operator", identity.roles.operator),
+    ]
+    .into_iter()
+    .filter_map(|(name, has)| has.then_some(name))
+    .collect();
+    let expires_at = time::OffsetDateTime::from_unix_timestamp(identity.until)
         .map(crate::view::format_api_time)
         .unwrap_or_default();
     Ok(Json(SessionView {
@@ -219,13 +279,27 @@ pub struct SignedOut {
 }
 
 /// `POST /auth/logout`: ends the session (a signed-in session's write: it
-/// needs the CSRF token) and answers the provider's end-session URL, or `/`.
+/// needs the CSRF token), and every live stream acting for it in every
+/// process (`notify::SESSIONS`), and answers the provider's end-session URL,
+/// or `/`.
 pub async fn logout(
     State(state): State<AppState>,
     session: Session,
 ) -> Result<Json<SignedOut>, ApiError> {
     let user = signed_in(&session).await.ok().flatten();
+    let id = session.id();
     session.flush().await.map_err(session_error)?;
+    if let Some(id) = id {
+        let ended = crate::http::session::ended_key(&id);
+        if let Err(e) = infra::notify::SESSIONS
+            .announce_name(&state.pool, &ended)
+            .await
+        {
+            // The session row is gone: every request on it is refused; only
+            // streams already open elsewhere run on until their token ends.
+            tracing::warn!(error = %e, "cannot announce a sign-out to the live streams");
+        }
+    }
     let mut redirect_to = "/".to_owned();
     if let (Some(user), Ok(sign_in)) = (user, sign_in_of(&state)) {
         if let Some(url) = sign_in.logout_url(Some(&user.id_token)).await {

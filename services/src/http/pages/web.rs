@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use tower_sessions::cookie::SameSite;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, SessionStore};
 use tower_sessions::{ExpiredDeletion, SessionManagerLayer};
 use tower_sessions_sqlx_store::PostgresStore;
 
@@ -17,7 +19,7 @@ pub const SESSION_COOKIE: &str = "orders_session";
 pub struct Web {
     /// `None`: no web client configured (the pages show, sign-in answers 503).
     pub sign_in: Option<crate::auth::oidc::OidcClient>,
-    pub sessions: PostgresStore,
+    pub sessions: Sessions,
     /// Cookies only over TLS.
     pub secure: bool,
     pub live: feed::Live,
@@ -25,26 +27,26 @@ pub struct Web {
 
 impl Web {
     pub fn new(
-        pool: sqlx::PgPool,
+        pools: &crate::db::Pools,
         sign_in: Option<crate::auth::oidc::OidcClient>,
         secure: bool,
+        live: feed::Live,
     ) -> anyhow::Result<Web> {
-        let sessions = PostgresStore::new(pool)
-            .with_schema_name("web")
-            .and_then(|s| s.with_table_name("sessions"))
-            .map_err(|e| anyhow::anyhow!("the session table: {e}"))?;
         Ok(Web {
             sign_in,
-            sessions,
+            sessions: Sessions {
+                reads: store(pools.reads.clone())?,
+                writes: store(pools.writes.clone())?,
+            },
             secure,
-            live: feed::Live::default(),
+            live,
         })
     }
 
     /// The session layer: an HttpOnly, SameSite=Lax cookie (Secure under
     /// TLS) naming a row of `web.sessions`. A session is stored only once
     /// something is put in it: API clients with bearer tokens never get one.
-    pub fn session_layer(&self) -> SessionManagerLayer<PostgresStore> {
+    pub fn session_layer(&self) -> SessionManagerLayer<Sessions> {
         SessionManagerLayer::new(self.sessions.clone())
             .with_name(SESSION_COOKIE)
             .with_http_only(true)
@@ -62,9 +64,45 @@ impl Web {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_secs(300)) => {}
             }
-            if let Err(e) = self.sessions.delete_expired().await {
+            if let Err(e) = self.sessions.writes.delete_expired().await {
                 tracing::warn!(error = %e, "cannot delete expired sessions");
             }
         }
+    }
+}
+
+fn store(pool: sqlx::PgPool) -> anyhow::Result<PostgresStore> {
+    PostgresStore::new(pool)
+        .with_schema_name("web")
+        .and_then(|s| s.with_table_name("sessions"))
+        .map_err(|e| anyhow::anyhow!("the session table: {e}"))
+}
+
+/// The session table over two pools: every request that carries a cookie
+/// reads its session, so reads take the read budget's connections; only
+/// signing in, changing and signing out write, on the write budget's. A
+/// request with a made-up cookie costs one indexed read, never a writer.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    reads: PostgresStore,
+    writes: PostgresStore,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for Sessions {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        self.writes.create(record).await
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        self.writes.save(record).await
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        self.reads.load(id).await
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.writes.delete(id).await
     }
 }
