@@ -90,10 +90,17 @@ export function notice(text) {
 /**
  * Opens the live stream at `path` and calls `onEvent(name, data)` for each of
  * `names`. `onOpen` runs on every (re)connection: the page reloads what it
- * shows then, so nothing changed while it was away is missed. `onLost` runs
- * when the browser gives up reconnecting (by default the notice says so).
+ * shows then, so nothing changed while it was away is missed.
+ *
+ * The server ends a stream when the caller's access ends (the session
+ * expired or was signed out, a key was withdrawn). When the browser gives up
+ * reconnecting, the page asks who is signed in: nobody any more, and it says
+ * so and offers the sign-in; still signed in (the server restarted, or this
+ * user has too many streams open), and it opens the stream again a few
+ * seconds later.
  */
-export function live(path, names, { onOpen, onEvent, onLost = () => notice('실시간 연결이 끊겼습니다. 새로 고침하세요.') }) {
+export function live(path, names, handlers) {
+  const { onOpen, onEvent } = handlers;
   const indicator = document.getElementById('live');
   const source = new EventSource(path);
   source.addEventListener('ready', () => {
@@ -108,15 +115,22 @@ export function live(path, names, { onOpen, onEvent, onLost = () => notice('실�
       onEvent(name, data);
     });
   }
-  source.addEventListener('error', () => {
-    if (source.readyState === EventSource.CLOSED) {
-      indicator.textContent = '실시간 연결이 끊겼습니다';
-      indicator.dataset.state = 'closed';
-      onLost();
-    } else {
+  source.addEventListener('error', async () => {
+    if (source.readyState !== EventSource.CLOSED) {
       indicator.textContent = '다시 연결하는 중…';
       indicator.dataset.state = 'connecting';
+      return;
     }
+    indicator.textContent = '실시간 연결이 끊겼습니다';
+    indicator.dataset.state = 'closed';
+    let session;
+    try { session = await loadSession(); } catch { session = undefined; }
+    if (session === null) {
+      showAccount(null);
+      notice('로그인이 끝났습니다. 다시 로그인하세요.');
+      return;
+    }
+    setTimeout(() => live(path, names, handlers), 3000 + Math.random() * 2000);
   });
   return source;
 }

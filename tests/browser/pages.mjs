@@ -9,6 +9,8 @@
 //   SHOTS=docs/screenshots   also writes the pages' screenshots there
 //
 // Prints `measured {json}` (how long each live change took to show) and
+// `secrets {json}` (the authorization code, state and session cookie of
+// staff's sign-in on APP_B, whose log the test then searches for them), and
 // exits non-zero with the reason when a check fails.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -86,10 +88,22 @@ async function lockDeliveryRow(id) {
 }
 
 const measured = {};
+const secrets = {};
 try {
-  // Staff on process B, watching the board before anything is ordered.
+  // Staff on process B, watching the board before anything is ordered. The
+  // sign-in's code and state, and the session cookie, must never reach B's
+  // log: noted here for the test to look for.
   const board = await context({ width: 768, height: 1024 });
+  board.on('request', (request) => {
+    const url = new URL(request.url());
+    if (url.pathname === '/auth/callback' && url.searchParams.get('code')) {
+      secrets.code = url.searchParams.get('code');
+      secrets.state = url.searchParams.get('state');
+    }
+  });
   await signIn(board, B, '/board', 'barista');
+  secrets.cookie = (await board.context().cookies()).find((c) => c.name === 'orders_session')?.value;
+  if (!secrets.code || !secrets.cookie) fail(`staff's sign-in left no code or session cookie to look for: ${JSON.stringify(secrets)}`);
 
   // A customer on process A orders an iced latte from the menu.
   const customer = await context({ width: 1280, height: 900 });
@@ -194,8 +208,25 @@ try {
   const refused = await customer.goto(`${A}/board`);
   if (refused.status() !== 403 || !/직원만/.test(await customer.textContent('body'))) fail(`a customer opening /board got ${refused.status()}`);
 
+  // Signed out in another tab: the customer page's stream ends with the
+  // session, and the page says so and offers the sign-in again.
+  await customer.goto(`${A}/`);
+  await customer.waitForSelector('#live[data-state="open"]');
+  const tab = await customer.context().newPage();
+  await tab.goto(`${A}/`);
+  const out = await tab.evaluate(async () => {
+    const session = await (await fetch('/auth/session')).json();
+    return (await fetch('/auth/logout', { method: 'POST', headers: { 'X-CSRF-Token': session.csrf_token } })).status;
+  });
+  if (out !== 200) fail(`signing out answered ${out}`);
+  const ended = Date.now();
+  await customer.waitForSelector('#sign-in:not([hidden])', { timeout: LIVE_WAIT });
+  if (!/다시 로그인/.test(await customer.textContent('#notice'))) fail('the page did not say its sign-in ended');
+  measured.page_sees_sign_out_ms = Date.now() - ended;
+
   if (cspViolations.length) fail(`the pages broke their Content-Security-Policy or threw: ${cspViolations.join('; ')}`);
   console.log(`measured ${JSON.stringify(measured)}`);
+  console.log(`secrets ${JSON.stringify(secrets)}`);
 } finally {
   await browser.close();
 }

@@ -16,6 +16,7 @@ pub mod oidc;
 pub mod processes;
 pub mod proxy;
 mod reply;
+pub mod sessions;
 
 pub use app::{
     spawn_app, spawn_app_opts, spawn_app_with, spawn_app_without_workers, spawn_orders_all,

@@ -11,14 +11,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use e2e::oidc::Provider;
+use e2e::sessions::signed_in_session;
 use e2e::{spawn_app, spawn_orders_all, TestApp};
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
 use reqwest::header;
 use serde_json::json;
-use tower_sessions::session::{Id, Record};
-use tower_sessions::SessionStore;
-use tower_sessions_sqlx_store::PostgresStore;
 
 /// A live stream's answer: its status, `Retry-After` and problem type when
 /// refused, its events when opened.
@@ -95,37 +93,11 @@ async fn a_stream_ends_when_its_token_expires() {
     ends_within(&mut stream, Duration::from_secs(12), "a token of 3 s").await;
 }
 
-/// A signed-in browser's session for `user`, carrying `access_token`, as
-/// the sign-in writes it; returns its cookie and CSRF token.
-async fn signed_in_session(app: &TestApp, user: &str, access_token: &str) -> (String, String) {
-    let store = PostgresStore::new(app.db.pool.clone())
-        .with_schema_name("web")
-        .and_then(|s| s.with_table_name("sessions"))
-        .expect("the session table's names");
-    let csrf = uuid::Uuid::new_v4().simple().to_string();
-    let until = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
-    let data: HashMap<String, serde_json::Value> = HashMap::from([(
-        "user".to_owned(),
-        json!({
-            "user": user, "staff": false, "operator": false, "csrf": csrf,
-            "id_token": "", "access_token": access_token,
-            "expires_at": until.unix_timestamp(),
-        }),
-    )]);
-    let mut record = Record {
-        id: Id::default(),
-        data,
-        expiry_date: until,
-    };
-    store.create(&mut record).await.expect("store the session");
-    (format!("orders_session={}", record.id), csrf)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_ends_when_its_session_signs_out() {
     let (app, _child) = spawn_orders_all(&[]).await;
     let token = Provider::shared().token("alice", None).await;
-    let (cookie, csrf) = signed_in_session(&app, "alice", &token).await;
+    let (cookie, csrf) = signed_in_session(&app.db, "alice", &token).await;
     let mut stream = open(&app, "/events/orders", &[("cookie", &cookie)]).await;
     assert_eq!(stream.status, 200, "the session opens a stream");
     let events = stream.events.as_mut().expect("open");
@@ -252,7 +224,13 @@ async fn a_forged_signature_flood_from_one_address_costs_a_few_signature_checks(
             .expect("the metrics")
     };
     // The operator's token is verified once (and remembered).
-    let before = metric(&metrics().await, "auth_signature_checks_total");
+    let counted = |text: &str| {
+        (
+            metric(text, "auth_signature_checks_total"),
+            metric(text, "http_tokens_refused_total"),
+        )
+    };
+    let (checks_before, refused_before) = counted(&metrics().await);
     let forged = provider.forge(&json!({
         "alg": "RS256", "claims": provider.claims("mallory", &[]), "flip": true
     }));
@@ -267,11 +245,13 @@ async fn a_forged_signature_flood_from_one_address_costs_a_few_signature_checks(
             .expect("the server answers");
         *answers.entry(reply.status().as_u16()).or_default() += 1;
     }
-    let after = metric(&metrics().await, "auth_signature_checks_total");
+    let (checks, refused) = counted(&metrics().await);
     assert!(
-        after - before <= 5.0,
-        "200 forged tokens from one address cost {} signature checks (answers {answers:?})",
-        after - before
+        checks - checks_before <= 5.0 && refused - refused_before <= 5.0,
+        "200 forged tokens from one address cost {} signature checks and {} refusals \
+         after one (answers {answers:?})",
+        checks - checks_before,
+        refused - refused_before
     );
     assert!(
         answers.get(&429).copied().unwrap_or(0) >= 190,

@@ -5,8 +5,11 @@
 //! second `orders serve` process of the real binary. The script signs a
 //! customer and two members of staff in through the provider's own page,
 //! orders an iced latte from the menu, follows it live across the processes,
-//! races two moves, and checks the refusals (a customer on /board, a price
-//! not the menu's, a write without the CSRF token).
+//! races two moves, checks the refusals (a customer on /board, a price
+//! not the menu's, a write without the CSRF token), signs the customer out
+//! in another tab (the page's stream ends and the page offers the sign-in),
+//! and searches every line the second process logged (at debug level) for
+//! staff's authorization code, state and session cookie.
 //!
 //! `UPDATE_SCREENSHOTS=1` also writes docs/screenshots/*.png.
 
@@ -62,8 +65,9 @@ fn psql() -> PathBuf {
 }
 
 /// A second `orders serve` process of the real binary, on the test app's
-/// database and provider, once it answers `/healthz`; with its base URL.
-async fn start_a_second_server(app: &TestApp) -> (Child, String) {
+/// database and provider, logging everything (debug) to `log`, once it
+/// answers `/healthz`; with its base URL.
+async fn start_a_second_server(app: &TestApp, log: &Path) -> (Child, String) {
     let provider = app.provider.as_ref().expect("authentication is on");
     let port = e2e::processes::free_port().expect("a free port");
     let other = format!("http://127.0.0.1:{port}");
@@ -77,7 +81,9 @@ async fn start_a_second_server(app: &TestApp) -> (Child, String) {
         .env("OIDC_WEB_CLIENT_SECRET", WEB_CLIENT.1)
         .env("RATE_LIMIT_PER_SECOND", "0")
         .env("RATE_LIMIT_PEER_PER_SECOND", "0")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "debug")
+        .stderr(std::fs::File::create(log).expect("the second server's log"))
+        .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("start orders serve");
@@ -116,7 +122,9 @@ async fn customers_and_staff_use_the_pages_live_across_two_processes() {
         String::from_utf8_lossy(&set.stderr)
     );
 
-    let (mut serve, other) = start_a_second_server(&app).await;
+    let scratch = e2e::scratch_dir("orders-browser-");
+    let log = scratch.path().join("serve.log");
+    let (mut serve, other) = start_a_second_server(&app, &log).await;
 
     let mut script = tokio::process::Command::new("node");
     script
@@ -149,4 +157,30 @@ async fn customers_and_staff_use_the_pages_live_across_two_processes() {
     );
     assert!(stdout.contains("measured "), "{stdout}");
     let _ = serve.kill().await;
+    assert_no_secret_logged(&stdout, &log);
+}
+
+/// Neither the sign-in's code and state nor the session cookie the script
+/// noted (`secrets {…}`) is in any line of `log`.
+fn assert_no_secret_logged(stdout: &str, log: &Path) {
+    let secrets: serde_json::Value = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("secrets "))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .expect("the script noted the sign-in's secrets");
+    let text = std::fs::read_to_string(log).expect("the second server's log");
+    assert!(
+        text.contains("signed in through the browser"),
+        "the log holds the sign-in (else this search proves nothing)"
+    );
+    for name in ["code", "state", "cookie"] {
+        let secret = secrets[name].as_str().unwrap_or_default();
+        assert!(secret.len() >= 8, "{name}: {secrets}");
+        let leaked: Vec<&str> = text.lines().filter(|l| l.contains(secret)).collect();
+        assert!(
+            leaked.is_empty(),
+            "the sign-in's {name} reached the log:\n{}",
+            leaked.join("\n")
+        );
+    }
 }

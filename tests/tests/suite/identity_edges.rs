@@ -2,17 +2,14 @@
 //! their material, only access tokens taken as access tokens, a session this
 //! build cannot read taken as signed out, every list bounded.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::oidc::Provider;
+use e2e::sessions::{session_with, signed_in_session};
 use e2e::{eventually, spawn_app, spawn_app_opts, AppOptions, As, Auth, Reply, TestApp};
 use reqwest::Method;
 use serde_json::json;
-use tower_sessions::session::{Id, Record};
-use tower_sessions::SessionStore;
-use tower_sessions_sqlx_store::PostgresStore;
 
 const A: &str = "alice";
 
@@ -38,8 +35,20 @@ async fn a_key_replaced_under_its_id_stops_the_tokens_it_signed_at_once() {
     })
     .await;
     let before = provider.token(A, None).await;
-    // Verified once, and remembered.
+    // Verified once, and remembered; a browser's session holds it too.
     with_token(&app, &before).await.ok(200);
+    let (cookie, _) = signed_in_session(&app.db, A, &before).await;
+    let by_session = || async {
+        app.request_as(
+            As::Nobody,
+            Method::GET,
+            "/auth/session",
+            None,
+            &[("cookie", cookie.as_str())],
+        )
+        .await
+    };
+    by_session().await.ok(200);
 
     let kid = provider.replace_signing_key();
     let after = provider.token(A, None).await;
@@ -64,6 +73,12 @@ async fn a_key_replaced_under_its_id_stops_the_tokens_it_signed_at_once() {
         "/problems/invalid-token",
         "a token signed by the withdrawn key still passed: {}",
         refused.text
+    );
+    // The session holding it is judged again, as a bearer token is.
+    assert_eq!(
+        by_session().await.status,
+        401,
+        "a session whose token's key was withdrawn still signed in"
     );
 }
 
@@ -101,29 +116,11 @@ async fn an_id_token_of_the_same_issuer_does_not_pass_as_an_access_token() {
     with_token(&app, &logout).await.problem(401);
 }
 
-/// A session row for `data`, valid for an hour, as the store writes it;
-/// returns the cookie that names it.
-async fn session_with(app: &TestApp, data: serde_json::Value) -> (String, Id) {
-    let store = PostgresStore::new(app.db.pool.clone())
-        .with_schema_name("web")
-        .and_then(|s| s.with_table_name("sessions"))
-        .expect("the session table's names");
-    let data: HashMap<String, serde_json::Value> =
-        serde_json::from_value(data).expect("a session's data");
-    let mut record = Record {
-        id: Id::default(),
-        data,
-        expiry_date: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
-    };
-    store.create(&mut record).await.expect("store the session");
-    (format!("orders_session={}", record.id), record.id)
-}
-
 #[tokio::test]
 async fn a_session_this_build_cannot_read_is_signed_out_not_refused() {
     let app = spawn_app().await;
     // Written by an older build whose signed-in user had other fields.
-    let (cookie, id) = session_with(&app, json!({"user": {"user": A, "admin": true}})).await;
+    let (cookie, id) = session_with(&app.db, json!({"user": {"user": A, "admin": true}})).await;
     let as_signed_out = |what: &'static str| {
         let cookie = cookie.clone();
         let app = &app;

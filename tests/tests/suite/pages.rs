@@ -217,13 +217,13 @@ async fn open_streams(app: &TestApp) -> f64 {
 
 #[tokio::test]
 async fn a_customers_stream_carries_only_their_own_orders_and_is_counted_while_open() {
-    let app = spawn_app().await;
+    // A process of its own: the gauge is a process's, and this binary's
+    // other tests open streams of their own at the same time.
+    let (app, _child) = e2e::spawn_orders_all(&[]).await;
     let mut bob = Box::pin(events(&app, "/events/orders", &As::customer("bob")).await);
     let mut alice = Box::pin(events(&app, "/events/orders", &As::customer("alice")).await);
     next_named(&mut bob, "ready").await;
     next_named(&mut alice, "ready").await;
-    // This test binary's only streams are these two (the gauge is the
-    // process's).
     assert_eq!(open_streams(&app).await, 2.0);
 
     // Bob's order first: the changes reach every stream in commit order,
