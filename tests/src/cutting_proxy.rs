@@ -6,7 +6,7 @@
 //!
 //! The mark is any bytes the statement carries: a test writes an order whose
 //! drink's name is unique, and the name travels in the statement's
-//! parameters.
+//! parameters. Unarmed, it is a plain proxy that counts connections.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,7 @@ pub struct CuttingProxy {
     address: String,
     armed: Armed,
     cuts: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -45,10 +46,12 @@ impl CuttingProxy {
         let address = listener.local_addr()?.to_string();
         let armed: Armed = Arc::default();
         let cuts = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         let accept = {
-            let (armed, cuts) = (armed.clone(), cuts.clone());
+            let (armed, cuts, connections) = (armed.clone(), cuts.clone(), connections.clone());
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::SeqCst);
                     let Ok(server) = TcpStream::connect(&upstream).await else {
                         continue;
                     };
@@ -71,6 +74,7 @@ impl CuttingProxy {
             address,
             armed,
             cuts,
+            connections,
             accept,
         })
     }
@@ -90,6 +94,11 @@ impl CuttingProxy {
     /// Connections cut so far.
     pub fn cuts(&self) -> usize {
         self.cuts.load(Ordering::SeqCst)
+    }
+
+    /// Connections made through the proxy so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 

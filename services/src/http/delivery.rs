@@ -124,7 +124,7 @@ async fn delivery_status(
         (status = 413, response = inline(crate::http::docs::BodyTooLarge)),
         (status = 415, response = inline(crate::http::docs::UnsupportedBody)),
         (status = 422, description = "No status given", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, response = inline(crate::http::docs::Unavailable))
+        (status = 503, response = inline(crate::http::docs::WriteUnavailable))
     ),
     security(("bearer" = [])))]
 async fn move_order(

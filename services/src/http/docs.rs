@@ -256,6 +256,11 @@ macro_rules! problem_response {
 problem_response! {
     /// The database cannot be reached right now.
     Unavailable => "Unavailable";
+    /// A write: unavailable (nothing was written; `Retry-After`), or its
+    /// outcome unknown (`/problems/outcome-unknown`: the write was sent and
+    /// its answer lost, it may have taken effect; retry with the same
+    /// `Idempotency-Key`).
+    WriteUnavailable => "Unavailable, nothing written (`Retry-After`); or `/problems/outcome-unknown`: the write was sent and its answer lost, it may have taken effect; retry with the same `Idempotency-Key`";
     /// No order with this id for this user.
     OrderNotFound => "No such order for this user";
     /// A body that is neither JSON nor form data.

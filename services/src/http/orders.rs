@@ -126,7 +126,7 @@ fn fingerprint(line: &OrderLine) -> String {
         (status = 413, response = inline(crate::http::docs::BodyTooLarge)),
         (status = 415, response = inline(crate::http::docs::UnsupportedBody)),
         (status = 422, description = "Invalid fields, or an Idempotency-Key reused with another body", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 503, response = inline(crate::http::docs::Unavailable))
+        (status = 503, response = inline(crate::http::docs::WriteUnavailable))
     ),
     security(("bearer" = [])))]
 async fn place_order(
@@ -292,7 +292,7 @@ async fn order_detail(
         (status = 404, response = inline(crate::http::docs::OrderNotFound)),
         (status = 409, description = "The lifecycle does not allow it", body = crate::http::error::Problem, content_type = "application/problem+json"),
         (status = 412, response = inline(crate::http::docs::VersionMismatch)),
-        (status = 503, response = inline(crate::http::docs::Unavailable))
+        (status = 503, response = inline(crate::http::docs::WriteUnavailable))
     ),
     security(("bearer" = [])))]
 async fn cancel_order(

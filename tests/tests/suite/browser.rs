@@ -173,6 +173,11 @@ fn assert_no_secret_logged(stdout: &str, log: &Path) {
         text.contains("signed in through the browser"),
         "the log holds the sign-in (else this search proves nothing)"
     );
+    // Each request's line names its client, as the rate limit saw it.
+    assert!(
+        text.contains(r#""client":"127.0.0.1""#),
+        "the request spans record the client's address"
+    );
     for name in ["code", "state", "cookie"] {
         let secret = secrets[name].as_str().unwrap_or_default();
         assert!(secret.len() >= 8, "{name}: {secrets}");

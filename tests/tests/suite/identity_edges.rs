@@ -235,3 +235,31 @@ async fn readiness_tells_anyone_only_ready_and_an_operator_why() {
         .await;
     assert_eq!(customer.text, "ready\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_asks_the_broker_over_one_kept_connection() {
+    let mut kafka = e2e::test_kafka();
+    let proxy = e2e::cutting_proxy::CuttingProxy::start(kafka.brokers[0].clone())
+        .await
+        .expect("a proxy before the broker");
+    // Every new client bootstraps through the proxy.
+    kafka.brokers = vec![proxy.address().to_owned()];
+    let app = spawn_app_opts(AppOptions {
+        kafka: Some(kafka),
+        workers: false,
+        relay: false,
+        ..AppOptions::default()
+    })
+    .await;
+    let at_start = proxy.connections();
+    for _ in 0..20 {
+        assert_eq!(app.get("/readyz").await.status, 200);
+        // Apart, so that no call shares another's probe.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let made = proxy.connections() - at_start;
+    assert!(
+        made <= 1,
+        "20 readiness probes made {made} connections to the broker"
+    );
+}
