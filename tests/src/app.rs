@@ -214,6 +214,18 @@ impl TestApp {
         Some(format!("Bearer {token}"))
     }
 
+    /// `GET path` with `Authorization: Bearer {token}`, whatever the token.
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Reply {
+        self.request_as(
+            As::Header(format!("Bearer {token}")),
+            Method::GET,
+            path,
+            None,
+            &[],
+        )
+        .await
+    }
+
     /// A request sent as `who`.
     pub async fn request_as(
         &self,

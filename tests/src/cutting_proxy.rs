@@ -133,33 +133,41 @@ impl Connection {
     }
 
     /// Client to server, watching for the mark.
-    async fn requests(self, mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = tokio::select! {
-                () = self.closed.cancelled() => return,
-                read = from.read(&mut buf) => match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                },
-            };
-            match self.take_cut(&buf[..n]) {
-                Some(Cut::BeforeTheServer) => break,
-                Some(Cut::AfterTheAnswer) => {
-                    self.drop_answer.store(true, Ordering::SeqCst);
-                }
-                None => {}
+    async fn requests(self, from: OwnedReadHalf, to: OwnedWriteHalf) {
+        let this = self.clone();
+        self.pipe(from, to, move |bytes| match this.take_cut(bytes) {
+            Some(Cut::BeforeTheServer) => Pass::Close,
+            Some(Cut::AfterTheAnswer) => {
+                this.drop_answer.store(true, Ordering::SeqCst);
+                Pass::Forward
             }
-            if to.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-        self.closed.cancel();
+            None => Pass::Forward,
+        })
+        .await;
     }
 
     /// Server to client; once the marked statement went through, its answer
     /// closes the connection instead of reaching the client.
-    async fn answers(self, mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+    async fn answers(self, from: OwnedReadHalf, to: OwnedWriteHalf) {
+        let this = self.clone();
+        self.pipe(from, to, move |_| {
+            if this.drop_answer.load(Ordering::SeqCst) {
+                Pass::Close
+            } else {
+                Pass::Forward
+            }
+        })
+        .await;
+    }
+
+    /// Copies `from` to `to`, each read as `judge` says, until either side
+    /// closes or `judge` closes the connection (both directions).
+    async fn pipe(
+        self,
+        mut from: OwnedReadHalf,
+        mut to: OwnedWriteHalf,
+        judge: impl Fn(&[u8]) -> Pass,
+    ) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = tokio::select! {
@@ -169,13 +177,17 @@ impl Connection {
                     Ok(n) => n,
                 },
             };
-            if self.drop_answer.load(Ordering::SeqCst) {
-                break;
-            }
-            if to.write_all(&buf[..n]).await.is_err() {
+            if judge(&buf[..n]) == Pass::Close || to.write_all(&buf[..n]).await.is_err() {
                 break;
             }
         }
         self.closed.cancel();
     }
+}
+
+/// What a pipe does with what it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Forward,
+    Close,
 }

@@ -155,17 +155,7 @@ async fn open_streams_are_capped_per_caller_and_in_all() {
     assert_eq!(full.status, 503, "the process holds 10 streams at most");
     assert!(full.retry_after.is_some(), "503 says when to retry");
     // The in-flight gauge counts the open streams.
-    let ops = bearer(&provider.token("ops", Some("operator")).await);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .header("authorization", &ops)
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("the metrics");
+    let metrics = operator_metrics(&app).await;
     let in_flight: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("http_requests_in_flight "))
@@ -194,6 +184,12 @@ async fn eventually_opens(app: &TestApp, auth: &str) -> u16 {
     429
 }
 
+/// `/metrics` as an operator reads it.
+async fn operator_metrics(app: &TestApp) -> String {
+    let ops = Provider::shared().token("ops", Some("operator")).await;
+    app.get_with_token("/metrics", &ops).await.text
+}
+
 /// `name`'s value in the Prometheus text `metrics` (0 when absent).
 fn metric(metrics: &str, name: &str) -> f64 {
     metrics
@@ -211,18 +207,7 @@ async fn a_forged_signature_flood_from_one_address_costs_a_few_signature_checks(
     ])
     .await;
     let provider = Provider::shared();
-    let ops = bearer(&provider.token("ops", Some("operator")).await);
-    let metrics = || async {
-        app.http
-            .get(format!("{}/metrics", app.base))
-            .header("authorization", &ops)
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("the metrics")
-    };
+    let metrics = || operator_metrics(&app);
     // The operator's token is verified once (and remembered).
     let counted = |text: &str| {
         (

@@ -15,14 +15,8 @@ const A: &str = "alice";
 
 /// `GET /order-ms/alice/orders` with `Authorization: Bearer {token}`.
 async fn with_token(app: &TestApp, token: &str) -> Reply {
-    app.request_as(
-        As::Header(format!("Bearer {token}")),
-        Method::GET,
-        &format!("/order-ms/{A}/orders"),
-        None,
-        &[],
-    )
-    .await
+    app.get_with_token(&format!("/order-ms/{A}/orders"), token)
+        .await
 }
 
 #[tokio::test]

@@ -11,16 +11,10 @@ use serde_json::{json, Value};
 
 const A: &str = "alice";
 
-/// A protected request with `Authorization: Bearer {token}`.
+/// `GET /order-ms/alice/orders` with `Authorization: Bearer {token}`.
 async fn with_token(app: &TestApp, token: &str) -> Reply {
-    app.request_as(
-        As::Header(format!("Bearer {token}")),
-        Method::GET,
-        &format!("/order-ms/{A}/orders"),
-        None,
-        &[],
-    )
-    .await
+    app.get_with_token(&format!("/order-ms/{A}/orders"), token)
+        .await
 }
 
 /// Token specs for the forger that the provider would never issue, each
