@@ -68,7 +68,14 @@ async fn healthz() -> &'static str {
         (status = 503, description = "Not ready: `not ready`; an operator reads the reasons", body = String, content_type = "text/plain"),
     ))]
 async fn readyz(State(state): State<AppState>, caller: Option<Caller>) -> Response {
-    let verdict = state.readiness.verdict(&state).await;
+    let verdict = state
+        .readiness
+        .verdict(super::readiness::Dependencies {
+            writes: &state.pool,
+            reads: &state.reads,
+            kafka: state.kafka.as_ref(),
+        })
+        .await;
     let status = if verdict.ready {
         StatusCode::OK
     } else {

@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use infra::kafka::KafkaSource;
 use rskafka::client::Client;
+use sqlx::PgPool;
 use tokio::sync::Mutex;
-
-use super::state::Shared;
 
 /// How long a verdict answers later calls.
 const FRESH: Duration = Duration::from_millis(200);
@@ -22,6 +22,15 @@ const FRESH: Duration = Duration::from_millis(200);
 pub struct Readiness {
     last: Mutex<Option<(Instant, Verdict)>>,
     broker: Mutex<Option<Arc<Client>>>,
+}
+
+/// What is asked: the write pool (can it serve), the read pool (what is
+/// held), the brokers if any.
+#[derive(Clone, Copy)]
+pub struct Dependencies<'a> {
+    pub writes: &'a PgPool,
+    pub reads: &'a PgPool,
+    pub kafka: Option<&'a KafkaSource>,
 }
 
 /// Whether the process can serve, and why (for operators).
@@ -35,20 +44,24 @@ pub struct Verdict {
 impl Readiness {
     /// The verdict of now: the one being found, or found within [`FRESH`],
     /// or a new one.
-    pub async fn verdict(&self, state: &Shared) -> Verdict {
+    pub async fn verdict(&self, asked: Dependencies<'_>) -> Verdict {
         let mut last = self.last.lock().await;
         if let Some((at, verdict)) = last.as_ref() {
             if at.elapsed() < FRESH {
                 return verdict.clone();
             }
         }
-        let verdict = self.probe(state).await;
+        let verdict = self.probe(asked).await;
         *last = Some((Instant::now(), verdict.clone()));
         verdict
     }
 
-    async fn probe(&self, state: &Shared) -> Verdict {
-        let (postgres, kafka, held) = tokio::join!(postgres(state), self.kafka(state), held(state));
+    async fn probe(&self, asked: Dependencies<'_>) -> Verdict {
+        let (postgres, kafka, held) = tokio::join!(
+            postgres(asked.writes),
+            self.kafka(asked.kafka),
+            held(asked.reads)
+        );
         match (postgres, kafka) {
             (Ok(p), Ok(k)) => {
                 let held = held.map_or_else(String::new, |h| format!("; held: {h}"));
@@ -69,8 +82,8 @@ impl Readiness {
 
     /// The brokers answer a metadata request on the kept connection (made
     /// now if there is none, dropped if it failed).
-    async fn kafka(&self, state: &Shared) -> Result<String, String> {
-        let Some(source) = state.kafka.as_ref() else {
+    async fn kafka(&self, source: Option<&KafkaSource>) -> Result<String, String> {
+        let Some(source) = source else {
             return Ok("kafka not configured".to_owned());
         };
         let mut kept = self.broker.lock().await;
@@ -99,10 +112,10 @@ impl Readiness {
     }
 }
 
-async fn postgres(state: &Shared) -> Result<String, String> {
+async fn postgres(writes: &PgPool) -> Result<String, String> {
     match tokio::time::timeout(
         Duration::from_secs(2),
-        sqlx::query!("SELECT 1 AS alive").fetch_one(&state.pool),
+        sqlx::query!("SELECT 1 AS alive").fetch_one(writes),
     )
     .await
     {
@@ -113,9 +126,9 @@ async fn postgres(state: &Shared) -> Result<String, String> {
 }
 
 /// The orders each projection holds back, if any.
-async fn held(state: &Shared) -> Option<String> {
+async fn held(reads: &PgPool) -> Option<String> {
     let summary = async {
-        let mut conn = state.reads.acquire().await.ok()?;
+        let mut conn = reads.acquire().await.ok()?;
         let summary = projections::held::summary(&mut conn).await.ok()?;
         let lines: Vec<String> = summary
             .iter()
