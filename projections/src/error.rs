@@ -63,7 +63,9 @@ pub enum ProjectionError {
     NoSuchPosition(i64),
     #[error("Kafka: {0}")]
     Kafka(String),
-    #[error("database error")]
+    /// Transparent: sqlx's own sentence says what failed (a bare
+    /// "database error" in a retry loop's log said nothing).
+    #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 

@@ -27,7 +27,9 @@ pub enum StoreError {
     MetadataTooLarge { size: usize, limit: usize },
     #[error("cannot encode event metadata")]
     Encode(#[source] serde_json::Error),
-    #[error("database error")]
+    /// Transparent: sqlx's own sentence says what failed (a bare
+    /// "database error" in a retry loop's log said nothing).
+    #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// The write was sent and the connection failed before its answer
     /// came: it may have committed, or not. Only a retry with the same

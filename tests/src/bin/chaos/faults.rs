@@ -13,7 +13,7 @@ use anyhow::Result;
 use e2e::processes::terminate;
 use sqlx::{Connection, PgPool};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::say;
@@ -86,12 +86,37 @@ pub(crate) async fn kill_loop(
 /// exits; `kill` sends it SIGKILL (then it is restarted too).
 pub(crate) struct Supervised {
     pub(crate) kill: mpsc::Sender<()>,
-    /// The running process's id; 0 while none runs. A signal goes only to a
-    /// process this supervisor runs now: a pid read elsewhere (a lease
-    /// holder's) may be a dead process's, reused by the kernel for anything.
-    pub(crate) pid: Arc<AtomicU32>,
+    /// Signals for the running process (and its id: 0 while none runs),
+    /// sent by the supervisor itself.
+    pub(crate) signals: Signals,
     pub(crate) restarts: Arc<AtomicU32>,
     pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+/// A signal for a supervised process, and where to say whether it was sent.
+type SignalRequest = (u32, &'static str, oneshot::Sender<bool>);
+
+/// Sends signals to one supervised process through its supervisor. A pid
+/// read elsewhere (a lease holder's), or held since, may be a dead
+/// process's, reused by the kernel for anything: another test's identity
+/// provider, frozen in the middle of its start, was one such victim. Only
+/// the supervisor reaps its child, so while it has not, the child's pid is
+/// the child's: the supervisor checks that, and sends.
+#[derive(Clone)]
+pub(crate) struct Signals {
+    pub(crate) pid: Arc<AtomicU32>,
+    requests: mpsc::Sender<SignalRequest>,
+}
+
+impl Signals {
+    /// Sends `name` to the supervised process if it is `pid` and still runs.
+    pub(crate) async fn send_if(&self, pid: u32, name: &'static str) -> bool {
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send((pid, name, reply)).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
 }
 
 impl Supervised {
@@ -104,6 +129,7 @@ impl Supervised {
         stop: CancellationToken,
     ) -> Result<Supervised> {
         let (kill, mut kills) = mpsc::channel::<()>(1);
+        let (requests, mut signal_requests) = mpsc::channel::<SignalRequest>(4);
         let restarts = Arc::new(AtomicU32::new(0));
         let spawn = {
             let bin = bin.to_owned();
@@ -130,6 +156,22 @@ impl Supervised {
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    Some((wanted, signal_name, reply)) = signal_requests.recv() => {
+                        // Not reaped (only this task reaps it): the pid is
+                        // still this child's.
+                        let alive = matches!(child.try_wait(), Ok(None));
+                        let sent = alive
+                            && child.id() == Some(wanted)
+                            && signal(wanted, signal_name).await;
+                        let _ = reply.send(sent);
+                        if alive {
+                            continue;
+                        }
+                        // It had exited (and is reaped now): as below.
+                        running.store(0, Ordering::SeqCst);
+                        say(format!("{name} exited by itself; restarting"));
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                     () = stop.cancelled() => {
                         running.store(0, Ordering::SeqCst);
                         terminate(&mut child).await;
@@ -163,7 +205,7 @@ impl Supervised {
         });
         Ok(Supervised {
             kill,
-            pid,
+            signals: Signals { pid, requests },
             restarts,
             task,
         })
@@ -208,10 +250,10 @@ const LEADER_WITHIN: Duration = Duration::from_secs(20);
 /// (`None` after [`LEADER_WITHIN`]). A lease names its holder's pid, which
 /// may be a killed process's (its lease not yet taken over), reused by
 /// the kernel since for another process: never one to signal.
-async fn some_leaders(pool: &PgPool, ours: &[Arc<AtomicU32>]) -> Option<Vec<(String, i64, u32)>> {
+async fn some_leaders(pool: &PgPool, ours: &[Signals]) -> Option<Vec<(String, i64, u32)>> {
     let since = Instant::now();
     loop {
-        let running: Vec<u32> = ours.iter().map(|p| p.load(Ordering::SeqCst)).collect();
+        let running: Vec<u32> = ours.iter().map(|p| p.pid.load(Ordering::SeqCst)).collect();
         match leaders(pool).await {
             Ok(mut held) => {
                 held.retain(|(_, _, pid)| running.contains(pid));
@@ -241,12 +283,13 @@ async fn signal(pid: u32, name: &str) -> bool {
 /// it (SIGCONT). Returns what happened (`None`: no leader to freeze).
 pub(crate) async fn freeze_a_leader(
     pool: &PgPool,
-    ours: &[Arc<AtomicU32>],
+    ours: &[Signals],
     length: Duration,
 ) -> Option<Freeze> {
     let held = some_leaders(pool, ours).await?;
     let (lease, token, pid) = held.get(fastrand::usize(..held.len()))?.clone();
-    if !signal(pid, "STOP").await {
+    let owner = ours.iter().find(|s| s.pid.load(Ordering::SeqCst) == pid)?;
+    if !owner.send_if(pid, "STOP").await {
         return None;
     }
     let frozen = Instant::now();
@@ -264,7 +307,7 @@ pub(crate) async fn freeze_a_leader(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    signal(pid, "CONT").await;
+    owner.send_if(pid, "CONT").await;
     say(format!(
         "woke pid {pid} (SIGCONT); {lease} taken over after {}",
         takeover.map_or("never".to_owned(), |t| format!("{:.1} s", t.as_secs_f64()))
@@ -328,7 +371,7 @@ pub(crate) struct LeadershipFaults {
     pub(crate) long_transactions: u32,
     pub(crate) long: Duration,
     /// The processes a freeze may stop: the workers this run supervises.
-    pub(crate) ours: Vec<Arc<AtomicU32>>,
+    pub(crate) ours: Vec<Signals>,
 }
 
 /// Spreads the leadership and database faults over the traffic: freezes

@@ -227,7 +227,7 @@ async fn traffic_under_faults(
             cancel_every: Duration::from_secs(args.cancel_every),
             long_transactions: args.long_transactions,
             long: Duration::from_secs(args.long_secs),
-            ours: fleet.works.iter().map(|w| w.pid.clone()).collect(),
+            ours: fleet.works.iter().map(|w| w.signals.clone()).collect(),
         },
         started,
         traffic,
