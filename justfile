@@ -70,6 +70,10 @@ bench-peer:
 bench-live:
     eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; cargo build --release -q -p services --bin orders && cargo bench -p e2e --bench live_path
 
+# The lab of hosts on this machine (root: network namespaces on a bridge). `just lab net-up | status | cut HOST | mend HOST | down`; scripts/lab.sh says more.
+lab *ARGS:
+    scripts/lab.sh {{ARGS}}
+
 # Fuzz the running API against its OpenAPI document (schemathesis): no 5xx, no schema violation.
 fuzz *ARGS:
     scripts/fuzz.sh {{ARGS}}
