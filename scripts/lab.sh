@@ -2,7 +2,12 @@
 # The lab: several hosts on this one machine, each a network namespace with an
 # address of its own, joined by a bridge. Root only (namespaces, links).
 #
+#   scripts/lab.sh install     what the hosts run, from Debian: etcd, Patroni, HAProxy
 #   scripts/lab.sh net-up      the hosts and their links (nothing runs on them yet)
+#   scripts/lab.sh db-up       etcd on db1-db3, Patroni (PostgreSQL 15, synchronous
+#                              replication, automatic failover) on db1 and db2,
+#                              HAProxy on lb routing :5432 to the primary
+#   scripts/lab.sh stop HOST [NAME]   stop what runs on HOST (or only NAME: etcd, patroni, …)
 #   scripts/lab.sh status      each host: address, link, what runs on it
 #   scripts/lab.sh cut HOST    take HOST's link down (it keeps running, cut off)
 #   scripts/lab.sh mend HOST   bring it back
@@ -20,6 +25,12 @@ BRIDGE=orders-lab
 HOSTS=(lb=10 app1=11 app2=12 db1=21 db2=22 db3=23 kafka1=31 kafka2=32 idp=40 client=50)
 
 say() { echo "lab.sh: $*" >&2; }
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# The hosts' disks: one folder per host.
+LAB_DIR=${LAB_DIR:-/var/lib/orders-lab}
+# The lab's database passwords (the lab's own, on addresses nothing else reaches).
+SUPERUSER_PASSWORD=lab-postgres
+REPLICATION_PASSWORD=lab-replicator
 die() { say "$*"; exit 1; }
 
 need_root() {
@@ -41,6 +52,26 @@ hosts_file() {
   echo "127.0.0.1 localhost"
   local pair
   for pair in "${HOSTS[@]}"; do echo "$NET.${pair#*=} ${pair%%=*}"; done
+}
+
+# Debian's packages, installed without starting their services on this
+# machine (the lab starts them on its hosts, from deploy/'s files).
+install() {
+  need_root
+  local missing=()
+  command -v etcd >/dev/null || missing+=(etcd-server)
+  command -v patroni >/dev/null || missing+=(patroni)
+  command -v haproxy >/dev/null || missing+=(haproxy)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing ${missing[*]} (Debian)"
+  local policy=/usr/sbin/policy-rc.d created=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
+    || { [ -n "$created" ] && rm -f "$policy"; die "apt-get install ${missing[*]} failed"; }
+  [ -n "$created" ] && rm -f "$policy"
+  return 0
 }
 
 net_up() {
@@ -88,6 +119,104 @@ status() {
   done
 }
 
+# Runs `cmd…` on HOST in the background as NAME: its log in
+# $LAB_DIR/HOST/NAME.log, its pid in $LAB_DIR/HOST/NAME.pid.
+start_on() {
+  local host=$1 name=$2; shift 2
+  local dir="$LAB_DIR/$host"
+  mkdir -p "$dir"
+  if [ -f "$dir/$name.pid" ] && kill -0 "$(cat "$dir/$name.pid")" 2>/dev/null; then
+    return 0
+  fi
+  nohup ip netns exec "$(ns "$host")" "$@" >>"$dir/$name.log" 2>&1 </dev/null &
+  echo $! > "$dir/$name.pid"
+}
+
+# Stops NAME on HOST (everything on HOST without NAME).
+stop_on() {
+  local host=$1 name=${2:-} f
+  for f in "$LAB_DIR/$host"/${name:-*}.pid; do
+    [ -f "$f" ] || continue
+    kill -TERM "$(cat "$f")" 2>/dev/null || true
+    rm -f "$f"
+  done
+}
+
+ETCD_HOSTS=(db1 db2 db3)
+etcd_up() {
+  local cluster="" host
+  for host in "${ETCD_HOSTS[@]}"; do cluster+="${cluster:+,}$host=http://$(address "$host"):2380"; done
+  for host in "${ETCD_HOSTS[@]}"; do
+    local a; a=$(address "$host")
+    local state=new
+    [ -d "$LAB_DIR/$host/etcd/member" ] && state=existing
+    start_on "$host" etcd etcd --name "$host" --data-dir "$LAB_DIR/$host/etcd" \
+      --listen-client-urls "http://$a:2379,http://127.0.0.1:2379" --advertise-client-urls "http://$a:2379" \
+      --listen-peer-urls "http://$a:2380" --initial-advertise-peer-urls "http://$a:2380" \
+      --initial-cluster "$cluster" --initial-cluster-token orders-lab --initial-cluster-state "$state"
+  done
+}
+
+PATRONI_HOSTS=(db1 db2)
+patroni_up() {
+  local host etcd=""
+  for host in "${ETCD_HOSTS[@]}"; do etcd+="${etcd:+,}'$host:2379'"; done
+  for host in "${PATRONI_HOSTS[@]}"; do
+    local a; a=$(address "$host")
+    mkdir -p "$LAB_DIR/$host/pg"
+    chown postgres: "$LAB_DIR/$host/pg"; chmod 700 "$LAB_DIR/$host/pg"
+    start_on "$host" patroni runuser -u postgres -- env \
+      PATRONI_NAME="$host" \
+      PATRONI_RESTAPI_LISTEN="$a:8008" PATRONI_RESTAPI_CONNECT_ADDRESS="$a:8008" \
+      PATRONI_POSTGRESQL_LISTEN="$a:5432" PATRONI_POSTGRESQL_CONNECT_ADDRESS="$a:5432" \
+      PATRONI_POSTGRESQL_DATA_DIR="$LAB_DIR/$host/pg/data" \
+      PATRONI_POSTGRESQL_PGPASS="$LAB_DIR/$host/pg/pgpass" \
+      PATRONI_ETCD3_HOSTS="$etcd" \
+      PATRONI_SUPERUSER_PASSWORD="$SUPERUSER_PASSWORD" \
+      PATRONI_REPLICATION_PASSWORD="$REPLICATION_PASSWORD" \
+      patroni "$ROOT/deploy/patroni.yml"
+  done
+}
+
+# The primary's name as Patroni's REST API says, once there is one.
+primary() {
+  local host
+  for host in "${PATRONI_HOSTS[@]}"; do
+    if ip netns exec "$(ns client)" curl -sf --max-time 1 "http://$(address "$host"):8008/primary" >/dev/null 2>&1; then
+      echo "$host"; return 0
+    fi
+  done
+  return 1
+}
+
+# psql on the client host, through the load balancer, as the superuser.
+lab_psql() {
+  ip netns exec "$(ns client)" env PGPASSWORD="$SUPERUSER_PASSWORD" \
+    psql -h lb -U postgres -d postgres "$@"
+}
+
+db_up() {
+  need_root
+  etcd_up
+  patroni_up
+  start_on lb haproxy haproxy -db -f "$ROOT/deploy/haproxy.cfg"
+  local i
+  for i in $(seq 1 120); do
+    primary >/dev/null && break
+    sleep 1
+  done
+  primary >/dev/null || die "no PostgreSQL primary after 120 s: see $LAB_DIR/db*/patroni.log"
+  # The load balancer takes the primary in after two health checks.
+  for i in $(seq 1 30); do
+    lab_psql -Atqc "SELECT 1" >/dev/null 2>&1 && break
+    sleep 1
+  done
+  say "PostgreSQL primary: $(primary); through the load balancer at lb:5432"
+  # The service's database, once.
+  lab_psql -Atqc "SELECT 1 FROM pg_database WHERE datname = 'orders'" | grep -q 1 \
+    || lab_psql -qc "CREATE DATABASE orders"
+}
+
 cut() {
   need_root
   ip link set "veth-$1" down
@@ -120,15 +249,20 @@ down() {
     rm -rf "/etc/netns/$(ns "$host")"
   done
   ip link del "$BRIDGE" 2>/dev/null || true
+  # The hosts' disks go with them (only a folder of the lab's own).
+  case "$LAB_DIR" in */orders-lab) rm -rf "$LAB_DIR" ;; esac
   say "the lab is down"
 }
 
 case "${1:-}" in
+  install) install ;;
   net-up) net_up ;;
+  db-up) db_up ;;
+  stop) stop_on "${2:?which host}" "${3:-}" ;;
   status) status ;;
   cut) cut "${2:?which host}" ;;
   mend) mend "${2:?which host}" ;;
   run) shift; run_on "${1:?which host}" "${@:2}" ;;
   down) down ;;
-  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac
