@@ -9,7 +9,9 @@ use sqlx::{Connection, PgPool};
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// A pool whose requests fail fast (instead of queueing forever) when the
-/// database is down, so the API can answer 503 within its timeout.
+/// database is down, so the API can answer 503 within its timeout, and that
+/// hands out no connection made before a sign of a failover
+/// (`infra::pg::stale`).
 ///
 /// sqlx pings every connection it hands out by default: one more round trip
 /// per query, a quarter of the place-order path (bench/place.sh). Here only a
@@ -27,6 +29,12 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
+                // Made before the last sign of a failover (a read-only
+                // answer, a broken connection): it may lead to the old
+                // primary. Closed; the pool connects afresh.
+                if infra::pg::stale(meta.age) {
+                    return Ok(false);
+                }
                 if meta.idle_for > IDLE_BEFORE_PING {
                     conn.ping().await?;
                 }

@@ -167,12 +167,33 @@ async fn wait_for_topic(
     }
 }
 
+/// A connection of the consumer's budget, waiting as long as it takes (a
+/// background task has no caller to answer in time); `None` on `stop`. The
+/// pool's own timeout only makes each wait a round of the loop.
+async fn acquire_patiently(
+    pool: &PgPool,
+    stop: &CancellationToken,
+) -> Result<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>> {
+    loop {
+        match pool.acquire().await {
+            Ok(conn) => return Ok(Some(conn)),
+            Err(sqlx::Error::PoolTimedOut) if !stop.is_cancelled() => {
+                metrics::counter!("delivery_connection_waits_total").increment(1);
+            }
+            Err(sqlx::Error::PoolTimedOut) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// The held list, looked at every few seconds: released when this build
 /// can, handed over when a standby can read more of it.
 async fn watch_held(pool: PgPool, fence: Fence, stop: CancellationToken) -> Result<()> {
     let mut watch = crate::runner::HeldWatch::default();
     while !stop.is_cancelled() {
-        let mut conn = pool.acquire().await?;
+        let Some(mut conn) = acquire_patiently(&pool, &stop).await? else {
+            break;
+        };
         crate::runner::look_at_held(&mut conn, &fence, &DeliveryReadModel, &mut watch).await?;
         drop(conn);
         sleep_or_cancel(crate::runner::HELD_CHECK_EVERY, &stop).await;
@@ -203,7 +224,9 @@ pub(super) async fn consume_partition(
         let (generation, from) = match at {
             Some(at) => at,
             None => {
-                let mut conn = pool.acquire().await?;
+                let Some(mut conn) = acquire_patiently(&pool, &stop).await? else {
+                    break;
+                };
                 let generation = checkpoint::active_generation(&mut conn, NAME).await?;
                 match check_partition(&mut conn, &pc, &topic, generation).await {
                     Ok(()) => resume_partition(&mut conn, &topic, partition).await?,
@@ -237,8 +260,18 @@ pub(super) async fn consume_partition(
                     infra::wait::linger(&stop).await;
                 }
                 Err(ProjectionError::CheckpointMoved { .. }) => at = None,
+                // Every connection of the consumer's budget was busy (the
+                // other partitions' batches, a backlog after an outage):
+                // this batch waits its turn. Failing the consumer for it
+                // restarted every partition and threw their work away, again
+                // and again, while the backlog never drained.
+                Err(ProjectionError::Database(sqlx::Error::PoolTimedOut)) => {
+                    metrics::counter!("delivery_connection_waits_total").increment(1);
+                }
                 Err(ProjectionError::PartitionLost { reason, .. }) => {
-                    let mut conn = pool.acquire().await?;
+                    let Some(mut conn) = acquire_patiently(&pool, &stop).await? else {
+                        break;
+                    };
                     stop_partition(&mut conn, &topic, partition, &reason).await?;
                     drop(conn);
                     at = None;
