@@ -53,6 +53,13 @@ pub struct DbArgs {
     #[arg(long, env = "DB_WORKER_CONNECTIONS", default_value_t = Budgets::DEFAULT_WORKERS, global = true,
           value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub db_worker_connections: u32,
+    /// Seconds a service (`serve`, `work`, `all`, …) waits at start for a
+    /// database that does not answer yet or cancels its migration (a
+    /// restart, a failover), trying again meanwhile, before it gives up; 0:
+    /// give up at once. Operators' commands never wait.
+    #[arg(long, env = "DB_START_WAIT_SECS", default_value_t = 60, global = true,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub db_start_wait_secs: u64,
     /// Connections for the delivery consumer's batch commits (any number of
     /// partitions share them).
     #[arg(long, env = "DB_CONSUMER_CONNECTIONS", default_value_t = Budgets::DEFAULT_CONSUMER, global = true,

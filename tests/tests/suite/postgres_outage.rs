@@ -122,3 +122,42 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
     stop_cluster(&base).await;
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// A service started while its database is down (restarting, failing over)
+/// waits for it and comes up once it answers, instead of exiting for a
+/// service manager to restart it again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_started_while_postgres_is_down_waits_for_it() {
+    let base = std::env::temp_dir().join(format!("pg-late-{}", uuid::Uuid::new_v4().simple()));
+    let url = start_cluster(&base).await;
+    stop_cluster(&base).await;
+    let port = e2e::processes::free_port().expect("a free port");
+    let mut serve = tokio::process::Command::new(e2e::orders_bin())
+        .args(["serve", "--http-addr", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start orders serve");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        serve.try_wait().expect("its status").is_none(),
+        "orders serve exited while its database was down"
+    );
+    start_cluster(&base).await;
+    let health = format!("http://127.0.0.1:{port}/readyz");
+    eventually(
+        Duration::from_secs(30),
+        "serving once PostgreSQL is up",
+        || async {
+            let reply = reqwest::get(&health).await.ok()?;
+            (reply.status() == 200).then_some(())
+        },
+    )
+    .await;
+    e2e::processes::terminate(&mut serve).await;
+    stop_cluster(&base).await;
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -83,6 +83,9 @@ async fn serve_exits_with_an_error_when_postgres_is_unreachable() {
             "DATABASE_URL",
             format!("postgres://nobody@127.0.0.1:{port}/none"),
         )
+        // A service waits for its database at start (60 s by default): not
+        // this one.
+        .env("DB_START_WAIT_SECS", "0")
         .output()
         .await
         .expect("run orders");
