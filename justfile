@@ -25,10 +25,11 @@ test:
     # The pages' browser tests: Debian's chromium, a Korean font, playwright-core and axe-core.
     scripts/browser.sh >/dev/null
     # Every test target but the benchmarks (`just bench` runs those; clippy
-    # checks that they build). Two tests at a time, as many as the cores: the
+    # checks that they build), and but the targets marked `test = false`,
+    # which hold no test (`--lib`/`--bins` would build them anyway). Two tests at a time, as many as the cores: the
     # fault tests check bounds (a frozen leader replaced within 10 s) that
     # four at a time on 2 cores broke (a standby that did not apply in time).
-    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; scripts/drop-test-databases.sh; cargo test --workspace --lib --bins --tests --no-fail-fast -- --test-threads 2
+    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; scripts/drop-test-databases.sh; cargo test --workspace --tests --no-fail-fast -- --test-threads 2
 
 # What CI runs: formatting, lints, then every test.
 ci: lint test
