@@ -249,6 +249,8 @@ down() {
     rm -rf "/etc/netns/$(ns "$host")"
   done
   ip link del "$BRIDGE" 2>/dev/null || true
+  # The folder ip netns reads hosts files from, if the lab made it.
+  rmdir /etc/netns 2>/dev/null || true
   # The hosts' disks go with them (only a folder of the lab's own).
   case "$LAB_DIR" in */orders-lab) rm -rf "$LAB_DIR" ;; esac
   say "the lab is down"

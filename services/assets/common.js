@@ -126,6 +126,9 @@ export function live(path, names, handlers) {
     let session;
     try { session = await loadSession(); } catch { session = undefined; }
     if (session === null) {
+      // What only a signed-in user may use (the order form, the board) goes
+      // away with the sign-in, as on a page opened signed out.
+      for (const part of document.querySelectorAll('[data-signed-in]')) part.hidden = true;
       showAccount(null);
       notice('로그인이 끝났습니다. 다시 로그인하세요.');
       return;

@@ -222,6 +222,7 @@ try {
   const ended = Date.now();
   await customer.waitForSelector('#sign-in:not([hidden])', { timeout: LIVE_WAIT });
   if (!/다시 로그인/.test(await customer.textContent('#notice'))) fail('the page did not say its sign-in ended');
+  if (await customer.isVisible('#shop')) fail('the order form stayed on a signed-out page');
   measured.page_sees_sign_out_ms = Date.now() - ended;
 
   if (cspViolations.length) fail(`the pages broke their Content-Security-Policy or threw: ${cspViolations.join('; ')}`);

@@ -293,6 +293,14 @@ impl Drop for Provider {
     }
 }
 
+/// The `kid` in a JWT's header.
+pub fn header_kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .expect("a JWT header")
+        .kid
+        .unwrap_or_default()
+}
+
 /// How a child that should still run ended.
 fn exit_status(child: &mut Child) -> String {
     match child.wait() {

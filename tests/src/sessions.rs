@@ -36,7 +36,7 @@ pub async fn signed_in_session(db: &TestDb, user: &str, access_token: &str) -> (
     let (cookie, _) = session_with(
         db,
         json!({"user": {
-            "user": user, "staff": false, "operator": false, "csrf": csrf,
+            "user": user, "csrf": csrf,
             "id_token": "", "access_token": access_token,
             "expires_at": until.unix_timestamp(),
         }}),

@@ -39,8 +39,8 @@ impl Default for Peers {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
-/// The most addresses read from forwarding headers (a longer chain is cut:
-/// nothing a client sends travels unbounded).
+/// The most addresses read from forwarding headers, over all of them (a
+/// longer chain is cut: nothing a client sends travels unbounded).
 const CHAIN_MAX: usize = 32;
 
 impl Peers {
@@ -117,7 +117,7 @@ fn forwarded(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
             chain.push(None);
             continue;
         };
-        for element in text.split(',').take(CHAIN_MAX) {
+        for element in text.split(',').take(CHAIN_MAX.saturating_sub(chain.len())) {
             let node = element.split(';').find_map(|pair| {
                 let (name, value) = pair.split_once('=')?;
                 name.trim()
@@ -151,9 +151,10 @@ fn x_forwarded_for(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
             chain.push(None);
             continue;
         };
+        let room = CHAIN_MAX.saturating_sub(chain.len());
         chain.extend(
             text.split(',')
-                .take(CHAIN_MAX)
+                .take(room)
                 .map(|entry| node_address(entry.trim())),
         );
     }

@@ -17,8 +17,6 @@ pub(crate) const USER: &str = "user";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignedIn {
     pub(crate) user: String,
-    pub(crate) staff: bool,
-    pub(crate) operator: bool,
     /// Echoed by the page in `X-CSRF-Token` on every write.
     pub(crate) csrf: String,
     /// The provider's ID token, for ending the provider's session too.
@@ -114,8 +112,6 @@ mod tests {
     fn the_csrf_token_must_match_exactly() {
         let user = SignedIn {
             user: "alice".into(),
-            staff: false,
-            operator: false,
             csrf: "token-123".into(),
             id_token: String::new(),
             access_token: String::new(),

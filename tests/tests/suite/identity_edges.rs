@@ -46,12 +46,7 @@ async fn a_key_replaced_under_its_id_stops_the_tokens_it_signed_at_once() {
 
     let kid = provider.replace_signing_key();
     let after = provider.token(A, None).await;
-    let kid_of = |token: &str| {
-        jsonwebtoken::decode_header(token)
-            .expect("a JWT header")
-            .kid
-            .unwrap_or_default()
-    };
+    let kid_of = e2e::oidc::header_kid;
     assert_eq!(kid_of(&after), kid, "the new key signs under the old id");
     assert_eq!(kid_of(&before), kid);
     eventually(

@@ -161,3 +161,56 @@ async fn a_service_started_while_postgres_is_down_waits_for_it() {
     stop_cluster(&base).await;
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// Makes `db` take no writes (every new transaction read-only, as on a
+/// primary demoted by a failover) or take them again, and cuts the
+/// connections open to it so that the service's next ones see it.
+async fn set_read_only(db: &e2e::TestDb, on: bool) {
+    use sqlx::{ConnectOptions, Connection};
+    use std::str::FromStr;
+    let mut admin = sqlx::postgres::PgConnectOptions::from_str(&db.url)
+        .expect("the database's URL")
+        .database("postgres")
+        .connect()
+        .await
+        .expect("an admin connection");
+    let value = if on { "on" } else { "off" };
+    sqlx::query(&format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = {value}",
+        db.name
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("alter the database");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&db.name)
+        .execute(&mut admin)
+        .await
+        .expect("cut its connections");
+    admin.close().await.ok();
+}
+
+/// A primary that stops taking writes (demoted by a failover) is a
+/// failover: every place-order is answered 503 with `Retry-After`, never
+/// 500, and writes are taken again once it takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_turns_read_only_is_answered_503_and_recovered_from() {
+    let app = e2e::spawn_app_without_workers().await;
+    app.place_ok("ro").await;
+    set_read_only(&app.db, true).await;
+    for _ in 0..5 {
+        let reply = app
+            .place("ro", json!({"coffee_name": "latte", "coffee_price": 4500}))
+            .await;
+        assert_eq!(reply.status, 503, "a read-only primary: {}", reply.text);
+        assert!(reply.header("retry-after").is_some(), "{}", reply.text);
+    }
+    set_read_only(&app.db, false).await;
+    eventually(Duration::from_secs(15), "writes taken again", || async {
+        let reply = app
+            .place("ro", json!({"coffee_name": "latte", "coffee_price": 4500}))
+            .await;
+        (reply.status == 201).then_some(())
+    })
+    .await;
+}

@@ -142,7 +142,7 @@ async fn rotated_keys_are_taken_without_a_restart_and_cached_keys_outlive_the_pr
     let kid = provider.rotate();
     let after = provider.token(A, None).await;
     assert!(
-        header_kid(&after) == kid,
+        e2e::oidc::header_kid(&after) == kid,
         "the provider signs with the new key"
     );
     with_token(&app, &after).await.ok(200);
@@ -156,12 +156,4 @@ async fn rotated_keys_are_taken_without_a_restart_and_cached_keys_outlive_the_pr
     let stranger = provider
         .forge(&json!({"alg": "RS256", "kid": "unpublished", "claims": provider.claims(A, &[])}));
     with_token(&app, &stranger).await.problem(401);
-}
-
-/// The `kid` in a JWT's header.
-fn header_kid(token: &str) -> String {
-    jsonwebtoken::decode_header(token)
-        .expect("a JWT header")
-        .kid
-        .unwrap_or_default()
 }

@@ -197,8 +197,6 @@ async fn finish(
         .min(longest);
     let user = SignedIn {
         user: identity.user.to_string(),
-        staff: identity.roles.staff,
-        operator: identity.roles.operator,
         csrf: CsrfToken::new_random().secret().clone(),
         id_token: verified.id_token,
         access_token: verified.access_token,
