@@ -141,7 +141,9 @@ async fn a_service_started_while_postgres_is_down_waits_for_it() {
         .kill_on_drop(true)
         .spawn()
         .expect("start orders serve");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Well past one connection attempt's own timeout (3 s), after which a
+    // service that does not wait has exited.
+    tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(
         serve.try_wait().expect("its status").is_none(),
         "orders serve exited while its database was down"
