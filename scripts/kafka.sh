@@ -12,6 +12,15 @@
 # Usage: eval "$(scripts/kafka.sh [memory|durable])"
 #        eval "$(scripts/kafka.sh install)"  # only install; export TANSU_BIN
 #        scripts/kafka.sh stop            # stop both
+#        scripts/kafka.sh index DB        # index a SQLite storage's headers
+#
+# Tansu 0.6's SQLite storage has no index on its header table, and a fetch
+# looks up each record's headers with its own query: every record fetched
+# costs a scan of all the headers ever written. A consumer behind by
+# thousands of records then waits longer than any request deadline, and the
+# broker, which serves its storage one request at a time, answers nothing
+# else meanwhile (ADR 0021). `index` adds the missing index; the broker's own
+# `create table if not exists` leaves it in place.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,6 +57,22 @@ stop_one() { # dir
     rm -f "$dir/pid"
 }
 
+# The index, once the broker has created its tables (it does before it
+# listens); SQLite lets a second connection add it while the broker runs.
+index_headers() { # path of tansu.db
+    python3 - "$1" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=30)
+db.execute("create index if not exists header_by_record on header (topition, offset_id)")
+db.commit()
+PY
+}
+
+if [ "${1:-}" = "index" ]; then
+    [ -f "${2:-}" ] || { log "usage: kafka.sh index PATH/tansu.db"; exit 2; }
+    index_headers "$2"
+    exit 0
+fi
 if [ "${1:-}" = "stop" ]; then
     stop_one "$base/memory"; stop_one "$base/durable"
     exit 0
@@ -111,6 +136,8 @@ if ! $running; then
         sleep 0.2
     done
     answers "127.0.0.1:$port" || { log "Tansu did not answer on $port; see $dir/broker.log"; exit 1; }
+    # Before anyone is told where the broker is.
+    [ "$flavour" = durable ] && index_headers "$dir/tansu.db"
 fi
 printf 'export KAFKA_BROKERS=%q\n' "127.0.0.1:$port"
 printf 'export TANSU_BIN=%q\n' "$bin"

@@ -63,6 +63,17 @@ pub enum ProjectionError {
     NoSuchPosition(i64),
     #[error("Kafka: {0}")]
     Kafka(String),
+    /// A fetch of up to `bytes` got no answer within the request deadline
+    /// (the broker may be slow rather than gone: its cost can grow with the
+    /// answer's size).
+    #[error(
+        "partition {partition}: a fetch of up to {bytes} bytes was not answered in time: {detail}"
+    )]
+    FetchTimedOut {
+        partition: i32,
+        bytes: i32,
+        detail: String,
+    },
     /// Transparent: sqlx's own sentence says what failed (a bare
     /// "database error" in a retry loop's log said nothing).
     #[error(transparent)]

@@ -147,6 +147,15 @@ impl DurableBroker {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The index Tansu's SQLite storage lacks (scripts/kafka.sh says why),
+        // before anyone is told where the broker is.
+        let indexed = Command::new(kafka_script())
+            .arg("index")
+            .arg(self.dir.join("tansu.db"))
+            .status()
+            .await
+            .context("run kafka.sh index")?;
+        anyhow::ensure!(indexed.success(), "kafka.sh index failed: {indexed}");
         Ok(())
     }
 
@@ -180,6 +189,10 @@ pub async fn terminate(child: &mut Child) {
     }
     child.start_kill().ok();
     child.wait().await.ok();
+}
+
+fn kafka_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh")
 }
 
 fn postgres_script() -> PathBuf {

@@ -16,7 +16,7 @@ use infra::wait::{sleep_or_cancel, Backoff};
 
 use super::offsets::next_offset;
 use super::partition::check_partition;
-use super::partition::step_partition;
+use super::partition::{step_partition, FetchSize};
 use super::stopped::resume_partition;
 use super::stopped::stop_partition;
 use super::stopped::PARTITION_RECHECK;
@@ -214,6 +214,7 @@ pub(super) async fn consume_partition(
 ) -> Result<()> {
     let partition = pc.partition();
     let mut wait = FIRST_EMPTY_WAIT_MS;
+    let mut size = FetchSize::most();
     // The generation and the next offset, between batches (this task owns
     // the partition under the lease, so only a failed step makes it stale).
     let mut at: Option<(i32, i64)> = None;
@@ -247,14 +248,16 @@ pub(super) async fn consume_partition(
         tokio::select! {
             () = stop.cancelled() => break,
             () = fence.lost() => return Err(fence.fenced().into()),
-            stepped = step_partition(&pool, &pc, &topic, (generation, from), Some(&fence), wait) => match stepped {
+            stepped = step_partition(&pool, &pc, &topic, (generation, from), Some(&fence), (size, wait)) => match stepped {
                 Ok((0, _)) => {
                     at = Some((generation, from));
                     wait = (wait * 2).clamp(FIRST_EMPTY_WAIT_MS, FETCH_WAIT_MS);
+                    size = size.grown();
                 }
                 Ok((_, next)) => {
                     at = Some((generation, next));
                     wait = 0;
+                    size = size.grown();
                     // Let records gather: one transaction for the next few
                     // milliseconds' worth, not one each.
                     infra::wait::linger(&stop).await;
@@ -267,6 +270,14 @@ pub(super) async fn consume_partition(
                 // and again, while the backlog never drained.
                 Err(ProjectionError::Database(sqlx::Error::PoolTimedOut)) => {
                     metrics::counter!("delivery_connection_waits_total").increment(1);
+                }
+                // Ask for less; a broker that does not answer even the
+                // least is left (the consumer restarts on a new connection).
+                Err(e @ ProjectionError::FetchTimedOut { .. }) => {
+                    size = size.shrunk().ok_or(e)?;
+                    metrics::counter!("delivery_fetches_shrunk_total").increment(1);
+                    tracing::warn!(projection = NAME, partition, bytes = size.bytes(),
+                        "a fetch was not answered in time; asking for fewer records");
                 }
                 Err(ProjectionError::PartitionLost { reason, .. }) => {
                     let Some(mut conn) = acquire_patiently(&pool, &stop).await? else {

@@ -17,6 +17,7 @@ use crate::error::{ProjectionError, Result};
 use crate::operate::{ProjectionStatus, TopicProgress};
 
 use super::offsets::offsets;
+use super::partition::FetchSize;
 use super::{events_applied, KafkaSource, NAME};
 
 /// How long the brokers get to answer before the status does without them.
@@ -110,9 +111,10 @@ async fn unconsumed(
         let pc = client.partition(&source.topic, p).await.map_err(failed)?;
         let next = at.get(&p).copied().unwrap_or(0);
         // The fetch's high watermark is the end (ListOffsets(latest) is not
-        // reliable on every broker: Tansu's memory engine).
+        // reliable on every broker: Tansu's memory engine). Only the first
+        // record is looked at: the least a fetch asks for.
         let (records, end) = pc
-            .fetch_records(next, 1..1_000_000, 0)
+            .fetch_records(next, 1..FetchSize::LEAST, 0)
             .await
             .map_err(failed)?;
         ends.insert(p, end);

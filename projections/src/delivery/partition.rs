@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use domain::StoredEvent;
-use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::error::{Error as KafkaError, ProtocolError, RequestError};
 use rskafka::client::partition::OffsetAt;
 use rskafka::record::RecordAndOffset;
 use sqlx::{Acquire, PgConnection};
@@ -94,6 +94,44 @@ pub(super) async fn dead_letter(
     Ok(())
 }
 
+/// How many bytes of records a fetch asks for. A fetch too large for the
+/// request deadline was retried at the same size for ever: Tansu 0.6 on
+/// SQLite spends time on every record it answers with (ADR 0021), so a
+/// consumer thousands of records behind timed out, reconnected, asked for
+/// the same thousands again, and never caught up while the broker kept
+/// serving the abandoned requests. Now a fetch that is not answered in time
+/// is asked again for a quarter of the bytes (down to [`FetchSize::LEAST`]),
+/// and every answered fetch doubles it back (up to [`FetchSize::MOST`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FetchSize(i32);
+
+impl FetchSize {
+    /// One batch's worth: about 1,500 of this product's events.
+    pub const MOST: i32 = 1 << 20;
+    /// Still a few events. Each is far smaller: Kafka answers a record
+    /// larger than the bytes asked for alone, but Tansu 0.6 answers nothing.
+    pub const LEAST: i32 = 16 << 10;
+
+    pub fn most() -> FetchSize {
+        FetchSize(Self::MOST)
+    }
+
+    pub fn bytes(self) -> i32 {
+        self.0
+    }
+
+    /// After an answered fetch.
+    pub fn grown(self) -> FetchSize {
+        FetchSize(self.0.saturating_mul(2).min(Self::MOST))
+    }
+
+    /// After a fetch the broker did not answer in time; `None` when it was
+    /// already the least (the broker is not slow but gone: reconnect).
+    pub fn shrunk(self) -> Option<FetchSize> {
+        (self.0 > Self::LEAST).then(|| FetchSize((self.0 / 4).max(Self::LEAST)))
+    }
+}
+
 /// Fetches from `offset`. Records gone from the partition before they were
 /// applied (deleted by retention: Kafka answers OffsetOutOfRange, Tansu an
 /// empty fetch below the high watermark) are
@@ -101,7 +139,7 @@ pub(super) async fn dead_letter(
 pub(super) async fn fetch(
     client: &Partition,
     offset: i64,
-    max_wait_ms: i32,
+    (size, max_wait_ms): (FetchSize, i32),
 ) -> Result<Vec<RecordAndOffset>> {
     let kafka = |e: KafkaError| ProjectionError::Kafka(e.to_string());
     let gone = |earliest: i64| {
@@ -113,7 +151,7 @@ pub(super) async fn fetch(
     }
     };
     match client
-        .fetch_records(offset, 1..4_000_000, max_wait_ms)
+        .fetch_records(offset, 1..size.bytes(), max_wait_ms)
         .await
     {
         Ok((records, high_watermark)) if records.is_empty() && high_watermark < offset => {
@@ -149,6 +187,13 @@ pub(super) async fn fetch(
             }
             Err(gone(earliest))
         }
+        Err(KafkaError::Request(RequestError::IO(e))) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(ProjectionError::FetchTimedOut {
+                partition: client.partition(),
+                bytes: size.bytes(),
+                detail: e.to_string(),
+            })
+        }
         Err(e) => Err(kafka(e)),
     }
 }
@@ -157,7 +202,7 @@ pub(super) async fn fetch(
 /// retention): the offset of the first record it still has.
 pub(super) async fn records_gone(client: &Partition) -> Result<i64> {
     let kafka = |e: KafkaError| ProjectionError::Kafka(e.to_string());
-    match client.fetch_records(0, 1..1_000_000, 0).await {
+    match client.fetch_records(0, 1..FetchSize::LEAST, 0).await {
         Ok((records, high_watermark)) => Ok(match records.first() {
             Some(first) => first.offset,
             // Nothing left of what was written.
@@ -202,15 +247,17 @@ pub(super) async fn check_partition(
     let lost = |reason: String| Err(ProjectionError::PartitionLost { partition, reason });
     let probe = last_offset.unwrap_or(next - 1).max(0);
     // A fetch that may wait: some brokers (Tansu) answer an immediate one
-    // with no records even when there are.
-    let (records, high_watermark) = match client.fetch_records(probe, 1..4_000_000, 500).await {
-        Ok(fetched) => fetched,
-        Err(KafkaError::ServerError {
-            protocol_error: ProtocolError::OffsetOutOfRange,
-            ..
-        }) => (Vec::new(), 0),
-        Err(e) => return Err(ProjectionError::Kafka(e.to_string())),
-    };
+    // with no records even when there are. Only the record at `probe` (the
+    // first) is looked at.
+    let (records, high_watermark) =
+        match client.fetch_records(probe, 1..FetchSize::LEAST, 500).await {
+            Ok(fetched) => fetched,
+            Err(KafkaError::ServerError {
+                protocol_error: ProtocolError::OffsetOutOfRange,
+                ..
+            }) => (Vec::new(), 0),
+            Err(e) => return Err(ProjectionError::Kafka(e.to_string())),
+        };
     if high_watermark < next {
         return lost(format!(
             "the partition ends at offset {high_watermark}, below the {next} records already applied from it: the topic was deleted and recreated, or lost records (an unclean leader election)"
@@ -245,10 +292,10 @@ pub(super) async fn step_partition<'c>(
     topic: &str,
     (generation, from): (i32, i64),
     live: Option<&Fence>,
-    max_wait_ms: i32,
+    fetching: (FetchSize, i32),
 ) -> Result<(usize, i64)> {
     let partition = client.partition();
-    let records = fetch(client, from, max_wait_ms).await?;
+    let records = fetch(client, from, fetching).await?;
     let Some(last) = records.last() else {
         return Ok((0, from));
     };

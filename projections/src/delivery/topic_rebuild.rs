@@ -8,7 +8,7 @@ use crate::generations::Rebuild;
 
 use super::consume::connect_topic;
 use super::offsets::{next_offset, offsets};
-use super::partition::{records_gone, step_partition};
+use super::partition::{records_gone, step_partition, FetchSize};
 use super::{DeliveryReadModel, KafkaSource, NAME};
 
 /// Rebuilds the delivery read model by replaying the topic from its earliest
@@ -136,12 +136,22 @@ async fn replay_partition(
     until: Option<i64>,
     report: &mut impl FnMut(usize),
 ) -> Result<()> {
+    let mut size = FetchSize::most();
     loop {
         let at = next_offset(conn, generation, topic, pc.partition()).await?;
         if until.is_some_and(|until| at >= until) {
             return Ok(());
         }
-        let (n, _) = step_partition(&mut *conn, pc, topic, (generation, at), None, 100).await?;
+        let stepped = step_partition(&mut *conn, pc, topic, (generation, at), None, (size, 100));
+        let n = match stepped.await {
+            Ok((n, _)) => n,
+            Err(e @ ProjectionError::FetchTimedOut { .. }) => {
+                size = size.shrunk().ok_or(e)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        size = size.grown();
         report(n);
         if n == 0 {
             return Ok(());

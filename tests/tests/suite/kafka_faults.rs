@@ -197,6 +197,78 @@ async fn a_broker_that_stops_answering_is_left_after_the_request_timeout_and_not
     broker.stop().await;
 }
 
+/// A broker that answers small fetches in time and large ones never (Tansu
+/// 0.6 on SQLite spends time on every record it answers with, ADR 0021): a
+/// consumer 500 orders behind asks for less until the answers arrive, and
+/// catches up. Before, it asked for 4 MB again after every timeout and never
+/// applied a record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_behind_a_broker_too_slow_for_large_fetches_asks_for_less_and_catches_up() {
+    let scratch = e2e::scratch_dir("tansu-");
+    let mut broker = DurableBroker::new(&scratch.path().join("kafka"), None).expect("a broker");
+    let proxy = SilencingProxy::start(broker.address())
+        .await
+        .expect("a proxy in front of the broker");
+    broker.advertise(&proxy.address());
+    broker.start().await.expect("start the broker");
+    let app = std::sync::Arc::new(
+        spawn_app_opts(AppOptions {
+            kafka: Some(KafkaSource {
+                brokers: vec![proxy.address()],
+                ..test_kafka()
+            }),
+            workers: false,
+            relay: false,
+            ..AppOptions::default()
+        })
+        .await,
+    );
+    assert_eq!(place_500_orders_from_10_clients(&app).await, 500);
+    let mut relay = relay_process(&app, None).await;
+    eventually(
+        Duration::from_secs(60),
+        "every order on the topic",
+        || async { (app.db.outbox().await == 0).then_some(()) },
+    )
+    .await;
+    terminate(&mut relay).await;
+
+    // About 170 records (150 KB) per partition wait; answers over 64 KiB
+    // never arrive.
+    proxy.withhold_answers_over(64 * 1024);
+    let mut work = work_process(&app, &[("KAFKA_REQUEST_TIMEOUT_MS", "2000")]);
+    eventually(
+        Duration::from_secs(90),
+        "the 500 orders on the delivery side",
+        || async { (delivery_rows(&app).await.len() == 500).then_some(()) },
+    )
+    .await;
+    assert!(
+        delivery_rows(&app).await.values().all(|v| *v == 1),
+        "each order applied once, at version 1"
+    );
+    terminate(&mut work).await;
+    drop(proxy);
+    broker.stop().await;
+}
+
+/// `orders work` (the relay and every projection) on the app's database and
+/// topic, with `env` on top.
+fn work_process(app: &TestApp, env: &[(&str, &str)]) -> Child {
+    let kafka = app.kafka.as_ref().expect("kafka");
+    Command::new(orders_bin())
+        .arg("work")
+        .env("DATABASE_URL", &app.db.url)
+        .env("KAFKA_BROKERS", kafka.brokers.join(","))
+        .env("KAFKA_TOPIC", &kafka.topic)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start orders work")
+}
+
 async fn relay_process(app: &TestApp, failpoint: Option<&str>) -> Child {
     let kafka = app.kafka.as_ref().expect("kafka");
     let mut cmd = Command::new(orders_bin());
