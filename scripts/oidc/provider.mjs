@@ -78,8 +78,10 @@ const CLIENTS = [
     application_type: 'native',
     grant_types: ['authorization_code'],
     response_types: ['code'],
-    redirect_uris: list(env.OIDC_WEB_REDIRECT_URIS, 'http://127.0.0.1:8080/auth/callback'),
-    post_logout_redirect_uris: list(env.OIDC_WEB_POST_LOGOUT_REDIRECT_URIS, 'http://127.0.0.1:8080/'),
+    // The service at the root, and under the prefix the tests and the lab
+    // serve it at (PATH_PREFIX=/coffee).
+    redirect_uris: list(env.OIDC_WEB_REDIRECT_URIS, 'http://127.0.0.1:8080/auth/callback,http://127.0.0.1:8080/coffee/auth/callback'),
+    post_logout_redirect_uris: list(env.OIDC_WEB_POST_LOGOUT_REDIRECT_URIS, 'http://127.0.0.1:8080/,http://127.0.0.1:8080/coffee/'),
     token_endpoint_auth_method: 'client_secret_basic',
   },
 ];

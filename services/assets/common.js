@@ -10,11 +10,17 @@ export const STATUS_LABELS = {
 export const TEMPERATURE_LABELS = { hot: '핫', iced: '아이스' };
 export const SIZE_LABELS = { regular: '레귤러', large: '라지' };
 
+/**
+ * The path the product is served under ("" or "/coffee"): the server writes
+ * it into every page, and every path below begins with it.
+ */
+export const BASE = document.querySelector('meta[name="orders-base"]')?.content ?? '';
+
 let csrfToken = null;
 
 /** The signed-in user ({user_id, roles, csrf_token}) or null. */
 async function loadSession() {
-  const response = await fetch('/auth/session', { headers: { Accept: 'application/json' } });
+  const response = await fetch(`${BASE}/auth/session`, { headers: { Accept: 'application/json' } });
   if (response.status === 401) return null;
   if (!response.ok) throw new Error(`the session could not be read (${response.status})`);
   const session = await response.json();
@@ -32,7 +38,7 @@ export async function api(method, path, { body, headers = {} } = {}) {
   if (method !== 'GET' && csrfToken) init.headers['X-CSRF-Token'] = csrfToken;
   let response;
   try {
-    response = await fetch(path, init);
+    response = await fetch(BASE + path, init);
   } catch {
     return { ok: false, status: 0, body: null, problem: '서버에 연결할 수 없습니다. 잠시 후 다시 시도하세요.' };
   }
@@ -62,7 +68,7 @@ export function showAccount(session) {
     signOut.disabled = true;
     const answer = await api('POST', '/auth/logout');
     // The provider ends its own session too, then sends the browser back.
-    window.location.assign(answer.ok && answer.body && answer.body.redirect_to ? answer.body.redirect_to : '/');
+    window.location.assign(answer.ok && answer.body && answer.body.redirect_to ? answer.body.redirect_to : `${BASE}/`);
   });
 }
 
@@ -102,7 +108,7 @@ export function notice(text) {
 export function live(path, names, handlers) {
   const { onOpen, onEvent } = handlers;
   const indicator = document.getElementById('live');
-  const source = new EventSource(path);
+  const source = new EventSource(BASE + path);
   source.addEventListener('ready', () => {
     indicator.textContent = '실시간 연결됨';
     indicator.dataset.state = 'open';

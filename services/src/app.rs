@@ -26,6 +26,8 @@ use projections::Registered;
 pub struct ServeConfig {
     pub addr: SocketAddr,
     pub apis: Apis,
+    /// The path the whole product is served under (`PATH_PREFIX`).
+    pub path_prefix: crate::http::PathPrefix,
     /// Requests handled at once; more are answered 503 with `Retry-After`.
     pub max_in_flight: usize,
     /// A request still running after this is answered 503.
@@ -57,6 +59,7 @@ impl ServeConfig {
         ServeConfig {
             addr,
             apis: Apis::All,
+            path_prefix: crate::http::PathPrefix::default(),
             max_in_flight: Shared::DEFAULT_MAX_IN_FLIGHT as usize,
             request_timeout: Duration::from_secs(Shared::DEFAULT_REQUEST_TIMEOUT_SECS),
             read_wait: Shared::DEFAULT_READ_WAIT,
@@ -131,6 +134,7 @@ impl App {
                 state.max_in_flight = serve.max_in_flight;
                 state.request_timeout = serve.request_timeout;
                 state.read_wait = serve.read_wait;
+                state.prefix = serve.path_prefix.clone();
                 state.orders = state.orders.clone().with_day_offset(serve.pickup_offset);
                 state.access = access(serve, &background).await;
                 state.web = Some(web(serve, &state, &pools, listener.local_addr()?)?);
@@ -264,7 +268,7 @@ fn web(
                 &auth.issuer,
                 &web.client_id,
                 web.client_secret.expose(),
-                &public_url,
+                &format!("{public_url}{}", serve.path_prefix.as_str()),
                 authenticator.clone(),
             )?;
             tracing::info!(client = %web.client_id, redirect_uri = sign_in.redirect_uri(),

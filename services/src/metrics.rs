@@ -48,14 +48,26 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 /// Middleware: counts every request by route template and status, and times it.
-pub async fn track(req: Request, next: Next) -> Response {
+pub async fn track(
+    axum::extract::State(prefix): axum::extract::State<crate::http::PathPrefix>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let in_flight = InFlight::new();
     let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // The route as API.md writes it, whatever prefix it is served under.
+    let route = req.extensions().get::<MatchedPath>().map_or_else(
+        || "unmatched".to_owned(),
+        |p| {
+            let path = p.as_str();
+            match path.strip_prefix(prefix.as_str()) {
+                Some("") => "/".to_owned(),
+                Some(rest) if rest.starts_with('/') => rest.to_owned(),
+                _ => path.to_owned(),
+            }
+        },
+    );
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)

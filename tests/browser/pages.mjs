@@ -1,8 +1,9 @@
 // The pages in a real browser: headless Debian chromium driven by
 // playwright-core (scripts/browser.sh installs both; nothing downloads a
 // browser). Run by tests/tests/browser.rs against two service processes on
-// one database: APP_A (`orders all`) and APP_B (a second `orders serve`),
-// sharing nothing but PostgreSQL.
+// one database: APP_A (`orders all`, served under a path prefix: APP_A ends
+// with it) and APP_B (a second `orders serve`, at the root), sharing nothing
+// but PostgreSQL.
 //
 //   CHROMIUM=… BROWSER_DEPS=… APP_A=http://… APP_B=http://… DATABASE_URL=… node pages.mjs
 //   PSQL=/path/to/psql                 (default: psql on PATH)
@@ -23,6 +24,8 @@ const { chromium } = require('playwright-core');
 const AXE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 const A = env.APP_A;
 const B = env.APP_B;
+// A's prefix ("/coffee"): what the pages' own requests begin with there.
+const A_PREFIX = new URL(A).pathname.replace(/\/$/, '');
 // How long a live change may take to show here before the test fails. The
 // target (1 s) is measured by the benchmark, not asserted on a loaded
 // machine: this only proves the change arrives without a reload.
@@ -96,7 +99,7 @@ try {
   const board = await context({ width: 768, height: 1024 });
   board.on('request', (request) => {
     const url = new URL(request.url());
-    if (url.pathname === '/auth/callback' && url.searchParams.get('code')) {
+    if (url.pathname.endsWith('/auth/callback') && url.searchParams.get('code')) {
       secrets.code = url.searchParams.get('code');
       secrets.state = url.searchParams.get('state');
     }
@@ -108,6 +111,8 @@ try {
   // A customer on process A orders an iced latte from the menu.
   const customer = await context({ width: 1280, height: 900 });
   await signIn(customer, A, '/', 'alice');
+  const customerCookie = (await customer.context().cookies()).find((c) => c.name === 'orders_session');
+  if (customerCookie?.path !== (A_PREFIX || '/')) fail(`the session cookie's path is ${customerCookie?.path}, not ${A_PREFIX || '/'}`);
   await customer.check('input[name="drink"][value="latte"]');
   await customer.check('input[name="temperature"][value="iced"]');
   const placed = Date.now();
@@ -179,9 +184,9 @@ try {
 
   // The API refuses a price that is not the menu's, and a write without the
   // session's CSRF token, from this very signed-in page.
-  const refusals = await customer.evaluate(async () => {
-    const session = await (await fetch('/auth/session')).json();
-    const order = (headers) => fetch(`/order-ms/${session.user_id}/orders`, {
+  const refusals = await customer.evaluate(async (base) => {
+    const session = await (await fetch(`${base}/auth/session`)).json();
+    const order = (headers) => fetch(`${base}/order-ms/${session.user_id}/orders`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', ...headers },
       body: JSON.stringify({ coffee_name: 'latte', coffee_price: 100, coffee_qty: 1, options: { temperature: 'iced', size: 'regular' } }),
@@ -189,7 +194,7 @@ try {
     const cheap = await order({ 'X-CSRF-Token': session.csrf_token });
     const forged = await order({});
     return { cheap: cheap.status, cheapBody: await cheap.json(), forged: forged.status, forgedBody: await forged.json() };
-  });
+  }, A_PREFIX);
   if (refusals.cheap !== 422 || !refusals.cheapBody.errors?.some((e) => e.field === 'coffee_price')) fail(`an off-menu price: ${JSON.stringify(refusals)}`);
   if (refusals.forged !== 403 || refusals.forgedBody.type !== '/problems/csrf') fail(`a write without the CSRF token: ${JSON.stringify(refusals)}`);
 
@@ -214,10 +219,10 @@ try {
   await customer.waitForSelector('#live[data-state="open"]');
   const tab = await customer.context().newPage();
   await tab.goto(`${A}/`);
-  const out = await tab.evaluate(async () => {
-    const session = await (await fetch('/auth/session')).json();
-    return (await fetch('/auth/logout', { method: 'POST', headers: { 'X-CSRF-Token': session.csrf_token } })).status;
-  });
+  const out = await tab.evaluate(async (base) => {
+    const session = await (await fetch(`${base}/auth/session`)).json();
+    return (await fetch(`${base}/auth/logout`, { method: 'POST', headers: { 'X-CSRF-Token': session.csrf_token } })).status;
+  }, A_PREFIX);
   if (out !== 200) fail(`signing out answered ${out}`);
   const ended = Date.now();
   await customer.waitForSelector('#sign-in:not([hidden])', { timeout: LIVE_WAIT });

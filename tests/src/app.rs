@@ -68,6 +68,9 @@ pub struct AppOptions {
     pub rate_limits: services::http::access::RateLimitConfig,
     /// How often the issuer's keys are fetched again (`None`: the default).
     pub keys_refresh: Option<Duration>,
+    /// Serve everything under this path (`PATH_PREFIX`); the app's `base`
+    /// then ends with it, so the tests' paths are as API.md writes them.
+    pub path_prefix: Option<&'static str>,
 }
 
 impl Default for AppOptions {
@@ -83,6 +86,7 @@ impl Default for AppOptions {
             auth: Auth::Shared,
             rate_limits: Default::default(),
             keys_refresh: None,
+            path_prefix: None,
         }
     }
 }
@@ -132,6 +136,9 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         public_url: None,
     });
     serve.rate_limits = opts.rate_limits;
+    if let Some(prefix) = opts.path_prefix {
+        serve.path_prefix = services::http::PathPrefix::parse(prefix).expect("a valid prefix");
+    }
     let projections = match (opts.workers, &opts.kafka) {
         (false, _) => vec![],
         (true, None) => vec![&projections::orders::REGISTRATION as projections::Registered],
@@ -161,7 +168,10 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(app.run(shutdown.clone()));
     TestApp {
-        base: format!("http://127.0.0.1:{port}"),
+        base: format!(
+            "http://127.0.0.1:{port}{}",
+            opts.path_prefix.unwrap_or_default()
+        ),
         http: http_client(),
         db,
         shutdown,

@@ -224,6 +224,11 @@ pub struct ServeArgs {
     /// Which APIs to serve.
     #[arg(long, value_enum, default_value_t = Apis::All)]
     pub api: Apis,
+    /// Serve the whole product under this path (`/coffee`): every route,
+    /// the pages' links, redirects, cookies and the OpenAPI `servers` begin
+    /// with it. Default: none (paths as API.md writes them).
+    #[arg(long, env = "PATH_PREFIX", default_value = "", value_parser = path_prefix)]
+    pub path_prefix: crate::http::PathPrefix,
     /// Requests handled at once; more are answered 503 with Retry-After.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = crate::http::Shared::DEFAULT_MAX_IN_FLIGHT,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -271,6 +276,10 @@ pub struct ServeArgs {
     pub access: AccessArgs,
 }
 
+fn path_prefix(text: &str) -> Result<crate::http::PathPrefix, String> {
+    crate::http::PathPrefix::parse(text)
+}
+
 /// `+09:00`, `-05:30`, `+00:00`.
 fn utc_offset(text: &str) -> Result<time::UtcOffset, String> {
     let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
@@ -287,7 +296,19 @@ impl ServeArgs {
                 if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
                     anyhow::bail!("PUBLIC_URL must be an http or https URL such as https://orders.example.com");
                 }
-                Some(url.trim_end_matches('/').to_owned())
+                // The prefix is PATH_PREFIX's to say; a PUBLIC_URL that
+                // names it too must name the same.
+                let path = parsed.path().trim_end_matches('/');
+                if !path.is_empty() && path != self.path_prefix.as_str() {
+                    anyhow::bail!(
+                        "PUBLIC_URL's path {path:?} is not PATH_PREFIX ({:?}): give PUBLIC_URL as the origin (https://orders.example.com) and the path as PATH_PREFIX",
+                        self.path_prefix.as_str()
+                    );
+                }
+                if parsed.query().is_some() || parsed.fragment().is_some() {
+                    anyhow::bail!("PUBLIC_URL must not have a query or fragment");
+                }
+                Some(parsed.origin().ascii_serialization())
             }
             None => None,
         };
@@ -306,6 +327,7 @@ impl ServeArgs {
     pub fn config(&self) -> anyhow::Result<ServeConfig> {
         Ok(ServeConfig {
             apis: self.api,
+            path_prefix: self.path_prefix.clone(),
             max_in_flight: usize::try_from(self.max_in_flight).unwrap_or(usize::MAX),
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
             auth: self.access.auth()?,
@@ -387,5 +409,60 @@ mod secrets_tests {
             cli.db.url().expect("a database URL"),
             "postgres://orders:db-hunter2@db.example/orders"
         );
+    }
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use clap::Parser;
+
+    fn serve(args: &[&str]) -> anyhow::Result<crate::app::ServeConfig> {
+        let base = [
+            "orders",
+            "serve",
+            "--oidc-issuer",
+            "https://login.example.com",
+            "--oidc-web-client-id",
+            "orders-web",
+            "--oidc-web-client-secret",
+            "web-secret",
+        ];
+        let cli = super::Cli::try_parse_from(base.iter().chain(args))?;
+        match &cli.command {
+            super::Cmd::Serve(serve) => serve.config(),
+            _ => anyhow::bail!("not serve"),
+        }
+    }
+
+    #[test]
+    fn the_prefix_is_one_setting_and_public_url_may_only_repeat_it() {
+        let none = serve(&[]).expect("no prefix");
+        assert!(none.path_prefix.is_empty());
+        let coffee = serve(&["--path-prefix", "/coffee/"]).expect("a prefix");
+        assert_eq!(coffee.path_prefix.as_str(), "/coffee");
+        for (url, origin) in [
+            ("https://shop.example", "https://shop.example"),
+            ("https://shop.example/coffee", "https://shop.example"),
+            (
+                "https://shop.example:8443/coffee/",
+                "https://shop.example:8443",
+            ),
+        ] {
+            let config = serve(&["--path-prefix", "/coffee", "--public-url", url]).expect(url);
+            let web = config.web.expect("the pages' sign-in");
+            assert_eq!(web.public_url.as_deref(), Some(origin), "{url}");
+        }
+        for bad in [
+            "https://shop.example/tea",
+            "https://shop.example/coffee?x=1",
+        ] {
+            assert!(
+                serve(&["--path-prefix", "/coffee", "--public-url", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(serve(&["--public-url", "https://shop.example/coffee"]).is_err());
+        assert!(serve(&["--path-prefix", "coffee"]).is_err());
+        assert!(serve(&["--path-prefix", "/../admin"]).is_err());
     }
 }

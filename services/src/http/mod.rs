@@ -13,11 +13,13 @@ mod ops;
 mod orders;
 pub mod pages;
 pub mod peer;
+mod prefix;
 mod readiness;
 pub mod session;
 mod state;
 pub mod tls;
 
+pub use prefix::PathPrefix;
 pub use state::{Apis, AppState, Shared};
 
 use std::io;
@@ -51,13 +53,22 @@ pub const LOG_POSITION: HeaderName = HeaderName::from_static("x-log-position");
 pub fn router(state: AppState, apis: Apis) -> Router {
     // Record from the first request on, not from the first scrape.
     crate::metrics::handle();
-    let (mut router, spec) = routes_and_document(apis);
+    let (mut router, mut spec) = routes_and_document(apis);
     if state.web.is_some() {
-        router = router.merge(crate::http::pages::router(apis));
+        router = router.merge(crate::http::pages::router(apis, &state.prefix));
+    }
+    // Under a prefix, everything moves there (API.md): a path outside it
+    // is answered by the fallback, 404.
+    if !state.prefix.is_empty() {
+        spec.servers = Some(vec![utoipa::openapi::Server::new(state.prefix.as_str())]);
+        router = Router::new().nest(state.prefix.as_str(), router);
     }
     let router = router
         .layer(axum::Extension(std::sync::Arc::new(spec)))
-        .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.prefix.clone(),
+            crate::metrics::track,
+        ))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -70,7 +81,7 @@ pub fn router(state: AppState, apis: Apis) -> Router {
     // The pages' sessions, read by `authenticate` when a request has no
     // bearer token.
     let router = match &state.web {
-        Some(web) => router.layer(web.session_layer()),
+        Some(web) => router.layer(web.session_layer(state.prefix.cookie_path())),
         None => router,
     };
     let router =

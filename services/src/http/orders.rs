@@ -156,7 +156,10 @@ async fn place_order(
     let outcome = settle(state.orders.place(place, &metadata, key).await)?;
     let view = OrderView::from_stream(&outcome.stream)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a placed order folded to nothing")))?;
-    let location = format!("/order-ms/{}/orders/{}", view.user_id, view.order_id);
+    let location = state.prefix.join(&format!(
+        "/order-ms/{}/orders/{}",
+        view.user_id, view.order_id
+    ));
     let mut response = order_response(
         StatusCode::CREATED,
         view.version,

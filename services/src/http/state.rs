@@ -40,6 +40,8 @@ pub struct Shared {
     pub reads: PgPool,
     /// The port the server listens on (the original health check names it).
     pub port: u16,
+    /// The path everything is served under (`PATH_PREFIX`; empty: none).
+    pub prefix: super::PathPrefix,
     /// How long a read that asks for its own writes (`X-Log-Position`,
     /// `Prefer: consistency=strong`) waits for the read model before it
     /// answers 503.
@@ -84,6 +86,7 @@ impl Shared {
             pool: pools.writes.clone(),
             reads: pools.reads.clone(),
             port,
+            prefix: super::PathPrefix::default(),
             read_wait: Shared::DEFAULT_READ_WAIT,
             kafka: None,
             max_in_flight: Shared::DEFAULT_MAX_IN_FLIGHT as usize,

@@ -1,8 +1,9 @@
 //! The pages in a real browser (tests/browser/pages.mjs: headless Debian
 //! chromium driven by playwright-core, axe-core for accessibility), against
 //! two service processes sharing nothing but the database: this test's
-//! `orders all` (with Kafka, so the board's delivery side is fed) and a
-//! second `orders serve` process of the real binary. The script signs a
+//! `orders all` (with Kafka, so the board's delivery side is fed), served
+//! under the path prefix `/coffee` as behind the lab's load balancer, and a
+//! second `orders serve` process of the real binary, at the root. The script signs a
 //! customer and two members of staff in through the provider's own page,
 //! orders an iced latte from the menu, follows it live across the processes,
 //! races two moves, checks the refusals (a customer on /board, a price
@@ -106,6 +107,7 @@ async fn customers_and_staff_use_the_pages_live_across_two_processes() {
     let browser = browser_env();
     let app = spawn_app_opts(AppOptions {
         kafka: Some(test_kafka()),
+        path_prefix: Some("/coffee"),
         ..AppOptions::default()
     })
     .await;

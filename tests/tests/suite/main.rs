@@ -33,6 +33,7 @@ mod order_list;
 mod orders_api;
 mod outcome_unknown;
 mod pages;
+mod path_prefix;
 mod pickup_numbers;
 mod postgres_outage;
 mod process;

@@ -7,45 +7,66 @@
 
 use std::sync::LazyLock;
 
+use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use crate::http::error::ApiError;
+use crate::http::PathPrefix;
 
-/// One embedded file.
+/// One file as served: its bytes, their type and their tag.
 pub struct Asset {
     pub name: &'static str,
     content_type: &'static str,
-    bytes: &'static [u8],
-    etag: LazyLock<HeaderValue>,
+    bytes: Bytes,
+    etag: HeaderValue,
 }
 
-macro_rules! asset {
-    ($name:literal, $type:expr) => {
-        Asset {
-            name: $name,
-            content_type: $type,
-            bytes: include_bytes!(concat!("../../../assets/", $name)),
-            etag: LazyLock::new(|| etag(include_bytes!(concat!("../../../assets/", $name)))),
-        }
+macro_rules! embedded {
+    ($name:literal) => {
+        ($name, include_bytes!(concat!("../../../assets/", $name)))
     };
 }
 
 const HTML: &str = "text/html; charset=utf-8";
 
-pub static CUSTOMER_PAGE: Asset = asset!("index.html", HTML);
-pub static BOARD_PAGE: Asset = asset!("board.html", HTML);
-pub static FORBIDDEN_PAGE: Asset = asset!("forbidden.html", HTML);
+/// The pages, with the path they are served under written into them.
+pub struct Pages {
+    pub customer: Asset,
+    pub board: Asset,
+    pub forbidden: Asset,
+}
+
+impl Pages {
+    /// Every `{{base}}` in the pages becomes `prefix` (`""` or `/coffee`):
+    /// their links, and the `orders-base` the scripts read.
+    pub fn new(prefix: &PathPrefix) -> Pages {
+        let page = |(name, bytes): (&'static str, &'static [u8])| {
+            let text = String::from_utf8_lossy(bytes).replace("{{base}}", prefix.as_str());
+            Asset::new(name, HTML, Bytes::from(text))
+        };
+        Pages {
+            customer: page(embedded!("index.html")),
+            board: page(embedded!("board.html")),
+            forbidden: page(embedded!("forbidden.html")),
+        }
+    }
+}
 
 /// What `/assets/{name}` serves.
-static ASSETS: [Asset; 4] = [
-    asset!("app.css", "text/css; charset=utf-8"),
-    asset!("common.js", "text/javascript; charset=utf-8"),
-    asset!("customer.js", "text/javascript; charset=utf-8"),
-    asset!("board.js", "text/javascript; charset=utf-8"),
-];
+static ASSETS: LazyLock<[Asset; 4]> = LazyLock::new(|| {
+    let asset = |(name, bytes): (&'static str, &'static [u8]), content_type| {
+        Asset::new(name, content_type, Bytes::from_static(bytes))
+    };
+    [
+        asset(embedded!("app.css"), "text/css; charset=utf-8"),
+        asset(embedded!("common.js"), "text/javascript; charset=utf-8"),
+        asset(embedded!("customer.js"), "text/javascript; charset=utf-8"),
+        asset(embedded!("board.js"), "text/javascript; charset=utf-8"),
+    ]
+});
 
 fn etag(bytes: &[u8]) -> HeaderValue {
     let digest = Sha256::digest(bytes);
@@ -54,13 +75,22 @@ fn etag(bytes: &[u8]) -> HeaderValue {
 }
 
 impl Asset {
+    fn new(name: &'static str, content_type: &'static str, bytes: Bytes) -> Asset {
+        Asset {
+            name,
+            content_type,
+            etag: etag(&bytes),
+            bytes,
+        }
+    }
+
     /// The asset, or 304 when the request's `If-None-Match` names it.
-    pub fn respond(&'static self, request: &HeaderMap) -> Response {
+    pub fn respond(&self, request: &HeaderMap) -> Response {
         self.respond_with(StatusCode::OK, request)
     }
 
-    pub fn respond_with(&'static self, status: StatusCode, request: &HeaderMap) -> Response {
-        let etag = &*self.etag;
+    pub fn respond_with(&self, status: StatusCode, request: &HeaderMap) -> Response {
+        let etag = &self.etag;
         let fresh = request
             .get_all(header::IF_NONE_MATCH)
             .iter()
@@ -74,7 +104,7 @@ impl Asset {
         if fresh && status == StatusCode::OK {
             return (StatusCode::NOT_MODIFIED, headers).into_response();
         }
-        let mut response = (status, headers, self.bytes).into_response();
+        let mut response = (status, headers, self.bytes.clone()).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(self.content_type),
@@ -97,11 +127,39 @@ mod tests {
 
     #[test]
     fn pages_are_html_and_tags_differ_per_file() {
-        assert_eq!(CUSTOMER_PAGE.content_type, HTML);
-        assert_eq!(BOARD_PAGE.content_type, HTML);
+        let pages = Pages::new(&PathPrefix::default());
+        assert_eq!(pages.customer.content_type, HTML);
+        assert_eq!(pages.board.content_type, HTML);
         let tags: std::collections::HashSet<_> =
             ASSETS.iter().map(|a| a.etag.as_bytes().to_vec()).collect();
         assert_eq!(tags.len(), ASSETS.len());
+    }
+
+    #[test]
+    fn the_pages_link_under_the_prefix_and_only_there() {
+        let text = |asset: &Asset| String::from_utf8_lossy(&asset.bytes).into_owned();
+        let root = Pages::new(&PathPrefix::default());
+        let coffee = Pages::new(&PathPrefix::parse("/coffee").expect("valid"));
+        for (at_root, under) in [
+            (&root.customer, &coffee.customer),
+            (&root.board, &coffee.board),
+            (&root.forbidden, &coffee.forbidden),
+        ] {
+            let (at_root, under) = (text(at_root), text(under));
+            assert!(!at_root.contains("{{") && !under.contains("{{"));
+            assert!(at_root.contains(r#"href="/assets/app.css""#));
+            assert!(under.contains(r#"href="/coffee/assets/app.css""#));
+            assert!(under.contains(r#"<meta name="orders-base" content="/coffee">"#));
+            // Every absolute link is under the prefix.
+            for link in under
+                .split(r#"href=""#)
+                .skip(1)
+                .chain(under.split(r#"src=""#).skip(1))
+            {
+                assert!(link.starts_with("/coffee/"), "{link:.40}");
+            }
+        }
+        assert_ne!(root.customer.etag, coffee.customer.etag);
     }
 
     #[test]

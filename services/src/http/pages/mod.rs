@@ -10,21 +10,26 @@ pub mod live;
 pub mod signin;
 pub mod web;
 
+use std::sync::Arc;
+
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 
 use crate::http::access::Caller;
 use crate::http::error::ApiError;
 use crate::http::state::{Apis, AppState};
 
+use assets::Pages;
 pub use signin::WebConfig;
 
 pub use web::{Web, SESSION_COOKIE};
 
-/// The pages' routes for the APIs this process serves.
-pub fn router(apis: Apis) -> Router<AppState> {
+/// The pages' routes for the APIs this process serves, their links under
+/// `prefix`.
+pub fn router(apis: Apis, prefix: &crate::http::PathPrefix) -> Router<AppState> {
     let mut router = Router::new()
         .route("/assets/{name}", get(assets::serve))
         .route("/auth/login", get(signin::login))
@@ -41,21 +46,30 @@ pub fn router(apis: Apis) -> Router<AppState> {
             .route("/board", get(board_page))
             .route("/events/board", get(live::board));
     }
-    router
+    router.layer(Extension(Arc::new(Pages::new(prefix))))
 }
 
 /// `GET /`: the customer page (it asks `/auth/session` who is signed in).
-async fn customer_page(request: HeaderMap) -> Response {
-    assets::CUSTOMER_PAGE.respond(&request)
+async fn customer_page(Extension(pages): Extension<Arc<Pages>>, request: HeaderMap) -> Response {
+    pages.customer.respond(&request)
 }
 
 /// `GET /board`: staff only. Signed out: to the sign-in, and back here;
 /// signed in without the staff role: 403, with a page that says so.
-async fn board_page(caller: Result<Caller, ApiError>, request: HeaderMap) -> Response {
+async fn board_page(
+    State(state): State<AppState>,
+    Extension(pages): Extension<Arc<Pages>>,
+    caller: Result<Caller, ApiError>,
+    request: HeaderMap,
+) -> Response {
     match caller {
-        Ok(caller) if caller.staff().is_ok() => assets::BOARD_PAGE.respond(&request),
-        Ok(_) => assets::FORBIDDEN_PAGE.respond_with(StatusCode::FORBIDDEN, &request),
-        Err(ApiError::Unauthenticated) => Redirect::to("/auth/login?next=/board").into_response(),
+        Ok(caller) if caller.staff().is_ok() => pages.board.respond(&request),
+        Ok(_) => pages
+            .forbidden
+            .respond_with(StatusCode::FORBIDDEN, &request),
+        Err(ApiError::Unauthenticated) => {
+            Redirect::to(&state.prefix.join("/auth/login?next=/board")).into_response()
+        }
         Err(other) => other.into_response(),
     }
 }

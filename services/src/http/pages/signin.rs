@@ -122,7 +122,7 @@ pub async fn login(
 fn pending_cookie(state: &AppState, value: String, lifetime: Duration) -> String {
     let secure = state.web.as_ref().is_some_and(|web| web.secure);
     Cookie::build((PENDING_COOKIE, value))
-        .path("/auth/callback")
+        .path(state.prefix.join("/auth/callback"))
         .http_only(true)
         .same_site(SameSite::Lax)
         .secure(secure)
@@ -164,20 +164,23 @@ pub async fn callback(
         pending_cookie(&state, String::new(), Duration::ZERO),
     )];
     let finished = finish(sign_in, &session, pending, query.as_deref()).await;
+    // `next` is a path of the product's own: the browser goes to it under
+    // the prefix.
+    let finished = finished.map(|next| Redirect::to(&state.prefix.join(&next)));
     Ok((spent, finished).into_response())
 }
 
 /// The rest of the callback: the provider's answer checked, the session
-/// written, the browser sent on.
+/// written; where to send the browser (a path of the product's own).
 async fn finish(
     sign_in: &OidcClient,
     session: &Session,
     pending: Pending,
     query: Option<&str>,
-) -> Result<Redirect, ApiError> {
+) -> Result<String, ApiError> {
     if let Some(error) = param(query, "error") {
         tracing::info!(error = %error.chars().take(64).collect::<String>(), "sign-in refused or cancelled at the provider");
-        return Ok(Redirect::to("/"));
+        return Ok("/".to_owned());
     }
     let given = param(query, "state").unwrap_or_default();
     if !same(given.as_bytes(), pending.state.as_bytes()) {
@@ -208,7 +211,7 @@ async fn finish(
     session.insert(USER, user).await.map_err(session_error)?;
     session.set_expiry(Some(Expiry::AtDateTime(expires_at)));
     tracing::info!(user = %identity.user, staff = identity.roles.staff, "signed in through the browser");
-    Ok(Redirect::to(&next))
+    Ok(next)
 }
 
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -279,7 +282,7 @@ pub struct SignedOut {
 /// `POST /auth/logout`: ends the session (a signed-in session's write: it
 /// needs the CSRF token), and every live stream acting for it in every
 /// process (`notify::SESSIONS`), and answers the provider's end-session URL,
-/// or `/`.
+/// or the customer page.
 pub async fn logout(
     State(state): State<AppState>,
     session: Session,
@@ -298,7 +301,7 @@ pub async fn logout(
             tracing::warn!(error = %e, "cannot announce a sign-out to the live streams");
         }
     }
-    let mut redirect_to = "/".to_owned();
+    let mut redirect_to = state.prefix.home();
     if let (Some(user), Ok(sign_in)) = (user, sign_in_of(&state)) {
         if let Some(url) = sign_in.logout_url(Some(&user.id_token)).await {
             redirect_to = url;

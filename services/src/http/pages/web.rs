@@ -46,7 +46,8 @@ impl Web {
     /// The session layer: an HttpOnly, SameSite=Lax cookie (Secure under
     /// TLS) naming a row of `web.sessions`. A session is stored only once
     /// something is put in it: API clients with bearer tokens never get one.
-    pub fn session_layer(&self) -> SessionManagerLayer<Sessions> {
+    /// Its `Path` is the product's (`/` or the prefix).
+    pub fn session_layer(&self, path: &str) -> SessionManagerLayer<Sessions> {
         SessionManagerLayer::new(self.sessions.clone())
             .with_name(SESSION_COOKIE)
             .with_http_only(true)
@@ -54,7 +55,7 @@ impl Web {
             // is a cross-site navigation that must carry the cookie.
             .with_same_site(SameSite::Lax)
             .with_secure(self.secure)
-            .with_path("/")
+            .with_path(path.to_owned())
     }
 
     /// Deletes expired sessions every five minutes until `shutdown`.
