@@ -80,9 +80,28 @@ fi
 flavour=${1:-memory}
 case "$flavour" in memory|durable|install) ;; *) log "unknown flavour $flavour (memory|durable|install)"; exit 2 ;; esac
 
+# The storage engines the broker is built with: SQLite (libsql) for `just
+# run` and the tests that restart a broker, memory (dynostore) for the rest,
+# PostgreSQL for the lab's brokers (docs/deploy.md).
+FEATURES=dynostore,libsql,postgres
+
+# True when cargo installed tansu with every engine above (an older install
+# of this script's had no PostgreSQL engine: it is installed again).
+has_engines() {
+    python3 - "$HOME/.cargo/.crates2.json" "$FEATURES" <<'PY'
+import json, sys
+try:
+    installs = json.load(open(sys.argv[1]))["installs"]
+except (OSError, ValueError, KeyError):
+    sys.exit(1)
+wanted = set(sys.argv[2].split(","))
+sys.exit(0 if any(k.startswith("tansu ") and wanted <= set(v.get("features", [])) for k, v in installs.items()) else 1)
+PY
+}
+
 tansu_bin() {
     if [ -n "${TANSU_BIN:-}" ] && [ -x "$TANSU_BIN" ]; then echo "$TANSU_BIN"; return; fi
-    command -v tansu 2>/dev/null && return
+    command -v tansu >/dev/null 2>&1 && has_engines && command -v tansu && return
     return 1
 }
 
@@ -95,8 +114,8 @@ if [ -n "${KAFKA_BROKERS:-}" ] && [ -z "${ORDERS_LOCAL_KAFKA:-}" ] && answers "$
 fi
 
 if ! bin=$(tansu_bin); then
-    log "installing Tansu from crates.io (once; about 12 minutes on 2 cores)"
-    cargo install tansu --locked --features dynostore,libsql >&2
+    log "installing Tansu from crates.io with the $FEATURES engines (once; about 15 minutes on 2 cores)"
+    cargo install tansu --locked --features "$FEATURES" >&2
     bin=$(tansu_bin)
 fi
 if [ "$flavour" = install ]; then

@@ -5,7 +5,12 @@
 //   OIDC_PORT=0 OIDC_KEYS=/tmp/x/keys.json node scripts/oidc/provider.mjs
 //
 // Environment (all optional):
-//   OIDC_PORT       port on 127.0.0.1; 0 (the default) picks a free one
+//   OIDC_PORT       port to listen on; 0 (the default) picks a free one
+//   OIDC_HOST       address to listen on (default 127.0.0.1)
+//   OIDC_ISSUER_HOST  the host name in the issuer's URL (default OIDC_HOST):
+//                   what clients reach it by (the lab's `idp`)
+//   OIDC_TLS_CERT, OIDC_TLS_KEY  PEM files: serve https (the issuer is
+//                   then https://…); without them plain http
 //   OIDC_KEYS       private JWKS file, created on first start
 //                   (default .local/oidc/dev/keys.json); see keys.mjs
 //   OIDC_AUDIENCE   the access tokens' `aud` (default orders-api)
@@ -27,6 +32,7 @@
 // Rotate: `node scripts/oidc/keys.mjs rotate FILE`, then SIGHUP, then wait for
 // `reloaded`: the new kid signs from then on; SIGTERM stops it.
 import http from 'node:http';
+import https from 'node:https';
 import { readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
@@ -37,6 +43,10 @@ import { loadOrCreate } from './keys.mjs';
 const here = dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 const PORT = Number(env.OIDC_PORT || 0);
+const HOST = env.OIDC_HOST || '127.0.0.1';
+const TLS = env.OIDC_TLS_CERT && env.OIDC_TLS_KEY
+  ? { cert: readFileSync(env.OIDC_TLS_CERT), key: readFileSync(env.OIDC_TLS_KEY) }
+  : null;
 const KEYS = resolve(env.OIDC_KEYS || join(here, '../../.local/oidc/dev/keys.json'));
 const AUDIENCE = env.OIDC_AUDIENCE || 'orders-api';
 const RESOURCE = env.OIDC_RESOURCE || (URL.canParse(AUDIENCE) ? AUDIENCE : `urn:${AUDIENCE}`);
@@ -60,6 +70,11 @@ const began = Date.now();
 const { default: Provider, errors } = await import(pathToFileURL(deps.resolve('oidc-provider')).href);
 log(`oidc-provider loaded in ${Date.now() - began} ms`);
 
+// The service at the root, and under the prefix the tests and the lab serve
+// it at (PATH_PREFIX=/coffee).
+const WEB_REDIRECTS = list(env.OIDC_WEB_REDIRECT_URIS, 'http://127.0.0.1:8080/auth/callback,http://127.0.0.1:8080/coffee/auth/callback');
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
 const CLIENTS = [
   { // `just token`: only the dev grant below. Secret: orders-dev-secret.
     client_id: 'orders-dev',
@@ -73,14 +88,14 @@ const CLIENTS = [
     // Registered as a loopback ("native") client so that the redirect URIs'
     // port may vary (RFC 8252, section 7.3): `just run` on another port and
     // each test's service on its own free port sign in without registering it.
+    // Redirect URIs on other hosts (the lab's http://lb/…) make it a web
+    // client, whose URIs must match exactly.
     client_id: 'orders-web',
     client_secret: 'orders-web-secret',
-    application_type: 'native',
+    application_type: WEB_REDIRECTS.every((uri) => LOOPBACK_HOSTS.has(new URL(uri).hostname)) ? 'native' : 'web',
     grant_types: ['authorization_code'],
     response_types: ['code'],
-    // The service at the root, and under the prefix the tests and the lab
-    // serve it at (PATH_PREFIX=/coffee).
-    redirect_uris: list(env.OIDC_WEB_REDIRECT_URIS, 'http://127.0.0.1:8080/auth/callback,http://127.0.0.1:8080/coffee/auth/callback'),
+    redirect_uris: WEB_REDIRECTS,
     post_logout_redirect_uris: list(env.OIDC_WEB_POST_LOGOUT_REDIRECT_URIS, 'http://127.0.0.1:8080/,http://127.0.0.1:8080/coffee/'),
     token_endpoint_auth_method: 'client_secret_basic',
   },
@@ -251,7 +266,7 @@ async function interaction(provider, req, res) {
 
 let current; // { provider, callback }: replaced whole on SIGHUP, behind the same server
 let issuer;
-const server = http.createServer((req, res) => {
+const handle = (req, res) => {
   if (!current) return void res.writeHead(503, { 'retry-after': '1' }).end();
   const { provider, callback } = current;
   if (!req.url.startsWith('/interaction/')) return void callback(req, res);
@@ -259,7 +274,8 @@ const server = http.createServer((req, res) => {
     log('interaction', err.message);
     if (!res.headersSent) send(res, err.status ?? 500, page('Error', `<p id="error">${esc(err.message)}</p>`));
   });
-});
+};
+const server = TLS ? https.createServer(TLS, handle) : http.createServer(handle);
 const install = () => {
   const jwks = loadOrCreate(KEYS);
   // Every alg must have a key: an empty or partial file would only fail later, per token.
@@ -270,8 +286,8 @@ const install = () => {
   return jwks.keys.map((k) => k.kid).join(' ');
 };
 server.on('error', (err) => { log('cannot listen:', err.message); process.exit(1); });
-server.listen(PORT, '127.0.0.1', () => {
-  issuer = `http://127.0.0.1:${server.address().port}`;
+server.listen(PORT, HOST, () => {
+  issuer = `${TLS ? 'https' : 'http'}://${env.OIDC_ISSUER_HOST || HOST}:${server.address().port}`;
   log(`listening after ${Date.now() - began} ms`);
   install();
   log(`ready after ${Date.now() - began} ms: issuer ${issuer}, audience ${AUDIENCE}, resource ${RESOURCE}, keys ${KEYS}`);

@@ -123,6 +123,7 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
     };
     serve.auth = provider.as_ref().map(|p| {
         let mut config = services::auth::AuthConfig::new(p.issuer.clone(), AUDIENCE);
+        config.ca = p.ca.clone();
         if let Some(every) = opts.keys_refresh {
             config.refresh = every;
         }

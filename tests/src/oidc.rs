@@ -30,6 +30,8 @@ const START_WITHIN: Duration = Duration::from_secs(60);
 /// A running provider.
 pub struct Provider {
     pub issuer: String,
+    /// The CA that signed its https certificate (`None`: plain http).
+    pub ca: Option<Vec<u8>>,
     /// The private key set it signs with (a test forges tokens with it).
     pub keys_file: PathBuf,
     child: Mutex<Option<Child>>,
@@ -72,6 +74,16 @@ impl Provider {
 
     /// A provider of the test's own, with fresh keys, on a free port.
     pub fn start() -> Provider {
+        Provider::start_with(None)
+    }
+
+    /// Like [`Provider::start`], serving https with `tls`'s server
+    /// certificate (for 127.0.0.1): its issuer is `https://127.0.0.1:PORT`.
+    pub fn start_tls(tls: &crate::certs::TestCa) -> Provider {
+        Provider::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&crate::certs::TestCa>) -> Provider {
         install();
         let dir = std::env::temp_dir().join(format!("orders-oidc-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).expect("the provider's directory");
@@ -88,6 +100,12 @@ impl Provider {
             // removes its own directory when its stdin closes (the test
             // process ended, however it ended).
             .env("OIDC_REMOVE_ON_EXIT", &dir)
+            .envs(tls.into_iter().flat_map(|tls| {
+                [
+                    ("OIDC_TLS_CERT", tls.cert.clone()),
+                    ("OIDC_TLS_KEY", tls.key.clone()),
+                ]
+            }))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -131,6 +149,7 @@ impl Provider {
             .to_owned();
         Provider {
             issuer,
+            ca: tls.map(crate::certs::TestCa::ca_pem),
             keys_file,
             child: Mutex::new(Some(child)),
             _stdin: stdin,
@@ -158,7 +177,14 @@ impl Provider {
             form.push(("role", role));
         }
         form.extend_from_slice(extra);
-        let response = reqwest::Client::new()
+        let mut client = reqwest::Client::builder();
+        if let Some(pem) = &self.ca {
+            client =
+                client.add_root_certificate(reqwest::Certificate::from_pem(pem).expect("the CA"));
+        }
+        let response = client
+            .build()
+            .expect("a client")
             .post(format!("{}/token", self.issuer))
             .basic_auth(DEV_CLIENT.0, Some(DEV_CLIENT.1))
             .form(&form)

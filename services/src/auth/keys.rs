@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub const REFETCH_GAP: Duration = Duration::from_secs(10);
 
 /// How long one fetch of the discovery document or the keys may take.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest discovery document or key set read.
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
@@ -101,12 +101,9 @@ struct RawKeySet {
 }
 
 impl KeySet {
-    pub fn new(issuer: &str) -> KeySet {
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+    /// The keys of `issuer`, fetched with `http` (a client that follows no
+    /// redirects: [`crate::auth::AuthConfig::issuer_client`]).
+    pub fn new(issuer: &str, http: reqwest::Client) -> KeySet {
         KeySet {
             inner: Arc::new(Inner {
                 issuer: issuer.to_owned(),

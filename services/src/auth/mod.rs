@@ -38,6 +38,9 @@ pub struct AuthConfig {
     pub leeway: Duration,
     /// How often the keys are fetched again without being asked to.
     pub refresh: Duration,
+    /// Certificates (PEM) trusted for the issuer's https beside the system's
+    /// (`OIDC_CA_FILE`: a provider behind a private CA).
+    pub ca: Option<Vec<u8>>,
 }
 
 impl AuthConfig {
@@ -55,7 +58,23 @@ impl AuthConfig {
             roles_claim: Self::DEFAULT_ROLES_CLAIM.to_owned(),
             leeway: Duration::from_secs(Self::DEFAULT_LEEWAY_SECS),
             refresh: Duration::from_secs(Self::DEFAULT_REFRESH_SECS),
+            ca: None,
         }
+    }
+
+    /// A client for the issuer's endpoints: `timeout`, no redirects (a key
+    /// set or token answer must come from the address asked), and the
+    /// certificates of `ca` trusted too.
+    pub fn issuer_client(&self, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = &self.ca {
+            for certificate in reqwest::Certificate::from_pem_bundle(pem)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        Ok(builder.build()?)
     }
 }
 
@@ -94,7 +113,13 @@ impl Authenticator {
         config: AuthConfig,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Authenticator {
-        let keys = KeySet::new(&config.issuer);
+        let http = config
+            .issuer_client(keys::FETCH_TIMEOUT)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot build the issuer's client with OIDC_CA_FILE; trusting the system's certificates only");
+                reqwest::Client::default()
+            });
+        let keys = KeySet::new(&config.issuer, http);
         if let Err(e) = keys.refresh().await {
             tracing::warn!(issuer = %config.issuer, error = %e,
                 "cannot fetch the identity provider's keys yet; tokens are answered 503 until it answers");

@@ -113,10 +113,9 @@ impl OidcClient {
         authenticator: Authenticator,
     ) -> anyhow::Result<OidcClient> {
         let public_url = public_url.trim_end_matches('/');
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()?;
+        let http = authenticator
+            .config()
+            .issuer_client(Duration::from_secs(10))?;
         Ok(OidcClient {
             inner: Arc::new(Inner {
                 issuer: IssuerUrl::new(issuer.to_owned())?,

@@ -18,6 +18,10 @@ pub struct AccessArgs {
     /// The audience (`aud`) a token must name: this API.
     #[arg(long, env = "OIDC_AUDIENCE", default_value = "orders-api")]
     pub oidc_audience: String,
+    /// Certificates (a PEM file) to trust for the issuer's https besides the
+    /// system's: a provider whose certificate a private CA signed.
+    #[arg(long, env = "OIDC_CA_FILE")]
+    pub oidc_ca_file: Option<std::path::PathBuf>,
     /// The claim that names the user (its value must fit the user id rule:
     /// 1 to 100 letters, digits, `-`, `_`, `.`). Keep `sub`: it is the one
     /// claim the provider never lets a user change. A claim users can set
@@ -81,7 +85,23 @@ impl AccessArgs {
             return Ok(None);
         };
         check_issuer(issuer)?;
+        let ca = match &self.oidc_ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("OIDC_CA_FILE {}: cannot read it: {e}", path.display())
+                })?;
+                let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    anyhow::anyhow!("OIDC_CA_FILE {}: not PEM certificates: {e}", path.display())
+                })?;
+                if certificates.is_empty() {
+                    anyhow::bail!("OIDC_CA_FILE {} holds no certificate", path.display());
+                }
+                Some(pem)
+            }
+            None => None,
+        };
         Ok(Some(AuthConfig {
+            ca,
             user_claim: self.oidc_user_claim.clone(),
             roles_claim: self.oidc_roles_claim.clone(),
             leeway: std::time::Duration::from_secs(self.oidc_leeway_secs),

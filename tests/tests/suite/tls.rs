@@ -249,3 +249,94 @@ async fn the_service_runs_on_postgres_over_verified_tls() {
     stop_cluster(&base).await;
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// An identity provider behind a private CA (the lab's, a company's own):
+/// with its CA in `OIDC_CA_FILE` the service fetches its keys over https and
+/// accepts its tokens; without it, it trusts only the system's roots, the
+/// keys cannot be fetched, and a token is answered 503 (the provider is
+/// unavailable to it), never accepted unchecked. A file that holds no
+/// certificate stops the service at start with a sentence that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_behind_a_private_ca_is_trusted_through_oidc_ca_file() {
+    let dir = scratch("orders-oidc-ca");
+    let ca = TestCa::new(&dir, "orders idp test CA");
+    let provider = std::sync::Arc::new(Provider::start_tls(&ca));
+    assert!(
+        provider.issuer.starts_with("https://"),
+        "{}",
+        provider.issuer
+    );
+
+    // Trusted: the in-process app's AuthConfig carries the provider's CA.
+    let app = e2e::spawn_app_opts(e2e::AppOptions {
+        auth: e2e::Auth::Own(provider.clone()),
+        ..e2e::AppOptions::default()
+    })
+    .await;
+    let token = provider.token("rita", None).await;
+    assert_eq!(
+        app.get_with_token("/order-ms/rita/orders", &token)
+            .await
+            .status,
+        200
+    );
+
+    // Not trusted: `orders serve` without OIDC_CA_FILE.
+    let run = |ca_file: Option<&Path>| {
+        let port = e2e::processes::free_port().expect("a free port");
+        let mut cmd = tokio::process::Command::new(e2e::orders_bin());
+        cmd.arg("serve")
+            .env("DATABASE_URL", &app.db.url)
+            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("OIDC_ISSUER", &provider.issuer)
+            .env("OIDC_AUDIENCE", AUDIENCE)
+            .env_remove("OIDC_CA_FILE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(file) = ca_file {
+            cmd.env("OIDC_CA_FILE", file);
+        }
+        (cmd.spawn().expect("start orders serve"), port)
+    };
+    let (_untrusting, port) = run(None);
+    let http = reqwest::Client::new();
+    let status = eventually(Duration::from_secs(30), "orders serve answers", || async {
+        let reply = http
+            .get(format!("http://127.0.0.1:{port}/order-ms/rita/orders"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?;
+        Some(reply.status().as_u16())
+    })
+    .await;
+    assert_eq!(status, 503, "a provider whose certificate it cannot check");
+
+    // And with the CA: the same token is accepted.
+    let (_trusting, port) = run(Some(&ca.ca));
+    let status = eventually(Duration::from_secs(30), "orders serve answers", || async {
+        let reply = http
+            .get(format!("http://127.0.0.1:{port}/order-ms/rita/orders"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?;
+        Some(reply.status().as_u16())
+    })
+    .await;
+    assert_eq!(status, 200, "OIDC_CA_FILE trusted");
+
+    // A file that is not certificates: refused at start.
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "not a certificate").expect("write");
+    let (refused, _) = run(Some(&not_pem));
+    let out = tokio::time::timeout(Duration::from_secs(30), refused.wait_with_output())
+        .await
+        .expect("it exits")
+        .expect("its output");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("OIDC_CA_FILE"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
