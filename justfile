@@ -71,7 +71,7 @@ bench-peer:
 bench-live:
     eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; cargo build --release -q -p services --bin orders && cargo bench -p e2e --bench live_path
 
-# The lab of hosts on this machine (root: network namespaces on a bridge). `just lab net-up | status | cut HOST | mend HOST | down`; scripts/lab.sh says more.
+# The lab of hosts on this machine (root: network namespaces on a bridge): `just lab up | status | down`, and the faults (`cut HOST`, `mend HOST`, `stop HOST [NAME]`); scripts/lab.sh and docs/deploy.md say more.
 lab *ARGS:
     scripts/lab.sh {{ARGS}}
 

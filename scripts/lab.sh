@@ -2,11 +2,21 @@
 # The lab: several hosts on this one machine, each a network namespace with an
 # address of its own, joined by a bridge. Root only (namespaces, links).
 #
+#   scripts/lab.sh up          everything below, in order, then waits until an order
+#                              placed through the load balancer shows on the board
 #   scripts/lab.sh install     what the hosts run, from Debian: etcd, Patroni, HAProxy
+#                              (and Tansu with its PostgreSQL engine, the service's
+#                              release build, the provider's npm packages)
 #   scripts/lab.sh net-up      the hosts and their links (nothing runs on them yet)
 #   scripts/lab.sh db-up       etcd on db1-db3, Patroni (PostgreSQL 15, synchronous
 #                              replication, automatic failover) on db1 and db2,
 #                              HAProxy on lb routing :5432 to the primary
+#   scripts/lab.sh idp-up      the lab's CA, and the OpenID Connect provider on idp
+#                              (https://idp:8443, its certificate signed by that CA)
+#   scripts/lab.sh kafka-up    Tansu on kafka1 and kafka2, both on one PostgreSQL
+#                              storage in the replicated cluster (deploy/tansu)
+#   scripts/lab.sh app-up      `orders serve` and `orders work` on app1 and app2, from
+#                              deploy/env; HAProxy on lb routes http://lb/coffee/ to them
 #   scripts/lab.sh stop HOST [NAME]   stop what runs on HOST (or only NAME: etcd, patroni, …)
 #   scripts/lab.sh status      each host: address, link, what runs on it
 #   scripts/lab.sh cut HOST    take HOST's link down (it keeps running, cut off)
@@ -31,6 +41,9 @@ LAB_DIR=${LAB_DIR:-/var/lib/orders-lab}
 # The lab's database passwords (the lab's own, on addresses nothing else reaches).
 SUPERUSER_PASSWORD=lab-postgres
 REPLICATION_PASSWORD=lab-replicator
+# Also in deploy/env/orders.env and tansu.env (DATABASE_URL, STORAGE_ENGINE).
+ORDERS_PASSWORD=lab-orders
+TANSU_PASSWORD=lab-tansu
 die() { say "$*"; exit 1; }
 
 need_root() {
@@ -62,6 +75,9 @@ install() {
   command -v etcd >/dev/null || missing+=(etcd-server)
   command -v patroni >/dev/null || missing+=(patroni)
   command -v haproxy >/dev/null || missing+=(haproxy)
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v psql >/dev/null || [ -x /usr/lib/postgresql/15/bin/psql ] || missing+=(postgresql-client)
+  install_project
   [ ${#missing[@]} -eq 0 ] && return 0
   say "installing ${missing[*]} (Debian)"
   local policy=/usr/sbin/policy-rc.d created=
@@ -72,6 +88,19 @@ install() {
     || { [ -n "$created" ] && rm -f "$policy"; die "apt-get install ${missing[*]} failed"; }
   [ -n "$created" ] && rm -f "$policy"
   return 0
+}
+
+# What the lab runs of this project's own: the service's release build,
+# Tansu with its PostgreSQL engine, the provider's npm packages.
+install_project() {
+  local tansu
+  tansu=$("$ROOT/scripts/kafka.sh" install | sed -n "s/^export TANSU_BIN=//p" | tr -d "'")
+  [ -x "$tansu" ] || die "no Tansu binary (scripts/kafka.sh install)"
+  mkdir -p "$LAB_DIR"
+  echo "$tansu" > "$LAB_DIR/tansu-bin"
+  "$ROOT/scripts/oidc.sh" install >/dev/null
+  say "building the service (release)"
+  (cd "$ROOT" && SQLX_OFFLINE=true cargo build --release -q -p services --bin orders) >&2
 }
 
 net_up() {
@@ -199,7 +228,7 @@ db_up() {
   need_root
   etcd_up
   patroni_up
-  start_on lb haproxy haproxy -db -f "$ROOT/deploy/haproxy.cfg"
+  start_on lb haproxy env ORDERS_DEPLOY="$ROOT/deploy" haproxy -db -f "$ROOT/deploy/haproxy.cfg"
   local i
   for i in $(seq 1 120); do
     primary >/dev/null && break
@@ -212,9 +241,121 @@ db_up() {
     sleep 1
   done
   say "PostgreSQL primary: $(primary); through the load balancer at lb:5432"
-  # The service's database, once.
-  lab_psql -Atqc "SELECT 1 FROM pg_database WHERE datname = 'orders'" | grep -q 1 \
-    || lab_psql -qc "CREATE DATABASE orders"
+}
+
+# The lab's own CA, and a certificate for idp that it signed (openssl).
+ca_up() {
+  local dir="$LAB_DIR/ca"
+  [ -f "$dir/idp.pem" ] && return 0
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -days 30 -subj "/CN=orders lab CA" -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+      -nodes -keyout ca.key -out ca.pem -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -subj "/CN=idp" -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout idp.key -out idp.csr 2>/dev/null
+    printf 'subjectAltName=DNS:idp,IP:%s\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' \
+      "$(address idp)" > idp.ext
+    openssl x509 -req -in idp.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile idp.ext -out idp.pem 2>/dev/null
+    chmod 644 ca.pem idp.pem; chmod 600 ca.key idp.key
+  )
+  say "the lab's CA: $dir/ca.pem"
+}
+
+idp_up() {
+  need_root
+  ca_up
+  mkdir -p "$LAB_DIR/idp"
+  start_on idp provider env OIDC_HOST="$(address idp)" OIDC_PORT=8443 OIDC_ISSUER_HOST=idp \
+    OIDC_TLS_CERT="$LAB_DIR/ca/idp.pem" OIDC_TLS_KEY="$LAB_DIR/ca/idp.key" \
+    OIDC_KEYS="$LAB_DIR/idp/keys.json" OIDC_DEPS="$ROOT/.local/oidc" \
+    OIDC_WEB_REDIRECT_URIS=http://lb/coffee/auth/callback \
+    OIDC_WEB_POST_LOGOUT_REDIRECT_URIS=http://lb/coffee/ \
+    node "$ROOT/scripts/oidc/provider.mjs"
+  local i
+  for i in $(seq 1 60); do
+    ip netns exec "$(ns client)" curl -sf --max-time 2 --cacert "$LAB_DIR/ca/ca.pem" \
+      https://idp:8443/.well-known/openid-configuration >/dev/null 2>&1 && { say "provider: https://idp:8443"; return 0; }
+    sleep 1
+  done
+  die "the provider did not answer on https://idp:8443: see $LAB_DIR/idp/provider.log"
+}
+
+# A role and a database of its own in the cluster, once.
+owned_database() { # name password
+  lab_psql -Atqc "SELECT 1 FROM pg_roles WHERE rolname = '$1'" | grep -q 1 \
+    || lab_psql -qc "CREATE ROLE $1 LOGIN PASSWORD '$2'"
+  if lab_psql -Atqc "SELECT 1 FROM pg_database WHERE datname = '$1'" | grep -q 1; then
+    lab_psql -qc "ALTER DATABASE $1 OWNER TO $1"
+  else
+    lab_psql -qc "CREATE DATABASE $1 OWNER $1"
+  fi
+}
+
+# Runs a command with the environment deploy/env's FILES give (as the
+# systemd units load them) and nothing else of the caller's:
+#   clean_env with-env FILE… -- COMMAND…
+clean_env() { echo env -i PATH="$PATH" HOME="$HOME" bash "$ROOT/scripts/lab.sh"; }
+with_env() {
+  while [ "$1" != -- ]; do
+    set -a; . "$ROOT/deploy/env/$1"; set +a
+    shift
+  done
+  shift
+  exec "$@"
+}
+
+kafka_up() {
+  need_root
+  local tansu host
+  tansu=$(cat "$LAB_DIR/tansu-bin" 2>/dev/null) || die "run scripts/lab.sh install first"
+  owned_database tansu "$TANSU_PASSWORD"
+  ip netns exec "$(ns client)" env PGPASSWORD="$TANSU_PASSWORD" \
+    psql -h lb -U tansu -d tansu -v ON_ERROR_STOP=1 -q -f "$ROOT/deploy/tansu/storage.sql" >&2
+  for host in kafka1 kafka2; do
+    # shellcheck disable=SC2046
+    start_on "$host" tansu $(clean_env) with-env tansu.env -- \
+      env ADVERTISED_LISTENER_URL="tcp://$host:9092" "$tansu" broker --silent
+  done
+  local i
+  for host in kafka1 kafka2; do
+    for i in $(seq 1 30); do
+      ip netns exec "$(ns client)" bash -c "exec 3<>/dev/tcp/$host/9092" 2>/dev/null && break
+      sleep 1
+    done
+  done
+  say "brokers: kafka1:9092, kafka2:9092 (storage: the cluster's tansu database)"
+}
+
+app_up() {
+  need_root
+  owned_database orders "$ORDERS_PASSWORD"
+  local host bin="$ROOT/target/release/orders"
+  [ -x "$bin" ] || die "no $bin: run scripts/lab.sh install first"
+  for host in app1 app2; do
+    # shellcheck disable=SC2046
+    start_on "$host" serve $(clean_env) with-env orders.env serve.env -- "$bin" serve
+    # shellcheck disable=SC2046
+    start_on "$host" work $(clean_env) with-env orders.env work.env -- "$bin" work
+  done
+  local i
+  for i in $(seq 1 120); do
+    [ "$(ip netns exec "$(ns client)" curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://lb/coffee/readyz)" = 200 ] \
+      && { say "the service: http://lb/coffee/ (app1, app2)"; return 0; }
+    sleep 1
+  done
+  die "http://lb/coffee/readyz did not answer 200 within 120 s: see $LAB_DIR/app*/serve.log"
+}
+
+up() {
+  install
+  net_up
+  db_up
+  idp_up
+  kafka_up
+  app_up
 }
 
 cut() {
@@ -257,14 +398,19 @@ down() {
 }
 
 case "${1:-}" in
+  up) up ;;
   install) install ;;
   net-up) net_up ;;
   db-up) db_up ;;
+  idp-up) idp_up ;;
+  kafka-up) kafka_up ;;
+  app-up) app_up ;;
   stop) stop_on "${2:?which host}" "${3:-}" ;;
   status) status ;;
   cut) cut "${2:?which host}" ;;
   mend) mend "${2:?which host}" ;;
   run) shift; run_on "${1:?which host}" "${@:2}" ;;
+  with-env) shift; with_env "$@" ;;
   down) down ;;
-  *) sed -n '2,19p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,29p' "$0" >&2; exit 2 ;;
 esac
