@@ -17,6 +17,8 @@
 #                              storage in the replicated cluster (deploy/tansu)
 #   scripts/lab.sh app-up      `orders serve` and `orders work` on app1 and app2, from
 #                              deploy/env; HAProxy on lb routes http://lb/coffee/ to them
+#   scripts/lab.sh check-pages the browser checks (tests/browser/pages.mjs) on client,
+#                              against http://lb/coffee/
 #   scripts/lab.sh stop HOST [NAME]   stop what runs on HOST (or only NAME: etcd, patroni, …)
 #   scripts/lab.sh status      each host: address, link, what runs on it
 #   scripts/lab.sh cut HOST    take HOST's link down (it keeps running, cut off)
@@ -349,6 +351,26 @@ app_up() {
   die "http://lb/coffee/readyz did not answer 200 within 120 s: see $LAB_DIR/app*/serve.log"
 }
 
+# The pages in a real browser on `client`, through the load balancer, under
+# the prefix: the same script the test suite runs against two processes.
+check_pages() {
+  need_root
+  local bin="$ROOT/target/release/orders" spki psql
+  eval "$("$ROOT/scripts/browser.sh")"
+  # The provider's key: the browser trusts that certificate, and no other
+  # that the lab's CA did not sign into its store.
+  spki=$(openssl x509 -in "$LAB_DIR/ca/idp.pem" -pubkey -noout | openssl pkey -pubin -outform der \
+    | openssl dgst -sha256 -binary | base64)
+  psql=$(command -v psql || echo /usr/lib/postgresql/15/bin/psql)
+  # shellcheck disable=SC2046
+  ip netns exec "$(ns client)" $(clean_env) with-env orders.env -- \
+    "$bin" menu set "$ROOT/scripts/sample-menu.json" >&2
+  ip netns exec "$(ns client)" env CHROMIUM="$CHROMIUM" BROWSER_DEPS="$BROWSER_DEPS" \
+    APP_A=http://lb/coffee APP_B=http://lb/coffee TRUST_SPKI="$spki" PSQL="$psql" \
+    DATABASE_URL="postgres://orders:$ORDERS_PASSWORD@lb:5432/orders" \
+    node "$ROOT/tests/browser/pages.mjs"
+}
+
 up() {
   install
   net_up
@@ -405,6 +427,7 @@ case "${1:-}" in
   idp-up) idp_up ;;
   kafka-up) kafka_up ;;
   app-up) app_up ;;
+  check-pages) check_pages ;;
   stop) stop_on "${2:?which host}" "${3:-}" ;;
   status) status ;;
   cut) cut "${2:?which host}" ;;
@@ -412,5 +435,5 @@ case "${1:-}" in
   run) shift; run_on "${1:?which host}" "${@:2}" ;;
   with-env) shift; with_env "$@" ;;
   down) down ;;
-  *) sed -n '2,29p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,31p' "$0" >&2; exit 2 ;;
 esac

@@ -170,7 +170,17 @@ export function ago(iso, now = Date.now()) {
   return `${hours}시간 ${minutes % 60}분 전`;
 }
 
-/** A fresh idempotency key per order attempt. */
+/**
+ * A fresh idempotency key per order attempt: a random UUID (version 4).
+ * crypto.randomUUID exists only in secure contexts (https, localhost); a
+ * page served over plain http on another host (behind a load balancer that
+ * ends no TLS) builds one from crypto.getRandomValues, which exists always.
+ */
 export function newKey() {
-  return crypto.randomUUID();
+  if (typeof crypto.randomUUID === 'function') return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }

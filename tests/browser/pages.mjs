@@ -8,6 +8,8 @@
 //   CHROMIUM=… BROWSER_DEPS=… APP_A=http://… APP_B=http://… DATABASE_URL=… node pages.mjs
 //   PSQL=/path/to/psql                 (default: psql on PATH)
 //   SHOTS=docs/screenshots   also writes the pages' screenshots there
+//   TRUST_SPKI=base64        trust the certificate with this public key (the
+//                            lab's provider, under the lab's own CA)
 //
 // Prints `measured {json}` (how long each live change took to show) and
 // `secrets {json}` (the authorization code, state and session cookie of
@@ -37,7 +39,8 @@ const cspViolations = [];
 const browser = await chromium.launch({
   executablePath: env.CHROMIUM,
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ...(env.TRUST_SPKI ? [`--ignore-certificate-errors-spki-list=${env.TRUST_SPKI}`] : [])],
 });
 
 async function context(viewport) {
