@@ -4,7 +4,7 @@
 #
 # 1. If KAFKA_BROKERS is set and answers, use it as it is.
 # 2. Otherwise start Tansu (a Kafka-protocol broker from crates.io), installing
-#    it first if it is missing (`cargo install tansu`: about 12 minutes on
+#    it first if it is missing (`cargo install tansu`: about 11 minutes on
 #    2 cores, once). Two flavours, each on its own free port:
 #      memory   - in-memory storage, for tests and benchmarks (the default)
 #      durable  - SQLite storage under .local/kafka/durable, for `just run`
@@ -114,7 +114,7 @@ if [ -n "${KAFKA_BROKERS:-}" ] && [ -z "${ORDERS_LOCAL_KAFKA:-}" ] && answers "$
 fi
 
 if ! bin=$(tansu_bin); then
-    log "installing Tansu from crates.io with the $FEATURES engines (once; about 15 minutes on 2 cores)"
+    log "installing Tansu from crates.io with the $FEATURES engines (once; about 11 minutes on 2 cores)"
     cargo install tansu --locked --features "$FEATURES" >&2
     bin=$(tansu_bin)
 fi

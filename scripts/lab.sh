@@ -8,8 +8,8 @@
 #                              (and Tansu with its PostgreSQL engine, the service's
 #                              release build, the provider's npm packages)
 #   scripts/lab.sh net-up      the hosts and their links (nothing runs on them yet)
-#   scripts/lab.sh db-up       etcd on db1-db3, Patroni (PostgreSQL 15, synchronous
-#                              replication, automatic failover) on db1 and db2,
+#   scripts/lab.sh db-up       etcd on db1-db3, Patroni (PostgreSQL 15, strict synchronous
+#                              replication, automatic failover) on db1-db3,
 #                              HAProxy on lb routing :5432 to the primary
 #   scripts/lab.sh idp-up      the lab's CA, and the OpenID Connect provider on idp
 #                              (https://idp:8443, its certificate signed by that CA)
@@ -17,6 +17,10 @@
 #                              storage in the replicated cluster (deploy/tansu)
 #   scripts/lab.sh app-up      `orders serve` and `orders work` on app1 and app2, from
 #                              deploy/env; HAProxy on lb routes http://lb/coffee/ to them
+#   scripts/lab.sh reset-app   the service's database and topic emptied (apps restarted)
+#   scripts/lab.sh chaos       faults one at a time under load, a verdict for each
+#                              (tests/src/bin/lab_chaos); exits non-zero on any
+#                              violated invariant
 #   scripts/lab.sh check-pages the browser checks (tests/browser/pages.mjs) on client,
 #                              against http://lb/coffee/
 #   scripts/lab.sh stop HOST [NAME]   stop what runs on HOST (or only NAME: etcd, patroni, …)
@@ -54,6 +58,12 @@ need_root() {
 }
 
 ns() { echo "lab-$1"; }
+# The bridge and the hosts' ends of their links live in this machine's own
+# network namespace, which net-up names `lab-root`: reached from wherever
+# the script runs (`lab chaos` runs it on the client host).
+root_ip() {
+  if [ -e /run/netns/lab-root ]; then ip -n lab-root "$@"; else ip "$@"; fi
+}
 octet() {
   local pair
   for pair in "${HOSTS[@]}"; do
@@ -107,18 +117,19 @@ install_project() {
 
 net_up() {
   need_root
-  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
-    ip link add "$BRIDGE" type bridge
-    ip addr add "$NET.1/24" dev "$BRIDGE"
-    ip link set "$BRIDGE" up
+  [ -e /run/netns/lab-root ] || ip netns attach lab-root $$
+  if ! root_ip link show "$BRIDGE" >/dev/null 2>&1; then
+    root_ip link add "$BRIDGE" type bridge
+    root_ip addr add "$NET.1/24" dev "$BRIDGE"
+    root_ip link set "$BRIDGE" up
   fi
   local pair host n
   for pair in "${HOSTS[@]}"; do
     host=${pair%%=*}; n=${pair#*=}
     if ! ip netns list | grep -qx "$(ns "$host")\( .*\)\?"; then
       ip netns add "$(ns "$host")"
-      ip link add "veth-$host" type veth peer name eth0 netns "$(ns "$host")"
-      ip link set "veth-$host" master "$BRIDGE" up
+      root_ip link add "veth-$host" type veth peer name eth0 netns "$(ns "$host")"
+      root_ip link set "veth-$host" master "$BRIDGE" up
       ip -n "$(ns "$host")" addr add "$NET.$n/24" dev eth0
       ip -n "$(ns "$host")" link set eth0 up
       ip -n "$(ns "$host")" link set lo up
@@ -144,7 +155,7 @@ status() {
       printf '%-8s %-12s %-6s %s\n' "$host" "$(address "$host")" "-" "(not up)"
       continue
     fi
-    link=$(ip -br link show "veth-$host" 2>/dev/null | awk '{print $2}' | tr 'A-Z' 'a-z')
+    link=$(root_ip -br link show "veth-$host" 2>/dev/null | awk '{print $2}' | tr 'A-Z' 'a-z')
     pids=$(ip netns pids "$(ns "$host")" 2>/dev/null | xargs -r -n1 -I{} cat /proc/{}/comm 2>/dev/null | sort | uniq -c | awk '{printf "%s%s ", $2, ($1 > 1 ? "×" $1 : "")}')
     printf '%-8s %-12s %-6s %s\n' "$host" "$(address "$host")" "${link:-?}" "${pids:-(nothing)}"
   done
@@ -163,12 +174,19 @@ start_on() {
   echo $! > "$dir/$name.pid"
 }
 
-# Stops NAME on HOST (everything on HOST without NAME).
+# Stops NAME on HOST (everything on HOST without NAME), and returns once it
+# has exited: SIGTERM, then SIGKILL after 10 s.
 stop_on() {
-  local host=$1 name=${2:-} f
+  local host=$1 name=${2:-} f pid i
   for f in "$LAB_DIR/$host"/${name:-*}.pid; do
     [ -f "$f" ] || continue
-    kill -TERM "$(cat "$f")" 2>/dev/null || true
+    pid=$(cat "$f")
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
     rm -f "$f"
   done
 }
@@ -184,11 +202,12 @@ etcd_up() {
     start_on "$host" etcd etcd --name "$host" --data-dir "$LAB_DIR/$host/etcd" \
       --listen-client-urls "http://$a:2379,http://127.0.0.1:2379" --advertise-client-urls "http://$a:2379" \
       --listen-peer-urls "http://$a:2380" --initial-advertise-peer-urls "http://$a:2380" \
-      --initial-cluster "$cluster" --initial-cluster-token orders-lab --initial-cluster-state "$state"
+      --initial-cluster "$cluster" --initial-cluster-token orders-lab --initial-cluster-state "$state" \
+      --heartbeat-interval 250 --election-timeout 2500 --enable-v2=true
   done
 }
 
-PATRONI_HOSTS=(db1 db2)
+PATRONI_HOSTS=(db1 db2 db3)
 patroni_up() {
   local host etcd=""
   for host in "${ETCD_HOSTS[@]}"; do etcd+="${etcd:+,}'$host:2379'"; done
@@ -202,7 +221,7 @@ patroni_up() {
       PATRONI_POSTGRESQL_LISTEN="$a:5432" PATRONI_POSTGRESQL_CONNECT_ADDRESS="$a:5432" \
       PATRONI_POSTGRESQL_DATA_DIR="$LAB_DIR/$host/pg/data" \
       PATRONI_POSTGRESQL_PGPASS="$LAB_DIR/$host/pg/pgpass" \
-      PATRONI_ETCD3_HOSTS="$etcd" \
+      PATRONI_ETCD_HOSTS="$etcd" \
       PATRONI_SUPERUSER_PASSWORD="$SUPERUSER_PASSWORD" \
       PATRONI_REPLICATION_PASSWORD="$REPLICATION_PASSWORD" \
       patroni "$ROOT/deploy/patroni.yml"
@@ -351,6 +370,33 @@ app_up() {
   die "http://lb/coffee/readyz did not answer 200 within 120 s: see $LAB_DIR/app*/serve.log"
 }
 
+# A fresh start for the service: its processes stopped, its database dropped
+# (created again by app_up, migrated by the processes), its topic deleted.
+reset_app() {
+  need_root
+  local host i tansu
+  tansu=$(cat "$LAB_DIR/tansu-bin" 2>/dev/null) || die "run scripts/lab.sh install first"
+  for host in app1 app2; do stop_on "$host"; done
+  for i in $(seq 1 50); do
+    [ -z "$(ip netns pids "$(ns app1)")$(ip netns pids "$(ns app2)")" ] && break
+    sleep 0.2
+  done
+  lab_psql -qc "DROP DATABASE IF EXISTS orders WITH (FORCE)"
+  # shellcheck disable=SC1090
+  local topic; topic=$(. "$ROOT/deploy/env/orders.env"; echo "$KAFKA_TOPIC")
+  ip netns exec "$(ns client)" "$tansu" topic delete --broker tcp://kafka1:9092 "$topic" >/dev/null 2>&1 || true
+  app_up
+}
+
+# `just lab chaos`: the runner on the client host, through the load balancer.
+chaos() {
+  need_root
+  (cd "$ROOT" && SQLX_OFFLINE=true cargo build --release -q -p services --bin orders -p e2e --bin lab-chaos) >&2
+  reset_app
+  ip netns exec "$(ns client)" env LAB_DIR="$LAB_DIR" "$ROOT/target/release/lab-chaos" \
+    --lab-script "$ROOT/scripts/lab.sh" --orders-bin "$ROOT/target/release/orders" "$@"
+}
+
 # The pages in a real browser on `client`, through the load balancer, under
 # the prefix: the same script the test suite runs against two processes.
 check_pages() {
@@ -382,13 +428,13 @@ up() {
 
 cut() {
   need_root
-  ip link set "veth-$1" down
+  root_ip link set "veth-$1" down
   say "$1 is cut off (its processes run on)"
 }
 
 mend() {
   need_root
-  ip link set "veth-$1" up
+  root_ip link set "veth-$1" up
   say "$1 is back on the network"
 }
 
@@ -407,11 +453,13 @@ down() {
     ip netns list 2>/dev/null | grep -q "^$(ns "$host")\b" || continue
     pids=$(ip netns pids "$(ns "$host")" 2>/dev/null || true)
     [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
-    ip link del "veth-$host" 2>/dev/null || true
+    root_ip link del "veth-$host" 2>/dev/null || true
     ip netns del "$(ns "$host")"
     rm -rf "/etc/netns/$(ns "$host")"
   done
-  ip link del "$BRIDGE" 2>/dev/null || true
+  root_ip link del "$BRIDGE" 2>/dev/null || true
+  # Only the name goes: the namespace is this machine's own.
+  [ -e /run/netns/lab-root ] && ip netns delete lab-root
   # The folder ip netns reads hosts files from, if the lab made it.
   rmdir /etc/netns 2>/dev/null || true
   # The hosts' disks go with them (only a folder of the lab's own).
@@ -428,6 +476,8 @@ case "${1:-}" in
   kafka-up) kafka_up ;;
   app-up) app_up ;;
   check-pages) check_pages ;;
+  reset-app) reset_app ;;
+  chaos) shift; chaos "$@" ;;
   stop) stop_on "${2:?which host}" "${3:-}" ;;
   status) status ;;
   cut) cut "${2:?which host}" ;;
@@ -435,5 +485,5 @@ case "${1:-}" in
   run) shift; run_on "${1:?which host}" "${@:2}" ;;
   with-env) shift; with_env "$@" ;;
   down) down ;;
-  *) sed -n '2,31p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,35p' "$0" >&2; exit 2 ;;
 esac

@@ -7,6 +7,10 @@
 //! The mark is any bytes the statement carries: a test writes an order whose
 //! drink's name is unique, and the name travels in the statement's
 //! parameters. Unarmed, it is a plain proxy that counts connections.
+//!
+//! It can also turn everyone away, as a load balancer with no database
+//! behind it does (HAProxy when no node passes its check): the connections
+//! open are cut, and new ones are accepted and closed at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +36,10 @@ type Armed = Arc<Mutex<Option<(Vec<u8>, Cut)>>>;
 pub struct CuttingProxy {
     address: String,
     armed: Armed,
+    /// While set, connections are accepted and closed at once.
+    turned_away: Arc<std::sync::atomic::AtomicBool>,
+    /// The open connections' parent: cancelling it cuts them all.
+    sessions: Arc<Mutex<CancellationToken>>,
     cuts: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
     accept: tokio::task::JoinHandle<()>,
@@ -47,20 +55,31 @@ impl CuttingProxy {
         let armed: Armed = Arc::default();
         let cuts = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
+        let turned_away = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sessions = Arc::new(Mutex::new(CancellationToken::new()));
         let accept = {
             let (armed, cuts, connections) = (armed.clone(), cuts.clone(), connections.clone());
+            let (turned_away, sessions) = (turned_away.clone(), sessions.clone());
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
+                    if turned_away.load(Ordering::SeqCst) {
+                        drop(client);
+                        continue;
+                    }
                     connections.fetch_add(1, Ordering::SeqCst);
                     let Ok(server) = TcpStream::connect(&upstream).await else {
                         continue;
                     };
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
+                    let closed = match sessions.lock() {
+                        Ok(parent) => parent.child_token(),
+                        Err(_) => CancellationToken::new(),
+                    };
                     let connection = Connection {
                         armed: armed.clone(),
                         cuts: cuts.clone(),
-                        closed: CancellationToken::new(),
+                        closed,
                         drop_answer: Arc::default(),
                     };
                     let (client_read, client_write) = client.into_split();
@@ -73,6 +92,8 @@ impl CuttingProxy {
         Ok(CuttingProxy {
             address,
             armed,
+            turned_away,
+            sessions,
             cuts,
             connections,
             accept,
@@ -82,6 +103,21 @@ impl CuttingProxy {
     /// `127.0.0.1:PORT`.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Cuts every open connection and closes each new one at once, until
+    /// [`CuttingProxy::let_in`].
+    pub fn turn_away(&self) {
+        self.turned_away.store(true, Ordering::SeqCst);
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.cancel();
+            *sessions = CancellationToken::new();
+        }
+    }
+
+    /// Forwards new connections again.
+    pub fn let_in(&self) {
+        self.turned_away.store(false, Ordering::SeqCst);
     }
 
     /// Cuts, once, the next statement that carries `mark`.

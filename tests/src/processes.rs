@@ -191,6 +191,50 @@ pub async fn terminate(child: &mut Child) {
     child.wait().await.ok();
 }
 
+/// The port of a test's stopped cluster, kept by the test until it starts
+/// the cluster again: bound here, each connection accepted and closed at
+/// once, as a stopped server's port refuses. Without it, scripts/postgres.sh
+/// started another test's cluster on the freed port (it takes the lowest
+/// free one), and this test's service reached a stranger's database: a
+/// ready answer while "its" database was down, or a refused password.
+pub struct HeldPort {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HeldPort {
+    /// Holds the port of `url` (a `postgres://…@127.0.0.1:PORT/…` URL).
+    pub async fn hold(url: &str) -> HeldPort {
+        let port = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.port())
+            .expect("a URL with a port");
+        let mut listener = None;
+        for _ in 0..100 {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(bound) => {
+                    listener = Some(bound);
+                    break;
+                }
+                // The stopped server's socket may linger a moment.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let listener = listener.unwrap_or_else(|| panic!("port {port} could not be held"));
+        let task = tokio::spawn(async move {
+            while let Ok((connection, _)) = listener.accept().await {
+                drop(connection);
+            }
+        });
+        HeldPort { task }
+    }
+
+    /// Lets the port go, for the cluster to start on it again.
+    pub async fn release(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
 fn kafka_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka.sh")
 }

@@ -17,6 +17,10 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Tls(_) => true,
+        // Bytes that are not PostgreSQL's protocol: a load balancer with no
+        // database behind it accepts the connection and closes it before
+        // answering ("unexpected response from SSLRequest").
+        sqlx::Error::Protocol(_) => true,
         // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
         // 53300 too_many_connections, 08xxx connection exceptions, 25006
         // read_only_sql_transaction (a standby, or a demoted primary).

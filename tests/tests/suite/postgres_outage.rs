@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::eventually;
-use e2e::processes::{start_cluster, stop_cluster};
+use e2e::processes::{start_cluster, stop_cluster, HeldPort};
 use serde_json::json;
 use services::app::{self, App, ServeConfig};
 use services::db::{Budgets, Pools};
@@ -94,6 +94,7 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
     assert_eq!(place().await.expect("place").status(), 201);
 
     stop_cluster(&base).await;
+    let held = HeldPort::hold(&url).await;
     let started = Instant::now();
     let reply = place().await.expect("an answer, not a hang");
     let elapsed = started.elapsed();
@@ -101,6 +102,7 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
     assert_not_ready_but_alive(&client, &base_url).await;
 
     // Back: the same process serves again, no restart.
+    held.release().await;
     start_cluster(&base).await;
     eventually(Duration::from_secs(30), "orders accepted again", || async {
         (place().await.ok()?.status() == 201).then_some(())
@@ -131,6 +133,7 @@ async fn a_service_started_while_postgres_is_down_waits_for_it() {
     let base = std::env::temp_dir().join(format!("pg-late-{}", uuid::Uuid::new_v4().simple()));
     let url = start_cluster(&base).await;
     stop_cluster(&base).await;
+    let held = HeldPort::hold(&url).await;
     let port = e2e::processes::free_port().expect("a free port");
     let mut serve = tokio::process::Command::new(e2e::orders_bin())
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}")])
@@ -148,6 +151,7 @@ async fn a_service_started_while_postgres_is_down_waits_for_it() {
         serve.try_wait().expect("its status").is_none(),
         "orders serve exited while its database was down"
     );
+    held.release().await;
     start_cluster(&base).await;
     let health = format!("http://127.0.0.1:{port}/readyz");
     eventually(
@@ -215,4 +219,65 @@ async fn a_database_that_turns_read_only_is_answered_503_and_recovered_from() {
         (reply.status == 201).then_some(())
     })
     .await;
+}
+
+/// A load balancer in front of the database with no node behind it (HAProxy
+/// while no node passes its check, during a failover) accepts a connection
+/// and closes it before any byte of PostgreSQL's protocol: the driver calls
+/// that "unexpected response from SSLRequest". That is the database being
+/// unavailable, answered 503 with `Retry-After`; it was a 500 (seen in the
+/// lab, while the primary was cut off). Then the service recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_with_no_database_behind_it_is_answered_503_and_recovered_from() {
+    let db = e2e::TestDb::create().await;
+    let mut direct = reqwest::Url::parse(&db.url).expect("the database's URL");
+    let upstream = format!(
+        "{}:{}",
+        direct.host_str().expect("a host"),
+        direct.port().unwrap_or(5432)
+    );
+    let proxy = e2e::cutting_proxy::CuttingProxy::start(upstream)
+        .await
+        .expect("a balancer in front of the database");
+    let (host, port) = proxy.address().split_once(':').expect("host:port");
+    direct.set_host(Some(host)).expect("host");
+    direct
+        .set_port(Some(port.parse().expect("a port")))
+        .expect("port");
+    let pools = Pools::connect(direct.as_str(), Budgets::default())
+        .await
+        .expect("connect through the balancer");
+    let config = app::Config {
+        serve: Some(ServeConfig::on(([127, 0, 0, 1], 0).into())),
+        ..app::Config::default()
+    };
+    let app = App::build(pools.clone(), config).await.expect("build");
+    let base_url = format!("http://127.0.0.1:{}", app.port().expect("serves"));
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(app.run(stop.clone()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let place = || {
+        client
+            .post(format!("{base_url}/order-ms/pat/orders"))
+            .json(&json!({"coffee_name": "latte", "coffee_price": "4500"}))
+            .send()
+    };
+    assert_eq!(place().await.expect("place").status(), 201);
+
+    proxy.turn_away();
+    let started = Instant::now();
+    let reply = place().await.expect("an answer, not a hang");
+    assert_unavailable(reply, started.elapsed()).await;
+
+    proxy.let_in();
+    eventually(Duration::from_secs(30), "orders accepted again", || async {
+        (place().await.ok()?.status() == 201).then_some(())
+    })
+    .await;
+    stop.cancel();
+    server.await.expect("server").expect("served");
+    pools.close().await;
 }

@@ -106,7 +106,8 @@ struct OnTopic {
 
 /// Reads every record of `topic` from its start.
 async fn read_topic(broker: &str, topic: &str) -> Result<OnTopic> {
-    let client = infra::kafka::connect(&[broker.to_owned()], Duration::from_secs(30))
+    let brokers: Vec<String> = broker.split(',').map(str::to_owned).collect();
+    let client = infra::kafka::connect(&brokers, Duration::from_secs(30))
         .await
         .context("connect to the broker")?;
     let partitions = client

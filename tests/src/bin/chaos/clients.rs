@@ -297,10 +297,17 @@ where
                 });
             }
             Ok(response) => {
-                if response.status() == reqwest::StatusCode::INTERNAL_SERVER_ERROR {
+                // The only 5xx the contract allows: 503 with Retry-After
+                // (overloaded, unavailable, outcome unknown).
+                let allowed = response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                    && response
+                        .headers()
+                        .contains_key(reqwest::header::RETRY_AFTER);
+                if !allowed {
                     stats.server_errors.fetch_add(1, Ordering::Relaxed);
+                    let status = response.status();
                     say(format!(
-                        "500 answer: {}",
+                        "{status} answer: {}",
                         response.text().await.unwrap_or_default()
                     ));
                 }

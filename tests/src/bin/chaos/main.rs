@@ -36,7 +36,8 @@
 //!   redelivered records were absorbed by its version guard, not re-applied;
 //! - every strong read showed the order just placed; every frozen leader
 //!   was replaced within its freeze; no move or cancel was refused without
-//!   an explanation, and no answer was a 500.
+//!   an explanation, and no answer was a 5xx other than 503 with
+//!   `Retry-After`.
 //!
 //! Exit status 0 only when every invariant holds.
 

@@ -52,7 +52,8 @@ async fn check(run: &Run<'_>) -> Result<Findings> {
     let delivery = delivery_check(run.pool, run.topic, &topic.per_partition).await?;
     failures.extend(delivery.failures.iter().cloned());
     if run.stats.server_errors.load(Ordering::Relaxed) > 0 {
-        failures.push("500 answers (a bug, not a fault)".to_owned());
+        failures
+            .push("5xx answers other than 503 with Retry-After (a bug, not a fault)".to_owned());
     }
     if run.stats.unresolved.load(Ordering::Relaxed) > 0 {
         failures.push("requests without a definitive answer".to_owned());
