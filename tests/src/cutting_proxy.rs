@@ -63,7 +63,18 @@ impl CuttingProxy {
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if turned_away.load(Ordering::SeqCst) {
-                        drop(client);
+                        // As HAProxy with no server does: read what the
+                        // client sent first, then close (a FIN, not a reset).
+                        tokio::spawn(async move {
+                            let mut client = client;
+                            let mut first = [0u8; 64];
+                            let _ = tokio::time::timeout(
+                                std::time::Duration::from_secs(1),
+                                client.read(&mut first),
+                            )
+                            .await;
+                            let _ = client.shutdown().await;
+                        });
                         continue;
                     }
                     connections.fetch_add(1, Ordering::SeqCst);
