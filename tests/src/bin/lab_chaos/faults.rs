@@ -132,6 +132,23 @@ impl Lab {
         bail!("the old primary did not come back as a replica within 180 s")
     }
 
+    /// Waits until `host`'s own `/readyz` answers 200.
+    async fn ready(&self, host: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let r = self
+                .http
+                .get(format!("http://{host}:8080/coffee/readyz"))
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        bail!("{host} was not ready within 120 s of its restart")
+    }
+
     /// The app host whose process leads the relay (the projections' leaders
     /// are usually there too).
     async fn leaders_host(&self, pool: &sqlx::PgPool) -> Result<&'static str> {
@@ -175,10 +192,11 @@ pub(crate) enum Fault {
     BrokerStopped,
     BrokersStopped,
     LeadersFrozen,
+    RollingRestart,
 }
 
 impl Fault {
-    pub(crate) fn all() -> [Fault; 7] {
+    pub(crate) fn all() -> [Fault; 8] {
         [
             Fault::AppKilled,
             Fault::AppCutOff,
@@ -187,6 +205,7 @@ impl Fault {
             Fault::BrokerStopped,
             Fault::BrokersStopped,
             Fault::LeadersFrozen,
+            Fault::RollingRestart,
         ]
     }
 
@@ -199,6 +218,7 @@ impl Fault {
             Fault::BrokerStopped => "kafka1 stopped 20 s, started",
             Fault::BrokersStopped => "both brokers stopped for 30 s",
             Fault::LeadersFrozen => "the leaders' host frozen (SIGSTOP) 20 s",
+            Fault::RollingRestart => "rolling restart: app1, then app2 (SIGTERM)",
         }
     }
 
@@ -269,6 +289,16 @@ impl Fault {
                 now();
                 sleep(20).await;
                 lab.signal(&pids, "CONT").await?;
+            }
+            Fault::RollingRestart => {
+                // As an upgrade does, host by host: stopped (its requests in
+                // flight finish), started, ready, then the next.
+                for host in ["app1", "app2"] {
+                    lab.sh(&["stop", host]).await?;
+                    now();
+                    lab.sh(&["app-up"]).await?;
+                    lab.ready(host).await?;
+                }
             }
         }
         now();
