@@ -191,6 +191,33 @@ pub async fn terminate(child: &mut Child) {
     child.wait().await.ok();
 }
 
+/// A test's own PostgreSQL cluster directory (under the temp folder). When
+/// the value is dropped, whether the test passed or panicked half-way, its
+/// server is stopped and the directory removed: a failed test left its
+/// cluster running (found after one, still up an hour later).
+pub struct OwnCluster {
+    pub base: PathBuf,
+}
+
+impl OwnCluster {
+    /// A fresh directory named `prefix-…`; nothing started yet.
+    pub fn new(prefix: &str) -> OwnCluster {
+        OwnCluster {
+            base: std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple())),
+        }
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(postgres_script())
+            .arg("stop")
+            .env("PG_BASE", &self.base)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
 /// The port of a test's stopped cluster, kept by the test until it starts
 /// the cluster again: bound here, each connection accepted and closed at
 /// once, as a stopped server's port refuses. Without it, scripts/postgres.sh

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use e2e::eventually;
-use e2e::processes::{start_cluster, stop_cluster, HeldPort};
+use e2e::processes::{start_cluster, stop_cluster, HeldPort, OwnCluster};
 use serde_json::json;
 use services::app::{self, App, ServeConfig};
 use services::db::{Budgets, Pools};
@@ -65,7 +65,8 @@ async fn assert_not_ready_but_alive(client: &reqwest::Client, base_url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
-    let base = std::env::temp_dir().join(format!("pg-outage-{}", uuid::Uuid::new_v4().simple()));
+    let cluster = OwnCluster::new("pg-outage");
+    let base = cluster.base.clone();
     let url = start_cluster(&base).await;
     let pools = Pools::connect(&url, Budgets::default())
         .await
@@ -122,7 +123,6 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
     server.await.expect("server").expect("served");
     pools.close().await;
     stop_cluster(&base).await;
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 /// A service started while its database is down (restarting, failing over)
@@ -130,7 +130,8 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
 /// service manager to restart it again and again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_started_while_postgres_is_down_waits_for_it() {
-    let base = std::env::temp_dir().join(format!("pg-late-{}", uuid::Uuid::new_v4().simple()));
+    let cluster = OwnCluster::new("pg-late");
+    let base = cluster.base.clone();
     let url = start_cluster(&base).await;
     stop_cluster(&base).await;
     let held = HeldPort::hold(&url).await;
@@ -165,7 +166,6 @@ async fn a_service_started_while_postgres_is_down_waits_for_it() {
     .await;
     e2e::processes::terminate(&mut serve).await;
     stop_cluster(&base).await;
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 /// Makes `db` take no writes (every new transaction read-only, as on a

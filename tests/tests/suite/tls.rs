@@ -171,7 +171,8 @@ fn with_params(url: &str, params: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_runs_on_postgres_over_verified_tls() {
     use sqlx::Connection;
-    let base = scratch("pg-tls");
+    let cluster = e2e::processes::OwnCluster::new("pg-tls");
+    let base = cluster.base.clone();
     let url = start_cluster(&base).await;
     let ca = TestCa::new(&base.join("ca"), "orders test PostgreSQL CA");
     require_tls(&url, &base, &ca).await;
@@ -247,7 +248,6 @@ async fn the_service_runs_on_postgres_over_verified_tls() {
     running.await.expect("the app task").expect("a clean stop");
     pools.close().await;
     stop_cluster(&base).await;
-    let _ = std::fs::remove_dir_all(&base);
 }
 
 /// An identity provider behind a private CA (the lab's, a company's own):
