@@ -63,6 +63,52 @@ async fn assert_not_ready_but_alive(client: &reqwest::Client, base_url: &str) {
     );
 }
 
+/// `orders serve`, as the binary assembles it, on `pools`; the test's
+/// client of it.
+struct Served {
+    base_url: String,
+    client: reqwest::Client,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Served {
+    async fn start(pools: &Pools) -> Served {
+        let config = app::Config {
+            serve: Some(ServeConfig::on(([127, 0, 0, 1], 0).into())),
+            ..app::Config::default()
+        };
+        let app = App::build(pools.clone(), config).await.expect("build");
+        let base_url = format!("http://127.0.0.1:{}", app.port().expect("serves"));
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(app.run(stop.clone()));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        Served {
+            base_url,
+            client,
+            stop,
+            server,
+        }
+    }
+
+    /// Places an order for `pat`.
+    async fn place(&self) -> reqwest::Result<reqwest::Response> {
+        self.client
+            .post(format!("{}/order-ms/pat/orders", self.base_url))
+            .json(&json!({"coffee_name": "latte", "coffee_price": "4500"}))
+            .send()
+            .await
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.server.await.expect("server").expect("served");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
     let cluster = OwnCluster::new("pg-outage");
@@ -72,26 +118,9 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
         .await
         .expect("connect");
     services::db::migrate(&pools.writes).await.expect("migrate");
-    // `orders serve`, as the binary assembles it.
-    let config = app::Config {
-        serve: Some(ServeConfig::on(([127, 0, 0, 1], 0).into())),
-        ..app::Config::default()
-    };
-    let app = App::build(pools.clone(), config).await.expect("build");
-    let port = app.port().expect("serves");
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(app.run(stop.clone()));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
-    let base_url = format!("http://127.0.0.1:{port}");
-    let place = || {
-        client
-            .post(format!("{base_url}/order-ms/pat/orders"))
-            .json(&json!({"coffee_name": "latte", "coffee_price": "4500"}))
-            .send()
-    };
+    let served = Served::start(&pools).await;
+    let (client, base_url) = (&served.client, &served.base_url);
+    let place = || served.place();
     assert_eq!(place().await.expect("place").status(), 201);
 
     stop_cluster(&base).await;
@@ -100,7 +129,7 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
     let reply = place().await.expect("an answer, not a hang");
     let elapsed = started.elapsed();
     assert_unavailable(reply, elapsed).await;
-    assert_not_ready_but_alive(&client, &base_url).await;
+    assert_not_ready_but_alive(client, base_url).await;
 
     // Back: the same process serves again, no restart.
     held.release().await;
@@ -119,8 +148,7 @@ async fn requests_answer_503_while_postgres_is_down_and_recover_after() {
         200
     );
 
-    stop.cancel();
-    server.await.expect("server").expect("served");
+    served.stop().await;
     pools.close().await;
     stop_cluster(&base).await;
 }
@@ -247,24 +275,8 @@ async fn a_balancer_with_no_database_behind_it_is_answered_503_and_recovered_fro
     let pools = Pools::connect(direct.as_str(), Budgets::default())
         .await
         .expect("connect through the balancer");
-    let config = app::Config {
-        serve: Some(ServeConfig::on(([127, 0, 0, 1], 0).into())),
-        ..app::Config::default()
-    };
-    let app = App::build(pools.clone(), config).await.expect("build");
-    let base_url = format!("http://127.0.0.1:{}", app.port().expect("serves"));
-    let stop = CancellationToken::new();
-    let server = tokio::spawn(app.run(stop.clone()));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
-    let place = || {
-        client
-            .post(format!("{base_url}/order-ms/pat/orders"))
-            .json(&json!({"coffee_name": "latte", "coffee_price": "4500"}))
-            .send()
-    };
+    let served = Served::start(&pools).await;
+    let place = || served.place();
     assert_eq!(place().await.expect("place").status(), 201);
 
     proxy.turn_away();
@@ -281,7 +293,6 @@ async fn a_balancer_with_no_database_behind_it_is_answered_503_and_recovered_fro
         (place().await.ok()?.status() == 201).then_some(())
     })
     .await;
-    stop.cancel();
-    server.await.expect("server").expect("served");
+    served.stop().await;
     pools.close().await;
 }
