@@ -21,6 +21,16 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create() -> TestDb {
+        let db = TestDb::empty().await;
+        services::db::migrate(&db.pool)
+            .await
+            .expect("migrate the test database");
+        db
+    }
+
+    /// A fresh database of its own, without the service's tables (for
+    /// another program's storage: a broker's).
+    pub async fn empty() -> TestDb {
         let base =
             PgConnectOptions::from_str(&database_url()).expect("DATABASE_URL is not a valid URL");
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
@@ -44,9 +54,6 @@ impl TestDb {
             .connect_with(options)
             .await
             .expect("connect to the test database");
-        services::db::migrate(&pool)
-            .await
-            .expect("migrate the test database");
         TestDb { name, url, pool }
     }
 

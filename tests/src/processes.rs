@@ -34,7 +34,7 @@ pub struct DurableBroker {
     child: Option<Child>,
     /// Where the broker's output goes (`None`: discarded).
     log: Option<PathBuf>,
-    /// The storage URL (SQLite in `dir`).
+    /// The storage URL (SQLite in `dir`, or PostgreSQL).
     storage: String,
     /// Start with `--authentication` (clients must sign in with SASL).
     authentication: bool,
@@ -54,6 +54,23 @@ impl DurableBroker {
             child: None,
             log,
             storage: "sqlite://tansu.db".to_owned(),
+            authentication: false,
+            advertised: None,
+        })
+    }
+
+    /// A broker whose storage is the PostgreSQL database at `url`, which
+    /// already holds Tansu's tables ([`tansu_storage_sql`]). Brokers on the
+    /// same database are one cluster: each leads every partition.
+    pub fn on_postgres(url: &str, log: Option<PathBuf>) -> Result<DurableBroker> {
+        let dir = std::env::temp_dir();
+        Ok(DurableBroker {
+            bin: tansu_bin()?,
+            dir,
+            port: free_port()?,
+            child: None,
+            log,
+            storage: url.to_owned(),
             authentication: false,
             advertised: None,
         })
@@ -146,6 +163,9 @@ impl DurableBroker {
                 bail!("Tansu did not listen on {} within 30 s", self.address());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !self.storage.starts_with("sqlite:") {
+            return Ok(());
         }
         // The index Tansu's SQLite storage lacks (scripts/kafka.sh says why),
         // before anyone is told where the broker is.
@@ -330,4 +350,11 @@ pub async fn pg_program(program: &str, args: &[&str]) -> std::process::Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// The tables Tansu's PostgreSQL storage needs, as the lab and an operator
+/// create them (`deploy/tansu/storage.sql`).
+pub fn tansu_storage_sql() -> Result<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tansu/storage.sql");
+    std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
 }

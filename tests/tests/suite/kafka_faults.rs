@@ -252,6 +252,84 @@ async fn a_consumer_behind_a_broker_too_slow_for_large_fetches_asks_for_less_and
     broker.stop().await;
 }
 
+/// Two brokers on one storage, the shape the lab and a deployment run
+/// (ADR 0022): whichever is stopped, the relay and the delivery consumer
+/// carry on through the other. Tansu's brokers all answer metadata with one
+/// node id, each naming itself, so a client learns one broker only; before
+/// it fell back to its bootstrap brokers (rskafka patch 0004) it retried the
+/// stopped one until it came back, or until its request deadline, here
+/// longer than the test waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn either_of_two_brokers_stopped_the_orders_reach_the_delivery_side_through_the_other() {
+    let storage = e2e::TestDb::empty().await;
+    let tables = e2e::processes::tansu_storage_sql().expect("Tansu's tables");
+    sqlx::raw_sql(&tables)
+        .execute(&storage.pool)
+        .await
+        .expect("create Tansu's tables");
+    // Without sqlx's own parameters, which Tansu's driver refuses.
+    let url = storage.url.split('?').next().unwrap_or_default();
+    let mut brokers = Vec::new();
+    for _ in 0..2 {
+        let mut broker = DurableBroker::on_postgres(url, None).expect("a broker");
+        broker.start().await.expect("start a broker");
+        brokers.push(broker);
+    }
+    let app = spawn_app_opts(AppOptions {
+        kafka: Some(KafkaSource {
+            brokers: brokers.iter().map(DurableBroker::address).collect(),
+            request_timeout: Duration::from_secs(120),
+            ..test_kafka()
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    let delivered = |ids: Vec<String>| {
+        let app = &app;
+        async move {
+            for id in ids {
+                (app.get(&format!("/delivery-ms/rita/{id}")).await.status == 200).then_some(())?;
+            }
+            Some(())
+        }
+    };
+    let first = app.place_ok("rita").await;
+    eventually(Duration::from_secs(30), "the first order delivered", || {
+        delivered(vec![first.clone()])
+    })
+    .await;
+
+    // Each client knows one of the two; stopping each in turn stops the one
+    // every client knows at least once.
+    for (stopped, broker) in brokers.iter_mut().enumerate() {
+        broker.stop().await;
+        let mut placed = Vec::new();
+        for _ in 0..10 {
+            placed.push(app.place_ok("rita").await);
+        }
+        eventually(
+            Duration::from_secs(30),
+            &format!(
+                "the orders placed while broker {stopped} is stopped delivered through the other"
+            ),
+            || delivered(placed.clone()),
+        )
+        .await;
+        broker.start().await.expect("start the broker again");
+    }
+    eventually(Duration::from_secs(10), "an empty outbox", || async {
+        (app.db.outbox().await == 0).then_some(())
+    })
+    .await;
+    assert!(
+        delivery_rows(&app).await.values().all(|v| *v == 1),
+        "each order applied once, at version 1"
+    );
+    for broker in &mut brokers {
+        broker.stop().await;
+    }
+}
+
 /// `orders work` (the relay and every projection) on the app's database and
 /// topic, with `env` on top.
 fn work_process(app: &TestApp, env: &[(&str, &str)]) -> Child {

@@ -337,22 +337,26 @@ impl BrokerConnector {
         }
     }
 
-    /// Either the topology or the bootstrap brokers to be used as a connection
+    /// The brokers of the topology and every bootstrap broker the topology
+    /// does not name: a client whose known brokers are all gone (a cluster
+    /// whose brokers share one node id, each advertising itself, or one
+    /// replaced wholesale) can still reach the cluster through the addresses
+    /// it was configured with, as other Kafka clients re-bootstrap.
     fn brokers(&self) -> Vec<BrokerRepresentation> {
-        if self.topology.is_empty() {
+        let known = self.topology.get_brokers();
+        let urls: Vec<String> = known.iter().map(|b| b.to_string()).collect();
+        let mut brokers: Vec<BrokerRepresentation> = known
+            .into_iter()
+            .map(BrokerRepresentation::Topology)
+            .collect();
+        brokers.extend(
             self.bootstrap_brokers
                 .iter()
+                .filter(|url| !urls.contains(url))
                 .cloned()
-                .map(BrokerRepresentation::Bootstrap)
-                .collect()
-        } else {
-            self.topology
-                .get_brokers()
-                .iter()
-                .cloned()
-                .map(BrokerRepresentation::Topology)
-                .collect()
-        }
+                .map(BrokerRepresentation::Bootstrap),
+        );
+        brokers
     }
 }
 
