@@ -13,10 +13,17 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+// Both halves come back as JWK objects, encoded by the generation itself, and
+// never as KeyObjects: Node 20 can deadlock when a KeyObject from
+// generateKeyPairSync is exported while a garbage collection frees the job
+// that made it (both take the key's one mutex, on the same thread: the main
+// thread waits on it for ever, seen as a provider start that hung in 1 of
+// ~300 starts on a loaded machine; `node` at 100 % of nothing, a futex wait).
+const JWK = { publicKeyEncoding: { format: 'jwk' }, privateKeyEncoding: { format: 'jwk' } };
 const KINDS = {
-  RSA: { alg: 'RS256', gen: () => generateKeyPairSync('rsa', { modulusLength: 2048 }) },
-  EC: { alg: 'ES256', gen: () => generateKeyPairSync('ec', { namedCurve: 'P-256' }) },
-  OKP: { alg: 'EdDSA', gen: () => generateKeyPairSync('ed25519') },
+  RSA: { alg: 'RS256', gen: () => generateKeyPairSync('rsa', { modulusLength: 2048, ...JWK }) },
+  EC: { alg: 'ES256', gen: () => generateKeyPairSync('ec', { namedCurve: 'P-256', ...JWK }) },
+  OKP: { alg: 'EdDSA', gen: () => generateKeyPairSync('ed25519', JWK) },
 };
 
 // RFC 7638 thumbprint (the members in lexicographic order), as oidc-provider
@@ -30,7 +37,7 @@ function thumbprint(jwk) {
 export function generateKey(kty) {
   const kind = KINDS[kty];
   if (!kind) throw new Error(`unknown key type ${kty} (RSA, EC or OKP)`);
-  const jwk = kind.gen().privateKey.export({ format: 'jwk' });
+  const jwk = kind.gen().privateKey;
   return { kid: thumbprint(jwk), alg: kind.alg, use: 'sig', ...jwk };
 }
 
