@@ -172,6 +172,8 @@ start_on() {
   fi
   nohup ip netns exec "$(ns "$host")" "$@" >>"$dir/$name.log" 2>&1 </dev/null &
   echo $! > "$dir/$name.pid"
+  # Not this shell's job any more: a fault's kill -9 is not reported here.
+  disown $!
 }
 
 # Stops NAME on HOST (everything on HOST without NAME), and returns once it
