@@ -21,6 +21,8 @@
 #   scripts/lab.sh chaos       faults one at a time under load, a verdict for each
 #                              (tests/src/bin/lab_chaos); exits non-zero on any
 #                              violated invariant
+#   scripts/lab.sh smoke       up, one app host killed under load (its verdict and the
+#                              invariants), down: the short run (docs/deploy.md)
 #   scripts/lab.sh check-pages the browser checks (tests/browser/pages.mjs) on client,
 #                              against http://lb/coffee/
 #   scripts/lab.sh stop HOST [NAME]   stop what runs on HOST (or only NAME: etcd, patroni, …)
@@ -428,6 +430,17 @@ up() {
   app_up
 }
 
+# `just lab smoke`: the short run a CI could afford (it does not: see
+# docs/deploy.md for its cost): the lab up, an order through the load
+# balancer under load while one app host's processes are killed (-9) and
+# restarted, its verdict and the invariants, the lab down again.
+smoke() {
+  need_root
+  trap down EXIT
+  up
+  chaos --only "app1: every process killed" --converge-timeout 60
+}
+
 cut() {
   need_root
   root_ip link set "veth-$1" down
@@ -480,6 +493,7 @@ case "${1:-}" in
   check-pages) check_pages ;;
   reset-app) reset_app ;;
   chaos) shift; chaos "$@" ;;
+  smoke) smoke ;;
   stop) stop_on "${2:?which host}" "${3:-}" ;;
   status) status ;;
   cut) cut "${2:?which host}" ;;
@@ -487,5 +501,5 @@ case "${1:-}" in
   run) shift; run_on "${1:?which host}" "${@:2}" ;;
   with-env) shift; with_env "$@" ;;
   down) down ;;
-  *) sed -n '2,35p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,37p' "$0" >&2; exit 2 ;;
 esac
