@@ -7,13 +7,18 @@ import { STATUS_LABELS, startSession, api, notice, live, el, optionsLabel, ago }
 const OPEN = ['received', 'preparing', 'delivering'];
 const RECENT = ['delivered', 'cancelled'];
 const RECENT_SHOWN = 8;
+// A column with a backlog shows both ends of its queue: the longest waiting
+// (what to make next) and the latest (what was just ordered or moved), and
+// says that the middle is not shown.
+const OLDEST_SHOWN = 500;
+const NEWEST_SHOWN = 100;
 const MOVES = {
   received: [['preparing', '제작 시작'], ['cancelled', '취소']],
   preparing: [['delivering', '배송 출발'], ['cancelled', '취소']],
   delivering: [['delivered', '배송 완료']],
 };
 
-const state = { orders: new Map(), cardErrors: new Map(), busy: new Set() };
+const state = { orders: new Map(), cardErrors: new Map(), busy: new Set(), capped: new Set() };
 
 function upsert(status) {
   const known = state.orders.get(status.order_id);
@@ -77,7 +82,12 @@ function render() {
     const cards = all.filter((o) => o.status === status)
       .sort((a, b) => a.ordered_at.localeCompare(b.ordered_at));
     document.querySelector(`[data-cards="${status}"]`).replaceChildren(...cards.map(card));
-    document.querySelector(`[data-count="${status}"]`).textContent = `${cards.length}`;
+    const capped = state.capped.has(status);
+    document.querySelector(`[data-count="${status}"]`).textContent = `${cards.length}${capped ? '+' : ''}`;
+    const note = document.querySelector(`[data-capped="${status}"]`);
+    note.hidden = !capped;
+    note.textContent = capped
+      ? `주문이 많아 가장 오래된 ${OLDEST_SHOWN}건과 최근 ${NEWEST_SHOWN}건만 보여 줍니다.` : '';
   }
   for (const status of RECENT) {
     const cards = all.filter((o) => o.status === status)
@@ -122,7 +132,8 @@ async function move(order, to) {
 
 async function loadAll() {
   const lists = await Promise.all([
-    ...OPEN.map((s) => api('GET', `/delivery-ms/${s}?limit=500`)),
+    ...OPEN.map((s) => api('GET', `/delivery-ms/${s}?limit=${OLDEST_SHOWN}`)),
+    ...OPEN.map((s) => api('GET', `/delivery-ms/${s}?order=newest&limit=${NEWEST_SHOWN}`)),
     ...RECENT.map((s) => api('GET', `/delivery-ms/${s}?order=newest&limit=${RECENT_SHOWN}`)),
   ]);
   const failed = lists.find((a) => !a.ok);
@@ -132,6 +143,7 @@ async function loadAll() {
   }
   // Orders that left the open columns while the stream was away are replaced.
   state.orders.clear();
+  state.capped = new Set(OPEN.filter((_, i) => lists[i].body.length >= OLDEST_SHOWN));
   for (const answer of lists) for (const status of answer.body) upsert(status);
   render();
 }
