@@ -35,8 +35,9 @@ test:
 ci: lint test
 
 # Fault injection under load (kill -9, frozen leaders, cancelled statements, long transactions, broker down, PostgreSQL crash), then the invariants. Try `just chaos --help`.
+[positional-arguments]
 chaos *ARGS:
-    eval "$(scripts/kafka.sh install)"; cargo build --release -p services --bin orders -p e2e --bin chaos && target/release/chaos {{ARGS}}
+    eval "$(scripts/kafka.sh install)"; cargo build --release -p services --bin orders -p e2e --bin chaos && target/release/chaos "$@"
 
 # Every benchmark, each printed as a ratio to a baseline measured in the same run.
 bench:
@@ -72,8 +73,9 @@ bench-live:
     eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh memory)"; cargo build --release -q -p services --bin orders && cargo bench -p e2e --bench live_path
 
 # The lab of hosts on this machine (root: network namespaces on a bridge): `just lab up | status | down`, and the faults (`cut HOST`, `mend HOST`, `stop HOST [NAME]`); scripts/lab.sh and docs/deploy.md say more.
+[positional-arguments]
 lab *ARGS:
-    scripts/lab.sh {{ARGS}}
+    scripts/lab.sh "$@"
 
 # Fuzz the running API against its OpenAPI document (schemathesis): no 5xx, no schema violation.
 fuzz *ARGS:
