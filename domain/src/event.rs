@@ -7,11 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::DecodeError;
-use crate::line::OrderLine;
-use crate::options::DrinkOptions;
+use crate::line::OrderLines;
 use crate::status::Status;
 use crate::upcast;
-use crate::values::{CoffeeName, OrderId, Price, Quantity, UserId, Won};
+use crate::values::{OrderId, StoreId, UserId, Won};
 
 /// Everything that can happen to an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,48 +29,40 @@ pub enum Event {
 
 /// The payload of [`Event::OrderPlaced`]. Carries everything downstream
 /// consumers (the delivery side sees only the topic) need about the order.
+/// Schema version 4; older versions upcast to it (`upcast.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderPlaced {
     pub order_id: OrderId,
     pub user_id: UserId,
-    pub coffee_name: CoffeeName,
-    pub coffee_price: Price,
-    pub coffee_qty: Quantity,
+    /// Since schema version 4; orders placed before it are the default
+    /// store's.
+    pub store_id: StoreId,
+    /// Since schema version 4; before it an order was one drink, in flat
+    /// fields (`coffee_name`, `coffee_price`, `coffee_qty`, `options`).
+    pub lines: OrderLines,
+    /// The sum of the lines' prices.
     pub total_price: Won,
-    /// Since schema version 2; version 1 payloads upcast to hot, regular.
-    pub options: DrinkOptions,
-    /// The short per-day number staff call out. Since schema version 3;
-    /// orders placed before it have none (`None`).
+    /// The short number staff call out, per store per day. Since schema
+    /// version 3; orders placed before it have none (`None`).
     pub pickup_number: Option<u32>,
 }
 
 impl OrderPlaced {
-    /// The placement of `line` (its total is the line's price).
+    /// The placement of `lines` at `store_id` (its total is their sum).
     pub fn of(
         order_id: OrderId,
         user_id: UserId,
-        line: OrderLine,
+        store_id: StoreId,
+        lines: OrderLines,
         pickup_number: Option<u32>,
     ) -> Self {
         OrderPlaced {
             order_id,
             user_id,
-            total_price: line.line_price(),
-            coffee_name: line.coffee_name,
-            coffee_price: line.coffee_price,
-            coffee_qty: line.coffee_qty,
-            options: line.options,
+            store_id,
+            total_price: lines.total(),
+            lines,
             pickup_number,
-        }
-    }
-
-    /// The drink it placed.
-    pub fn line(&self) -> OrderLine {
-        OrderLine {
-            coffee_name: self.coffee_name.clone(),
-            coffee_price: self.coffee_price,
-            coffee_qty: self.coffee_qty,
-            options: self.options,
         }
     }
 }

@@ -122,13 +122,32 @@ impl std::str::FromStr for Size {
 }
 
 impl DrinkOptions {
-    /// Reads the `options` member of a place-order body: absent or `null` is
-    /// the default; otherwise an object with optional `temperature` and
+    /// Reads the `options` member of a place-order body, each option not
+    /// said being the default (hot, regular) ([`AskedOptions::from_json`]).
+    pub fn from_json(value: Option<&Value>) -> Result<Self, Vec<(&'static str, ValueError)>> {
+        AskedOptions::from_json(value).map(|asked| DrinkOptions {
+            temperature: asked.temperature.unwrap_or_default(),
+            size: asked.size.unwrap_or_default(),
+        })
+    }
+}
+
+/// The options a client said for a line; each one it did not say is `None`
+/// (the menu then gives the drink's own default, [`crate::Menu::complete`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct AskedOptions {
+    pub temperature: Option<Temperature>,
+    pub size: Option<Size>,
+}
+
+impl AskedOptions {
+    /// Reads the `options` member of a place-order body: absent or `null`
+    /// says nothing; otherwise an object with optional `temperature` and
     /// `size` (codes or labels). Errors name the field at fault
     /// (`options.size`), so a client sees every problem at once.
     pub fn from_json(value: Option<&Value>) -> Result<Self, Vec<(&'static str, ValueError)>> {
         let map = match value {
-            None | Some(Value::Null) => return Ok(DrinkOptions::default()),
+            None | Some(Value::Null) => return Ok(AskedOptions::default()),
             Some(Value::Object(map)) => map,
             Some(_) => return Err(vec![("options", ValueError::NotAnObject)]),
         };
@@ -147,31 +166,28 @@ impl DrinkOptions {
         let temperature = option_field::<Temperature>(map, "temperature", &mut errors);
         let size = option_field::<Size>(map, "size", &mut errors);
         if errors.is_empty() {
-            Ok(DrinkOptions { temperature, size })
+            Ok(AskedOptions { temperature, size })
         } else {
             Err(errors)
         }
     }
 }
 
-fn option_field<T: OptionValue + Default>(
+fn option_field<T: OptionValue>(
     map: &Map<String, Value>,
     name: &'static str,
     errors: &mut Vec<(&'static str, ValueError)>,
-) -> T {
+) -> Option<T> {
     let field = match name {
         "temperature" => "options.temperature",
         _ => "options.size",
     };
     match map.get(name) {
-        None | Some(Value::Null) => T::default(),
-        Some(Value::String(s)) => T::parse(s).unwrap_or_else(|e| {
-            errors.push((field, e));
-            T::default()
-        }),
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => T::parse(s).map_err(|e| errors.push((field, e))).ok(),
         Some(_) => {
             errors.push((field, ValueError::NotText));
-            T::default()
+            None
         }
     }
 }

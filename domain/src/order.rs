@@ -5,9 +5,9 @@
 
 use crate::error::DomainError;
 use crate::event::{CancelledBy, Event, OrderCancelled, OrderPlaced};
-use crate::line::OrderLine;
+use crate::line::OrderLines;
 use crate::status::Status;
-use crate::values::{OrderId, UserId, Won};
+use crate::values::{OrderId, StoreId, UserId, Won};
 
 /// What a customer or staff member asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +24,9 @@ pub enum Command {
 pub struct PlaceOrder {
     pub order_id: OrderId,
     pub user_id: UserId,
-    /// The drink ordered.
-    pub line: OrderLine,
+    pub store_id: StoreId,
+    /// The drinks ordered.
+    pub lines: OrderLines,
     /// Drawn by the service before deciding (`None`: none was drawn).
     pub pickup_number: Option<u32>,
 }
@@ -44,7 +45,8 @@ pub enum OrderState {
 pub struct Order {
     pub order_id: OrderId,
     pub user_id: UserId,
-    pub line: OrderLine,
+    pub store_id: StoreId,
+    pub lines: OrderLines,
     pub total_price: Won,
     pub pickup_number: Option<u32>,
     pub status: Status,
@@ -76,7 +78,8 @@ pub fn decide(state: &OrderState, command: Command) -> Result<Vec<Event>, Domain
             Ok(vec![Event::OrderPlaced(OrderPlaced::of(
                 place.order_id,
                 place.user_id,
-                place.line,
+                place.store_id,
+                place.lines,
                 place.pickup_number,
             ))])
         }
@@ -115,7 +118,8 @@ pub fn evolve(state: OrderState, event: &Event) -> OrderState {
         (OrderState::NotPlaced, Event::OrderPlaced(p)) => OrderState::Placed(Order {
             order_id: p.order_id,
             user_id: p.user_id.clone(),
-            line: p.line(),
+            store_id: p.store_id.clone(),
+            lines: p.lines.clone(),
             total_price: p.total_price,
             pickup_number: p.pickup_number,
             status: Status::Received,

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::error::DecodeError;
 use crate::event::Event;
 use crate::options::DrinkOptions;
+use crate::values::StoreId;
 
 /// One step of the chain: `event_type`'s payload from version `from` to
 /// `from + 1`.
@@ -34,6 +35,11 @@ const CHAIN: &[Step] = &[
         event_type: Event::PLACED,
         from: 2,
         apply: placed_v2_to_v3,
+    },
+    Step {
+        event_type: Event::PLACED,
+        from: 3,
+        apply: placed_v3_to_v4,
     },
 ];
 
@@ -105,6 +111,32 @@ fn placed_v2_to_v3(payload: Value) -> Value {
     match payload {
         Value::Object(mut map) => {
             map.entry("pickup_number").or_insert(Value::Null);
+            Value::Object(map)
+        }
+        other => other,
+    }
+}
+
+/// The fields of the one drink an order held before `OrderPlaced` v4.
+const FLAT_LINE: [&str; 4] = ["coffee_name", "coffee_price", "coffee_qty", "options"];
+
+/// `OrderPlaced` v4 holds its drinks as `lines` and names its store; every
+/// order placed before it was one drink, in flat fields, at the default
+/// store. The flat fields move into the one line (a field that is missing
+/// stays missing, so decoding names it).
+fn placed_v3_to_v4(payload: Value) -> Value {
+    match payload {
+        Value::Object(mut map) => {
+            let mut line = Map::new();
+            for field in FLAT_LINE {
+                if let Some(value) = map.remove(field) {
+                    line.insert(field.to_owned(), value);
+                }
+            }
+            map.entry("lines")
+                .or_insert_with(|| Value::Array(vec![Value::Object(line)]));
+            map.entry("store_id")
+                .or_insert_with(|| Value::String(StoreId::DEFAULT.to_owned()));
             Value::Object(map)
         }
         other => other,

@@ -36,6 +36,48 @@ impl UserId {
     }
 }
 
+/// Which store of the chain an order is for: 1 to 40 characters of letters,
+/// digits, `-`, `_`, `.` (`main`, `gangnam`). Orders placed before stores
+/// existed, and orders that name none, are the default store's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StoreId(String);
+
+impl StoreId {
+    pub const MAX_LEN: usize = 40;
+    /// The default store's id.
+    pub const DEFAULT: &'static str = "main";
+
+    pub fn parse(input: &str) -> Result<Self, ValueError> {
+        if input.is_empty() {
+            return Err(ValueError::Empty);
+        }
+        if input.chars().count() > Self::MAX_LEN {
+            return Err(ValueError::TooLong { max: Self::MAX_LEN });
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if !input.chars().all(allowed) {
+            return Err(ValueError::InvalidCharacters);
+        }
+        Ok(StoreId(input.to_owned()))
+    }
+
+    /// The default store, where orders that name no store go.
+    pub fn default_store() -> Self {
+        StoreId(Self::DEFAULT.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for StoreId {
+    fn default() -> Self {
+        StoreId::default_store()
+    }
+}
+
 /// An order's identity, a UUID v7 (time-ordered, so newer orders sort later).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "Uuid", into = "Uuid")]
@@ -59,7 +101,7 @@ impl OrderId {
 
 /// The name of the coffee ordered: non-empty after trimming, at most 100
 /// characters, no control characters. Stored trimmed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CoffeeName(String);
 
@@ -236,6 +278,7 @@ macro_rules! string_newtype {
     };
 }
 string_newtype!(UserId);
+string_newtype!(StoreId);
 string_newtype!(CoffeeName);
 
 impl TryFrom<Uuid> for OrderId {

@@ -2,7 +2,7 @@
 
 use domain::{
     decide, fold, CancelledBy, CoffeeName, Command, DomainError, Event, OrderCancelled, OrderId,
-    OrderLine, OrderPlaced, PlaceOrder, Price, Quantity, Status, UserId, Won,
+    OrderLine, OrderLines, OrderPlaced, PlaceOrder, Price, Quantity, Status, StoreId, UserId, Won,
 };
 use domain::{DrinkOptions, Size, Temperature};
 
@@ -43,7 +43,8 @@ fn place() -> PlaceOrder {
     PlaceOrder {
         order_id: id(),
         user_id: UserId::parse("USER0001").expect("valid"),
-        line: OrderLine {
+        store_id: StoreId::parse("gangnam").expect("valid"),
+        lines: OrderLines::one(OrderLine {
             coffee_name: CoffeeName::parse("today's coffee").expect("valid"),
             coffee_price: Price::try_from(5000).expect("valid"),
             coffee_qty: Quantity::try_from(3).expect("valid"),
@@ -51,7 +52,7 @@ fn place() -> PlaceOrder {
                 temperature: Temperature::Iced,
                 size: Size::Large,
             },
-        },
+        }),
         pickup_number: Some(7),
     }
 }
@@ -61,11 +62,9 @@ fn placed() -> Event {
     Event::OrderPlaced(OrderPlaced {
         order_id: p.order_id,
         user_id: p.user_id,
-        coffee_name: p.line.coffee_name,
-        coffee_price: p.line.coffee_price,
-        coffee_qty: p.line.coffee_qty,
+        store_id: p.store_id,
+        lines: p.lines,
         total_price: Won(15_000),
-        options: p.line.options,
         pickup_number: p.pickup_number,
     })
 }

@@ -62,6 +62,32 @@ proptest! {
         prop_assert!(Menu::default().check(&name, asked, options).is_ok());
         let other = CoffeeName::parse("not-on-the-menu-1").expect("a name");
         let faults = menu.check(&other, asked, options).expect_err("not on the menu");
-        prop_assert_eq!(faults[0].0, "coffee_name");
+        prop_assert_eq!(faults[0].0.as_str(), "coffee_name");
+    }
+
+    /// A line that leaves an option out gets the drink's own default, one
+    /// it is served at: an iced-only drink ordered without options is iced,
+    /// a drink in large only is large, and the line fits the menu at the
+    /// menu's price for that size. What a line says is kept.
+    #[test]
+    fn a_line_without_options_gets_one_the_drink_is_served_at(
+        drink in drink(),
+        said_temperature in proptest::option::of(prop::sample::select(vec![Temperature::Hot, Temperature::Iced])),
+        said_size in proptest::option::of(prop::sample::select(vec![Size::Regular, Size::Large])),
+    ) {
+        let name = drink.coffee_name.clone();
+        let menu = Menu::new(vec![drink.clone()]).expect("a valid menu");
+        let options = menu.complete(&name, None, None);
+        prop_assert!(drink.temperatures.contains(&options.temperature));
+        let price = drink.prices.get(&options.size).copied();
+        prop_assert!(price.is_some());
+        if let Some(price) = price {
+            prop_assert_eq!(menu.check(&name, price, options).is_ok(), !drink.sold_out);
+        }
+        let kept = menu.complete(&name, said_temperature, said_size);
+        prop_assert_eq!(kept.temperature, said_temperature.unwrap_or(options.temperature));
+        prop_assert_eq!(kept.size, said_size.unwrap_or(options.size));
+        // No menu: hot, regular, as before options existed.
+        prop_assert_eq!(Menu::default().complete(&name, None, None), DrinkOptions::default());
     }
 }

@@ -4,8 +4,9 @@
 
 use domain::{
     current_version, decide, evolve, fold, upcast, whole_number, CoffeeName, Command, DecodeError,
-    DrinkOptions, Event, EventEnvelope, Metadata, OptionValue, OrderId, OrderLine, OrderState,
-    PlaceOrder, Price, Quantity, Size, Status, Temperature, UserId, ValueError,
+    DrinkOptions, Event, EventEnvelope, Metadata, OptionValue, OrderId, OrderLine, OrderLines,
+    OrderState, PlaceOrder, Price, Quantity, Size, Status, StoreId, Temperature, UserId,
+    ValueError, Won,
 };
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -16,26 +17,72 @@ fn arb_status() -> impl Strategy<Value = Status> {
     prop::sample::select(Status::ALL.to_vec())
 }
 
-fn arb_place() -> impl Strategy<Value = PlaceOrder> {
+fn arb_line() -> impl Strategy<Value = OrderLine> {
     (
-        "[A-Za-z0-9._-]{1,100}",
         "[^\\p{Cc}]{0,20}[a-z가-힣][^\\p{Cc}]{0,20}",
         0u64..=Price::MAX,
         Quantity::MIN..=Quantity::MAX,
-        any::<u128>(),
         arb_options(),
     )
-        .prop_map(|(user, name, price, qty, bits, options)| PlaceOrder {
+        .prop_map(|(name, price, qty, options)| OrderLine {
+            coffee_name: CoffeeName::parse(&name).expect("generated valid"),
+            coffee_price: Price::try_from(price).expect("in range"),
+            coffee_qty: Quantity::try_from(qty).expect("in range"),
+            options,
+        })
+}
+
+fn arb_store() -> impl Strategy<Value = StoreId> {
+    prop_oneof![
+        1 => Just(StoreId::default_store()),
+        2 => "[A-Za-z0-9._-]{1,40}".prop_map(|s| StoreId::parse(&s).expect("generated valid")),
+    ]
+}
+
+fn arb_place() -> impl Strategy<Value = PlaceOrder> {
+    (
+        "[A-Za-z0-9._-]{1,100}",
+        arb_store(),
+        prop::collection::vec(arb_line(), 1..=OrderLines::MAX),
+        any::<u128>(),
+    )
+        .prop_map(|(user, store_id, lines, bits)| PlaceOrder {
             pickup_number: u32::try_from(bits % 1000).ok(),
             order_id: v7(bits),
             user_id: UserId::parse(&user).expect("generated valid"),
-            line: OrderLine {
-                coffee_name: CoffeeName::parse(&name).expect("generated valid"),
-                coffee_price: Price::try_from(price).expect("in range"),
-                coffee_qty: Quantity::try_from(qty).expect("in range"),
-                options,
-            },
+            store_id,
+            lines: OrderLines::new(lines).expect("1 to 20 lines"),
         })
+}
+
+/// A placement of one drink at the default store: what every order placed
+/// before schema version 4 was.
+fn arb_single_place() -> impl Strategy<Value = PlaceOrder> {
+    (arb_place(), arb_line()).prop_map(|(place, line)| PlaceOrder {
+        store_id: StoreId::default_store(),
+        lines: OrderLines::one(line),
+        ..place
+    })
+}
+
+/// The flat single-drink payload that schema versions 1 to 3 wrote.
+fn flat_payload(place: &PlaceOrder, version: u16) -> Value {
+    let line = place.lines.first();
+    let mut payload = json!({
+        "order_id": place.order_id,
+        "user_id": place.user_id,
+        "coffee_name": line.coffee_name,
+        "coffee_price": line.coffee_price,
+        "coffee_qty": line.coffee_qty,
+        "total_price": line.line_price(),
+    });
+    if version >= 2 {
+        payload["options"] = json!(line.options);
+    }
+    if version >= 3 {
+        payload["pickup_number"] = json!(place.pickup_number);
+    }
+    payload
 }
 
 fn arb_options() -> impl Strategy<Value = DrinkOptions> {
@@ -103,8 +150,9 @@ proptest! {
             // Versions are contiguous: every event adds exactly one.
             prop_assert_eq!(after.version(), before.version() + 1);
             let after = after.order().expect("placed after the first event");
-            // Totals are price × quantity, always.
-            prop_assert_eq!(after.total_price.0, u64::from(after.line.coffee_price) * after.line.coffee_qty.get());
+            // Totals are the sum of price × quantity over the lines, always.
+            let sum: u64 = after.lines.iter().map(|l| u64::from(l.coffee_price) * l.coffee_qty.get()).sum();
+            prop_assert_eq!(after.total_price.0, sum);
             if let Some(before) = before.order() {
                 // Nothing ever leaves a final state, and every move is one the
                 // lifecycle table (ARCHITECTURE.md) allows.
@@ -112,7 +160,8 @@ proptest! {
                 prop_assert!(ALLOWED_MOVES.contains(&(before.status, after.status)),
                     "{:?} -> {:?} is not in the lifecycle table", before.status, after.status);
                 // The order's facts never change after placement.
-                prop_assert_eq!(&before.line.coffee_name, &after.line.coffee_name);
+                prop_assert_eq!(&before.lines, &after.lines);
+                prop_assert_eq!(&before.store_id, &after.store_id);
                 prop_assert_eq!(before.total_price, after.total_price);
             }
         }
@@ -180,25 +229,74 @@ proptest! {
     // --- schema evolution: the upcaster chain ---
 
     #[test]
-    fn a_v1_placement_reads_as_a_hot_regular_drink_with_every_fact_kept(place in arb_place()) {
-        // Exactly what the previous build wrote: v1, no options member.
-        let v1 = json!({
-            "order_id": place.order_id,
-            "user_id": place.user_id,
-            "coffee_name": place.line.coffee_name,
-            "coffee_price": place.line.coffee_price,
-            "coffee_qty": place.line.coffee_qty,
-            "total_price": place.line.coffee_price.times(place.line.coffee_qty),
-        });
-        let event = Event::decode(Event::PLACED, 1, v1).expect("a v1 placement decodes");
+    fn a_v1_placement_reads_as_one_hot_regular_line_at_the_default_store_with_every_fact_kept(
+        place in arb_single_place(),
+    ) {
+        // Exactly what the first build wrote: v1, no options member.
+        let event = Event::decode(Event::PLACED, 1, flat_payload(&place, 1))
+            .expect("a v1 placement decodes");
         let Event::OrderPlaced(p) = event else { panic!("a placement") };
-        prop_assert_eq!(p.options, DrinkOptions { temperature: Temperature::Hot, size: Size::Regular });
+        let line = place.lines.first();
+        prop_assert_eq!(p.lines.len(), 1);
+        let read = p.lines.first();
+        prop_assert_eq!(read.options, DrinkOptions { temperature: Temperature::Hot, size: Size::Regular });
         prop_assert_eq!(p.order_id, place.order_id);
         prop_assert_eq!(&p.user_id, &place.user_id);
-        prop_assert_eq!(&p.coffee_name, &place.line.coffee_name);
-        prop_assert_eq!(p.coffee_price, place.line.coffee_price);
-        prop_assert_eq!(p.coffee_qty, place.line.coffee_qty);
-        prop_assert_eq!(p.total_price, place.line.coffee_price.times(place.line.coffee_qty));
+        prop_assert_eq!(&p.store_id, &StoreId::default_store());
+        prop_assert_eq!(&read.coffee_name, &line.coffee_name);
+        prop_assert_eq!(read.coffee_price, line.coffee_price);
+        prop_assert_eq!(read.coffee_qty, line.coffee_qty);
+        prop_assert_eq!(p.total_price, line.line_price());
+        prop_assert_eq!(p.pickup_number, None);
+    }
+
+    #[test]
+    fn a_single_drink_placement_written_as_v2_or_v3_reads_as_the_same_event_as_v4(
+        place in arb_single_place(),
+        version in 2u16..=3,
+    ) {
+        // The same order, decided now (v4), and as the earlier build wrote
+        // it: one line at the default store, the same facts.
+        let Ok(events) = decide(&OrderState::NotPlaced, Command::Place(place.clone())) else {
+            panic!("a placement is decided")
+        };
+        let mut expected = events[0].clone();
+        if version == 2 {
+            // v2 had no pickup numbers.
+            if let Event::OrderPlaced(p) = &mut expected { p.pickup_number = None; }
+        }
+        let read = Event::decode(Event::PLACED, version, flat_payload(&place, version));
+        prop_assert_eq!(read.ok(), Some(expected));
+    }
+
+    #[test]
+    fn an_orders_total_is_the_sum_of_its_lines(place in arb_place()) {
+        let sum: u64 = place.lines.iter().map(|l| l.coffee_price.times(l.coffee_qty).0).sum();
+        let Ok(events) = decide(&OrderState::NotPlaced, Command::Place(place.clone())) else {
+            panic!("a placement is decided")
+        };
+        let Event::OrderPlaced(p) = &events[0] else { panic!("a placement") };
+        prop_assert_eq!(p.total_price, Won(sum));
+        prop_assert_eq!(&p.lines, &place.lines);
+        let state = fold(&events);
+        let order = state.order().expect("placed");
+        prop_assert_eq!(order.total_price, Won(sum));
+        prop_assert_eq!(&order.lines, &place.lines);
+        prop_assert_eq!(&order.store_id, &place.store_id);
+    }
+
+    #[test]
+    fn an_order_holds_1_to_20_lines(count in 0usize..40, line in arb_line()) {
+        let lines = OrderLines::new(vec![line; count]);
+        prop_assert_eq!(lines.is_ok(), (1..=20).contains(&count));
+    }
+
+    #[test]
+    fn store_ids_are_1_to_40_safe_characters(s in "\\PC{0,50}") {
+        let ok = !s.is_empty()
+            && s.chars().count() <= 40
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        prop_assert_eq!(StoreId::parse(&s).is_ok(), ok);
     }
 
     #[test]

@@ -1,12 +1,20 @@
 //! What every read model keyed by order shares about an order's row: what
 //! a batch does to each order it touches (written once per order), the
-//! moves of status and version, the drink-option and pickup-number columns
-//! and how older generations gain them. The order read model and the
-//! delivery model both build on it.
+//! moves of status and version, the columns of an order's lines, options,
+//! pickup number and store, and how older generations gain them. The order
+//! read model and the delivery model both build on it.
+//!
+//! An order's first line is in flat columns (`coffee_name`, `coffee_price`,
+//! `coffee_qty`, `temperature`, `size`: the original single-drink fields);
+//! an order of several lines also has all of them in `lines` (JSON, the
+//! event's shape), NULL for an order of one.
 
 use std::collections::HashMap;
 
-use domain::{DrinkOptions, Event, EventEnvelope, OptionValue, Size, Status, Temperature};
+use domain::{
+    CoffeeName, DrinkOptions, Event, EventEnvelope, OptionValue, OrderLine, Price, Quantity, Size,
+    Status, Temperature,
+};
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -78,6 +86,9 @@ pub(crate) fn reduce<'a>(
 pub(crate) struct Placements<'a> {
     pub ids: Vec<Uuid>,
     pub users: Vec<&'a str>,
+    pub stores: Vec<&'a str>,
+    /// Every line, for orders of more than one (NULL otherwise).
+    pub lines: Vec<Option<serde_json::Value>>,
     pub names: Vec<&'a str>,
     pub prices: Vec<i64>,
     pub qtys: Vec<i32>,
@@ -99,6 +110,8 @@ impl<'a> Placements<'a> {
         let mut p = Placements {
             ids: Vec::with_capacity(n),
             users: Vec::with_capacity(n),
+            stores: Vec::with_capacity(n),
+            lines: Vec::with_capacity(n),
             names: Vec::with_capacity(n),
             prices: Vec::with_capacity(n),
             qtys: Vec::with_capacity(n),
@@ -115,14 +128,20 @@ impl<'a> Placements<'a> {
         for (id, c) in changes {
             let Some(placed) = &c.placed else { continue };
             p.ids.push(*id);
+            let first = placed.lines.first();
             p.users.push(placed.user_id.as_str());
-            p.names.push(placed.coffee_name.as_str());
-            p.prices.push(to_i64(u64::from(placed.coffee_price)));
+            p.stores.push(placed.store_id.as_str());
+            p.lines.push(
+                (placed.lines.len() > 1)
+                    .then(|| serde_json::to_value(&placed.lines).unwrap_or_default()),
+            );
+            p.names.push(first.coffee_name.as_str());
+            p.prices.push(to_i64(u64::from(first.coffee_price)));
             p.qtys
-                .push(i32::try_from(placed.coffee_qty.get()).unwrap_or(i32::MAX));
+                .push(i32::try_from(first.coffee_qty.get()).unwrap_or(i32::MAX));
             p.totals.push(to_i64(placed.total_price.0));
-            p.temperatures.push(placed.options.temperature.code());
-            p.sizes.push(placed.options.size.code());
+            p.temperatures.push(first.options.temperature.code());
+            p.sizes.push(first.options.size.code());
             p.pickups
                 .push(placed.pickup_number.and_then(|n| i32::try_from(n).ok()));
             p.statuses.push(c.status.code());
@@ -243,6 +262,61 @@ pub(crate) async fn add_pickup_column(conn: &mut PgConnection, table: &str) -> R
     .await?;
     tracing::info!(table, "added the pickup-number column (OrderPlaced v3)");
     Ok(true)
+}
+
+/// Adds the store and lines columns (OrderPlaced v4) to a table created by
+/// an older build. Every row it holds is an order of one drink (its flat
+/// columns) at the default store. Returns whether it changed the table
+/// (then its view must be published again).
+pub(crate) async fn add_store_and_lines_columns(
+    conn: &mut PgConnection,
+    table: &str,
+) -> Result<bool> {
+    if has_column(conn, table, "store_id").await? {
+        return Ok(false);
+    }
+    sqlx::query(&format!(
+        "ALTER TABLE {table}
+            ADD COLUMN IF NOT EXISTS store_id text NOT NULL DEFAULT '{}',
+            ADD COLUMN IF NOT EXISTS lines jsonb",
+        domain::StoreId::DEFAULT
+    ))
+    .execute(&mut *conn)
+    .await?;
+    tracing::info!(table, "added the store and lines columns (OrderPlaced v4)");
+    Ok(true)
+}
+
+/// The columns of an order's lines and store, as `CREATE TABLE` writes them.
+pub(crate) fn store_and_lines_columns() -> String {
+    format!(
+        "store_id text NOT NULL DEFAULT '{}', lines jsonb",
+        domain::StoreId::DEFAULT
+    )
+}
+
+/// Reads an order's lines from a read-model row: `lines` when it holds
+/// several, else the one in the flat columns, at `price` (`None`: a row the
+/// delivery model applied before it kept prices, read as 0; its reader says
+/// the price is unknown).
+pub(crate) fn lines_of(row: &sqlx::postgres::PgRow, price: Option<i64>) -> Result<Vec<OrderLine>> {
+    let corrupt = |what: String| ProjectionError::Database(sqlx::Error::Decode(what.into()));
+    let several: Option<serde_json::Value> = row.try_get("lines")?;
+    if let Some(lines) = several {
+        return serde_json::from_value::<domain::OrderLines>(lines)
+            .map(Vec::from)
+            .map_err(|e| corrupt(format!("lines: {e}")));
+    }
+    let name: String = row.try_get("coffee_name")?;
+    let qty: i32 = row.try_get("coffee_qty")?;
+    let value = |e: domain::ValueError| corrupt(e.to_string());
+    Ok(vec![OrderLine {
+        coffee_name: CoffeeName::parse(&name).map_err(value)?,
+        coffee_price: Price::try_from(u64::try_from(price.unwrap_or_default()).unwrap_or(u64::MAX))
+            .map_err(value)?,
+        coffee_qty: Quantity::try_from(u64::try_from(qty).unwrap_or_default()).map_err(value)?,
+        options: options_of(row)?,
+    }])
 }
 
 /// Reads the status column of a read-model row.

@@ -4,8 +4,8 @@
 //! `Result<Result<Outcome, Rejection>, StoreError>`.
 
 use domain::{
-    decide, fold, Command, DomainError, EventEnvelope, Metadata, OrderId, OrderState, PlaceOrder,
-    UserId,
+    decide, fold, AskedLine, Command, DomainError, EventEnvelope, Metadata, OrderId, OrderState,
+    PlaceOrder, StoreId, UserId,
 };
 use tracing::instrument;
 
@@ -28,7 +28,8 @@ pub enum Rejection {
     IdempotencyKeyReused,
     /// Lost the optimistic-concurrency race on every attempt.
     Contended,
-    /// The order does not fit the menu (each field at fault, and why).
+    /// The order does not fit the menu or its store (each field at fault,
+    /// and why).
     OffMenu(domain::OffMenu),
 }
 
@@ -45,11 +46,24 @@ pub struct Outcome {
 
 pub type Handled = Result<Result<Outcome, Rejection>, StoreError>;
 
+/// A place-order request as the edge read it.
+#[derive(Debug, Clone)]
+pub struct PlaceRequest {
+    pub order_id: OrderId,
+    pub user_id: UserId,
+    /// `None`: the request named no store (the default store's).
+    pub store_id: Option<StoreId>,
+    /// The lines as asked: options not said are completed from the menu.
+    pub lines: Vec<AskedLine>,
+    /// Sent as `items`: a fault names its line (`items[1].coffee_price`).
+    pub as_items: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Orders {
     store: EventStore,
     pickups: PickupNumbers,
-    menu: crate::menu::Current,
+    catalog: crate::catalog::Current,
 }
 
 impl Orders {
@@ -57,11 +71,11 @@ impl Orders {
     /// shop's clock.
     pub fn new(store: EventStore) -> Self {
         let pickups = PickupNumbers::new(store.pool().clone(), time::UtcOffset::UTC);
-        let menu = crate::menu::Current::new(store.pool().clone());
+        let catalog = crate::catalog::Current::new(store.pool().clone());
         Orders {
             store,
             pickups,
-            menu,
+            catalog,
         }
     }
 
@@ -75,10 +89,10 @@ impl Orders {
     /// result and appends nothing; a different request under the same key is
     /// rejected. When a menu is set, the order must fit it (drink on sale,
     /// its size and temperature, the menu's price).
-    #[instrument(skip_all, fields(order_id = %place.order_id, user_id = %place.user_id), err)]
+    #[instrument(skip_all, fields(order_id = %request.order_id, user_id = %request.user_id), err)]
     pub async fn place(
         &self,
-        mut place: PlaceOrder,
+        request: PlaceRequest,
         metadata: &Metadata,
         key: Option<IdempotencyKey>,
     ) -> Handled {
@@ -89,11 +103,40 @@ impl Orders {
         }
         // After the replay check: a retry of an order placed before the menu
         // changed still gets its first answer.
-        let menu = self.menu.get().await?;
-        if let Err(faults) = menu.check_line(&place.line) {
-            return Ok(Err(Rejection::OffMenu(faults)));
+        let store_id = request.store_id.unwrap_or_default();
+        let catalog = self.catalog.get().await?;
+        let refuse = |why: String| Ok(Err(Rejection::OffMenu(vec![("store_id".to_owned(), why)])));
+        match catalog.store(&store_id) {
+            None => {
+                return refuse(format!(
+                    "there is no store {store_id} (GET /stores lists them)"
+                ))
+            }
+            Some(store) if !store.open => {
+                return refuse(format!("{} ({store_id}) is closed", store.name))
+            }
+            Some(_) => {}
         }
-        place.pickup_number = Some(self.pickups.next().await?);
+        let menu = catalog.menu_at(&store_id);
+        let as_items = request.as_items;
+        let prefix = |i: usize| {
+            if as_items {
+                format!("items[{i}].")
+            } else {
+                String::new()
+            }
+        };
+        let lines = match menu.take(&request.lines, prefix) {
+            Ok(lines) => lines,
+            Err(faults) => return Ok(Err(Rejection::OffMenu(faults))),
+        };
+        let place = PlaceOrder {
+            order_id: request.order_id,
+            user_id: request.user_id,
+            pickup_number: Some(self.pickups.next(&store_id).await?),
+            store_id,
+            lines,
+        };
         let stream = place.order_id;
         let events = match decide(&OrderState::NotPlaced, Command::Place(place)) {
             Ok(events) => events,

@@ -43,7 +43,8 @@ async fn orders(cli: Cli) -> anyhow::Result<()> {
         | Cmd::Migrate
         | Cmd::Verify { .. }
         | Cmd::LogClock(_)
-        | Cmd::Menu(_) => telemetry::COMMAND_LOGS,
+        | Cmd::Menu(_)
+        | Cmd::Stores(_) => telemetry::COMMAND_LOGS,
         _ => telemetry::SERVICE_LOGS,
     });
     // A service waits for its database; an operator's command fails at once.
@@ -148,6 +149,7 @@ async fn admin_command(
         Cmd::Verify { names } => admin::verify(pool, &names).await,
         Cmd::LogClock(cmd) => admin::log_clock(pool, cmd).await,
         Cmd::Menu(cmd) => admin::menu(pool, cmd).await,
+        Cmd::Stores(cmd) => admin::stores(pool, cmd).await,
         // Long-running parts are processes (`Cmd::process`).
         Cmd::Serve(_) | Cmd::Relay | Cmd::Project(_) | Cmd::Work(_) | Cmd::All(_) => Ok(()),
     }

@@ -1,19 +1,20 @@
-//! Where the menu lives: the `menu` table (migrations/0011), read by
-//! `GET /menu` and checked by every place-order request ([`Current`]: held
-//! in memory while its generation, migrations/0014, does not move), written
-//! by operators (`orders menu …`). A change replaces what readers see in
-//! one transaction; the next order is checked against it.
+//! Where the menu lives: the `menu` table (migrations/0011) for the
+//! chain's drinks (and what is sold out at every store), `sold_out`
+//! (migrations/0016) for what one store has sold out; read by `GET /menu`
+//! and checked by every place-order request (through
+//! [`crate::catalog::Current`]), written by operators (`orders menu …`). A
+//! change replaces what readers see in one transaction; the next order is
+//! checked against it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use domain::{CoffeeName, Drink, Menu, OptionValue, Price, Size, Temperature};
-use sqlx::{PgExecutor, PgPool};
+use domain::{CoffeeName, Drink, Menu, OptionValue, Price, Size, StoreId, Temperature};
+use sqlx::PgExecutor;
 
-use crate::batch::{Collector, Limits};
-
-/// The menu as it is now (empty: no menu set).
+/// The chain's menu as it is now (empty: no menu set), its drinks sold out
+/// at every store marked: what one store has sold out is
+/// [`crate::stores::load_sold_out`]'s.
 pub async fn load<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Menu> {
     let rows = sqlx::query!(
         r#"SELECT coffee_name, regular_price, large_price, temperatures, sold_out
@@ -53,76 +54,9 @@ pub async fn load<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<Menu> {
     Menu::new(drinks).map_err(|e| corrupt(format!("menu: {e}")))
 }
 
-/// Generation reads in flight at a time, and requests sharing one at most.
-const GENERATION_READS: Limits = Limits {
-    name: "menu_generation",
-    in_flight: 2,
-    max_batch: 1024,
-    queue: 4096,
-};
-
-/// A menu and the generation it was read at.
-type Held = Option<(i64, Arc<Menu>)>;
-
-/// The menu as place-order checks it: held in memory with the generation
-/// it was read at (migrations/0014), and read again whenever the
-/// generation in the database is another. Every check reads the generation
-/// after its request arrived (the requests waiting at the same time share
-/// one read), so it sees every menu change committed before that, as a
-/// read of the whole menu per request did. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Current {
-    pool: PgPool,
-    held: Arc<Mutex<Held>>,
-    generations: Collector<(), i64>,
-}
-
-impl Current {
-    pub fn new(pool: PgPool) -> Self {
-        let generations = Collector::new(GENERATION_READS, {
-            let pool = pool.clone();
-            move |waiting: Vec<()>| {
-                let pool = pool.clone();
-                async move {
-                    let generation = sqlx::query_scalar!("SELECT generation FROM menu_generation")
-                        .fetch_one(&pool)
-                        .await?;
-                    Ok(vec![generation; waiting.len()])
-                }
-            }
-        });
-        Current {
-            pool,
-            held: Arc::default(),
-            generations,
-        }
-    }
-
-    /// The menu as it is now.
-    pub async fn get(&self) -> sqlx::Result<Arc<Menu>> {
-        let generation = self.generation().await?;
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some((at, menu)) = held {
-            if at == generation {
-                return Ok(menu);
-            }
-        }
-        // Read after the generation: at least as new as it (a change in
-        // between moves the generation again, and the next check reads).
-        let menu = Arc::new(load(&self.pool).await?);
-        // Two reads racing may leave the older held: the next check finds
-        // the generation moved on and reads again.
-        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, menu.clone()));
-        Ok(menu)
-    }
-
-    /// The generation now, read once for every request waiting on it.
-    async fn generation(&self) -> sqlx::Result<i64> {
-        self.generations.ask(()).await
-    }
-}
-
-/// Replaces the whole menu with `menu` (empty: no menu), in one transaction.
+/// Replaces the whole menu with `menu` (empty: no menu), in one
+/// transaction. Its drinks marked sold out are sold out at every store;
+/// what single stores have sold out stays.
 pub async fn replace(pool: &sqlx::PgPool, menu: &Menu) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query!("DELETE FROM menu").execute(&mut *tx).await?;
@@ -153,27 +87,74 @@ pub async fn replace(pool: &sqlx::PgPool, menu: &Menu) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Marks one drink sold out (or on sale again). Errors when it is not on
-/// the menu.
+/// Marks one drink sold out (or on sale again) at `store`, or at every
+/// store (`None`). Errors when the drink is not on the menu or the store
+/// does not exist.
 pub async fn set_sold_out(
     pool: &sqlx::PgPool,
+    store: Option<&StoreId>,
     name: &CoffeeName,
     sold_out: bool,
 ) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
-    let changed = sqlx::query!(
-        "UPDATE menu SET sold_out = $2, updated_at = clock_timestamp() WHERE coffee_name = $1",
-        name.as_str(),
-        sold_out,
+    let on_menu = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM menu WHERE coffee_name = $1) AS "on!""#,
+        name.as_str()
     )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if changed == 0 {
+    .fetch_one(&mut *tx)
+    .await?;
+    if !on_menu {
         anyhow::bail!("{name} is not on the menu (`orders menu show` lists it)");
+    }
+    match store {
+        None => {
+            sqlx::query!(
+                "UPDATE menu SET sold_out = $2, updated_at = clock_timestamp() WHERE coffee_name = $1",
+                name.as_str(),
+                sold_out,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        Some(store) => set_sold_out_at(&mut tx, store, name, sold_out).await?,
     }
     infra::notify::MENU.announce(&mut *tx).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+async fn set_sold_out_at(
+    tx: &mut sqlx::PgConnection,
+    store: &StoreId,
+    name: &CoffeeName,
+    sold_out: bool,
+) -> anyhow::Result<()> {
+    let known = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM stores WHERE store_id = $1) AS "known!""#,
+        store.as_str()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if !known {
+        anyhow::bail!("there is no store {store} (`orders stores show` lists them)");
+    }
+    if sold_out {
+        sqlx::query!(
+            "INSERT INTO sold_out (store_id, coffee_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            store.as_str(),
+            name.as_str(),
+        )
+        .execute(&mut *tx)
+        .await?;
+    } else {
+        sqlx::query!(
+            "DELETE FROM sold_out WHERE store_id = $1 AND coffee_name = $2",
+            store.as_str(),
+            name.as_str(),
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }
 

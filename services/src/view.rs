@@ -2,7 +2,7 @@
 //! here by folding a stream's envelopes (the domain state plus the timestamps
 //! the envelopes carry).
 
-use domain::{fold, DrinkOptions, EventEnvelope, Status};
+use domain::{fold, DrinkOptions, EventEnvelope, OrderLine, Status};
 use projections::OrderRow;
 use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
@@ -13,6 +13,8 @@ use uuid::Uuid;
 pub struct OrderView {
     pub order_id: Uuid,
     pub user_id: String,
+    /// The original single-drink fields: the order's drink, or its first
+    /// line when it has several.
     pub coffee_name: String,
     pub coffee_price: u64,
     pub coffee_qty: u64,
@@ -23,9 +25,16 @@ pub struct OrderView {
     pub status: Status,
     #[schema(value_type = String, example = "접수완료")]
     pub status_label: &'static str,
-    /// The short per-day number staff call out; `null` for orders placed
-    /// before pickup numbers existed.
+    /// The short number staff call out, per store per day; `null` for
+    /// orders placed before pickup numbers existed.
     pub pickup_number: Option<u32>,
+    /// The store the order is for (`GET /stores`).
+    #[schema(example = "main")]
+    pub store_id: String,
+    /// Every drink of the order, in the order the customer listed them (one
+    /// for a single-drink order). `total_price` is the sum of their
+    /// `line_price`s.
+    pub items: Vec<ItemView>,
     #[serde(serialize_with = "api_time")]
     #[schema(value_type = String, format = DateTime)]
     pub ordered_at: OffsetDateTime,
@@ -33,6 +42,56 @@ pub struct OrderView {
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
     pub version: u64,
+}
+
+/// One line of an order: a drink, its options, how many, the price of one
+/// and of the line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ItemView {
+    pub coffee_name: String,
+    pub coffee_price: u64,
+    pub coffee_qty: u64,
+    #[schema(value_type = OptionsView)]
+    pub options: DrinkOptions,
+    /// `coffee_price` × `coffee_qty`.
+    pub line_price: u64,
+}
+
+impl From<&OrderLine> for ItemView {
+    fn from(line: &OrderLine) -> Self {
+        ItemView {
+            coffee_name: line.coffee_name.to_string(),
+            coffee_price: line.coffee_price.into(),
+            coffee_qty: line.coffee_qty.get(),
+            options: line.options,
+            line_price: line.line_price().0,
+        }
+    }
+}
+
+/// One line of an order as the delivery side shows it: as on the order,
+/// with the prices `null` for an order the delivery model applied before
+/// it kept them (until it is rebuilt from the topic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct DeliveryItemView {
+    pub coffee_name: String,
+    pub coffee_price: Option<u64>,
+    pub coffee_qty: u64,
+    #[schema(value_type = OptionsView)]
+    pub options: DrinkOptions,
+    pub line_price: Option<u64>,
+}
+
+impl From<&ItemView> for DeliveryItemView {
+    fn from(item: &ItemView) -> Self {
+        DeliveryItemView {
+            coffee_name: item.coffee_name.clone(),
+            coffee_price: Some(item.coffee_price),
+            coffee_qty: item.coffee_qty,
+            options: item.options,
+            line_price: Some(item.line_price),
+        }
+    }
 }
 
 /// A status code (the Korean labels are accepted wherever a status is sent).
@@ -70,8 +129,12 @@ pub struct DeliveryStatusView {
     pub status: Status,
     #[schema(value_type = String, example = "제작중")]
     pub status_label: &'static str,
-    /// The short per-day number staff call out (as on the order).
+    /// The short number staff call out (as on the order).
     pub pickup_number: Option<u32>,
+    #[schema(example = "main")]
+    pub store_id: String,
+    /// Every drink of the order (as on the order).
+    pub items: Vec<DeliveryItemView>,
     #[serde(serialize_with = "api_time")]
     #[schema(value_type = String, format = DateTime)]
     pub ordered_at: OffsetDateTime,
@@ -89,17 +152,20 @@ impl OrderView {
         let order = state.order()?;
         let first = stream.first()?;
         let last = stream.last()?;
+        let line = order.lines.first();
         Some(OrderView {
             order_id: order.order_id.as_uuid(),
             user_id: order.user_id.to_string(),
-            coffee_name: order.line.coffee_name.to_string(),
-            coffee_price: order.line.coffee_price.into(),
-            coffee_qty: order.line.coffee_qty.get(),
+            coffee_name: line.coffee_name.to_string(),
+            coffee_price: line.coffee_price.into(),
+            coffee_qty: line.coffee_qty.get(),
             total_price: order.total_price.0,
-            options: order.line.options,
+            options: line.options,
             status: order.status,
             status_label: order.status.label(),
             pickup_number: order.pickup_number,
+            store_id: order.store_id.to_string(),
+            items: order.lines.iter().map(ItemView::from).collect(),
             ordered_at: first.recorded_at,
             updated_at: last.recorded_at,
             version: order.version,
@@ -116,6 +182,8 @@ impl OrderView {
             status: self.status,
             status_label: self.status_label,
             pickup_number: self.pickup_number,
+            store_id: self.store_id.clone(),
+            items: self.items.iter().map(DeliveryItemView::from).collect(),
             ordered_at: self.ordered_at,
             updated_at: self.updated_at,
             version: self.version,
@@ -136,6 +204,8 @@ impl From<&OrderRow> for OrderView {
             status: row.status,
             status_label: row.status.label(),
             pickup_number: row.pickup_number.and_then(|n| u32::try_from(n).ok()),
+            store_id: row.store_id.clone(),
+            items: row.lines.iter().map(ItemView::from).collect(),
             ordered_at: row.ordered_at,
             updated_at: row.updated_at,
             version: u64::try_from(row.version).unwrap_or_default(),
@@ -154,6 +224,23 @@ impl From<&projections::delivery::DeliveryRow> for DeliveryStatusView {
             status: row.status,
             status_label: row.status.label(),
             pickup_number: row.pickup_number.and_then(|n| u32::try_from(n).ok()),
+            store_id: row.store_id.clone(),
+            items: row
+                .lines
+                .iter()
+                .map(|line| {
+                    let item = DeliveryItemView::from(&ItemView::from(line));
+                    if row.prices_known {
+                        item
+                    } else {
+                        DeliveryItemView {
+                            coffee_price: None,
+                            line_price: None,
+                            ..item
+                        }
+                    }
+                })
+                .collect(),
             ordered_at: row.ordered_at,
             updated_at: row.updated_at,
             version: u64::try_from(row.version).unwrap_or_default(),

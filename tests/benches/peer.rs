@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use domain::{CoffeeName, DrinkOptions, Metadata, OrderId, PlaceOrder, Price, Quantity, UserId};
+use domain::{CoffeeName, Metadata, OrderId, Price, Quantity, UserId};
 use e2e::TestDb;
 use serde::{Deserialize, Serialize};
 use services::commands::Orders;
@@ -132,16 +132,34 @@ where
 }
 
 /// The order bench/place.sh places over HTTP: on the seeded menu.
-fn our_order() -> PlaceOrder {
-    PlaceOrder {
+fn our_order() -> services::commands::PlaceRequest {
+    services::commands::PlaceRequest {
         order_id: OrderId::generate(),
         user_id: UserId::parse("USER0001").expect("a user id"),
-        line: domain::OrderLine {
+        store_id: None,
+        lines: vec![domain::AskedLine {
             coffee_name: CoffeeName::parse("today's coffee").expect("a coffee name"),
             coffee_price: Price::try_from(5000).expect("a price"),
             coffee_qty: Quantity::try_from(3).expect("a quantity"),
-            options: DrinkOptions::default(),
-        },
+            options: domain::AskedOptions::default(),
+        }],
+        as_items: false,
+    }
+}
+
+/// The same order as the domain decides it (checked, with its store).
+fn our_placement() -> domain::PlaceOrder {
+    let asked = our_order();
+    domain::PlaceOrder {
+        order_id: asked.order_id,
+        user_id: asked.user_id,
+        store_id: domain::StoreId::default_store(),
+        lines: domain::OrderLines::one(domain::OrderLine {
+            coffee_name: asked.lines[0].coffee_name.clone(),
+            coffee_price: asked.lines[0].coffee_price,
+            coffee_qty: asked.lines[0].coffee_qty,
+            options: domain::DrinkOptions::default(),
+        }),
         pickup_number: None,
     }
 }
@@ -187,7 +205,7 @@ async fn store_only(clients: usize) -> Rate {
     drive(clients, move || {
         let (store, metadata) = (store.clone(), metadata.clone());
         async move {
-            let place = our_order();
+            let place = our_placement();
             let id = place.order_id;
             let events = domain::decide(
                 &domain::OrderState::NotPlaced,

@@ -69,16 +69,19 @@ pub fn placed_payload(
     price: u64,
     qty: u64,
 ) -> Value {
-    let event = domain::Event::OrderPlaced(domain::OrderPlaced {
-        order_id: domain::OrderId::try_from(order_id).expect("a v7 order id"),
-        user_id: domain::UserId::parse(user_id).expect("a valid user id"),
-        coffee_name: domain::CoffeeName::parse(name).expect("a valid coffee name"),
-        coffee_price: domain::Price::from_json(&Value::from(price)).expect("a valid price"),
-        coffee_qty: domain::Quantity::from_json(Some(&Value::from(qty))).expect("a valid quantity"),
-        total_price: domain::Won(price * qty),
-        options: domain::DrinkOptions::default(),
-        pickup_number: None,
-    });
+    let event = domain::Event::OrderPlaced(domain::OrderPlaced::of(
+        domain::OrderId::try_from(order_id).expect("a v7 order id"),
+        domain::UserId::parse(user_id).expect("a valid user id"),
+        domain::StoreId::default_store(),
+        domain::OrderLines::one(domain::OrderLine {
+            coffee_name: domain::CoffeeName::parse(name).expect("a valid coffee name"),
+            coffee_price: domain::Price::from_json(&Value::from(price)).expect("a valid price"),
+            coffee_qty: domain::Quantity::from_json(Some(&Value::from(qty)))
+                .expect("a valid quantity"),
+            options: domain::DrinkOptions::default(),
+        }),
+        None,
+    ));
     event.payload()
 }
 

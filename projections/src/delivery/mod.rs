@@ -11,7 +11,7 @@
 //! projection's lease ([`infra::lease`]) and reads every partition, one task
 //! each.
 
-use domain::{DrinkOptions, EventEnvelope, Status};
+use domain::{DrinkOptions, EventEnvelope, OrderLine, Status};
 use sqlx::{PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -59,6 +59,13 @@ const FIRST_EMPTY_WAIT_MS: i32 = 5;
 pub struct DeliveryRow {
     pub order_id: Uuid,
     pub user_id: String,
+    /// The store the order is for.
+    pub store_id: String,
+    /// Every line of the order; the first is also in the flat fields.
+    pub lines: Vec<OrderLine>,
+    /// Whether the lines' prices are known: a row applied by a build before
+    /// OrderPlaced v4 kept none (until the model is rebuilt from the topic).
+    pub prices_known: bool,
     pub coffee_name: String,
     pub coffee_qty: i32,
     pub options: DrinkOptions,
@@ -103,7 +110,22 @@ impl Projection for DeliveryReadModel {
         .execute(&mut *conn)
         .await?;
         let pickup = crate::order_row::add_pickup_column(conn, &t).await?;
-        Ok(options || pickup)
+        let stores = crate::order_row::add_store_and_lines_columns(conn, &t).await?;
+        // Prices came with several lines: rows applied before have none
+        // (NULL), until a rebuild from the topic.
+        sqlx::query(&format!(
+            "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS coffee_price bigint,
+                             ADD COLUMN IF NOT EXISTS total_price bigint"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(&format!(
+            "CREATE INDEX IF NOT EXISTS order_status_g{generation}_store_idx
+                ON {t} (store_id, status, ordered_at, order_id)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        Ok(options || pickup || stores)
     }
 
     async fn finish_generation(&self, _conn: &mut PgConnection, _generation: i32) -> Result<()> {
@@ -174,6 +196,9 @@ impl From<&crate::OrderRow> for DeliveryRow {
         DeliveryRow {
             order_id: o.order_id,
             user_id: o.user_id.clone(),
+            store_id: o.store_id.clone(),
+            lines: o.lines.clone(),
+            prices_known: true,
             coffee_name: o.coffee_name.clone(),
             coffee_qty: o.coffee_qty,
             options: o.options,

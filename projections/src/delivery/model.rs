@@ -29,14 +29,25 @@ pub(super) async fn create_generation(conn: &mut PgConnection, generation: i32) 
             temperature   text        NOT NULL DEFAULT 'hot' CHECK (temperature IN ('hot', 'iced')),
             size          text        NOT NULL DEFAULT 'regular' CHECK (size IN ('regular', 'large')),
             event_ids     jsonb       NOT NULL DEFAULT '{{}}',
-            pickup_number integer
-        )"
+            pickup_number integer,
+            coffee_price  bigint,
+            total_price   bigint,
+            {}
+        )",
+        crate::order_row::store_and_lines_columns()
     ))
     .execute(&mut *conn)
     .await?;
     sqlx::query(&format!(
         "CREATE INDEX IF NOT EXISTS order_status_g{generation}_status_idx
             ON {t} (status, ordered_at, order_id)"
+    ))
+    .execute(&mut *conn)
+    .await?;
+    // A store's board: its orders by status.
+    sqlx::query(&format!(
+        "CREATE INDEX IF NOT EXISTS order_status_g{generation}_store_idx
+            ON {t} (store_id, status, ordered_at, order_id)"
     ))
     .execute(&mut *conn)
     .await?;
@@ -47,7 +58,8 @@ pub(super) async fn publish(conn: &mut PgConnection, generation: i32) -> Result<
     sqlx::query(&format!(
         "CREATE OR REPLACE VIEW delivery.order_status AS
          SELECT order_id, user_id, coffee_name, coffee_qty, status, ordered_at, updated_at,
-                version, last_position, temperature, size, pickup_number
+                version, last_position, temperature, size, pickup_number, coffee_price,
+                total_price, store_id, lines
            FROM {}",
         table(generation)
     ))
@@ -78,10 +90,11 @@ pub(super) async fn apply(
         sqlx::query(&format!(
             "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_qty, status, ordered_at,
                                    updated_at, version, last_position, temperature, size,
-                                   pickup_number)
+                                   pickup_number, coffee_price, total_price, store_id, lines)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[],
                                   $6::timestamptz[], $7::timestamptz[], $8::int[], $9::bigint[],
-                                  $10::text[], $11::text[], $12::int[])
+                                  $10::text[], $11::text[], $12::int[], $13::bigint[],
+                                  $14::bigint[], $15::text[], $16::jsonb[])
              ON CONFLICT (order_id) DO UPDATE
                 SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
                     version = EXCLUDED.version, last_position = EXCLUDED.last_position
@@ -99,6 +112,10 @@ pub(super) async fn apply(
         .bind(&p.temperatures)
         .bind(&p.sizes)
         .bind(&p.pickups)
+        .bind(&p.prices)
+        .bind(&p.totals)
+        .bind(&p.stores)
+        .bind(&p.lines)
         .execute(&mut *conn)
         .await?;
     }

@@ -7,16 +7,21 @@ use uuid::Uuid;
 
 use super::DeliveryRow;
 use crate::error::Result;
-use crate::order_row::{options_of, status_of};
+use crate::order_row::{lines_of, options_of, status_of};
 
 const ROW_COLUMNS: &str = "order_id, user_id, coffee_name, coffee_qty, status, ordered_at, \
-     updated_at, version, last_position, temperature, size, pickup_number";
+     updated_at, version, last_position, temperature, size, pickup_number, coffee_price, \
+     store_id, lines";
 
 fn decode_row(row: &sqlx::postgres::PgRow) -> Result<DeliveryRow> {
     let status = status_of(row)?;
+    let price: Option<i64> = row.try_get("coffee_price")?;
     Ok(DeliveryRow {
         order_id: row.try_get("order_id")?,
         user_id: row.try_get("user_id")?,
+        store_id: row.try_get("store_id")?,
+        lines: lines_of(row, price)?,
+        prices_known: price.is_some(),
         coffee_name: row.try_get("coffee_name")?,
         coffee_qty: row.try_get("coffee_qty")?,
         options: options_of(row)?,
@@ -39,25 +44,30 @@ pub enum ListOrder {
     NewestFirst,
 }
 
-/// The orders now in `status` in `order` of ordering time, at most `limit`
-/// (a list is always bounded: the caller says how far).
+/// The orders now in `status` at `stores` (`None`: every store) in `order`
+/// of ordering time, at most `limit` (a list is always bounded: the caller
+/// says how far).
 pub async fn list_by_status<'e>(
     db: impl PgExecutor<'e>,
     status: Status,
+    stores: Option<&[String]>,
     order: ListOrder,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>> {
-    // The status index serves both directions.
+    // The status index (or, for some stores, the store index) serves both
+    // directions.
     let direction = match order {
         ListOrder::OldestFirst => "ASC",
         ListOrder::NewestFirst => "DESC",
     };
     let rows = sqlx::query(&format!(
-        "SELECT {ROW_COLUMNS} FROM delivery.order_status WHERE status = $1
+        "SELECT {ROW_COLUMNS} FROM delivery.order_status
+          WHERE status = $1 AND ($3::text[] IS NULL OR store_id = ANY($3))
           ORDER BY ordered_at {direction}, order_id {direction} LIMIT $2"
     ))
     .bind(status.code())
     .bind(limit)
+    .bind(stores)
     .fetch_all(db)
     .await?;
     rows.iter().map(decode_row).collect()

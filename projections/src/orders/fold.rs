@@ -46,14 +46,17 @@ pub(super) struct StreamFold {
 impl StreamFold {
     fn finish(self, rows: &mut Vec<OrderRow>) {
         if let domain::OrderState::Placed(order) = self.state {
+            let first = order.lines.first();
             rows.push(OrderRow {
                 order_id: order.order_id.as_uuid(),
                 user_id: order.user_id.to_string(),
-                coffee_name: order.line.coffee_name.to_string(),
-                coffee_price: to_i64(u64::from(order.line.coffee_price)),
-                coffee_qty: i32::try_from(order.line.coffee_qty.get()).unwrap_or(i32::MAX),
+                store_id: order.store_id.to_string(),
+                coffee_name: first.coffee_name.to_string(),
+                coffee_price: to_i64(u64::from(first.coffee_price)),
+                coffee_qty: i32::try_from(first.coffee_qty.get()).unwrap_or(i32::MAX),
                 total_price: to_i64(order.total_price.0),
-                options: order.line.options,
+                options: first.options,
+                lines: order.lines.as_slice().to_vec(),
                 pickup_number: order.pickup_number.and_then(|n| i32::try_from(n).ok()),
                 status: order.status,
                 ordered_at: self.ordered_at,

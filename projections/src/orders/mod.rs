@@ -6,14 +6,15 @@
 //! `order_view`, which a rebuild repoints in the same transaction that makes
 //! the new generation active.
 
-use domain::{DrinkOptions, EventEnvelope, Status};
+use domain::{DrinkOptions, EventEnvelope, OrderLine, Status};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::Result;
 use crate::order_row::{
-    add_option_columns, add_pickup_column, apply_moves, reduce, Change, Placements,
+    add_option_columns, add_pickup_column, add_store_and_lines_columns, apply_moves, reduce,
+    store_and_lines_columns, Change, Placements,
 };
 use crate::projection::Projection;
 
@@ -37,6 +38,12 @@ pub struct OrdersReadModel;
 pub struct OrderRow {
     pub order_id: Uuid,
     pub user_id: String,
+    /// The store the order is for (the default store's for orders placed
+    /// before stores, OrderPlaced v4).
+    pub store_id: String,
+    /// Every line of the order (one for a single-drink order); the first is
+    /// also in the flat fields below.
+    pub lines: Vec<OrderLine>,
     pub coffee_name: String,
     pub coffee_price: i64,
     pub coffee_qty: i32,
@@ -91,8 +98,10 @@ impl Projection for OrdersReadModel {
                 last_position bigint      NOT NULL,
                 temperature   text        NOT NULL DEFAULT 'hot' CHECK (temperature IN ('hot', 'iced')),
                 size          text        NOT NULL DEFAULT 'regular' CHECK (size IN ('regular', 'large')),
-                pickup_number integer
-            )"
+                pickup_number integer,
+                {}
+            )",
+            store_and_lines_columns()
         ))
         .execute(&mut *conn)
         .await?;
@@ -102,7 +111,8 @@ impl Projection for OrdersReadModel {
     async fn upgrade_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<bool> {
         let options = add_option_columns(conn, &table(generation)).await?;
         let pickup = add_pickup_column(conn, &table(generation)).await?;
-        Ok(options || pickup)
+        let stores = add_store_and_lines_columns(conn, &table(generation)).await?;
+        Ok(options || pickup || stores)
     }
 
     async fn finish_generation(&self, conn: &mut PgConnection, generation: i32) -> Result<()> {
@@ -151,7 +161,7 @@ impl Projection for OrdersReadModel {
             "CREATE OR REPLACE VIEW order_view AS
              SELECT order_id, user_id, coffee_name, coffee_price, coffee_qty, total_price,
                     status, ordered_at, updated_at, version, last_position, temperature, size,
-                    pickup_number
+                    pickup_number, store_id, lines
                FROM {t}"
         ))
         .execute(&mut *conn)
@@ -234,11 +244,12 @@ async fn insert_placed(
     sqlx::query(&format!(
         "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_price, coffee_qty,
                                total_price, status, ordered_at, updated_at, version,
-                               last_position, temperature, size, pickup_number)
+                               last_position, temperature, size, pickup_number, store_id,
+                               lines)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::bigint[],
                               $5::int[], $6::bigint[], $7::text[], $8::timestamptz[],
                               $9::timestamptz[], $10::int[], $11::bigint[], $12::text[],
-                              $13::text[], $14::int[])
+                              $13::text[], $14::int[], $15::text[], $16::jsonb[])
          {on_conflict}"
     ))
     .bind(&p.ids)
@@ -255,6 +266,8 @@ async fn insert_placed(
     .bind(&p.temperatures)
     .bind(&p.sizes)
     .bind(&p.pickups)
+    .bind(&p.stores)
+    .bind(&p.lines)
     .execute(&mut *conn)
     .await?;
     Ok(())

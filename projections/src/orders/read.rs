@@ -6,17 +6,20 @@ use uuid::Uuid;
 use crate::error::Result;
 
 use super::{table, OrderRow};
-use crate::order_row::{options_of, status_of};
+use crate::order_row::{lines_of, options_of, status_of};
 
 pub(super) const ROW_COLUMNS: &str =
     "order_id, user_id, coffee_name, coffee_price, coffee_qty, total_price, \
-     status, ordered_at, updated_at, version, last_position, temperature, size, pickup_number";
+     status, ordered_at, updated_at, version, last_position, temperature, size, pickup_number, \
+     store_id, lines";
 
 pub(super) fn decode(row: &sqlx::postgres::PgRow) -> Result<OrderRow> {
     let status = status_of(row)?;
     Ok(OrderRow {
         order_id: row.try_get("order_id")?,
         user_id: row.try_get("user_id")?,
+        store_id: row.try_get("store_id")?,
+        lines: lines_of(row, Some(row.try_get("coffee_price")?))?,
         coffee_name: row.try_get("coffee_name")?,
         coffee_price: row.try_get("coffee_price")?,
         coffee_qty: row.try_get("coffee_qty")?,

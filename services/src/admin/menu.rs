@@ -9,7 +9,10 @@ use crate::config::MenuCmd;
 pub async fn run(pool: &PgPool, cmd: MenuCmd) -> anyhow::Result<()> {
     match cmd {
         MenuCmd::Show { json } => {
-            let menu = crate::menu::load(pool).await?;
+            // As `GET /menu` shows it: the default store's sold-outs.
+            let menu = crate::catalog::Catalog::load(pool)
+                .await?
+                .menu_at(&domain::StoreId::default_store());
             if json {
                 println!(
                     "{}",
@@ -34,15 +37,15 @@ pub async fn run(pool: &PgPool, cmd: MenuCmd) -> anyhow::Result<()> {
             crate::menu::replace(pool, &menu).await?;
             println!("menu set: {} drinks", menu.drinks().len());
         }
-        MenuCmd::SoldOut { coffee_name } => {
-            let name = name(&coffee_name)?;
-            crate::menu::set_sold_out(pool, &name, true).await?;
-            println!("{name}: sold out");
+        MenuCmd::SoldOut { coffee_name, store } => {
+            let (name, store) = (name(&coffee_name)?, store_id(store.as_deref())?);
+            crate::menu::set_sold_out(pool, store.as_ref(), &name, true).await?;
+            println!("{name}: sold out at {}", at(store.as_ref()));
         }
-        MenuCmd::Available { coffee_name } => {
-            let name = name(&coffee_name)?;
-            crate::menu::set_sold_out(pool, &name, false).await?;
-            println!("{name}: on sale");
+        MenuCmd::Available { coffee_name, store } => {
+            let (name, store) = (name(&coffee_name)?, store_id(store.as_deref())?);
+            crate::menu::set_sold_out(pool, store.as_ref(), &name, false).await?;
+            println!("{name}: on sale at {}", at(store.as_ref()));
         }
         MenuCmd::Clear => {
             crate::menu::replace(pool, &Menu::default()).await?;
@@ -50,6 +53,15 @@ pub async fn run(pool: &PgPool, cmd: MenuCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn store_id(text: Option<&str>) -> anyhow::Result<Option<domain::StoreId>> {
+    text.map(|t| domain::StoreId::parse(t).map_err(|e| anyhow::anyhow!("store: {e}")))
+        .transpose()
+}
+
+fn at(store: Option<&domain::StoreId>) -> String {
+    store.map_or_else(|| "every store".to_owned(), ToString::to_string)
 }
 
 fn name(text: &str) -> anyhow::Result<CoffeeName> {

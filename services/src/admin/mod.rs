@@ -12,8 +12,10 @@ mod menu;
 mod report;
 mod rework;
 mod status;
+mod stores;
 
 pub use menu::run as menu;
+pub use stores::run as stores;
 
 pub async fn run(pool: &PgPool, kafka: &KafkaArgs, cmd: ProjectionsCmd) -> anyhow::Result<()> {
     match cmd {

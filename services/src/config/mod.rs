@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use access::{check_issuer, AccessArgs};
 pub use kafka::{KafkaArgs, KafkaSecurityArgs};
-pub use operators::{LogClockCmd, MenuCmd, ProjectionsCmd};
+pub use operators::{LogClockCmd, MenuCmd, ProjectionsCmd, StoresCmd};
 
 use projections::registry::{self, Source};
 use projections::runner::WorkerOptions;
@@ -111,6 +111,10 @@ pub enum Cmd {
     /// JSON file, mark a drink sold out or on sale again, clear it.
     #[command(subcommand)]
     Menu(MenuCmd),
+    /// The chain's stores (GET /stores): show them, set them from a JSON
+    /// file (names, open or closed).
+    #[command(subcommand)]
+    Stores(StoresCmd),
     /// Apply pending database migrations, then exit.
     Migrate,
     /// The log's clock: whether new events sort after every stored one
@@ -132,7 +136,8 @@ impl Cmd {
             | Cmd::Projections(_)
             | Cmd::Verify { .. }
             | Cmd::LogClock(_)
-            | Cmd::Menu(_) => return Ok(None),
+            | Cmd::Menu(_)
+            | Cmd::Stores(_) => return Ok(None),
             Cmd::Serve(args) => app::Config {
                 serve: Some(args.config()?),
                 kafka: kafka.source()?,

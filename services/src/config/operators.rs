@@ -19,12 +19,37 @@ pub enum MenuCmd {
         #[arg(long)]
         if_empty: bool,
     },
-    /// Mark a drink sold out: orders of it are refused until it is available.
-    SoldOut { coffee_name: String },
-    /// Put a sold-out drink on sale again.
-    Available { coffee_name: String },
+    /// Mark a drink sold out, at every store or at one (`--store`): orders
+    /// of it there are refused until it is available again.
+    SoldOut {
+        coffee_name: String,
+        /// Only at this store (`orders stores show` lists them).
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Put a sold-out drink on sale again, at every store or at one.
+    Available {
+        coffee_name: String,
+        /// Only at this store (sold out at every store wins over it).
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// Remove the menu: any drink at any price in range is accepted again.
     Clear,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoresCmd {
+    /// The stores as customers see them (GET /stores).
+    Show {
+        /// Print JSON (GET /stores's shape) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the stores with a JSON file in GET /stores's shape (`-` reads
+    /// standard input). The default store (`main`) must be in it; stores
+    /// left out take no new orders (their orders stay).
+    Set { file: std::path::PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

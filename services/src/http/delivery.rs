@@ -36,6 +36,7 @@ const LIST_MAX: i64 = 500;
         ("status" = crate::http::docs::StatusInput, Path, description = "A code (`received`) or its Korean label (`접수완료`), percent-encoded"),
         ("limit" = Option<u32>, Query, nullable = false, description = "At most this many orders, 1 to 500 (500 when absent)", minimum = 1, maximum = 500),
         ("order" = Option<crate::http::docs::ListOrderParam>, Query, nullable = false, description = "`newest`: the most recent first; `oldest` (the default): the longest waiting first"),
+        ("store" = Option<String>, Query, nullable = false, description = "Only this store's orders (`GET /stores`)", pattern = "^[A-Za-z0-9._-]{1,40}$"),
     ),
     responses(
         (status = 200, description = "Every order now in that status, oldest first", body = Vec<DeliveryStatusView>),
@@ -65,7 +66,18 @@ async fn orders_in_status(
             })
         }
     };
-    let rows = delivery::list_by_status(&state.reads, status, order, limit).await?;
+    // One store's orders (`?store=`), or every store's.
+    let stores = match query.get("store")?.map(str::trim) {
+        None => None,
+        Some(store) => Some(vec![domain::StoreId::parse(store)
+            .map_err(|e| ApiError::InvalidQuery {
+                field: "store",
+                message: e.to_string(),
+            })?
+            .to_string()]),
+    };
+    let rows =
+        delivery::list_by_status(&state.reads, status, stores.as_deref(), order, limit).await?;
     let views: Vec<DeliveryStatusView> = rows.iter().map(DeliveryStatusView::from).collect();
     Ok(Json(views).into_response())
 }

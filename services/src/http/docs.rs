@@ -132,56 +132,6 @@ fn whole_number(min: u64, max: u64, pattern: &str, example: &str) -> RefOr<Schem
     OneOfBuilder::new().item(number).item(text).into()
 }
 
-/// The place-order body.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documents the wire form
-pub struct PlaceOrderBody {
-    /// 1 to 100 characters after trimming, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \t\r\n\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
-        example = "today's coffee"
-    )]
-    pub coffee_name: String,
-    pub coffee_price: PriceInput,
-    /// 1 when absent.
-    #[schema(nullable = false)]
-    pub coffee_qty: Option<QuantityInput>,
-    /// The drink's options; hot and regular when absent.
-    #[schema(nullable = false)]
-    pub options: Option<OptionsBody>,
-}
-
-/// The place-order body as form data (`application/x-www-form-urlencoded`),
-/// as the original clients send it: flat fields, so no options (a drink
-/// ordered this way is hot and regular).
-#[derive(ToSchema)]
-#[allow(dead_code)] // documents the wire form
-pub struct PlaceOrderForm {
-    /// 1 to 100 characters after trimming, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^ \t\r\n\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
-        example = "today's coffee"
-    )]
-    pub coffee_name: String,
-    /// Whole won, 0 to 1,000,000.
-    #[schema(
-        pattern = r"^[ \t\r\n]*0*([0-9]{1,6}|1000000)[ \t\r\n]*$",
-        example = "4500"
-    )]
-    pub coffee_price: String,
-    /// 1 to 1,000; 1 when absent.
-    #[schema(
-        pattern = r"^[ \t\r\n]*0*([1-9][0-9]{0,2}|1000)[ \t\r\n]*$",
-        example = "2",
-        nullable = false
-    )]
-    pub coffee_qty: Option<String>,
-}
-
 /// A drink's options as a client sends them: codes or the Korean labels;
 /// no other members.
 #[derive(Deserialize, ToSchema)]

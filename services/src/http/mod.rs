@@ -10,6 +10,7 @@ mod extract;
 mod limits;
 mod menu;
 mod ops;
+mod order_body;
 mod orders;
 pub mod pages;
 pub mod peer;

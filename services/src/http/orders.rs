@@ -4,19 +4,18 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use domain::{
-    CoffeeName, Command, DrinkOptions, OrderId, OrderLine, PlaceOrder, Price, Quantity, UserId,
-};
+use domain::{Command, OrderId, UserId};
 use projections::orders as orders_model;
-use serde_json::{Map, Value};
+
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::access::Caller;
-use super::error::{ApiError, ApiResult, FieldError};
+use super::error::{ApiError, ApiResult};
 use super::extract::{
     self, ApiPath, Fields, IdempotencyKeyHeader, IfMatch, QueryPairs, ReadFreshness, RequestContext,
 };
+use super::order_body::{fingerprint, parse_order};
 use super::state::AppState;
 use super::{order_response, settle};
 use crate::store::IdempotencyKey;
@@ -37,89 +36,13 @@ async fn welcome() -> &'static str {
     "Welcome to ORDER Microservice!"
 }
 
-/// Reads the drink of a place-order body (the original single-drink
-/// fields): every invalid field is reported at once, named
-/// `{prefix}{field}`.
-fn parse_line(body: &Map<String, Value>, prefix: &str) -> Result<OrderLine, Vec<FieldError>> {
-    let mut errors = Vec::new();
-    let field = |name: &str| format!("{prefix}{name}");
-    let name = match body.get("coffee_name") {
-        None | Some(Value::Null) => required(&mut errors, &field("coffee_name")),
-        Some(v) => check(&mut errors, &field("coffee_name"), CoffeeName::from_json(v)),
-    };
-    let price = match body.get("coffee_price") {
-        None | Some(Value::Null) => required(&mut errors, &field("coffee_price")),
-        Some(v) => check(&mut errors, &field("coffee_price"), Price::from_json(v)),
-    };
-    let qty = check(
-        &mut errors,
-        &field("coffee_qty"),
-        Quantity::from_json(body.get("coffee_qty")),
-    );
-    let options = DrinkOptions::from_json(body.get("options"))
-        .map_err(|e| {
-            errors.extend(
-                e.into_iter()
-                    .map(|(name, error)| FieldError::new(field(name), error)),
-            )
-        })
-        .ok();
-    match (name, price, qty, options) {
-        (Some(coffee_name), Some(coffee_price), Some(coffee_qty), Some(options))
-            if errors.is_empty() =>
-        {
-            Ok(OrderLine {
-                coffee_name,
-                coffee_price,
-                coffee_qty,
-                options,
-            })
-        }
-        _ => Err(errors),
-    }
-}
-
-/// Records a field's error, if any, and passes its value on.
-fn check<T>(
-    errors: &mut Vec<FieldError>,
-    field: &str,
-    value: Result<T, domain::ValueError>,
-) -> Option<T> {
-    value
-        .map_err(|e| errors.push(FieldError::new(field, e)))
-        .ok()
-}
-
-fn required<T>(errors: &mut Vec<FieldError>, field: &str) -> Option<T> {
-    errors.push(FieldError::new(field, "is required"));
-    None
-}
-
-/// The request in normal form: `"5000"` and `5000` are the same request,
-/// and so are `"아이스"` and `"iced"`. An order without options keeps the
-/// fingerprint it had before options existed, so a retry across the
-/// upgrade is still recognised.
-fn fingerprint(line: &OrderLine) -> String {
-    if line.options == DrinkOptions::default() {
-        serde_json::json!([line.coffee_name, line.coffee_price, line.coffee_qty]).to_string()
-    } else {
-        serde_json::json!([
-            line.coffee_name,
-            line.coffee_price,
-            line.coffee_qty,
-            line.options
-        ])
-        .to_string()
-    }
-}
-
 /// Place an order.
 #[utoipa::path(post, path = "/order-ms/{user_id}/orders", tag = "order-ms",
     params(
         ("user_id" = crate::http::docs::UserIdParam, Path),
         ("Idempotency-Key" = Option<crate::http::docs::IdempotencyKeyParam>, Header, nullable = false, description = "The same key and body again returns the same order"),
     ),
-    request_body(content((crate::http::docs::PlaceOrderBody = "application/json"), (crate::http::docs::PlaceOrderForm = "application/x-www-form-urlencoded"))),
+    request_body(content((super::order_body::PlaceOrderBody = "application/json"), (super::order_body::PlaceOrderForm = "application/x-www-form-urlencoded"))),
     responses(
         (status = 201, description = "Placed", body = OrderView, headers(("Location" = String), ("ETag" = String), ("X-Log-Position" = i64))),
         (status = 400, description = "Malformed body or path", body = crate::http::error::Problem, content_type = "application/problem+json"),
@@ -139,19 +62,19 @@ async fn place_order(
 ) -> ApiResult<Response> {
     let user_id = extract::user_id(&user)?;
     let actor = caller.acts_for(&user_id)?;
-    let line = parse_line(&body, "").map_err(ApiError::Validation)?;
+    let asked = parse_order(&body).map_err(ApiError::Validation)?;
     let key = key.map(|key| IdempotencyKey {
         scope: user_id.to_string(),
         key,
-        fingerprint: fingerprint(&line),
+        fingerprint: fingerprint(&asked),
     });
     let metadata = ctx.metadata(actor);
-    let place = PlaceOrder {
+    let place = crate::commands::PlaceRequest {
         order_id: OrderId::generate(),
         user_id,
-        line,
-        // Drawn by `place`, once the order is known to be new.
-        pickup_number: None,
+        store_id: asked.store_id,
+        lines: asked.lines,
+        as_items: asked.as_items,
     };
     let outcome = settle(state.orders.place(place, &metadata, key).await)?;
     let view = OrderView::from_stream(&outcome.stream)

@@ -9,12 +9,13 @@ fn placement(id: OrderId) -> Vec<Event> {
     let place = PlaceOrder {
         order_id: id,
         user_id: domain::UserId::parse("u1").expect("valid"),
-        line: domain::OrderLine {
+        store_id: domain::StoreId::default_store(),
+        lines: domain::OrderLines::one(domain::OrderLine {
             coffee_name: domain::CoffeeName::parse("latte").expect("valid"),
             coffee_price: domain::Price::try_from(4000).expect("valid"),
             coffee_qty: domain::Quantity::try_from(1).expect("valid"),
             options: domain::DrinkOptions::default(),
-        },
+        }),
         pickup_number: None,
     };
     domain::decide(&domain::OrderState::NotPlaced, Command::Place(place)).expect("a placement")

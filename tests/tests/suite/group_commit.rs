@@ -154,7 +154,7 @@ async fn an_order_the_database_refuses_fails_alone() {
     sqlx::raw_sql(
         "CREATE FUNCTION refuse_seven() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
-             IF NEW.payload->>'coffee_qty' = '7' THEN
+             IF NEW.payload->'lines'->0->>'coffee_qty' = '7' THEN
                  RAISE EXCEPTION 'seven is refused here' USING ERRCODE = 'check_violation';
              END IF;
              RETURN NEW;

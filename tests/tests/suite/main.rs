@@ -10,6 +10,7 @@ mod bad_input;
 mod bounded_input;
 mod browser;
 mod budgets;
+mod cafe_orders;
 mod chaos;
 mod concurrency;
 mod edge;

@@ -17,6 +17,7 @@ const API_MD: &[(&str, &str)] = &[
     ("get", "/delivery-ms/{user_id}/{order_id}"),
     ("post", "/delivery-ms/{user_id}/{order_id}/status"),
     ("get", "/menu"),
+    ("get", "/stores"),
     ("get", "/health-check"),
     ("get", "/healthz"),
     ("get", "/readyz"),

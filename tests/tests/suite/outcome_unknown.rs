@@ -112,7 +112,7 @@ async fn place_named(base: &str, user: &str, name: &str, key: &str) -> (u16, ser
 
 /// Orders in the log whose drink is `name`.
 async fn orders_named(db: &e2e::TestDb, name: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM events WHERE payload->>'coffee_name' = $1")
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE payload->'lines'->0->>'coffee_name' = $1")
         .bind(name)
         .fetch_one(&db.pool)
         .await

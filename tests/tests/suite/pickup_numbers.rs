@@ -15,9 +15,10 @@ async fn numbers_are_unique_within_a_day_across_processes_and_start_at_one_each_
     let a = PickupNumbers::new(db.pool.clone(), time::UtcOffset::UTC);
     let b = PickupNumbers::new(db.pool.clone(), time::UtcOffset::UTC);
     let day = date!(2026 - 12 - 03);
+    let main = domain::StoreId::default_store();
     let mut draws = Vec::new();
     for round in 0..50 {
-        let (x, y) = tokio::join!(a.next_on(day), b.next_on(day));
+        let (x, y) = tokio::join!(a.next_on(&main, day), b.next_on(&main, day));
         draws.push(x.expect("a number"));
         draws.push(y.expect("a number"));
         assert!(draws.iter().all(|n| *n >= 1), "round {round}: {draws:?}");
@@ -32,8 +33,8 @@ async fn numbers_are_unique_within_a_day_across_processes_and_start_at_one_each_
     assert!(draws.iter().all(|n| *n <= 101), "{draws:?}");
     // The next day starts again at 1, whichever process asks first.
     let next_day = date!(2026 - 12 - 04);
-    assert_eq!(b.next_on(next_day).await.expect("a number"), 1);
-    assert_eq!(a.next_on(next_day).await.expect("a number"), 2);
+    assert_eq!(b.next_on(&main, next_day).await.expect("a number"), 1);
+    assert_eq!(a.next_on(&main, next_day).await.expect("a number"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +44,8 @@ async fn numbers_asked_for_at_once_are_each_drawn_once_with_no_gaps() {
     let day = date!(2026 - 12 - 05);
     // The draws asked for together share queries: every one still gets
     // its own number, and none is lost between them.
-    let draws = futures::future::join_all((0..300).map(|_| numbers.next_on(day))).await;
+    let main = domain::StoreId::default_store();
+    let draws = futures::future::join_all((0..300).map(|_| numbers.next_on(&main, day))).await;
     let mut draws: Vec<u32> = draws.into_iter().map(|d| d.expect("a number")).collect();
     draws.sort_unstable();
     assert_eq!(draws, (1..=300).collect::<Vec<u32>>());

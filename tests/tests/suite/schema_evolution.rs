@@ -142,8 +142,9 @@ async fn options_travel_to_every_read_model_and_the_topic() {
     })
     .await;
     assert_eq!(on_board["options"], iced_large);
-    // The topic carries the current version (3: options since 2, the pickup
-    // number since 3), and says so in its headers.
+    // The topic carries the current version (4: options since 2, the pickup
+    // number since 3, lines and the store since 4), and says so in its
+    // headers.
     let records = eventually(
         Duration::from_secs(10),
         "the record on the topic",
@@ -153,10 +154,10 @@ async fn options_travel_to_every_read_model_and_the_topic() {
         },
     )
     .await;
-    assert_eq!(records[0].headers["schema_version"], "3");
+    assert_eq!(records[0].headers["schema_version"], "4");
     match &records[0].envelope.event {
         domain::Event::OrderPlaced(p) => assert_eq!(
-            p.options,
+            p.lines.first().options,
             domain::DrinkOptions {
                 temperature: domain::Temperature::Iced,
                 size: domain::Size::Large
@@ -165,12 +166,12 @@ async fn options_travel_to_every_read_model_and_the_topic() {
         other => panic!("expected a placement, got {other:?}"),
     }
     let stored: (i16, serde_json::Value) = sqlx::query_as(
-        "SELECT schema_version, payload->'options' FROM events WHERE event_type = 'OrderPlaced'",
+        "SELECT schema_version, payload->'lines'->0->'options' FROM events WHERE event_type = 'OrderPlaced'",
     )
     .fetch_one(&app.db.pool)
     .await
     .expect("the stored placement");
-    assert_eq!(stored, (3, iced_large.clone()));
+    assert_eq!(stored, (4, iced_large.clone()));
     assert!(projections::verify::orders(&app.db.pool)
         .await
         .expect("verify")
@@ -246,7 +247,10 @@ fn a_v2_placement_reads_with_no_pickup_number() {
     match domain::Event::decode("OrderPlaced", 2, v2).expect("v2 decodes") {
         domain::Event::OrderPlaced(p) => {
             assert_eq!(p.pickup_number, None);
-            assert_eq!(p.options.temperature, domain::Temperature::Iced);
+            assert_eq!(
+                p.lines.first().options.temperature,
+                domain::Temperature::Iced
+            );
         }
         other => panic!("expected a placement, got {other:?}"),
     }

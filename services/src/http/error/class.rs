@@ -73,6 +73,9 @@ impl ApiError {
             ApiError::OrderNotFound => {
                 class(S::NOT_FOUND, "/problems/order-not-found", "Order not found")
             }
+            ApiError::StoreNotFound => {
+                class(S::NOT_FOUND, "/problems/store-not-found", "Store not found")
+            }
             ApiError::RouteNotFound => class(S::NOT_FOUND, "about:blank", "Not Found"),
             ApiError::MethodNotAllowed => {
                 class(S::METHOD_NOT_ALLOWED, "about:blank", "Method Not Allowed")

@@ -75,6 +75,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("no such order")]
     OrderNotFound,
+    #[error("no such store")]
+    StoreNotFound,
     #[error("no such resource")]
     RouteNotFound,
     #[error("method not allowed")]
@@ -201,6 +203,7 @@ impl ApiError {
                     .to_owned()
             }
             ApiError::OrderNotFound => "no order with this id exists for this user".to_owned(),
+            ApiError::StoreNotFound => "no store with this id exists (GET /stores lists them)".to_owned(),
             ApiError::Unauthenticated => {
                 "send an access token from the configured issuer: Authorization: Bearer <token>"
                     .to_owned()

@@ -1,0 +1,307 @@
+//! Orders as a café takes them (API.md "Order service", "Menu"): several
+//! drinks in one order, each checked against the menu; a line's missing
+//! options are the drink's own defaults; stores, each with its own
+//! sold-out drinks and its own pickup numbers.
+
+use std::time::Duration;
+
+use e2e::{eventually, read_topic, spawn_app, spawn_app_opts, test_kafka, AppOptions, TestApp};
+use serde_json::{json, Value};
+
+fn menu() -> Value {
+    json!([
+        {"coffee_name": "americano", "prices": {"regular": 4500, "large": 5000},
+         "temperatures": ["hot", "iced"]},
+        {"coffee_name": "latte", "prices": {"regular": 5000, "large": 5500},
+         "temperatures": ["hot", "iced"]},
+        {"coffee_name": "cold brew", "prices": {"regular": 5200},
+         "temperatures": ["iced"]}
+    ])
+}
+
+async fn set_menu(app: &TestApp) {
+    let menu = services::menu::parse(&menu().to_string()).expect("a valid menu");
+    services::menu::replace(&app.db.pool, &menu)
+        .await
+        .expect("set the menu");
+}
+
+async fn set_stores(app: &TestApp, stores: Value) {
+    let stores = services::stores::parse(&stores.to_string()).expect("valid stores");
+    services::stores::replace(&app.db.pool, &stores)
+        .await
+        .expect("set the stores");
+}
+
+fn two_drinks() -> Value {
+    json!({"items": [
+        {"coffee_name": "americano", "coffee_price": 5000, "coffee_qty": 2,
+         "options": {"temperature": "iced", "size": "large"}},
+        {"coffee_name": "latte", "coffee_price": "5000"}
+    ]})
+}
+
+/// Places `body` for USER0001 and expects a 422 naming `field`; nothing is
+/// appended.
+async fn refused(app: &TestApp, body: Value, field: &str) {
+    let before = app.db.events().await;
+    let reply = app.place("USER0001", body.clone()).await;
+    let fields = reply.fields_at_fault(422);
+    assert!(
+        fields.iter().any(|f| f == field),
+        "{body} should blame {field}: {}",
+        reply.text
+    );
+    assert_eq!(app.db.events().await, before, "{body} appended something");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_of_two_drinks_is_one_order_through_the_api_the_topic_and_both_read_models() {
+    let app = spawn_app_opts(AppOptions {
+        kafka: Some(test_kafka()),
+        ..AppOptions::default()
+    })
+    .await;
+    set_menu(&app).await;
+    let order = app.place("USER0001", two_drinks()).await.ok(201);
+    // Each line as asked, the second with its drink's defaults; the total
+    // is their sum; the original fields are the first line.
+    assert_eq!(
+        order["items"],
+        json!([
+            {"coffee_name": "americano", "coffee_price": 5000, "coffee_qty": 2,
+             "options": {"temperature": "iced", "size": "large"}, "line_price": 10000},
+            {"coffee_name": "latte", "coffee_price": 5000, "coffee_qty": 1,
+             "options": {"temperature": "hot", "size": "regular"}, "line_price": 5000}
+        ])
+    );
+    assert_eq!(order["total_price"], json!(15000));
+    assert_eq!(order["coffee_name"], json!("americano"));
+    assert_eq!(order["coffee_price"], json!(5000));
+    assert_eq!(order["coffee_qty"], json!(2));
+    assert_eq!(
+        order["options"],
+        json!({"temperature": "iced", "size": "large"})
+    );
+    assert_eq!(order["store_id"], json!("main"));
+    assert_eq!(order["pickup_number"], json!(1));
+    assert_eq!(app.db.events().await, 1, "one order, one event");
+
+    let id = order["order_id"].as_str().expect("an order id");
+    let read = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/order-ms/USER0001/orders/{id}"),
+            None,
+            &[("Prefer", "consistency=strong")],
+        )
+        .await
+        .ok(200);
+    assert_eq!(read["items"], order["items"]);
+    let listed = app
+        .request(
+            reqwest::Method::GET,
+            "/order-ms/USER0001/orders",
+            None,
+            &[("Prefer", "consistency=strong")],
+        )
+        .await
+        .ok(200);
+    assert_eq!(listed[0]["items"], order["items"]);
+    assert_eq!(listed[0]["total_price"], json!(15000));
+
+    let delivered = eventually(
+        Duration::from_secs(20),
+        "the order on the delivery side",
+        || async {
+            let reply = app.get(&format!("/delivery-ms/USER0001/{id}")).await;
+            (reply.status == 200).then(|| reply.ok(200))
+        },
+    )
+    .await;
+    assert_eq!(delivered["items"], order["items"]);
+    assert_eq!(delivered["store_id"], json!("main"));
+    let board = app.get("/delivery-ms/received?store=main").await.ok(200);
+    assert_eq!(board[0]["items"], order["items"]);
+
+    // The topic carries the new shape and its version.
+    let records = read_topic(app.kafka.as_ref().expect("kafka")).await;
+    assert_eq!(records.len(), 1);
+    let domain::Event::OrderPlaced(placed) = &records[0].envelope.event else {
+        panic!("a placement on the topic")
+    };
+    assert_eq!(placed.lines.len(), 2);
+    assert_eq!(placed.total_price, domain::Won(15000));
+    assert_eq!(
+        records[0].headers.get("schema_version").map(String::as_str),
+        Some("4")
+    );
+
+    let verify = e2e::run_orders(&app.db, app.kafka.as_ref(), &["verify"]).await;
+    assert!(
+        verify.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_line_the_menu_refuses_is_named_by_its_index_and_nothing_is_written() {
+    let app = spawn_app().await;
+    set_menu(&app).await;
+    let mut body = two_drinks();
+    body["items"][1]["coffee_price"] = json!(4000);
+    refused(&app, body, "items[1].coffee_price").await;
+    let mut body = two_drinks();
+    body["items"][0]["options"]["temperature"] = json!("warm");
+    refused(&app, body, "items[0].options.temperature").await;
+    let mut body = two_drinks();
+    body["items"][1]["coffee_name"] = json!("mocha");
+    refused(&app, body, "items[1].coffee_name").await;
+    // The count: 1 to 20 lines, an array, and not beside the original fields.
+    refused(&app, json!({"items": []}), "items").await;
+    let line = json!({"coffee_name": "latte", "coffee_price": 5000});
+    refused(&app, json!({"items": vec![line.clone(); 21]}), "items").await;
+    refused(&app, json!({"items": line.clone()}), "items").await;
+    refused(&app, json!({"items": [line.clone(), 7]}), "items[1]").await;
+    refused(
+        &app,
+        json!({"items": [line], "coffee_name": "latte", "coffee_price": 5000}),
+        "items",
+    )
+    .await;
+    // No pickup number was spent on a refusal.
+    let placed = app.place("USER0001", two_drinks()).await.ok(201);
+    assert_eq!(placed["pickup_number"], json!(1));
+    // Twenty lines is an order.
+    let twenty = json!({"items": vec![json!({"coffee_name": "latte", "coffee_price": 5000}); 20]});
+    let placed = app.place("USER0001", twenty).await.ok(201);
+    assert_eq!(placed["total_price"], json!(100000));
+}
+
+#[tokio::test]
+async fn an_original_client_ordering_an_iced_only_drink_without_options_gets_it_iced() {
+    let app = spawn_app().await;
+    set_menu(&app).await;
+    let order = app
+        .place(
+            "USER0001",
+            json!({"coffee_name": "cold brew", "coffee_price": "5200", "coffee_qty": "1"}),
+        )
+        .await
+        .ok(201);
+    assert_eq!(
+        order["options"],
+        json!({"temperature": "iced", "size": "regular"})
+    );
+    assert_eq!(order["items"][0]["options"], order["options"]);
+    // Asked hot, it is refused by name.
+    refused(
+        &app,
+        json!({"coffee_name": "cold brew", "coffee_price": 5200, "options": {"temperature": "hot"}}),
+        "options.temperature",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn stores_are_listed_and_an_unknown_or_closed_one_takes_no_order() {
+    let app = spawn_app().await;
+    assert_eq!(
+        app.get("/stores").await.ok(200),
+        json!([{"store_id": "main", "name": "본점", "open": true}])
+    );
+    set_stores(
+        &app,
+        json!([
+            {"store_id": "main", "name": "본점"},
+            {"store_id": "gangnam", "name": "강남점", "open": true},
+            {"store_id": "jamsil", "name": "잠실점", "open": false}
+        ]),
+    )
+    .await;
+    let stores = app.get("/stores").await.ok(200);
+    assert_eq!(
+        stores[1],
+        json!({"store_id": "gangnam", "name": "강남점", "open": true})
+    );
+    assert_eq!(stores[2]["open"], json!(false));
+    let at = |store: &str| json!({"store_id": store, "coffee_name": "latte", "coffee_price": 5000});
+    refused(&app, at("busan"), "store_id").await;
+    refused(&app, at("jamsil"), "store_id").await;
+    refused(&app, at("no/such"), "store_id").await;
+    let order = app.place("USER0001", at("gangnam")).await.ok(201);
+    assert_eq!(order["store_id"], json!("gangnam"));
+    // The default store must stay.
+    assert!(services::stores::parse(
+        &json!([{"store_id": "gangnam", "name": "강남점"}]).to_string()
+    )
+    .is_err());
+}
+
+#[tokio::test]
+async fn a_drink_sold_out_at_one_store_is_on_sale_at_the_others() {
+    let app = spawn_app().await;
+    set_menu(&app).await;
+    set_stores(
+        &app,
+        json!([{"store_id": "main", "name": "본점"}, {"store_id": "gangnam", "name": "강남점"}]),
+    )
+    .await;
+    let store = domain::StoreId::parse("gangnam").expect("a store id");
+    let latte = domain::CoffeeName::parse("latte").expect("a name");
+    services::menu::set_sold_out(&app.db.pool, Some(&store), &latte, true)
+        .await
+        .expect("sold out at gangnam");
+    let body =
+        |store: &str| json!({"store_id": store, "coffee_name": "latte", "coffee_price": 5000});
+    refused(&app, body("gangnam"), "coffee_name").await;
+    app.place("USER0001", body("main")).await.ok(201);
+    let shown = |menu: Value| menu[1]["sold_out"].clone();
+    assert_eq!(
+        shown(app.get("/menu?store=gangnam").await.ok(200)),
+        json!(true)
+    );
+    assert_eq!(
+        shown(app.get("/menu?store=main").await.ok(200)),
+        json!(false)
+    );
+    assert_eq!(shown(app.get("/menu").await.ok(200)), json!(false));
+    assert_eq!(app.get("/menu?store=busan").await.status, 404);
+    services::menu::set_sold_out(&app.db.pool, Some(&store), &latte, false)
+        .await
+        .expect("on sale again");
+    app.place("USER0001", body("gangnam")).await.ok(201);
+}
+
+#[tokio::test]
+async fn pickup_numbers_count_per_store_from_one_on_the_same_day() {
+    let app = spawn_app().await;
+    set_stores(
+        &app,
+        json!([{"store_id": "main", "name": "본점"}, {"store_id": "gangnam", "name": "강남점"}]),
+    )
+    .await;
+    let mut numbers = Vec::new();
+    for store in ["main", "gangnam", "main", "gangnam", "main"] {
+        let order = app
+            .place(
+                "USER0001",
+                json!({"store_id": store, "coffee_name": "latte", "coffee_price": 5000}),
+            )
+            .await
+            .ok(201);
+        numbers.push((store, order["pickup_number"].as_u64().expect("a number")));
+    }
+    assert_eq!(
+        numbers,
+        [
+            ("main", 1),
+            ("gangnam", 1),
+            ("main", 2),
+            ("gangnam", 2),
+            ("main", 3)
+        ]
+    );
+}
