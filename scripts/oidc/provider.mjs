@@ -19,7 +19,9 @@
 //                   that is one and to urn:OIDC_AUDIENCE otherwise. Clients
 //                   need not send it: it is every client's default resource.
 //   OIDC_ALG        access token signing alg: RS256 (default), ES256, EdDSA
-//   OIDC_ACCOUNTS   JSON file {"user": ["staff"], ...}: roles at sign-in
+//   OIDC_ACCOUNTS   JSON file {"user": ["staff"], "other": {"roles": ["staff"],
+//                   "stores": ["gangnam"]}, ...}: roles (and the stores staff
+//                   work at) at sign-in
 //   OIDC_WEB_REDIRECT_URIS, OIDC_WEB_POST_LOGOUT_REDIRECT_URIS  comma-separated
 //   OIDC_DEPS       directory whose node_modules holds oidc-provider
 //                   (default .local/oidc, where scripts/oidc.sh installs it)
@@ -56,6 +58,8 @@ const SCOPE = 'orders'; // the API's one scope
 const DEV_GRANT = 'urn:orders:params:oauth:grant-type:dev-token';
 const USER_ID = /^[A-Za-z0-9._-]{1,100}$/; // domain::UserId
 const ROLES = new Set(['staff', 'operator']);
+const STORE_ID = /^[A-Za-z0-9._-]{1,40}$/; // domain::StoreId
+const storeList = (value) => value.split(',').map((s) => s.trim()).filter(Boolean);
 const list = (value, fallback) => (value || fallback).split(',').map((s) => s.trim()).filter(Boolean);
 
 console.info = console.error; // oidc-provider prints notices with console.info
@@ -103,10 +107,21 @@ const CLIENTS = [
 
 // Roles at interactive sign-in: the accounts file first, then a naming rule.
 function rolesFor(accounts, user) {
-  if (Object.hasOwn(accounts, user)) return accounts[user];
-  if (user === 'barista' || user.startsWith('staff')) return ['staff'];
+  if (Object.hasOwn(accounts, user)) {
+    const account = accounts[user];
+    return Array.isArray(account) ? account : account.roles;
+  }
+  if (user === 'barista' || user.startsWith('barista.') || user.startsWith('staff')) return ['staff'];
   if (user === 'ops' || user.startsWith('operator')) return ['operator'];
   return [];
+}
+
+// The stores a member of staff works at: the accounts file first, then a
+// naming rule (`barista.gangnam`, `staff2.gangnam.jamsil` work at those
+// stores); none said is the default store (the service's rule, not ours).
+function storesFor(accounts, user) {
+  if (Object.hasOwn(accounts, user) && !Array.isArray(accounts[user])) return accounts[user].stores ?? [];
+  return user.split('.').slice(1).filter((s) => STORE_ID.test(s));
 }
 
 const resourceServer = (alg = ALG) => ({
@@ -122,6 +137,9 @@ async function devTokenGrant(ctx) {
   if (params.role !== undefined && !ROLES.has(params.role)) throw bad('role must be staff or operator');
   if (params.ttl !== undefined && !(/^[1-9][0-9]{0,4}$/.test(params.ttl) && +params.ttl <= 86400)) throw bad('ttl must be 1 to 86400 seconds');
   if (params.alg !== undefined && !ALGS.has(params.alg)) throw bad(`alg must be one of ${[...ALGS]}`);
+  if (params.stores !== undefined && !(storeList(params.stores).length <= 64 && storeList(params.stores).every((s) => STORE_ID.test(s)))) {
+    throw bad('stores must be up to 64 store ids, comma-separated');
+  }
   if ((params.resource ?? RESOURCE) !== RESOURCE) throw new errors.InvalidTarget(`the only resource is ${RESOURCE}`);
 
   // The provider's own AccessToken model: its keys, its JWT format and claims.
@@ -155,8 +173,11 @@ async function grantFor(provider, clientId, accountId, grantId, scopes, claims) 
 
 function build(issuer, jwks) {
   const accounts = env.OIDC_ACCOUNTS ? JSON.parse(readFileSync(env.OIDC_ACCOUNTS, 'utf8')) : {};
-  for (const [user, roles] of Object.entries(accounts)) {
+  for (const [user, account] of Object.entries(accounts)) {
+    const roles = Array.isArray(account) ? account : account?.roles;
     if (!Array.isArray(roles) || !roles.every((r) => typeof r === 'string')) throw new Error(`OIDC_ACCOUNTS: ${user}'s roles must be an array of strings`);
+    const stores = Array.isArray(account) ? [] : account.stores ?? [];
+    if (!Array.isArray(stores) || !stores.every((s) => typeof s === 'string' && STORE_ID.test(s))) throw new Error(`OIDC_ACCOUNTS: ${user}'s stores must be an array of store ids`);
   }
   const provider = new Provider(issuer, {
     jwks,
@@ -164,7 +185,7 @@ function build(issuer, jwks) {
     cookies: { keys: ['local-oidc-only-not-a-secret'] }, // the same for every build: sessions survive SIGHUP
     responseTypes: ['code'], // no implicit flow
     pkce: { required: () => true },
-    claims: { openid: ['sub'], profile: ['preferred_username'], roles: ['roles'] },
+    claims: { openid: ['sub'], profile: ['preferred_username'], roles: ['roles', 'stores'] },
     conformIdTokenClaims: false, // code flow: scope claims in the ID token too, not only at /me
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     features: {
@@ -181,12 +202,14 @@ function build(issuer, jwks) {
     },
     async findAccount(ctx, sub) {
       if (!USER_ID.test(sub)) return undefined;
-      return { accountId: sub, claims: async () => ({ sub, preferred_username: sub, roles: rolesFor(accounts, sub) }) };
+      return { accountId: sub, claims: async () => ({ sub, preferred_username: sub, roles: rolesFor(accounts, sub), stores: storesFor(accounts, sub) }) };
     },
     async extraTokenClaims(ctx, token) {
       if (!token.accountId) return undefined;
-      const roles = token.gty === DEV_GRANT ? [ctx.oidc.params.role].filter(Boolean) : rolesFor(accounts, token.accountId);
-      return { preferred_username: token.accountId, roles };
+      const dev = token.gty === DEV_GRANT;
+      const roles = dev ? [ctx.oidc.params.role].filter(Boolean) : rolesFor(accounts, token.accountId);
+      const stores = dev ? storeList(ctx.oidc.params.stores ?? '') : storesFor(accounts, token.accountId);
+      return { preferred_username: token.accountId, roles, ...(stores.length ? { stores } : {}) };
     },
     formats: { customizers: { jwt(ctx, token, jwt) { jwt.payload.nbf = jwt.payload.iat; } } },
     loadExistingGrant,
@@ -200,7 +223,7 @@ function build(issuer, jwks) {
       ctx.body = page('Error', `<pre id="error">${esc(JSON.stringify(out, null, 2))}</pre>`);
     },
   });
-  provider.registerGrantType(DEV_GRANT, devTokenGrant, ['username', 'role', 'ttl', 'alg', 'resource']);
+  provider.registerGrantType(DEV_GRANT, devTokenGrant, ['username', 'role', 'stores', 'ttl', 'alg', 'resource']);
   provider.on('grant.success', (ctx) => log('token issued', ctx.oidc.params.grant_type, ctx.oidc.client.clientId,
     ctx.oidc.entities.AccessToken?.accountId ?? ''));
   for (const event of ['grant.error', 'authorization.error', 'end_session.error', 'server_error']) {

@@ -9,6 +9,7 @@ use domain::{
 };
 use tracing::instrument;
 
+use crate::auth::StoreScope;
 use crate::store::{EventStore, IdempotencyKey, IdempotencyRecord, PickupNumbers, StoreError};
 
 /// How often a command without `If-Match` is re-decided after losing a race.
@@ -183,7 +184,8 @@ impl Orders {
         }))
     }
 
-    /// Runs a command against an existing order that must belong to `owner`.
+    /// Runs a command against an existing order that must belong to `owner`
+    /// and to one of `stores` (another is not found, as a missing one).
     /// `if_match` is the version the caller last saw (HTTP `If-Match`); without
     /// it, a lost race is retried on fresh state.
     #[instrument(skip_all, fields(order_id = %id, ?command), err)]
@@ -191,6 +193,7 @@ impl Orders {
         &self,
         id: OrderId,
         owner: &UserId,
+        stores: &StoreScope,
         command: Command,
         if_match: Option<u64>,
         metadata: &Metadata,
@@ -201,6 +204,13 @@ impl Orders {
                 return Ok(Err(Rejection::NotFound));
             };
             let state = fold(stream.iter().map(|e| &e.event));
+            // Nor is an order of a store the caller does not work at.
+            if state
+                .order()
+                .is_some_and(|order| !stores.includes(order.store_id.as_str()))
+            {
+                return Ok(Err(Rejection::NotFound));
+            }
             let current = state.version();
             if if_match.is_some_and(|v| v != current) {
                 return Ok(Err(Rejection::PreconditionFailed { current }));

@@ -34,23 +34,27 @@ pub(super) fn decode(row: &sqlx::postgres::PgRow) -> Result<OrderRow> {
     })
 }
 
-/// Up to `limit` of a user's orders, newest first (order ids are UUID v7:
-/// time-ordered), starting after the order id `before` when given.
+/// Up to `limit` of a user's orders at `stores` (`None`: every store),
+/// newest first (order ids are UUID v7: time-ordered), starting after the
+/// order id `before` when given.
 pub async fn list_for_user<'e>(
     db: impl PgExecutor<'e>,
     user_id: &str,
+    stores: Option<&[String]>,
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<OrderRow>> {
     let rows = sqlx::query(&format!(
         "SELECT {ROW_COLUMNS} FROM order_view
           WHERE user_id = $1 AND ($2::uuid IS NULL OR order_id < $2)
+            AND ($4::text[] IS NULL OR store_id = ANY($4))
           ORDER BY order_id DESC
           LIMIT $3"
     ))
     .bind(user_id)
     .bind(before)
     .bind(limit)
+    .bind(stores)
     .fetch_all(db)
     .await?;
     rows.iter().map(decode).collect()

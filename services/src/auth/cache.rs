@@ -81,6 +81,7 @@ mod tests {
         Identity {
             user: domain::UserId::parse("alice").expect("a user id"),
             roles: Roles::default(),
+            stores: crate::auth::StoreScope::Every,
             until: 200,
         }
     }

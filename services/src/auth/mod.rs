@@ -15,7 +15,7 @@ mod token;
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::UserId;
+use domain::{StoreId, UserId};
 
 pub use keys::{is_loopback, KeySet, KeysError};
 pub use token::TokenError;
@@ -34,6 +34,11 @@ pub struct AuthConfig {
     /// `realm_access.roles` reaches into an object): an array of strings or
     /// one space-separated string.
     pub roles_claim: String,
+    /// The claim that names the stores a member of staff works at (a dotted
+    /// path too): an array of store ids or one space- or comma-separated
+    /// string. Staff whose token has none work at the default store;
+    /// operators reach every store.
+    pub stores_claim: String,
     /// Clock skew allowed on `exp` and `nbf`.
     pub leeway: Duration,
     /// How often the keys are fetched again without being asked to.
@@ -46,6 +51,7 @@ pub struct AuthConfig {
 impl AuthConfig {
     pub const DEFAULT_USER_CLAIM: &'static str = "sub";
     pub const DEFAULT_ROLES_CLAIM: &'static str = "roles";
+    pub const DEFAULT_STORES_CLAIM: &'static str = "stores";
     pub const DEFAULT_LEEWAY_SECS: u64 = 30;
     pub const DEFAULT_REFRESH_SECS: u64 = 300;
 
@@ -56,6 +62,7 @@ impl AuthConfig {
             audience: audience.into(),
             user_claim: Self::DEFAULT_USER_CLAIM.to_owned(),
             roles_claim: Self::DEFAULT_ROLES_CLAIM.to_owned(),
+            stores_claim: Self::DEFAULT_STORES_CLAIM.to_owned(),
             leeway: Duration::from_secs(Self::DEFAULT_LEEWAY_SECS),
             refresh: Duration::from_secs(Self::DEFAULT_REFRESH_SECS),
             ca: None,
@@ -87,11 +94,43 @@ pub struct Roles {
     pub operator: bool,
 }
 
+/// The stores whose orders a caller may see and move on the delivery side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreScope {
+    /// Operators, and everyone when authentication is off.
+    Every,
+    /// Staff: the stores their token names (the default store when it names
+    /// none).
+    Only(std::collections::BTreeSet<StoreId>),
+}
+
+impl StoreScope {
+    /// The most stores a token names that are taken into account.
+    pub const MAX: usize = 64;
+
+    pub fn includes(&self, store: &str) -> bool {
+        match self {
+            StoreScope::Every => true,
+            StoreScope::Only(stores) => stores.iter().any(|s| s.as_str() == store),
+        }
+    }
+
+    /// The stores as a filter of a list (`None`: every store).
+    pub fn filter(&self) -> Option<Vec<String>> {
+        match self {
+            StoreScope::Every => None,
+            StoreScope::Only(stores) => Some(stores.iter().map(ToString::to_string).collect()),
+        }
+    }
+}
+
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user: UserId,
     pub roles: Roles,
+    /// Where the caller works (staff) or reaches (operators).
+    pub stores: StoreScope,
     /// Unix seconds: when this caller's access ends (the token's `exp`; a
     /// session's end, if sooner). Whatever acts for the caller stops then.
     pub until: i64,

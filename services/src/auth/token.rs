@@ -9,11 +9,11 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use domain::UserId;
+use domain::{StoreId, UserId};
 
 use super::cache::Verified;
 use super::keys::{KeySet, Lookup, ALLOWED};
-use super::{AuthConfig, Identity, Roles};
+use super::{AuthConfig, Identity, Roles, StoreScope};
 
 /// The longest token read: a JWT carrying roles is well under 2 KiB.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -184,9 +184,15 @@ fn identity(config: &AuthConfig, claims: &Map<String, Value>) -> Result<Identity
         Some(_) => return Err(TokenError::User),
         None => return Err(TokenError::MissingClaim),
     };
+    let roles = roles(claim(claims, &config.roles_claim));
     Ok(Identity {
         user,
-        roles: roles(claim(claims, &config.roles_claim)),
+        stores: if roles.operator {
+            StoreScope::Every
+        } else {
+            stores(claim(claims, &config.stores_claim))
+        },
+        roles,
         // Required and checked by the validation.
         until: claims
             .get("exp")
@@ -207,6 +213,35 @@ fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
         value = value.as_object()?.get(part)?;
     }
     Some(value)
+}
+
+/// The stores a claim names (ids this service could not hold are left
+/// out): an array of strings or one string separated by spaces or commas;
+/// the default store when it names none.
+fn stores(value: Option<&Value>) -> StoreScope {
+    let mut stores = std::collections::BTreeSet::new();
+    let mut add = |name: &str| {
+        if let Ok(id) = StoreId::parse(name.trim()) {
+            stores.insert(id);
+        }
+    };
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .take(StoreScope::MAX)
+            .filter_map(Value::as_str)
+            .for_each(&mut add),
+        Some(Value::String(s)) => s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|part| !part.is_empty())
+            .take(StoreScope::MAX)
+            .for_each(&mut add),
+        _ => {}
+    }
+    if stores.is_empty() {
+        stores.insert(StoreId::default_store());
+    }
+    StoreScope::Only(stores)
 }
 
 /// The roles this service knows among a claim's values (others are
@@ -278,6 +313,39 @@ mod tests {
         assert_eq!(roles(Some(&json!("operator staff"))), both);
         assert_eq!(roles(Some(&json!(42))), Roles::default());
         assert_eq!(roles(None), Roles::default());
+    }
+
+    #[test]
+    fn staff_work_at_the_stores_their_token_names_or_at_the_default_store() {
+        let only = |ids: &[&str]| {
+            StoreScope::Only(
+                ids.iter()
+                    .map(|i| StoreId::parse(i).expect("a store id"))
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            stores(Some(&json!(["gangnam", "jamsil"]))),
+            only(&["gangnam", "jamsil"])
+        );
+        assert_eq!(
+            stores(Some(&json!("gangnam, jamsil"))),
+            only(&["gangnam", "jamsil"])
+        );
+        // Ids no store can have are left out; none left is the default store.
+        assert_eq!(
+            stores(Some(&json!(["no/such", "gangnam"]))),
+            only(&["gangnam"])
+        );
+        assert_eq!(stores(Some(&json!(["no/such"]))), only(&["main"]));
+        assert_eq!(stores(Some(&json!(42))), only(&["main"]));
+        assert_eq!(stores(None), only(&["main"]));
+        // Operators reach every store, whatever the claim says.
+        let id = identity(
+            &config(),
+            &claims(json!({"sub": "ops", "roles": ["operator"], "stores": ["gangnam"]})),
+        );
+        assert_eq!(id.map(|i| i.stores), Ok(StoreScope::Every));
     }
 
     #[test]

@@ -34,6 +34,12 @@ pub struct AccessArgs {
     /// (`realm_access.roles`).
     #[arg(long, env = "OIDC_ROLES_CLAIM", default_value = AuthConfig::DEFAULT_ROLES_CLAIM)]
     pub oidc_roles_claim: String,
+    /// The claim with the stores a member of staff works at: an array of
+    /// store ids or a space- or comma-separated string; a dotted path
+    /// reaches into an object. Staff whose token has none work at the
+    /// default store; operators reach every store.
+    #[arg(long, env = "OIDC_STORES_CLAIM", default_value = AuthConfig::DEFAULT_STORES_CLAIM)]
+    pub oidc_stores_claim: String,
     /// Seconds of clock skew allowed on a token's `exp` and `nbf`.
     #[arg(long, env = "OIDC_LEEWAY_SECS", default_value_t = AuthConfig::DEFAULT_LEEWAY_SECS,
           value_parser = clap::value_parser!(u64).range(0..=300))]
@@ -104,6 +110,7 @@ impl AccessArgs {
             ca,
             user_claim: self.oidc_user_claim.clone(),
             roles_claim: self.oidc_roles_claim.clone(),
+            stores_claim: self.oidc_stores_claim.clone(),
             leeway: std::time::Duration::from_secs(self.oidc_leeway_secs),
             refresh: std::time::Duration::from_secs(self.oidc_keys_refresh_secs),
             ..AuthConfig::new(issuer, self.oidc_audience.clone())

@@ -18,7 +18,7 @@ use super::error::ApiError;
 pub use super::limits::{Access, RateLimit, RateLimitConfig, RateLimits};
 use super::peer::ClientAddr;
 use super::state::AppState;
-use crate::auth::{Authenticator, Identity, TokenError};
+use crate::auth::{Authenticator, Identity, StoreScope, TokenError};
 
 /// A request's caller, as [`authenticate`] found it.
 #[derive(Debug, Clone)]
@@ -93,11 +93,14 @@ impl Caller {
         }
     }
 
-    /// Reading `user`'s orders: that user, or staff; anyone else gets 404.
-    pub fn reads_for(&self, user: &UserId) -> Result<(), ApiError> {
+    /// Reading `user`'s orders: that user (all of them), or staff (those of
+    /// the stores they work at); anyone else gets 404. The answer is the
+    /// stores whose orders the caller may read.
+    pub fn reads_for(&self, user: &UserId) -> Result<StoreScope, ApiError> {
         match self {
-            Caller::Unchecked => Ok(()),
-            Caller::Signed(id) if id.user == *user || id.roles.staff => Ok(()),
+            Caller::Unchecked => Ok(StoreScope::Every),
+            Caller::Signed(id) if id.user == *user => Ok(StoreScope::Every),
+            Caller::Signed(id) if id.roles.staff => Ok(id.stores.clone()),
             Caller::Signed(_) => Err(ApiError::OrderNotFound),
         }
     }
@@ -108,6 +111,15 @@ impl Caller {
             Caller::Unchecked => Ok("staff".to_owned()),
             Caller::Signed(id) if id.roles.staff => Ok(format!("staff:{}", id.user)),
             Caller::Signed(_) => Err(ApiError::Forbidden("this request needs the staff role")),
+        }
+    }
+
+    /// The stores whose orders the caller may see and move on the delivery
+    /// side (every store without authentication).
+    pub fn stores(&self) -> StoreScope {
+        match self {
+            Caller::Unchecked => StoreScope::Every,
+            Caller::Signed(id) => id.stores.clone(),
         }
     }
 

@@ -66,15 +66,22 @@ async fn orders_in_status(
             })
         }
     };
-    // One store's orders (`?store=`), or every store's.
+    // One of the caller's stores (`?store=`), or all of them.
+    let scope = caller.stores();
     let stores = match query.get("store")?.map(str::trim) {
-        None => None,
-        Some(store) => Some(vec![domain::StoreId::parse(store)
-            .map_err(|e| ApiError::InvalidQuery {
+        None => scope.filter(),
+        Some(store) => {
+            let store = domain::StoreId::parse(store).map_err(|e| ApiError::InvalidQuery {
                 field: "store",
                 message: e.to_string(),
-            })?
-            .to_string()]),
+            })?;
+            if !scope.includes(store.as_str()) {
+                return Err(ApiError::Forbidden(
+                    "staff see the orders of the stores they work at",
+                ));
+            }
+            Some(vec![store.to_string()])
+        }
     };
     let rows =
         delivery::list_by_status(&state.reads, status, stores.as_deref(), order, limit).await?;
@@ -116,8 +123,9 @@ async fn delivery_status(
             });
         }
     }
+    let stores = caller.stores();
     let row = row
-        .filter(|r| r.user_id == user_id.as_str())
+        .filter(|r| r.user_id == user_id.as_str() && stores.includes(&r.store_id))
         .ok_or(ApiError::OrderNotFound)?;
     let view = DeliveryStatusView::from(&row);
     Ok(([(header::ETAG, super::etag(view.version))], Json(view)).into_response())
@@ -173,6 +181,7 @@ async fn move_order(
             .handle(
                 order_id,
                 &user_id,
+                &caller.stores(),
                 Command::MoveTo { to },
                 if_match,
                 &metadata,

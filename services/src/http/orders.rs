@@ -131,7 +131,7 @@ async fn list_orders(
     ReadFreshness(freshness): ReadFreshness,
 ) -> ApiResult<Response> {
     let user_id = extract::user_id(&user)?;
-    caller.reads_for(&user_id)?;
+    let stores = caller.reads_for(&user_id)?.filter();
     let limit = query.limit(MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
     let before = match query.get("next")? {
         None => None,
@@ -151,8 +151,14 @@ async fn list_orders(
     if !caught_up {
         return Err(ApiError::NotCaughtUp);
     }
-    let mut rows =
-        orders_model::list_for_user(&state.reads, user_id.as_str(), before, limit + 1).await?;
+    let mut rows = orders_model::list_for_user(
+        &state.reads,
+        user_id.as_str(),
+        stores.as_deref(),
+        before,
+        limit + 1,
+    )
+    .await?;
     let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let views: Vec<OrderView> = rows.iter().map(OrderView::from).collect();
@@ -188,14 +194,16 @@ async fn order_detail(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let user_id: UserId = extract::user_id(&user)?;
-    caller.reads_for(&user_id)?;
+    let stores = caller.reads_for(&user_id)?;
     let order_id = extract::order_id(&order)?;
     let stream = state
         .orders
         .load_owned(order_id, &user_id)
         .await?
         .ok_or(ApiError::OrderNotFound)?;
-    let view = OrderView::from_stream(&stream).ok_or(ApiError::OrderNotFound)?;
+    let view = OrderView::from_stream(&stream)
+        .filter(|view| stores.includes(&view.store_id))
+        .ok_or(ApiError::OrderNotFound)?;
     let etag = super::etag(view.version);
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
@@ -235,7 +243,14 @@ async fn cancel_order(
     let outcome = settle(
         state
             .orders
-            .handle(order_id, &user_id, Command::Cancel, if_match, &metadata)
+            .handle(
+                order_id,
+                &user_id,
+                &crate::auth::StoreScope::Every,
+                Command::Cancel,
+                if_match,
+                &metadata,
+            )
             .await,
     )?;
     let view = OrderView::from_stream(&outcome.stream).ok_or(ApiError::OrderNotFound)?;

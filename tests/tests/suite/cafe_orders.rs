@@ -305,3 +305,172 @@ async fn pickup_numbers_count_per_store_from_one_on_the_same_day() {
         ]
     );
 }
+
+/// A staff token for `user` at `stores` (comma-separated).
+async fn staff_at(user: &str, stores: &str) -> String {
+    e2e::oidc::Provider::shared()
+        .token_with(user, Some("staff"), &[("stores", stores)])
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_of_one_store_neither_see_nor_move_another_stores_orders() {
+    use e2e::As;
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    use reqwest::Method;
+
+    let app = spawn_app_opts(AppOptions {
+        kafka: Some(test_kafka()),
+        ..AppOptions::default()
+    })
+    .await;
+    set_stores(
+        &app,
+        json!([{"store_id": "main", "name": "본점"}, {"store_id": "gangnam", "name": "강남점"}]),
+    )
+    .await;
+    let kim = staff_at("kim", "gangnam").await;
+    let as_kim = || As::Header(format!("Bearer {kim}"));
+    // Kim's board stream, open before anything happens.
+    let stream = reqwest::Client::new()
+        .get(format!("{}/events/board", app.base))
+        .bearer_auth(&kim)
+        .send()
+        .await
+        .expect("the stream answers");
+    assert_eq!(stream.status(), 200);
+    let mut events = Box::pin(stream.bytes_stream().eventsource());
+    let first = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("ready within 10 s")
+        .expect("an event")
+        .expect("a well-formed event");
+    assert_eq!(first.event, "ready");
+
+    let at = |store: &str| json!({"store_id": store, "coffee_name": "latte", "coffee_price": 5000});
+    let main_order = app.place("USER0001", at("main")).await.ok(201);
+    let main_id = main_order["order_id"].as_str().expect("an id").to_owned();
+    // The default store's staff (no stores claim) see it on the delivery side.
+    eventually(
+        Duration::from_secs(20),
+        "the main order delivered",
+        || async {
+            (app.get(&format!("/delivery-ms/USER0001/{main_id}"))
+                .await
+                .status
+                == 200)
+                .then_some(())
+        },
+    )
+    .await;
+    let gangnam_order = app.place("USER0001", at("gangnam")).await.ok(201);
+    let gangnam_id = gangnam_order["order_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    // The stream brings the gangnam order, and brought nothing of main's.
+    let seen = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut stores = Vec::new();
+        while let Some(Ok(event)) = events.next().await {
+            if event.event != "status" {
+                continue;
+            }
+            let status: Value = serde_json::from_str(&event.data).expect("JSON");
+            stores.push(status["store_id"].as_str().unwrap_or_default().to_owned());
+            if status["order_id"] == json!(gangnam_id) {
+                return stores;
+            }
+        }
+        stores
+    })
+    .await
+    .expect("the gangnam order on kim's stream within 20 s");
+    assert_eq!(
+        seen,
+        ["gangnam"],
+        "kim's stream carried only gangnam's orders"
+    );
+
+    // Lists are filtered; another store's order is not found; a list of
+    // another store is refused.
+    let listed = app
+        .request_as(as_kim(), Method::GET, "/delivery-ms/received", None, &[])
+        .await
+        .ok(200);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|o| o["order_id"].as_str())
+        .collect();
+    assert_eq!(ids, [gangnam_id.as_str()]);
+    let foreign = app
+        .request_as(
+            as_kim(),
+            Method::GET,
+            "/delivery-ms/received?store=main",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(foreign.status, 403, "{}", foreign.text);
+    let single = |id: &str| format!("/delivery-ms/USER0001/{id}");
+    let hidden = app
+        .request_as(as_kim(), Method::GET, &single(&main_id), None, &[])
+        .await;
+    assert_eq!(hidden.status, 404);
+    let before = app.db.events().await;
+    let moved = app
+        .request_as(
+            as_kim(),
+            Method::POST,
+            &format!("{}/status", single(&main_id)),
+            Some(&json!({"status": "preparing"})),
+            &[],
+        )
+        .await;
+    assert_eq!(moved.status, 404, "{}", moved.text);
+    assert_eq!(app.db.events().await, before, "nothing was written");
+    app.request_as(
+        as_kim(),
+        Method::POST,
+        &format!("{}/status", single(&gangnam_id)),
+        Some(&json!({"status": "preparing"})),
+        &[],
+    )
+    .await
+    .ok(200);
+    // Reading the customer's orders: only gangnam's.
+    let orders = app
+        .request_as(
+            as_kim(),
+            Method::GET,
+            "/order-ms/USER0001/orders",
+            None,
+            &[("Prefer", "consistency=strong")],
+        )
+        .await
+        .ok(200);
+    assert_eq!(orders.as_array().map(Vec::len), Some(1));
+    assert_eq!(orders[0]["order_id"], json!(gangnam_id));
+    let detail = app
+        .request_as(
+            as_kim(),
+            Method::GET,
+            &format!("/order-ms/USER0001/orders/{main_id}"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(detail.status, 404);
+    // The default store's staff see main's orders and not gangnam's.
+    let barista = app.get("/delivery-ms/received").await.ok(200);
+    let ids: Vec<&str> = barista
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|o| o["order_id"].as_str())
+        .collect();
+    assert_eq!(ids, [main_id.as_str()]);
+}

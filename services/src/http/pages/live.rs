@@ -12,7 +12,8 @@
 //! - `GET /events/orders`: the signed-in caller's own orders (`order`,
 //!   an order as `GET /order-ms/…/orders/{id}` shows it) and `menu` when
 //!   the menu changed;
-//! - `GET /events/board` (staff): every delivery status change (`status`,
+//! - `GET /events/board` (staff): every delivery status change of the
+//!   stores the caller works at, or of one of them (`?store=`) (`status`,
 //!   as `GET /delivery-ms/…` shows it).
 //!
 //! A stream acts for its caller only while the caller's access lasts: it
@@ -42,8 +43,10 @@ use futures::stream::Stream;
 use axum::Extension;
 
 use super::feed::{json_event, Change, Ends, Full, Live, Ticket};
+use crate::auth::StoreScope;
 use crate::http::access::{Caller, Proof};
 use crate::http::error::ApiError;
+use crate::http::extract::QueryPairs;
 use crate::http::state::AppState;
 
 fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
@@ -125,18 +128,35 @@ pub async fn orders(
     )))
 }
 
-/// `GET /events/board`: every order's delivery status as it changes (staff).
+/// `GET /events/board`: the delivery status of every order of the caller's
+/// stores as it changes (staff), or of one of them (`?store=`).
 pub async fn board(
     State(state): State<AppState>,
     caller: Caller,
     proof: Option<Extension<Proof>>,
+    query: QueryPairs,
 ) -> Result<Response, ApiError> {
     caller.staff()?;
+    let mut scope = caller.stores();
+    if let Some(store) = query.get("store")?.map(str::trim) {
+        let store = domain::StoreId::parse(store).map_err(|e| ApiError::InvalidQuery {
+            field: "store",
+            message: e.to_string(),
+        })?;
+        if !scope.includes(store.as_str()) {
+            return Err(ApiError::Forbidden(
+                "staff see the orders of the stores they work at",
+            ));
+        }
+        scope = StoreScope::Only(std::iter::once(store).collect());
+    }
     let live = hub(&state)?;
     let (ends, ticket) = open(&state, live, &caller, proof.map(|Extension(p)| p))?;
     Ok(sse(live.stream(
-        |change| match change {
-            Change::Status(status) => json_event("status", status),
+        move |change| match change {
+            Change::Status(status) if scope.includes(&status.store_id) => {
+                json_event("status", status)
+            }
             _ => None,
         },
         ends,
