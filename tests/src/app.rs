@@ -71,6 +71,9 @@ pub struct AppOptions {
     /// Serve everything under this path (`PATH_PREFIX`); the app's `base`
     /// then ends with it, so the tests' paths are as API.md writes them.
     pub path_prefix: Option<&'static str>,
+    /// A PostgreSQL cluster of the test's own ([`TestDb::alone`]): for a
+    /// test that holds the transaction horizon.
+    pub alone: bool,
 }
 
 impl Default for AppOptions {
@@ -87,6 +90,7 @@ impl Default for AppOptions {
             rate_limits: Default::default(),
             keys_refresh: None,
             path_prefix: None,
+            alone: false,
         }
     }
 }
@@ -106,7 +110,11 @@ pub async fn spawn_app_without_workers() -> TestApp {
 /// test's own database and an ephemeral port. Only the pace differs: workers
 /// poll every 50 ms and the relay every 100 ms, so tests run fast.
 pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
-    let db = TestDb::create().await;
+    let db = if opts.alone {
+        TestDb::alone().await
+    } else {
+        TestDb::create().await
+    };
     let mut serve = ServeConfig::on(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     serve.apis = opts.apis;
     serve.read_wait = opts.read_wait;
@@ -371,7 +379,15 @@ impl Drop for TestApp {
 /// on top (`DB_READ_CONNECTIONS`, `KAFKA_PARTITIONS`, …). The returned app
 /// talks to it over HTTP; the child is killed when dropped.
 pub async fn spawn_orders_all(env: &[(&str, &str)]) -> (TestApp, tokio::process::Child) {
-    let db = TestDb::create().await;
+    spawn_orders_all_on(TestDb::create().await, env).await
+}
+
+/// [`spawn_orders_all`] on `db` (one with a cluster of its own,
+/// [`TestDb::alone`], for a test that holds the horizon).
+pub async fn spawn_orders_all_on(
+    db: TestDb,
+    env: &[(&str, &str)],
+) -> (TestApp, tokio::process::Child) {
     let kafka = test_kafka();
     let port = processes::free_port().expect("a free port");
     let provider = Provider::shared();

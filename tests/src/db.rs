@@ -17,11 +17,35 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
+    /// The PostgreSQL cluster of this database's own ([`TestDb::alone`]),
+    /// stopped and removed with it; `None`: the shared one (`DATABASE_URL`).
+    cluster: Option<crate::processes::OwnCluster>,
 }
 
 impl TestDb {
     pub async fn create() -> TestDb {
-        let db = TestDb::empty().await;
+        TestDb::migrated(TestDb::empty().await).await
+    }
+
+    /// A fresh, migrated database on a PostgreSQL cluster of its own, for a
+    /// test that holds the transaction horizon (a long transaction): the
+    /// horizon is the whole cluster's, so on the shared cluster it would
+    /// stall every other test's log readers for as long (a strong read of
+    /// another test answered 503 while one held it for 10 s).
+    pub async fn alone() -> TestDb {
+        let cluster = crate::processes::OwnCluster::new("orders-alone");
+        let server = crate::processes::start_cluster(&cluster.base).await;
+        let mut db = TestDb::empty_on(&server).await;
+        db.cluster = Some(cluster);
+        TestDb::migrated(db).await
+    }
+
+    /// Whether the database has a cluster of its own.
+    pub fn is_alone(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    async fn migrated(db: TestDb) -> TestDb {
         services::db::migrate(&db.pool)
             .await
             .expect("migrate the test database");
@@ -31,8 +55,12 @@ impl TestDb {
     /// A fresh database of its own, without the service's tables (for
     /// another program's storage: a broker's).
     pub async fn empty() -> TestDb {
-        let base =
-            PgConnectOptions::from_str(&database_url()).expect("DATABASE_URL is not a valid URL");
+        TestDb::empty_on(&database_url()).await
+    }
+
+    /// [`TestDb::empty`] on the server of `server` (a database URL).
+    async fn empty_on(server: &str) -> TestDb {
+        let base = PgConnectOptions::from_str(server).expect("DATABASE_URL is not a valid URL");
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = base
             .clone()
@@ -54,7 +82,12 @@ impl TestDb {
             .connect_with(options)
             .await
             .expect("connect to the test database");
-        TestDb { name, url, pool }
+        TestDb {
+            name,
+            url,
+            pool,
+            cluster: None,
+        }
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
@@ -81,7 +114,11 @@ impl TestDb {
 /// `just test` drops the kept ones at its next start.
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var_os("TEST_KEEP_DATABASES").is_some() {
+        // A cluster of its own goes whole (its own Drop), passed or failed.
+        if self.cluster.is_some()
+            || std::thread::panicking()
+            || std::env::var_os("TEST_KEEP_DATABASES").is_some()
+        {
             return;
         }
         let name = self.name.clone();

@@ -20,9 +20,15 @@ pub async fn delivery_caught_up(db: &crate::TestDb, within: Duration) {
 }
 
 /// A transaction that took its id and stays open: it holds the log's
-/// gap-safe horizon (cluster-wide) back until it ends.
-pub async fn hold_the_horizon(pool: &PgPool) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut holder = pool.begin().await.expect("begin");
+/// gap-safe horizon back until it ends. The horizon is the whole cluster's,
+/// so `db` must have a cluster of its own ([`crate::TestDb::alone`]): on the
+/// shared one this stalled every other test's projections.
+pub async fn hold_the_horizon(db: &crate::TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    assert!(
+        db.is_alone(),
+        "a test that holds the transaction horizon needs a cluster of its own (TestDb::alone, AppOptions {{ alone: true, .. }})"
+    );
+    let mut holder = db.pool.begin().await.expect("begin");
     sqlx::query("SELECT pg_current_xact_id()")
         .execute(&mut *holder)
         .await

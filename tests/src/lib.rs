@@ -20,7 +20,7 @@ pub mod sessions;
 
 pub use app::{
     spawn_app, spawn_app_opts, spawn_app_with, spawn_app_without_workers, spawn_orders_all,
-    AppOptions, As, Auth, Reply, TestApp,
+    spawn_orders_all_on, AppOptions, As, Auth, Reply, TestApp,
 };
 pub use binary::{orders_all, orders_bin, run_orders};
 pub use db::{database_url, TestDb};

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{eventually, spawn_orders_all, TestApp};
+use e2e::{eventually, spawn_orders_all, spawn_orders_all_on, TestApp};
 use reqwest::Method;
 
 async fn delivery_rows(app: &TestApp) -> i64 {
@@ -110,7 +110,8 @@ async fn under_reads(app: &Arc<TestApp>, length: Duration) -> (Vec<f64>, Vec<u16
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_keep_their_latency_while_a_hundred_strong_reads_wait_behind_a_long_transaction() {
-    let (app, _orders) = spawn_orders_all(&[("DB_READ_CONNECTIONS", "2")]).await;
+    let (app, _orders) =
+        spawn_orders_all_on(e2e::TestDb::alone().await, &[("DB_READ_CONNECTIONS", "2")]).await;
     let app = Arc::new(app);
     app.place_ok("budget-reader").await;
 
@@ -123,7 +124,7 @@ async fn writes_keep_their_latency_while_a_hundred_strong_reads_wait_behind_a_lo
     // A transaction elsewhere holds the horizon for 10 s: no strong read
     // can be answered, a hundred wait (and, after 5 s, answer 503 and ask
     // again), and orders are placed all along.
-    let long = e2e::hold_the_horizon(&app.db.pool).await;
+    let long = e2e::hold_the_horizon(&app.db).await;
     app.place_ok("budget-reader").await;
     let (held, held_reads) = under_reads(&app, Duration::from_secs(10)).await;
     long.rollback().await.expect("end the long transaction");

@@ -14,13 +14,14 @@ async fn a_hundred_strong_reads_waiting_behind_a_long_transaction_do_not_starve_
     let app = Arc::new(
         spawn_app_opts(AppOptions {
             read_wait: Duration::from_secs(6),
+            alone: true,
             ..AppOptions::default()
         })
         .await,
     );
     app.place_ok("zed").await;
     // A transaction elsewhere holds the horizon: nothing after it applies.
-    let long = e2e::hold_the_horizon(&app.db.pool).await;
+    let long = e2e::hold_the_horizon(&app.db).await;
     app.place_ok("zed").await;
 
     // A hundred reads of their own writes wait (more than the pool has

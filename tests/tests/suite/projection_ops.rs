@@ -219,10 +219,21 @@ async fn replay_from_a_position_restores_rows_lost_behind_the_checkpoint() {
     assert_eq!(checkpoint(&pool, NAME).await.cursor.position, 5);
 }
 
+/// The API without workers, on a PostgreSQL cluster of its own (these
+/// tests hold the transaction horizon).
+async fn alone_without_workers() -> e2e::TestApp {
+    e2e::spawn_app_opts(e2e::AppOptions {
+        workers: false,
+        alone: true,
+        ..e2e::AppOptions::default()
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_waits_for_a_running_transaction_instead_of_stopping_short() {
-    let app = spawn_app_without_workers().await;
-    let holder = e2e::hold_the_horizon(&app.db.pool).await;
+    let app = alone_without_workers().await;
+    let holder = e2e::hold_the_horizon(&app.db).await;
     for _ in 0..3 {
         app.place_ok("mia").await;
     }
@@ -246,9 +257,9 @@ async fn replay_waits_for_a_running_transaction_instead_of_stopping_short() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_without_a_worker_includes_every_event_committed_before_it_began() {
-    let app = spawn_app_without_workers().await;
+    let app = alone_without_workers().await;
     let pool = app.db.pool.clone();
-    let holder = e2e::hold_the_horizon(&pool).await;
+    let holder = e2e::hold_the_horizon(&app.db).await;
     for _ in 0..4 {
         app.place_ok("noah").await;
     }

@@ -54,7 +54,9 @@ async fn versions_on_topic(kafka: &infra::kafka::KafkaSource) -> BTreeMap<Uuid, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_drained_backlog_keeps_an_orders_events_in_order_around_a_late_commit() {
-    let db = TestDb::create().await;
+    // A transaction held open for the whole drain holds the horizon: a
+    // cluster of the test's own.
+    let db = TestDb::alone().await;
     let kafka = test_kafka();
 
     // A transaction takes an early position for order X's first event and
@@ -131,10 +133,10 @@ async fn a_drained_backlog_keeps_an_orders_events_in_order_around_a_late_commit(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_transaction_left_open_elsewhere_does_not_hold_the_relay_back() {
-    let db = TestDb::create().await;
+    let db = TestDb::alone().await;
     let kafka = test_kafka();
     // An open transaction with an id holds the gap-safe horizon (cluster-wide).
-    let open = e2e::hold_the_horizon(&db.pool).await;
+    let open = e2e::hold_the_horizon(&db).await;
 
     let orders = backlog(&db.pool, 7_000).await;
     let relay = TestRelay::start(&db.pool, &kafka);

@@ -283,7 +283,12 @@ async fn a_replay_from_a_position_never_moves_a_lagging_checkpoint_forward() {
 
 #[tokio::test]
 async fn a_replay_from_a_position_includes_later_positions_of_older_transactions() {
-    let app = spawn_app_without_workers().await;
+    let app = spawn_app_opts(AppOptions {
+        workers: false,
+        alone: true,
+        ..AppOptions::default()
+    })
+    .await;
     let (a, b) = (
         domain::OrderId::generate().as_uuid(),
         domain::OrderId::generate().as_uuid(),
@@ -295,7 +300,7 @@ async fn a_replay_from_a_position_includes_later_positions_of_older_transactions
     // first (from which everything is replayed anyway).
     app.place_ok("sam").await;
     // The older transaction takes its id first and its position last.
-    let mut older = e2e::hold_the_horizon(&app.db.pool).await;
+    let mut older = e2e::hold_the_horizon(&app.db).await;
     let mut newer = app.db.pool.begin().await.expect("begin");
     let from: i64 = sqlx::query_scalar(insert)
         .bind(b)
