@@ -18,17 +18,7 @@ impl UserId {
     pub const MAX_LEN: usize = 100;
 
     pub fn parse(input: &str) -> Result<Self, ValueError> {
-        if input.is_empty() {
-            return Err(ValueError::Empty);
-        }
-        if input.chars().count() > Self::MAX_LEN {
-            return Err(ValueError::TooLong { max: Self::MAX_LEN });
-        }
-        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-        if !input.chars().all(allowed) {
-            return Err(ValueError::InvalidCharacters);
-        }
-        Ok(UserId(input.to_owned()))
+        safe_id(input, Self::MAX_LEN).map(UserId)
     }
 
     pub fn as_str(&self) -> &str {
@@ -49,17 +39,7 @@ impl StoreId {
     pub const DEFAULT: &'static str = "main";
 
     pub fn parse(input: &str) -> Result<Self, ValueError> {
-        if input.is_empty() {
-            return Err(ValueError::Empty);
-        }
-        if input.chars().count() > Self::MAX_LEN {
-            return Err(ValueError::TooLong { max: Self::MAX_LEN });
-        }
-        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-        if !input.chars().all(allowed) {
-            return Err(ValueError::InvalidCharacters);
-        }
-        Ok(StoreId(input.to_owned()))
+        safe_id(input, Self::MAX_LEN).map(StoreId)
     }
 
     /// The default store, where orders that name no store go.
@@ -76,6 +56,22 @@ impl Default for StoreId {
     fn default() -> Self {
         StoreId::default_store()
     }
+}
+
+/// An identifier that is safe anywhere (paths, logs, claims): 1 to `max`
+/// characters of letters, digits, `-`, `_`, `.`.
+fn safe_id(input: &str, max: usize) -> Result<String, ValueError> {
+    if input.is_empty() {
+        return Err(ValueError::Empty);
+    }
+    if input.chars().count() > max {
+        return Err(ValueError::TooLong { max });
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if !input.chars().all(allowed) {
+        return Err(ValueError::InvalidCharacters);
+    }
+    Ok(input.to_owned())
 }
 
 /// An order's identity, a UUID v7 (time-ordered, so newer orders sort later).

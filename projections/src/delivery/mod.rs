@@ -119,12 +119,7 @@ impl Projection for DeliveryReadModel {
         ))
         .execute(&mut *conn)
         .await?;
-        sqlx::query(&format!(
-            "CREATE INDEX IF NOT EXISTS order_status_g{generation}_store_idx
-                ON {t} (store_id, status, ordered_at, order_id)"
-        ))
-        .execute(&mut *conn)
-        .await?;
+        model::add_store_index(conn, generation).await?;
         Ok(options || pickup || stores)
     }
 

@@ -44,10 +44,15 @@ pub(super) async fn create_generation(conn: &mut PgConnection, generation: i32) 
     ))
     .execute(&mut *conn)
     .await?;
-    // A store's board: its orders by status.
+    add_store_index(conn, generation).await
+}
+
+/// A store's board: its orders by status (older generations gain it).
+pub(super) async fn add_store_index(conn: &mut PgConnection, generation: i32) -> Result<()> {
     sqlx::query(&format!(
         "CREATE INDEX IF NOT EXISTS order_status_g{generation}_store_idx
-            ON {t} (store_id, status, ordered_at, order_id)"
+            ON {} (store_id, status, ordered_at, order_id)",
+        table(generation)
     ))
     .execute(&mut *conn)
     .await?;

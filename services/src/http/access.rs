@@ -123,6 +123,25 @@ impl Caller {
         }
     }
 
+    /// The stores a delivery list or stream shows: one of the caller's
+    /// (`asked`, a `?store=` value; another store is 403), or all of them.
+    pub fn stores_asked(&self, asked: Option<&str>) -> Result<StoreScope, ApiError> {
+        let scope = self.stores();
+        let Some(asked) = asked.map(str::trim) else {
+            return Ok(scope);
+        };
+        let store = domain::StoreId::parse(asked).map_err(|e| ApiError::InvalidQuery {
+            field: "store",
+            message: e.to_string(),
+        })?;
+        if !scope.includes(store.as_str()) {
+            return Err(ApiError::Forbidden(
+                "staff see the orders of the stores they work at",
+            ));
+        }
+        Ok(StoreScope::Only(std::iter::once(store).collect()))
+    }
+
     /// Operators' routes (`/metrics`): operators only (403 otherwise).
     pub fn operator(&self) -> Result<(), ApiError> {
         match self {

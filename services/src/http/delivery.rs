@@ -67,22 +67,7 @@ async fn orders_in_status(
         }
     };
     // One of the caller's stores (`?store=`), or all of them.
-    let scope = caller.stores();
-    let stores = match query.get("store")?.map(str::trim) {
-        None => scope.filter(),
-        Some(store) => {
-            let store = domain::StoreId::parse(store).map_err(|e| ApiError::InvalidQuery {
-                field: "store",
-                message: e.to_string(),
-            })?;
-            if !scope.includes(store.as_str()) {
-                return Err(ApiError::Forbidden(
-                    "staff see the orders of the stores they work at",
-                ));
-            }
-            Some(vec![store.to_string()])
-        }
-    };
+    let stores = caller.stores_asked(query.get("store")?)?.filter();
     let rows =
         delivery::list_by_status(&state.reads, status, stores.as_deref(), order, limit).await?;
     let views: Vec<DeliveryStatusView> = rows.iter().map(DeliveryStatusView::from).collect();

@@ -43,7 +43,6 @@ use futures::stream::Stream;
 use axum::Extension;
 
 use super::feed::{json_event, Change, Ends, Full, Live, Ticket};
-use crate::auth::StoreScope;
 use crate::http::access::{Caller, Proof};
 use crate::http::error::ApiError;
 use crate::http::extract::QueryPairs;
@@ -137,19 +136,7 @@ pub async fn board(
     query: QueryPairs,
 ) -> Result<Response, ApiError> {
     caller.staff()?;
-    let mut scope = caller.stores();
-    if let Some(store) = query.get("store")?.map(str::trim) {
-        let store = domain::StoreId::parse(store).map_err(|e| ApiError::InvalidQuery {
-            field: "store",
-            message: e.to_string(),
-        })?;
-        if !scope.includes(store.as_str()) {
-            return Err(ApiError::Forbidden(
-                "staff see the orders of the stores they work at",
-            ));
-        }
-        scope = StoreScope::Only(std::iter::once(store).collect());
-    }
+    let scope = caller.stores_asked(query.get("store")?)?;
     let live = hub(&state)?;
     let (ends, ticket) = open(&state, live, &caller, proof.map(|Extension(p)| p))?;
     Ok(sse(live.stream(
