@@ -300,6 +300,20 @@ impl TestApp {
         self.request(Method::GET, path, None, &[]).await
     }
 
+    /// Places `body` for USER0001 and expects a 422 naming `field`, with
+    /// nothing appended to the log.
+    pub async fn refused_naming(&self, body: Value, field: &str) {
+        let before = self.db.events().await;
+        let reply = self.place("USER0001", body.clone()).await;
+        let fields = reply.fields_at_fault(422);
+        assert!(
+            fields.iter().any(|f| f == field),
+            "{body} should blame {field}: {}",
+            reply.text
+        );
+        assert_eq!(self.db.events().await, before, "{body} appended something");
+    }
+
     pub async fn place(&self, user: &str, body: Value) -> Reply {
         self.request(
             Method::POST,

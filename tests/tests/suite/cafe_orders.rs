@@ -44,15 +44,7 @@ fn two_drinks() -> Value {
 /// Places `body` for USER0001 and expects a 422 naming `field`; nothing is
 /// appended.
 async fn refused(app: &TestApp, body: Value, field: &str) {
-    let before = app.db.events().await;
-    let reply = app.place("USER0001", body.clone()).await;
-    let fields = reply.fields_at_fault(422);
-    assert!(
-        fields.iter().any(|f| f == field),
-        "{body} should blame {field}: {}",
-        reply.text
-    );
-    assert_eq!(app.db.events().await, before, "{body} appended something");
+    app.refused_naming(body, field).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,15 +25,7 @@ async fn set_menu(app: &TestApp, menu: &Value) {
 }
 
 async fn refused(app: &TestApp, body: Value, field: &str) {
-    let before = app.db.events().await;
-    let reply = app.place("USER0001", body.clone()).await;
-    let fields = reply.fields_at_fault(422);
-    assert!(
-        fields.iter().any(|f| f == field),
-        "{body} should blame {field}: {}",
-        reply.text
-    );
-    assert_eq!(app.db.events().await, before, "{body} appended something");
+    app.refused_naming(body, field).await;
 }
 
 #[tokio::test]
