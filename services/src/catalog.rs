@@ -14,10 +14,13 @@ use crate::batch::{Collector, Limits};
 /// The menu, the stores and what each has sold out, as read together.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    /// The chain's drinks, every one on sale.
+    /// The chain's drinks (those sold out at every store marked).
     pub menu: Menu,
     pub stores: Stores,
     pub sold_out: HashMap<StoreId, SoldOut>,
+    /// The menu as each store with sold-outs of its own offers it, made once
+    /// per read (a place-order asks for it on every request).
+    at_stores: HashMap<StoreId, Menu>,
 }
 
 impl Catalog {
@@ -32,10 +35,15 @@ impl Catalog {
         let stores = crate::stores::load(&mut *tx).await?;
         let sold_out = crate::stores::load_sold_out(&mut *tx).await?;
         tx.commit().await?;
+        let at_stores = sold_out
+            .iter()
+            .map(|(store, out)| (store.clone(), menu.at_store(out)))
+            .collect();
         Ok(Catalog {
             menu,
             stores,
             sold_out,
+            at_stores,
         })
     }
 
@@ -44,11 +52,8 @@ impl Catalog {
     }
 
     /// The menu as `store` offers it (its sold-out drinks marked).
-    pub fn menu_at(&self, store: &StoreId) -> Menu {
-        match self.sold_out.get(store) {
-            Some(sold_out) => self.menu.at_store(sold_out),
-            None => self.menu.clone(),
-        }
+    pub fn menu_at(&self, store: &StoreId) -> &Menu {
+        self.at_stores.get(store).unwrap_or(&self.menu)
     }
 }
 

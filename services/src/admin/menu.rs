@@ -10,16 +10,15 @@ pub async fn run(pool: &PgPool, cmd: MenuCmd) -> anyhow::Result<()> {
     match cmd {
         MenuCmd::Show { json } => {
             // As `GET /menu` shows it: the default store's sold-outs.
-            let menu = crate::catalog::Catalog::load(pool)
-                .await?
-                .menu_at(&domain::StoreId::default_store());
+            let catalog = crate::catalog::Catalog::load(pool).await?;
+            let menu = catalog.menu_at(&domain::StoreId::default_store());
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&crate::menu::to_json(&menu))?
+                    serde_json::to_string_pretty(&crate::menu::to_json(menu))?
                 );
             } else {
-                print!("{}", table(&menu));
+                print!("{}", table(menu));
             }
         }
         MenuCmd::Set { file, if_empty } => {

@@ -61,7 +61,7 @@ async fn menu(
     if catalog.store(&store).is_none() {
         return Err(ApiError::StoreNotFound);
     }
-    Ok(Json(crate::menu::to_json(&catalog.menu_at(&store))))
+    Ok(Json(crate::menu::to_json(catalog.menu_at(&store))))
 }
 
 /// One store of the chain.
