@@ -11,9 +11,9 @@ export SQLX_OFFLINE := "true"
 default:
     @just --list
 
-# Start the whole system (API, relay, projections) on 127.0.0.1:8080; starts Postgres, a Kafka broker and the local OpenID Connect provider first if needed (authentication on: `just token USER` prints a token), with the sample menu (scripts/sample-menu.json) unless a menu is set.
+# Start the whole system (API, relay, projections) on 127.0.0.1:8080; starts Postgres, a Kafka broker and the local OpenID Connect provider first if needed (authentication on: `just token USER` prints a token), with the sample menu and stores (scripts/sample-menu.json, scripts/sample-stores.json) unless they are set.
 run *ARGS:
-    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh durable)"; eval "$(scripts/oidc.sh)"; cargo build --release -p services --bin orders; target/release/orders menu set --if-empty scripts/sample-menu.json; target/release/orders all {{ARGS}}
+    eval "$(scripts/postgres.sh)"; eval "$(scripts/kafka.sh durable)"; eval "$(scripts/oidc.sh)"; cargo build --release -p services --bin orders; target/release/orders menu set --if-empty scripts/sample-menu.json; target/release/orders stores set --if-empty scripts/sample-stores.json; target/release/orders all {{ARGS}}
 
 # Run every test (starts Postgres first if needed).
 test:

@@ -1,8 +1,11 @@
-// The staff board: a column per open status, a card per order, moved on with
-// one button; recent delivered and cancelled orders; kept live by the event
-// stream. A move that lost a race to another member of staff says so on its
-// card.
-import { STATUS_LABELS, startSession, api, notice, live, el, optionsLabel, ago } from './common.js';
+// The staff board of one store: a column per open status, a card per order
+// with its drinks, moved on with one button; recent delivered and cancelled
+// orders; kept live by the event stream. Staff of several stores choose one
+// (remembered in this browser). A move that lost a race to another member of
+// staff says so on its card.
+import {
+  STATUS_LABELS, startSession, api, notice, live, remembered, el, optionsLabel, ago, linesOf, orderTitle,
+} from './common.js';
 
 const OPEN = ['received', 'preparing', 'delivering'];
 const RECENT = ['delivered', 'cancelled'];
@@ -18,7 +21,13 @@ const MOVES = {
   delivering: [['delivered', '배송 완료']],
 };
 
-const state = { orders: new Map(), cardErrors: new Map(), busy: new Set(), capped: new Set() };
+const STORE_KEY = 'orders.board.store';
+
+const state = {
+  orders: new Map(), cardErrors: new Map(), busy: new Set(), capped: new Set(),
+  // The stores the holder works at ([{store_id, name}]) and the one shown.
+  stores: [], store: null, stream: null,
+};
 
 function upsert(status) {
   const known = state.orders.get(status.order_id);
@@ -35,10 +44,23 @@ function card(order) {
   const head = el('div', 'card-head');
   head.append(el('span', 'pickup', order.pickup_number == null ? '–' : `${order.pickup_number}`));
   const title = el('div', 'card-title');
-  title.append(
-    el('strong', 'drink-name', `${order.coffee_name} × ${order.coffee_qty}`),
-    el('span', 'options', optionsLabel(order.options)),
-  );
+  const lines = linesOf(order);
+  if (lines.length === 1) {
+    title.append(
+      el('strong', 'drink-name', `${order.coffee_name} × ${order.coffee_qty}`),
+      el('span', 'options', optionsLabel(order.options)),
+    );
+  } else {
+    // Every drink to make, one per line.
+    const list = el('ul', 'drinks-to-make');
+    list.setAttribute('aria-label', `음료 ${lines.length}가지`);
+    for (const line of lines) {
+      const item = el('li');
+      item.append(el('strong', 'drink-name', `${line.coffee_name} × ${line.coffee_qty}`), el('span', 'options', optionsLabel(line.options)));
+      list.append(item);
+    }
+    title.append(list);
+  }
   head.append(title);
   item.append(head);
   const meta = el('p', 'meta');
@@ -61,7 +83,7 @@ function card(order) {
       const button = el('button', to === 'cancelled' ? 'button danger' : 'button primary', label);
       button.type = 'button';
       button.dataset.move = to;
-      button.setAttribute('aria-label', `${order.pickup_number ?? ''}번 ${order.coffee_name}: ${label}`);
+      button.setAttribute('aria-label', `${order.pickup_number ?? ''}번 ${orderTitle(order)}: ${label}`);
       button.disabled = state.busy.has(order.order_id);
       button.addEventListener('click', () => move(order, to));
       actions.append(button);
@@ -131,11 +153,15 @@ async function move(order, to) {
 }
 
 async function loadAll() {
+  const store = state.store;
+  const at = `&store=${encodeURIComponent(store)}`;
   const lists = await Promise.all([
-    ...OPEN.map((s) => api('GET', `/delivery-ms/${s}?limit=${OLDEST_SHOWN}`)),
-    ...OPEN.map((s) => api('GET', `/delivery-ms/${s}?order=newest&limit=${NEWEST_SHOWN}`)),
-    ...RECENT.map((s) => api('GET', `/delivery-ms/${s}?order=newest&limit=${RECENT_SHOWN}`)),
+    ...OPEN.map((s) => api('GET', `/delivery-ms/${s}?limit=${OLDEST_SHOWN}${at}`)),
+    ...OPEN.map((s) => api('GET', `/delivery-ms/${s}?order=newest&limit=${NEWEST_SHOWN}${at}`)),
+    ...RECENT.map((s) => api('GET', `/delivery-ms/${s}?order=newest&limit=${RECENT_SHOWN}${at}`)),
   ]);
+  // Another store was chosen while these were read: its own load shows it.
+  if (store !== state.store) return;
   const failed = lists.find((a) => !a.ok);
   if (failed) {
     notice(failed.status === 401 ? '로그인이 끝났습니다. 다시 로그인하세요.' : failed.problem || '주문을 불러오지 못했습니다.');
@@ -148,16 +174,71 @@ async function loadAll() {
   render();
 }
 
+function storeName(id) {
+  return state.stores.find((s) => s.store_id === id)?.name ?? id;
+}
+
+/** Shows `store`'s board (remembered), its orders and its live changes only. */
+function show(store) {
+  state.store = store;
+  remembered.set(STORE_KEY, store);
+  state.stream?.close();
+  state.orders.clear();
+  state.cardErrors.clear();
+  state.capped.clear();
+  render();
+  document.getElementById('store-picker').hidden = true;
+  document.getElementById('board').hidden = false;
+  document.getElementById('store-switch').hidden = state.stores.length < 2;
+  document.getElementById('store').value = store;
+  // One store: its name by the title; several: the chooser shows it.
+  document.getElementById('store-name').textContent = state.stores.length < 2 ? `· ${storeName(store)}` : '';
+  document.title = `주문 현황판 · ${storeName(store)}`;
+  state.stream = live(`/events/board?store=${encodeURIComponent(store)}`, ['status'], {
+    onOpen: loadAll,
+    onEvent: (_, status) => { if (status.store_id === state.store && upsert(status)) render(); },
+  });
+}
+
+/** Asks which of the holder's stores to show. */
+function pick() {
+  const buttons = state.stores.map((s) => {
+    const button = el('button', 'button large', s.name);
+    button.type = 'button';
+    button.dataset.store = s.store_id;
+    button.addEventListener('click', () => show(s.store_id));
+    return button;
+  });
+  document.getElementById('store-buttons').replaceChildren(...buttons);
+  document.getElementById('store-picker').hidden = false;
+  buttons[0]?.focus();
+}
+
+/** The stores the session works at, named as the chain names them. */
+async function loadStores(session) {
+  const chain = await api('GET', '/stores');
+  const names = new Map((chain.ok && Array.isArray(chain.body) ? chain.body : []).map((s) => [s.store_id, s.name]));
+  state.stores = (session.stores || []).map((id) => ({ store_id: id, name: names.get(id) ?? id }));
+  const select = document.getElementById('store');
+  select.replaceChildren(...state.stores.map((s) => {
+    const option = el('option', '', s.name);
+    option.value = s.store_id;
+    return option;
+  }));
+}
+
 async function start() {
   const session = await startSession();
   if (session === undefined) return;
   if (!session) { notice('로그인하세요.'); return; }
   if (!session.roles.includes('staff')) { notice('이 화면은 직원만 볼 수 있습니다.'); return; }
-  document.getElementById('board').hidden = false;
-  live('/events/board', ['status'], {
-    onOpen: loadAll,
-    onEvent: (_, status) => { if (upsert(status)) render(); },
-  });
+  await loadStores(session);
+  if (!state.stores.length) { notice('일하는 매장이 없습니다. 관리자에게 문의하세요.'); return; }
+  document.getElementById('store').addEventListener('change', (e) => show(e.target.value));
+  const kept = remembered.get(STORE_KEY);
+  if (state.stores.some((s) => s.store_id === kept)) show(kept);
+  else if (state.stores.length === 1) show(state.stores[0].store_id);
+  else pick();
   setInterval(() => {
     for (const time of document.querySelectorAll('time.ago')) time.textContent = ago(time.dateTime);
   }, 30000);

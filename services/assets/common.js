@@ -96,7 +96,9 @@ export function notice(text) {
 /**
  * Opens the live stream at `path` and calls `onEvent(name, data)` for each of
  * `names`. `onOpen` runs on every (re)connection: the page reloads what it
- * shows then, so nothing changed while it was away is missed.
+ * shows then, so nothing changed while it was away is missed. Returns
+ * `{ close() }`: the page closes a stream it no longer wants (the board
+ * switching stores), and none is opened again for it.
  *
  * The server ends a stream when the caller's access ends (the session
  * expired or was signed out, a key was withdrawn). When the browser gives up
@@ -108,40 +110,86 @@ export function notice(text) {
 export function live(path, names, handlers) {
   const { onOpen, onEvent } = handlers;
   const indicator = document.getElementById('live');
-  const source = new EventSource(BASE + path);
-  source.addEventListener('ready', () => {
-    indicator.textContent = '실시간 연결됨';
-    indicator.dataset.state = 'open';
-    onOpen();
-  });
-  for (const name of names) {
-    source.addEventListener(name, (event) => {
-      let data;
-      try { data = JSON.parse(event.data); } catch { return; }
-      onEvent(name, data);
+  let closed = false;
+  let source = null;
+  let retry = null;
+  const open = () => {
+    source = new EventSource(BASE + path);
+    const current = source;
+    current.addEventListener('ready', () => {
+      indicator.textContent = '실시간 연결됨';
+      indicator.dataset.state = 'open';
+      onOpen();
     });
-  }
-  source.addEventListener('error', async () => {
-    if (source.readyState !== EventSource.CLOSED) {
-      indicator.textContent = '다시 연결하는 중…';
-      indicator.dataset.state = 'connecting';
-      return;
+    for (const name of names) {
+      current.addEventListener(name, (event) => {
+        let data;
+        try { data = JSON.parse(event.data); } catch { return; }
+        onEvent(name, data);
+      });
     }
-    indicator.textContent = '실시간 연결이 끊겼습니다';
-    indicator.dataset.state = 'closed';
-    let session;
-    try { session = await loadSession(); } catch { session = undefined; }
-    if (session === null) {
-      // What only a signed-in user may use (the order form, the board) goes
-      // away with the sign-in, as on a page opened signed out.
-      for (const part of document.querySelectorAll('[data-signed-in]')) part.hidden = true;
-      showAccount(null);
-      notice('로그인이 끝났습니다. 다시 로그인하세요.');
-      return;
-    }
-    setTimeout(() => live(path, names, handlers), 3000 + Math.random() * 2000);
-  });
-  return source;
+    current.addEventListener('error', async () => {
+      if (closed) return;
+      if (current.readyState !== EventSource.CLOSED) {
+        indicator.textContent = '다시 연결하는 중…';
+        indicator.dataset.state = 'connecting';
+        return;
+      }
+      indicator.textContent = '실시간 연결이 끊겼습니다';
+      indicator.dataset.state = 'closed';
+      let session;
+      try { session = await loadSession(); } catch { session = undefined; }
+      if (closed) return;
+      if (session === null) {
+        // What only a signed-in user may use (the order form, the board) goes
+        // away with the sign-in, as on a page opened signed out.
+        for (const part of document.querySelectorAll('[data-signed-in]')) part.hidden = true;
+        showAccount(null);
+        notice('로그인이 끝났습니다. 다시 로그인하세요.');
+        return;
+      }
+      retry = setTimeout(open, 3000 + Math.random() * 2000);
+    });
+  };
+  open();
+  return {
+    close() {
+      closed = true;
+      clearTimeout(retry);
+      source.close();
+    },
+  };
+}
+
+/**
+ * What a page remembers in this browser (the chosen store, the cart):
+ * nothing when storage is unavailable or holds something unreadable.
+ */
+export const remembered = {
+  get(key) {
+    try { return JSON.parse(localStorage.getItem(key)); } catch { return null; }
+  },
+  set(key, value) {
+    try { localStorage.setItem(key, JSON.stringify(value)); } catch { /* private mode: not remembered */ }
+  },
+};
+
+/**
+ * An order's lines: `items`, or its single drink for an answer of a build
+ * that had no `items`.
+ */
+export function linesOf(order) {
+  if (Array.isArray(order.items) && order.items.length) return order.items;
+  return [{
+    coffee_name: order.coffee_name, coffee_qty: order.coffee_qty,
+    coffee_price: order.coffee_price, options: order.options, line_price: order.total_price,
+  }];
+}
+
+/** "latte", or "latte 외 2" for an order of three lines. */
+export function orderTitle(order) {
+  const lines = linesOf(order);
+  return lines.length > 1 ? `${lines[0].coffee_name} 외 ${lines.length - 1}` : lines[0].coffee_name;
 }
 
 /** `element` with `className` and text. */

@@ -1,17 +1,35 @@
-// The customer page: the menu, the order form, and the customer's orders
-// with their status kept live by the event stream.
+// The customer page: the store, the menu, a cart of drinks placed as one
+// order, and the customer's orders with their status kept live by the event
+// stream.
 import {
-  STATUS_LABELS, startSession, api, showAccount, notice, live,
-  el, won, optionsLabel, newKey,
+  STATUS_LABELS, startSession, api, showAccount, notice, live, remembered,
+  el, won, optionsLabel, newKey, linesOf, orderTitle,
 } from './common.js';
 
 const STEPS = ['received', 'preparing', 'delivering', 'delivered'];
 const CANCELLABLE = new Set(['received', 'preparing']);
+// API.md: an order holds 1 to 20 lines; the page keeps a line to 20 cups.
+const MAX_LINES = 20;
+const MAX_QTY = 20;
+const STORE_KEY = 'orders.store';
 
-const state = { session: null, menu: [], orders: new Map(), cardErrors: new Map() };
+const state = {
+  session: null,
+  stores: [],
+  store: null,
+  menu: [],
+  // [{coffee_name, temperature, size, qty}]: prices are always the menu's.
+  cart: [],
+  // The idempotency key of the cart as it was last sent: a retry of the same
+  // cart (the answer was lost) cannot place it twice.
+  sentKey: null,
+  orders: new Map(),
+  cardErrors: new Map(),
+};
 
-const form = document.getElementById('order-form');
+const form = document.getElementById('drink-form');
 const qty = document.getElementById('qty');
+const cartKey = () => `orders.cart.${state.session.user_id}`;
 
 function selectedDrink() {
   const checked = form.querySelector('input[name="drink"]:checked');
@@ -28,7 +46,11 @@ function quantity() {
   return Number.isInteger(n) ? n : NaN;
 }
 
-/** Enables the options the chosen drink allows, and shows its prices and the total. */
+function storeName(id) {
+  return state.stores.find((s) => s.store_id === id)?.name ?? id;
+}
+
+/** Enables the options the chosen drink allows, and shows its prices and the line's price. */
 function refreshChoices() {
   const drink = selectedDrink();
   for (const input of form.querySelectorAll('input[name="temperature"]')) {
@@ -50,16 +72,22 @@ function refreshChoices() {
   const size = choice('size');
   const n = quantity();
   const price = drink && size ? drink.prices[size] : undefined;
-  document.getElementById('total').textContent =
-    price !== undefined && n >= 1 && n <= 20 ? won(price * n) : '–';
-  document.getElementById('place-order').disabled = !drink;
+  document.getElementById('line-price').textContent =
+    price !== undefined && n >= 1 && n <= MAX_QTY ? won(price * n) : '';
+  document.getElementById('add-to-cart').disabled = !drink || !storeOpen();
+}
+
+function storeOpen() {
+  return Boolean(state.stores.find((s) => s.store_id === state.store)?.open);
 }
 
 function renderMenu() {
   const list = document.getElementById('drinks');
+  const before = choice('drink');
   list.replaceChildren();
   const onSale = state.menu.filter((d) => !d.sold_out);
   document.getElementById('menu-empty').hidden = state.menu.length > 0;
+  const keep = onSale.find((d) => d.coffee_name === before) || onSale[0];
   state.menu.forEach((drink, i) => {
     const label = el('label', 'drink');
     const input = document.createElement('input');
@@ -67,7 +95,7 @@ function renderMenu() {
     input.name = 'drink';
     input.value = drink.coffee_name;
     input.disabled = drink.sold_out;
-    input.checked = onSale[0] === drink;
+    input.checked = keep === drink;
     input.id = `drink-${i}`;
     label.append(input, el('span', 'drink-name', drink.coffee_name));
     const prices = Object.values(drink.prices);
@@ -75,37 +103,149 @@ function renderMenu() {
     list.append(label);
   });
   refreshChoices();
+  renderCart();
 }
 
-async function placeOrder(event) {
+/** The menu's price of a cart line, or why it cannot be ordered now. */
+function priced(line) {
+  const drink = state.menu.find((d) => d.coffee_name === line.coffee_name);
+  if (!drink) return { problem: '메뉴에 없습니다' };
+  if (drink.sold_out) return { problem: '품절' };
+  const price = drink.prices[line.size];
+  if (price === undefined || !drink.temperatures.includes(line.temperature)) return { problem: '선택할 수 없는 옵션입니다' };
+  return { price };
+}
+
+function saveCart() {
+  state.sentKey = null;
+  remembered.set(cartKey(), state.cart);
+  renderCart();
+}
+
+function addToCart(event) {
   event.preventDefault();
-  const error = document.getElementById('order-error');
+  const error = document.getElementById('drink-error');
   error.textContent = '';
   const drink = selectedDrink();
-  const size = choice('size');
   const n = quantity();
   if (!drink) { error.textContent = '음료를 고르세요.'; return; }
-  if (!(n >= 1 && n <= 20)) { error.textContent = '수량은 1개에서 20개까지입니다.'; qty.focus(); return; }
+  if (!(n >= 1 && n <= MAX_QTY)) { error.textContent = `수량은 1개에서 ${MAX_QTY}개까지입니다.`; qty.focus(); return; }
+  const line = { coffee_name: drink.coffee_name, temperature: choice('temperature'), size: choice('size'), qty: n };
+  // The same drink with the same options again is one line of more cups.
+  const same = state.cart.find((l) => l.coffee_name === line.coffee_name && l.temperature === line.temperature && l.size === line.size);
+  if (same) {
+    if (same.qty + n > MAX_QTY) { error.textContent = `한 음료는 ${MAX_QTY}잔까지 담을 수 있습니다.`; return; }
+    same.qty += n;
+  } else {
+    if (state.cart.length >= MAX_LINES) { error.textContent = `한 번에 ${MAX_LINES}가지까지 주문할 수 있습니다.`; return; }
+    state.cart.push(line);
+  }
+  qty.value = 1;
+  refreshChoices();
+  saveCart();
+  notice(`장바구니에 담았습니다: ${line.coffee_name} ${n}잔`);
+}
+
+function lineLabel(line) {
+  return `${line.coffee_name} ${optionsLabel({ temperature: line.temperature, size: line.size })}`;
+}
+
+function cartLine(line, index) {
+  const { price, problem } = priced(line);
+  const item = el('li', problem ? 'cart-line unavailable' : 'cart-line');
+  const title = el('div', 'line-title');
+  title.append(el('strong', 'drink-name', line.coffee_name));
+  title.append(el('span', 'muted', `${optionsLabel({ temperature: line.temperature, size: line.size })}${price === undefined ? '' : ` · ${won(price)}`}`));
+  if (problem) title.append(el('span', 'line-problem', problem));
+  item.append(title);
+  const stepper = el('div', 'stepper small');
+  const down = el('button', 'button', '−');
+  down.type = 'button';
+  down.disabled = line.qty <= 1;
+  down.setAttribute('aria-label', `${lineLabel(line)} 하나 빼기`);
+  down.addEventListener('click', () => { line.qty -= 1; saveCart(); focusLine(index, 'down'); });
+  const count = el('span', 'line-qty', `${line.qty}`);
+  count.setAttribute('aria-label', `${line.qty}잔`);
+  const up = el('button', 'button', '+');
+  up.type = 'button';
+  up.disabled = line.qty >= MAX_QTY;
+  up.setAttribute('aria-label', `${lineLabel(line)} 하나 더하기`);
+  up.addEventListener('click', () => { line.qty += 1; saveCart(); focusLine(index, 'up'); });
+  down.dataset.step = 'down';
+  up.dataset.step = 'up';
+  stepper.append(down, count, up);
+  item.append(stepper);
+  item.append(el('span', 'line-price', price === undefined ? '–' : won(price * line.qty)));
+  const remove = el('button', 'button quiet', '삭제');
+  remove.type = 'button';
+  remove.setAttribute('aria-label', `삭제: ${lineLabel(line)}`);
+  remove.addEventListener('click', () => {
+    state.cart.splice(index, 1);
+    saveCart();
+    // Focus stays in the cart: on the next line, or on the order button.
+    const next = document.querySelectorAll('#cart .cart-line')[Math.min(index, state.cart.length - 1)];
+    (next?.querySelector('button.quiet') || document.getElementById('place-order')).focus();
+  });
+  item.append(remove);
+  return item;
+}
+
+/** After a quantity change re-renders the cart, focus returns to the same button. */
+function focusLine(index, step) {
+  const button = document.querySelectorAll('#cart .cart-line')[index]?.querySelector(`[data-step="${step}"]`);
+  if (button && !button.disabled) button.focus();
+  else document.querySelectorAll('#cart .cart-line')[index]?.querySelector('[data-step]:not(:disabled)')?.focus();
+}
+
+function renderCart() {
+  const list = document.getElementById('cart');
+  list.replaceChildren(...state.cart.map(cartLine));
+  document.getElementById('cart-empty').hidden = state.cart.length > 0;
+  const cups = state.cart.reduce((sum, l) => sum + l.qty, 0);
+  document.getElementById('cart-count').textContent = `${cups}`;
+  const prices = state.cart.map(priced);
+  const orderable = state.cart.length > 0 && prices.every((p) => p.price !== undefined) && storeOpen();
+  const total = prices.reduce((sum, p, i) => sum + (p.price ?? 0) * state.cart[i].qty, 0);
+  document.getElementById('total').textContent = state.cart.length ? won(total) : '–';
+  document.getElementById('place-order').disabled = !orderable;
+}
+
+async function placeOrder() {
+  const error = document.getElementById('order-error');
+  error.textContent = '';
+  if (!state.cart.length) { error.textContent = '장바구니가 비어 있습니다.'; return; }
+  const items = [];
+  for (const line of state.cart) {
+    const { price, problem } = priced(line);
+    if (problem) { error.textContent = `${line.coffee_name}: ${problem}. 장바구니에서 빼 주세요.`; return; }
+    items.push({
+      coffee_name: line.coffee_name, coffee_price: price, coffee_qty: line.qty,
+      options: { temperature: line.temperature, size: line.size },
+    });
+  }
+  state.sentKey = state.sentKey || newKey();
   const button = document.getElementById('place-order');
   button.disabled = true;
   const answer = await api('POST', `/order-ms/${encodeURIComponent(state.session.user_id)}/orders`, {
-    headers: { 'Idempotency-Key': newKey() },
-    body: {
-      coffee_name: drink.coffee_name,
-      coffee_price: drink.prices[size],
-      coffee_qty: n,
-      options: { temperature: choice('temperature'), size },
-    },
+    headers: { 'Idempotency-Key': state.sentKey },
+    body: { store_id: state.store, items },
   });
   button.disabled = false;
   if (answer.ok) {
+    state.cart = [];
+    saveCart();
     upsert(answer.body);
-    notice(`주문했습니다. 픽업 번호 ${answer.body.pickup_number ?? '–'}번`);
+    notice(`주문했습니다. ${storeName(answer.body.store_id)} 픽업 번호 ${answer.body.pickup_number ?? '–'}번`);
+    document.getElementById('orders').querySelector(`[data-order-id="${answer.body.order_id}"]`)?.focus();
   } else if (answer.status === 401) {
     signedOut();
   } else {
     error.textContent = answer.problem || `주문하지 못했습니다 (${answer.status}).`;
-    if (answer.status === 422) await loadMenu();
+    // A refusal wrote nothing: the cart as changed is a new order. An
+    // unknown outcome (no answer, 503) is retried with the same key.
+    if (answer.status >= 400 && answer.status < 500) state.sentKey = null;
+    if (answer.status === 422) await loadCatalog();
+    renderCart();
   }
 }
 
@@ -131,19 +271,37 @@ function progress(order) {
 function orderCard(order) {
   const card = el('li', `order card status-${order.status}`);
   card.dataset.orderId = order.order_id;
+  card.tabIndex = -1;
+  const lines = linesOf(order);
   const head = el('div', 'card-head');
   head.append(el('span', 'pickup', order.pickup_number == null ? '–' : `${order.pickup_number}`));
   const title = el('div', 'card-title');
-  title.append(el('strong', 'drink-name', order.coffee_name), el('span', 'muted', `${optionsLabel(order.options)} · ${order.coffee_qty}잔 · ${won(order.total_price)}`));
+  const where = state.stores.length > 1 && order.store_id ? `${storeName(order.store_id)} · ` : '';
+  const cups = lines.reduce((sum, l) => sum + Number(l.coffee_qty), 0);
+  const summary = lines.length > 1
+    ? `${where}${cups}잔 · ${won(order.total_price)}`
+    : `${where}${optionsLabel(order.options)} · ${order.coffee_qty}잔 · ${won(order.total_price)}`;
+  title.append(el('strong', 'drink-name', orderTitle(order)), el('span', 'muted', summary));
   head.append(title, el('span', `badge status-${order.status}`, order.status_label || STATUS_LABELS[order.status]));
   card.append(head);
+  if (lines.length > 1) {
+    const list = el('ul', 'lines');
+    list.setAttribute('aria-label', '주문한 음료');
+    for (const line of lines) {
+      const item = el('li');
+      item.append(el('span', 'line-name', `${line.coffee_name} ${optionsLabel(line.options)} × ${line.coffee_qty}`));
+      item.append(el('span', 'line-price', won(line.line_price ?? line.coffee_price * line.coffee_qty)));
+      list.append(item);
+    }
+    card.append(list);
+  }
   if (order.status !== 'cancelled') card.append(progress(order));
   const error = state.cardErrors.get(order.order_id);
   if (error) card.append(el('p', 'card-error', error));
   if (CANCELLABLE.has(order.status)) {
     const cancel = el('button', 'button danger', '주문 취소');
     cancel.type = 'button';
-    cancel.setAttribute('aria-label', `주문 취소: ${order.pickup_number ?? ''}번 ${order.coffee_name}`);
+    cancel.setAttribute('aria-label', `주문 취소: ${order.pickup_number ?? ''}번 ${orderTitle(order)}`);
     cancel.addEventListener('click', () => cancelOrder(order));
     card.append(cancel);
   }
@@ -174,12 +332,40 @@ async function cancelOrder(order) {
   await loadOrders();
 }
 
-async function loadMenu() {
-  const answer = await api('GET', '/menu');
-  if (answer.ok) {
-    state.menu = answer.body;
-    renderMenu();
-  }
+/** The store chooser: the chain's stores, closed ones shown but not chosen. */
+function renderStores() {
+  const select = document.getElementById('store');
+  select.replaceChildren(...state.stores.map((s) => {
+    const option = el('option', '', s.open ? s.name : `${s.name} (준비 중)`);
+    option.value = s.store_id;
+    option.disabled = !s.open;
+    return option;
+  }));
+  select.value = state.store ?? '';
+  document.getElementById('store-choice').hidden = state.stores.length < 2;
+  document.getElementById('store-closed').hidden = storeOpen();
+}
+
+/** The stores, then the chosen store's menu (its own sold-outs). */
+async function loadCatalog() {
+  const stores = await api('GET', '/stores');
+  if (stores.ok && Array.isArray(stores.body) && stores.body.length) state.stores = stores.body;
+  const open = state.stores.filter((s) => s.open);
+  const wanted = [state.store, remembered.get(STORE_KEY)].find((id) => open.some((s) => s.store_id === id));
+  state.store = wanted ?? open[0]?.store_id ?? state.stores[0]?.store_id ?? null;
+  renderStores();
+  const menu = await api('GET', state.store ? `/menu?store=${encodeURIComponent(state.store)}` : '/menu');
+  if (menu.ok) state.menu = menu.body;
+  renderMenu();
+  renderOrders();
+}
+
+async function chooseStore() {
+  state.store = document.getElementById('store').value;
+  remembered.set(STORE_KEY, state.store);
+  state.sentKey = null;
+  await loadCatalog();
+  notice(`${storeName(state.store)}에서 주문합니다.`);
 }
 
 async function loadOrders() {
@@ -199,6 +385,16 @@ function signedOut() {
   showAccount(null);
 }
 
+/** The cart this browser kept for this user, without lines it cannot hold. */
+function restoreCart() {
+  const kept = remembered.get(cartKey());
+  state.cart = (Array.isArray(kept) ? kept : [])
+    .filter((l) => l && typeof l.coffee_name === 'string' && typeof l.temperature === 'string'
+      && typeof l.size === 'string' && Number.isInteger(l.qty) && l.qty >= 1 && l.qty <= MAX_QTY)
+    .slice(0, MAX_LINES)
+    .map(({ coffee_name, temperature, size, qty: n }) => ({ coffee_name, temperature, size, qty: n }));
+}
+
 async function start() {
   const session = await startSession();
   if (session === undefined) return;
@@ -208,15 +404,18 @@ async function start() {
     return;
   }
   document.getElementById('shop').hidden = false;
+  restoreCart();
   form.addEventListener('change', refreshChoices);
   form.addEventListener('input', refreshChoices);
-  form.addEventListener('submit', placeOrder);
+  form.addEventListener('submit', addToCart);
+  document.getElementById('store').addEventListener('change', chooseStore);
+  document.getElementById('place-order').addEventListener('click', placeOrder);
   document.getElementById('qty-down').addEventListener('click', () => { qty.value = Math.max(1, (quantity() || 1) - 1); refreshChoices(); });
-  document.getElementById('qty-up').addEventListener('click', () => { qty.value = Math.min(20, (quantity() || 0) + 1); refreshChoices(); });
-  await loadMenu();
+  document.getElementById('qty-up').addEventListener('click', () => { qty.value = Math.min(MAX_QTY, (quantity() || 0) + 1); refreshChoices(); });
+  await loadCatalog();
   live('/events/orders', ['order', 'menu'], {
     onOpen: loadOrders,
-    onEvent: (name, data) => (name === 'menu' ? loadMenu() : upsert(data)),
+    onEvent: (name, data) => (name === 'menu' ? loadCatalog() : upsert(data)),
   });
 }
 

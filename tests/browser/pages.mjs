@@ -64,6 +64,36 @@ async function signIn(page, base, path, user) {
   await page.waitForSelector('#live[data-state="open"]');
 }
 
+/** Adds the drink with its options to the cart (the menu form's button). */
+async function addToCart(page, drink, { temperature, size, qty } = {}) {
+  const before = Number(await page.textContent('#cart-count'));
+  await page.check(`input[name="drink"][value="${drink}"]`);
+  if (temperature) await page.check(`input[name="temperature"][value="${temperature}"]`);
+  if (size) await page.check(`input[name="size"][value="${size}"]`);
+  if (qty) await page.fill('#qty', `${qty}`);
+  await page.click('#add-to-cart');
+  await page.waitForFunction((n) => Number(document.querySelector('#cart-count').textContent) > n, before);
+}
+
+/** Places the cart as one order; its card, once the order is received. */
+async function placeCart(page) {
+  const known = await page.locator('#orders .order').evaluateAll((cards) => cards.map((c) => c.dataset.orderId));
+  await page.click('#place-order');
+  const card = page.locator(`#orders .order${known.map((id) => `:not([data-order-id="${id}"])`).join('')}`).first();
+  await card.locator('.badge', { hasText: '접수완료' }).waitFor({ timeout: LIVE_WAIT });
+  if (await page.textContent('#cart-count') !== '0') fail('the cart was not emptied by the order it became');
+  return card;
+}
+
+/** Presses Tab until `selector` has the focus (keyboard only). */
+async function tabTo(page, selector, presses = 80) {
+  for (let i = 0; i < presses; i += 1) {
+    if (await page.evaluate((s) => document.activeElement?.matches(s), selector)) return;
+    await page.keyboard.press('Tab');
+  }
+  fail(`Tab never reached ${selector}`);
+}
+
 async function accessibility(page, name) {
   await page.evaluate(AXE);
   const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
@@ -116,12 +146,9 @@ try {
   await signIn(customer, A, '/', 'alice');
   const customerCookie = (await customer.context().cookies()).find((c) => c.name === 'orders_session');
   if (customerCookie?.path !== (A_PREFIX || '/')) fail(`the session cookie's path is ${customerCookie?.path}, not ${A_PREFIX || '/'}`);
-  await customer.check('input[name="drink"][value="latte"]');
-  await customer.check('input[name="temperature"][value="iced"]');
+  await addToCart(customer, 'latte', { temperature: 'iced' });
   const placed = Date.now();
-  await customer.click('#place-order');
-  const card = customer.locator('#orders .order').first();
-  await card.locator('.badge', { hasText: '접수완료' }).waitFor();
+  const card = await placeCart(customer);
   const orderId = await card.getAttribute('data-order-id');
   if (!orderId) fail('the placed order has no card');
   if (!/latte/.test(await card.textContent()) || !/아이스/.test(await card.textContent())) fail('the card is not an iced latte');
@@ -163,10 +190,8 @@ try {
   // write): a second order's delivery row is locked, so the read model cannot
   // apply the winner's move (reads still see the old row); the loser's reason
   // must survive the winner's change arriving live once the lock is let go.
-  await customer.check('input[name="drink"][value="latte"]');
-  await customer.click('#place-order');
-  const next = customer.locator(`#orders .order:not([data-order-id="${orderId}"])`).first();
-  await next.locator('.badge', { hasText: '접수완료' }).waitFor({ timeout: LIVE_WAIT });
+  await addToCart(customer, 'latte');
+  const next = await placeCart(customer);
   const nextId = await next.getAttribute('data-order-id');
   const received = `[data-cards="received"] [data-order-id="${nextId}"]`;
   await board.waitForSelector(received, { timeout: LIVE_WAIT });
@@ -201,15 +226,87 @@ try {
   if (refusals.cheap !== 422 || !refusals.cheapBody.errors?.some((e) => e.field === 'coffee_price')) fail(`an off-menu price: ${JSON.stringify(refusals)}`);
   if (refusals.forged !== 403 || refusals.forgedBody.type !== '/problems/csrf') fail(`a write without the CSRF token: ${JSON.stringify(refusals)}`);
 
+  // A chain of stores (the test set them: main, gangnam, jamsil). Staff of
+  // gangnam and jamsil are asked which board to open, and the board
+  // remembers it. A two-drink order placed at gangnam from the page reaches
+  // gangnam's board with both drinks, and never main's.
+  const gangnam = await context({ width: 1280, height: 900 });
+  await gangnam.goto(`${A}/board`);
+  await gangnam.waitForSelector('#login');
+  await gangnam.fill('#username', 'barista.gangnam.jamsil');
+  await gangnam.click('#sign-in');
+  await gangnam.waitForURL(`${A}/board`);
+  await gangnam.waitForSelector('#store-picker:not([hidden])');
+  const offered = await gangnam.locator('#store-buttons [data-store]').evaluateAll((b) => b.map((x) => x.dataset.store));
+  if (JSON.stringify(offered) !== '["gangnam","jamsil"]') fail(`the picker offered ${JSON.stringify(offered)}, not gangnam and jamsil`);
+  await accessibility(gangnam, 'the board\'s store picker');
+  if (env.SHOTS) await gangnam.screenshot({ path: join(env.SHOTS, 'board-store-picker.png') });
+  await gangnam.click('#store-buttons [data-store="gangnam"]');
+  await gangnam.waitForSelector('#live[data-state="open"]');
+  await gangnam.reload();
+  await gangnam.waitForSelector('#live[data-state="open"]');
+  if (await gangnam.isVisible('#store-picker') || await gangnam.inputValue('#store') !== 'gangnam') fail('the board did not remember its store');
+
+  await customer.selectOption('#store', 'gangnam');
+  await customer.waitForFunction(() => document.querySelector('#notice').textContent.includes('강남점'));
+  await addToCart(customer, 'americano', { temperature: 'iced', qty: 2 });
+  await addToCart(customer, 'vanilla latte', { temperature: 'hot', size: 'large' });
+  // A line's quantity changes in the cart; a line leaves it.
+  await addToCart(customer, 'espresso');
+  await customer.click('#cart .cart-line:nth-child(2) [data-step="up"]');
+  await customer.click('#cart .cart-line:nth-child(2) [data-step="down"]');
+  await customer.click('#cart .cart-line:nth-child(3) button.quiet');
+  const total = await customer.textContent('#total');
+  if (total !== '15,000원') fail(`two iced americanos and a large vanilla latte total ${total}, not 15,000원`);
+  const shopped = Date.now();
+  const two = await placeCart(customer);
+  const twoId = await two.getAttribute('data-order-id');
+  const lines = await two.locator('.lines li').allTextContents();
+  if (lines.length !== 2 || !/americano.*아이스.*× 2/.test(lines[0]) || !/vanilla latte.*라지.*× 1/.test(lines[1])) fail(`the order card lists ${JSON.stringify(lines)}`);
+  if (!/강남점/.test(await two.textContent())) fail('the order card does not name its store');
+  const atGangnam = `[data-cards="received"] [data-order-id="${twoId}"]`;
+  await gangnam.waitForSelector(atGangnam, { timeout: LIVE_WAIT });
+  measured.store_board_sees_order_ms = Date.now() - shopped;
+  const drinks = await gangnam.locator(`${atGangnam} .drinks-to-make li`).allTextContents();
+  if (drinks.length !== 2 || !/americano × 2/.test(drinks[0]) || !/vanilla latte × 1/.test(drinks[1])) fail(`gangnam's board card lists ${JSON.stringify(drinks)}`);
+  // Main's boards were live all along; a moment later, still nothing there.
+  await board.waitForTimeout(1000);
+  for (const [name, page] of [['barista', board], ['staff2', second]]) {
+    if (await page.locator(`[data-order-id="${twoId}"]`).count()) fail(`gangnam's order reached main's board (${name})`);
+  }
+  await gangnam.click(`${atGangnam} [data-move="preparing"]`);
+  await two.locator('.badge', { hasText: '제작중' }).waitFor({ timeout: LIVE_WAIT });
+
+  // Keyboard only: a drink chosen with the arrow keys, put in the cart with
+  // Enter, the order placed with Enter.
+  await customer.focus('#store');
+  await tabTo(customer, 'input[name="drink"]:checked');
+  await customer.keyboard.press('ArrowRight');
+  const chosen = await customer.evaluate(() => document.activeElement.value);
+  await tabTo(customer, '#add-to-cart');
+  await customer.keyboard.press('Enter');
+  await customer.waitForFunction(() => document.querySelector('#cart-count').textContent === '1');
+  await tabTo(customer, '#place-order');
+  const known = await customer.locator('#orders .order').count();
+  await customer.keyboard.press('Enter');
+  await customer.waitForFunction((n) => document.querySelectorAll('#orders .order').length > n, known, { timeout: LIVE_WAIT });
+  const typed = customer.locator('#orders .order').first();
+  if (!(await typed.textContent()).includes(chosen)) fail(`the keyboard's order is not the ${chosen} chosen with the arrow keys`);
+  // Something in the cart for the screenshots.
+  await addToCart(customer, 'cold brew', { qty: 2 });
+
   await accessibility(customer, 'the customer page');
   await accessibility(board, 'the board');
+  await accessibility(gangnam, 'a store\'s board');
 
   if (env.SHOTS) {
     await customer.screenshot({ path: join(env.SHOTS, 'customer-desktop.png') });
-    await board.screenshot({ path: join(env.SHOTS, 'board-tablet.png') });
+    await gangnam.screenshot({ path: join(env.SHOTS, 'board-desktop.png') });
     await customer.setViewportSize({ width: 768, height: 1024 });
-    await customer.screenshot({ path: join(env.SHOTS, 'customer-tablet.png') });
-    await second.screenshot({ path: join(env.SHOTS, 'board-desktop.png') });
+    await customer.screenshot({ path: join(env.SHOTS, 'customer-tablet.png'), fullPage: true });
+    await gangnam.setViewportSize({ width: 768, height: 1024 });
+    await gangnam.screenshot({ path: join(env.SHOTS, 'board-tablet.png') });
+    await customer.setViewportSize({ width: 1280, height: 900 });
   }
 
   // A customer opening the board is refused, with a page that says so.

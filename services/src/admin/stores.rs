@@ -19,7 +19,7 @@ pub async fn run(pool: &PgPool, cmd: StoresCmd) -> anyhow::Result<()> {
                 print!("{}", table(&stores));
             }
         }
-        StoresCmd::Set { file } => {
+        StoresCmd::Set { file, if_empty } => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
             } else {
@@ -27,6 +27,10 @@ pub async fn run(pool: &PgPool, cmd: StoresCmd) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot read {}", file.display()))?
             };
             let stores = crate::stores::parse(&text)?;
+            if if_empty && crate::stores::load(pool).await?.all().len() > 1 {
+                println!("stores are set already: left as they are");
+                return Ok(());
+            }
             crate::stores::replace(pool, &stores).await?;
             let open = stores.all().iter().filter(|s| s.open).count();
             println!("stores set: {} ({open} open)", stores.all().len());

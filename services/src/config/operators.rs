@@ -49,7 +49,13 @@ pub enum StoresCmd {
     /// Replace the stores with a JSON file in GET /stores's shape (`-` reads
     /// standard input). The default store (`main`) must be in it; stores
     /// left out take no new orders (their orders stay).
-    Set { file: std::path::PathBuf },
+    Set {
+        file: std::path::PathBuf,
+        /// Only while the chain is the default store alone, as a new
+        /// database has it (`just run`'s sample stores).
+        #[arg(long)]
+        if_empty: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,10 @@
 //! second `orders serve` process of the real binary, at the root. The script signs a
 //! customer and two members of staff in through the provider's own page,
 //! orders an iced latte from the menu, follows it live across the processes,
-//! races two moves, checks the refusals (a customer on /board, a price
+//! races two moves; on a chain of stores (scripts/sample-stores.json) staff
+//! of two stores pick one board (remembered), a cart of two drinks placed at
+//! gangnam reaches gangnam's board and not main's, and an order is placed
+//! with the keyboard alone; it checks the refusals (a customer on /board, a price
 //! not the menu's, a write without the CSRF token), signs the customer out
 //! in another tab (the page's stream ends and the page offers the sign-in),
 //! and searches every line the second process logged (at debug level) for
@@ -116,6 +119,19 @@ async fn customers_and_staff_use_the_pages_live_across_two_processes() {
         &app.db,
         None,
         &["menu", "set", menu.to_str().expect("a UTF-8 path")],
+    )
+    .await;
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+
+    let stores = repo().join("scripts/sample-stores.json");
+    let set = run_orders(
+        &app.db,
+        None,
+        &["stores", "set", stores.to_str().expect("a UTF-8 path")],
     )
     .await;
     assert!(

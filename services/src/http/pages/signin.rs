@@ -233,6 +233,10 @@ pub struct SessionView {
     pub csrf_token: String,
     /// When the session ends (sign in again then).
     pub expires_at: String,
+    /// The stores whose orders the holder works on, in the chain's order:
+    /// staff's (their token's stores claim; the default store when it names
+    /// none), every store for operators; none for customers.
+    pub stores: Vec<String>,
 }
 
 /// `GET /auth/session`: the signed-in user, or 401 (the session's access
@@ -265,12 +269,42 @@ pub async fn current(
     let expires_at = time::OffsetDateTime::from_unix_timestamp(identity.until)
         .map(crate::view::format_api_time)
         .unwrap_or_default();
+    let stores = if identity.roles.staff || identity.roles.operator {
+        let chain = crate::stores::load(&state.reads)
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        works_at(&identity.stores, &chain)
+    } else {
+        Vec::new()
+    };
     Ok(Json(SessionView {
         user_id: user.user,
         roles,
         csrf_token: user.csrf,
         expires_at,
+        stores,
     }))
+}
+
+/// The stores of `scope`: the chain's in its order, then any the token
+/// names that the chain does not have (yet), so a board can still be opened
+/// for them.
+fn works_at(scope: &crate::auth::StoreScope, chain: &domain::Stores) -> Vec<String> {
+    let mut stores: Vec<String> = chain
+        .all()
+        .iter()
+        .filter(|s| scope.includes(s.store_id.as_str()))
+        .map(|s| s.store_id.to_string())
+        .collect();
+    if let crate::auth::StoreScope::Only(named) = scope {
+        stores.extend(
+            named
+                .iter()
+                .filter(|id| chain.get(id).is_none())
+                .map(ToString::to_string),
+        );
+    }
+    stores
 }
 
 /// Where to send the browser after signing out.
@@ -313,6 +347,37 @@ pub async fn logout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staff_work_at_their_stores_in_the_chains_order_and_operators_at_every_one() {
+        let store = |id: &str| domain::Store {
+            store_id: domain::StoreId::parse(id).expect("an id"),
+            name: id.to_uppercase(),
+            open: true,
+        };
+        let chain = domain::Stores::new(vec![store("main"), store("gangnam"), store("jamsil")])
+            .expect("stores");
+        let only = |ids: &[&str]| {
+            crate::auth::StoreScope::Only(
+                ids.iter()
+                    .map(|id| domain::StoreId::parse(id).expect("an id"))
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            works_at(&only(&["jamsil", "gangnam"]), &chain),
+            ["gangnam", "jamsil"]
+        );
+        // A store the chain does not have (yet) is still the holder's.
+        assert_eq!(
+            works_at(&only(&["hongdae", "main"]), &chain),
+            ["main", "hongdae"]
+        );
+        assert_eq!(
+            works_at(&crate::auth::StoreScope::Every, &chain),
+            ["main", "gangnam", "jamsil"]
+        );
+    }
 
     #[test]
     fn next_stays_on_this_site() {
