@@ -415,6 +415,9 @@ check_pages() {
   # shellcheck disable=SC2046
   ip netns exec "$(ns client)" $(clean_env) with-env orders.env -- \
     "$bin" menu set "$ROOT/scripts/sample-menu.json" >&2
+  # shellcheck disable=SC2046
+  ip netns exec "$(ns client)" $(clean_env) with-env orders.env -- \
+    "$bin" stores set "$ROOT/scripts/sample-stores.json" >&2
   ip netns exec "$(ns client)" env CHROMIUM="$CHROMIUM" BROWSER_DEPS="$BROWSER_DEPS" \
     APP_A=http://lb/coffee APP_B=http://lb/coffee TRUST_SPKI="$spki" PSQL="$psql" \
     DATABASE_URL="postgres://orders:$ORDERS_PASSWORD@lb:5432/orders" \
