@@ -59,27 +59,11 @@ need_root() {
   command -v ip >/dev/null || die "no ip command (Debian: apt-get install iproute2)"
 }
 
-ns() { echo "lab-$1"; }
-# The bridge and the hosts' ends of their links live in this machine's own
-# network namespace, which net-up names `lab-root`: reached from wherever
-# the script runs (`lab chaos` runs it on the client host).
-root_ip() {
-  if [ -e /run/netns/lab-root ]; then ip -n lab-root "$@"; else ip "$@"; fi
-}
-octet() {
-  local pair
-  for pair in "${HOSTS[@]}"; do
-    [ "${pair%%=*}" = "$1" ] && { echo "${pair#*=}"; return; }
-  done
-  die "no host $1 in the lab (hosts: ${HOSTS[*]%%=*})"
-}
-address() { echo "$NET.$(octet "$1")"; }
-
-hosts_file() {
-  echo "127.0.0.1 localhost"
-  local pair
-  for pair in "${HOSTS[@]}"; do echo "$NET.${pair#*=} ${pair%%=*}"; done
-}
+# The hosts and their links; the replicated PostgreSQL cluster on them.
+# shellcheck source=scripts/lab/network.sh
+. "$ROOT/scripts/lab/network.sh"
+# shellcheck source=scripts/lab/database.sh
+. "$ROOT/scripts/lab/database.sh"
 
 # Debian's packages, installed without starting their services on this
 # machine (the lab starts them on its hosts, from deploy/'s files).
@@ -117,52 +101,6 @@ install_project() {
   (cd "$ROOT" && SQLX_OFFLINE=true cargo build --release -q -p services --bin orders) >&2
 }
 
-net_up() {
-  need_root
-  [ -e /run/netns/lab-root ] || ip netns attach lab-root $$
-  if ! root_ip link show "$BRIDGE" >/dev/null 2>&1; then
-    root_ip link add "$BRIDGE" type bridge
-    root_ip addr add "$NET.1/24" dev "$BRIDGE"
-    root_ip link set "$BRIDGE" up
-  fi
-  local pair host n
-  for pair in "${HOSTS[@]}"; do
-    host=${pair%%=*}; n=${pair#*=}
-    if ! ip netns list | grep -qx "$(ns "$host")\( .*\)\?"; then
-      ip netns add "$(ns "$host")"
-      root_ip link add "veth-$host" type veth peer name eth0 netns "$(ns "$host")"
-      root_ip link set "veth-$host" master "$BRIDGE" up
-      ip -n "$(ns "$host")" addr add "$NET.$n/24" dev eth0
-      ip -n "$(ns "$host")" link set eth0 up
-      ip -n "$(ns "$host")" link set lo up
-    fi
-    mkdir -p "/etc/netns/$(ns "$host")"
-    hosts_file > "/etc/netns/$(ns "$host")/hosts"
-  done
-  say "hosts up on $NET.0/24: ${HOSTS[*]}"
-}
-
-run_on() {
-  local host=$1; shift
-  need_root
-  ip netns exec "$(ns "$host")" "$@"
-}
-
-status() {
-  local pair host link pids
-  printf '%-8s %-12s %-6s %s\n' HOST ADDRESS LINK RUNNING
-  for pair in "${HOSTS[@]}"; do
-    host=${pair%%=*}
-    if ! ip netns list 2>/dev/null | grep -q "^$(ns "$host")\b"; then
-      printf '%-8s %-12s %-6s %s\n' "$host" "$(address "$host")" "-" "(not up)"
-      continue
-    fi
-    link=$(root_ip -br link show "veth-$host" 2>/dev/null | awk '{print $2}' | tr 'A-Z' 'a-z')
-    pids=$(ip netns pids "$(ns "$host")" 2>/dev/null | xargs -r -n1 -I{} cat /proc/{}/comm 2>/dev/null | sort | uniq -c | awk '{printf "%s%s ", $2, ($1 > 1 ? "×" $1 : "")}')
-    printf '%-8s %-12s %-6s %s\n' "$host" "$(address "$host")" "${link:-?}" "${pids:-(nothing)}"
-  done
-}
-
 # Runs `cmd…` on HOST in the background as NAME: its log in
 # $LAB_DIR/HOST/NAME.log, its pid in $LAB_DIR/HOST/NAME.pid.
 start_on() {
@@ -193,79 +131,6 @@ stop_on() {
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$f"
   done
-}
-
-ETCD_HOSTS=(db1 db2 db3)
-etcd_up() {
-  local cluster="" host
-  for host in "${ETCD_HOSTS[@]}"; do cluster+="${cluster:+,}$host=http://$(address "$host"):2380"; done
-  for host in "${ETCD_HOSTS[@]}"; do
-    local a; a=$(address "$host")
-    local state=new
-    [ -d "$LAB_DIR/$host/etcd/member" ] && state=existing
-    start_on "$host" etcd etcd --name "$host" --data-dir "$LAB_DIR/$host/etcd" \
-      --listen-client-urls "http://$a:2379,http://127.0.0.1:2379" --advertise-client-urls "http://$a:2379" \
-      --listen-peer-urls "http://$a:2380" --initial-advertise-peer-urls "http://$a:2380" \
-      --initial-cluster "$cluster" --initial-cluster-token orders-lab --initial-cluster-state "$state" \
-      --heartbeat-interval 250 --election-timeout 2500 --enable-v2=true
-  done
-}
-
-PATRONI_HOSTS=(db1 db2 db3)
-patroni_up() {
-  local host etcd=""
-  for host in "${ETCD_HOSTS[@]}"; do etcd+="${etcd:+,}'$host:2379'"; done
-  for host in "${PATRONI_HOSTS[@]}"; do
-    local a; a=$(address "$host")
-    mkdir -p "$LAB_DIR/$host/pg"
-    chown postgres: "$LAB_DIR/$host/pg"; chmod 700 "$LAB_DIR/$host/pg"
-    start_on "$host" patroni runuser -u postgres -- env \
-      PATRONI_NAME="$host" \
-      PATRONI_RESTAPI_LISTEN="$a:8008" PATRONI_RESTAPI_CONNECT_ADDRESS="$a:8008" \
-      PATRONI_POSTGRESQL_LISTEN="$a:5432" PATRONI_POSTGRESQL_CONNECT_ADDRESS="$a:5432" \
-      PATRONI_POSTGRESQL_DATA_DIR="$LAB_DIR/$host/pg/data" \
-      PATRONI_POSTGRESQL_PGPASS="$LAB_DIR/$host/pg/pgpass" \
-      PATRONI_ETCD_HOSTS="$etcd" \
-      PATRONI_SUPERUSER_PASSWORD="$SUPERUSER_PASSWORD" \
-      PATRONI_REPLICATION_PASSWORD="$REPLICATION_PASSWORD" \
-      patroni "$ROOT/deploy/patroni.yml"
-  done
-}
-
-# The primary's name as Patroni's REST API says, once there is one.
-primary() {
-  local host
-  for host in "${PATRONI_HOSTS[@]}"; do
-    if ip netns exec "$(ns client)" curl -sf --max-time 1 "http://$(address "$host"):8008/primary" >/dev/null 2>&1; then
-      echo "$host"; return 0
-    fi
-  done
-  return 1
-}
-
-# psql on the client host, through the load balancer, as the superuser.
-lab_psql() {
-  ip netns exec "$(ns client)" env PGPASSWORD="$SUPERUSER_PASSWORD" \
-    psql -h lb -U postgres -d postgres "$@"
-}
-
-db_up() {
-  need_root
-  etcd_up
-  patroni_up
-  start_on lb haproxy env ORDERS_DEPLOY="$ROOT/deploy" haproxy -db -f "$ROOT/deploy/haproxy.cfg"
-  local i
-  for i in $(seq 1 120); do
-    primary >/dev/null && break
-    sleep 1
-  done
-  primary >/dev/null || die "no PostgreSQL primary after 120 s: see $LAB_DIR/db*/patroni.log"
-  # The load balancer takes the primary in after two health checks.
-  for i in $(seq 1 30); do
-    lab_psql -Atqc "SELECT 1" >/dev/null 2>&1 && break
-    sleep 1
-  done
-  say "PostgreSQL primary: $(primary); through the load balancer at lb:5432"
 }
 
 # The lab's own CA, and a certificate for idp that it signed (openssl).
@@ -308,16 +173,6 @@ idp_up() {
   die "the provider did not answer on https://idp:8443: see $LAB_DIR/idp/provider.log"
 }
 
-# A role and a database of its own in the cluster, once.
-owned_database() { # name password
-  lab_psql -Atqc "SELECT 1 FROM pg_roles WHERE rolname = '$1'" | grep -q 1 \
-    || lab_psql -qc "CREATE ROLE $1 LOGIN PASSWORD '$2'"
-  if lab_psql -Atqc "SELECT 1 FROM pg_database WHERE datname = '$1'" | grep -q 1; then
-    lab_psql -qc "ALTER DATABASE $1 OWNER TO $1"
-  else
-    lab_psql -qc "CREATE DATABASE $1 OWNER $1"
-  fi
-}
 
 # Runs a command with the environment deploy/env's FILES give (as the
 # systemd units load them) and nothing else of the caller's:
@@ -444,46 +299,6 @@ smoke() {
   chaos --only "app1: every process killed" --converge-timeout 60
 }
 
-cut() {
-  need_root
-  root_ip link set "veth-$1" down
-  say "$1 is cut off (its processes run on)"
-}
-
-mend() {
-  need_root
-  root_ip link set "veth-$1" up
-  say "$1 is back on the network"
-}
-
-down() {
-  need_root
-  local pair host pids
-  for pair in "${HOSTS[@]}"; do
-    host=${pair%%=*}
-    ip netns list 2>/dev/null | grep -q "^$(ns "$host")\b" || continue
-    pids=$(ip netns pids "$(ns "$host")" 2>/dev/null || true)
-    [ -n "$pids" ] && kill -TERM $pids 2>/dev/null || true
-  done
-  sleep 1
-  for pair in "${HOSTS[@]}"; do
-    host=${pair%%=*}
-    ip netns list 2>/dev/null | grep -q "^$(ns "$host")\b" || continue
-    pids=$(ip netns pids "$(ns "$host")" 2>/dev/null || true)
-    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
-    root_ip link del "veth-$host" 2>/dev/null || true
-    ip netns del "$(ns "$host")"
-    rm -rf "/etc/netns/$(ns "$host")"
-  done
-  root_ip link del "$BRIDGE" 2>/dev/null || true
-  # Only the name goes: the namespace is this machine's own.
-  [ -e /run/netns/lab-root ] && ip netns delete lab-root
-  # The folder ip netns reads hosts files from, if the lab made it.
-  rmdir /etc/netns 2>/dev/null || true
-  # The hosts' disks go with them (only a folder of the lab's own).
-  case "$LAB_DIR" in */orders-lab) rm -rf "$LAB_DIR" ;; esac
-  say "the lab is down"
-}
 
 case "${1:-}" in
   up) up ;;

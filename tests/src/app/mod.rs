@@ -1,6 +1,9 @@
 //! The application under test, built by the production assembly, and a
 //! typed HTTP client for it.
 
+mod order_api;
+mod orders_all;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -19,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub use crate::callers::{As, Auth};
 use crate::oidc::{Provider, AUDIENCE};
 pub use crate::reply::Reply;
-use crate::{eventually, orders_bin, processes, relay_options, test_kafka, TestDb};
+use crate::{relay_options, TestDb};
+pub use orders_all::{spawn_orders_all, spawn_orders_all_on};
 
 /// The application, served on 127.0.0.1 at an ephemeral port.
 pub struct TestApp {
@@ -56,7 +60,7 @@ pub struct AppOptions {
     /// How long read-your-writes reads wait for the read model.
     pub read_wait: Duration,
     /// With Kafka: the relay and the delivery projection run too, on this
-    /// topic (see [`test_kafka`]).
+    /// topic (see [`test_kafka`](crate::test_kafka)).
     pub kafka: Option<KafkaSource>,
     /// With Kafka: run the relay in-process (tests of relay processes say no).
     pub relay: bool,
@@ -300,76 +304,6 @@ impl TestApp {
         self.request(Method::GET, path, None, &[]).await
     }
 
-    /// Places `body` for USER0001 and expects a 422 naming `field`, with
-    /// nothing appended to the log.
-    pub async fn refused_naming(&self, body: Value, field: &str) {
-        let before = self.db.events().await;
-        let reply = self.place("USER0001", body.clone()).await;
-        let fields = reply.fields_at_fault(422);
-        assert!(
-            fields.iter().any(|f| f == field),
-            "{body} should blame {field}: {}",
-            reply.text
-        );
-        assert_eq!(self.db.events().await, before, "{body} appended something");
-    }
-
-    pub async fn place(&self, user: &str, body: Value) -> Reply {
-        self.request(
-            Method::POST,
-            &format!("/order-ms/{user}/orders"),
-            Some(&body),
-            &[],
-        )
-        .await
-    }
-
-    /// Places a valid order and returns its id.
-    pub async fn place_ok(&self, user: &str) -> String {
-        let reply = self
-            .place(
-                user,
-                serde_json::json!({"coffee_name": "americano", "coffee_price": "4500", "coffee_qty": "2"}),
-            )
-            .await;
-        reply.ok(201)["order_id"]
-            .as_str()
-            .expect("order_id")
-            .to_owned()
-    }
-
-    pub async fn order(&self, user: &str, order_id: &str) -> Reply {
-        self.get(&format!("/order-ms/{user}/orders/{order_id}"))
-            .await
-    }
-
-    pub async fn cancel(&self, user: &str, order_id: &str, headers: &[(&str, &str)]) -> Reply {
-        self.request(
-            Method::POST,
-            &format!("/order-ms/{user}/orders/{order_id}/cancel"),
-            None,
-            headers,
-        )
-        .await
-    }
-
-    pub async fn move_to(
-        &self,
-        user: &str,
-        order_id: &str,
-        status: &str,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        let body = serde_json::json!({ "status": status });
-        self.request(
-            Method::POST,
-            &format!("/delivery-ms/{user}/{order_id}/status"),
-            Some(&body),
-            headers,
-        )
-        .await
-    }
-
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -386,65 +320,6 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-/// `orders all` as a process, as deployed (the production assembly and its
-/// connection budgets), with the test's own database and topic, and `env`
-/// on top (`DB_READ_CONNECTIONS`, `KAFKA_PARTITIONS`, …). The returned app
-/// talks to it over HTTP; the child is killed when dropped.
-pub async fn spawn_orders_all(env: &[(&str, &str)]) -> (TestApp, tokio::process::Child) {
-    spawn_orders_all_on(TestDb::create().await, env).await
-}
-
-/// [`spawn_orders_all`] on `db` (one with a cluster of its own,
-/// [`TestDb::alone`], for a test that holds the horizon).
-pub async fn spawn_orders_all_on(
-    db: TestDb,
-    env: &[(&str, &str)],
-) -> (TestApp, tokio::process::Child) {
-    let kafka = test_kafka();
-    let port = processes::free_port().expect("a free port");
-    let provider = Provider::shared();
-    let mut cmd = tokio::process::Command::new(orders_bin());
-    cmd.arg("all")
-        .env("DATABASE_URL", &db.url)
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("KAFKA_BROKERS", kafka.brokers.join(","))
-        .env("KAFKA_TOPIC", &kafka.topic)
-        .env("OIDC_ISSUER", &provider.issuer)
-        .env("OIDC_AUDIENCE", AUDIENCE)
-        // The pages too, as `just run` deploys it.
-        .env("OIDC_WEB_CLIENT_ID", crate::oidc::WEB_CLIENT.0)
-        .env("OIDC_WEB_CLIENT_SECRET", crate::oidc::WEB_CLIENT.1)
-        // Load tests send many requests as one user.
-        .env("RATE_LIMIT_PER_SECOND", "0")
-        .env("RATE_LIMIT_PEER_PER_SECOND", "0")
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let child = cmd.spawn().expect("start orders all");
-    let app = TestApp {
-        base: format!("http://127.0.0.1:{port}"),
-        http: http_client(),
-        db,
-        shutdown: CancellationToken::new(),
-        running: None,
-        kafka: Some(kafka),
-        provider: Some(provider),
-        tokens: Mutex::default(),
-    };
-    eventually(Duration::from_secs(30), "orders all answers", || async {
-        let r = app
-            .http
-            .get(format!("{}/healthz", app.base))
-            .send()
-            .await
-            .ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
-    (app, child)
 }
 
 /// The tests' HTTP client: a request that hangs fails the test in 30 s.
