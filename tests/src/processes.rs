@@ -358,3 +358,20 @@ pub fn tansu_storage_sql() -> Result<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tansu/storage.sql");
     std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
 }
+
+/// psql: on PATH, or beside the server binaries scripts/postgres.sh runs.
+pub fn psql() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("psql"));
+    let beside_server = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|version| version.path().join("bin/psql"));
+    on_path
+        .chain(beside_server)
+        .find(|candidate| candidate.is_file())
+        .expect("psql: on PATH or under /usr/lib/postgresql/*/bin")
+}

@@ -50,24 +50,6 @@ fn browser_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// psql (the script holds a row lock with it): on PATH, or beside the
-/// server binaries scripts/postgres.sh runs.
-fn psql() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("psql"));
-    let beside_server = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|version| version.path().join("bin/psql"));
-    on_path
-        .chain(beside_server)
-        .find(|candidate| candidate.is_file())
-        .expect("psql: on PATH or under /usr/lib/postgresql/*/bin")
-}
-
 /// A second `orders serve` process of the real binary, on the test app's
 /// database and provider, logging everything (debug) to `log`, once it
 /// answers `/healthz`; with its base URL.
@@ -155,7 +137,7 @@ async fn customers_and_staff_use_the_pages_live_across_two_processes() {
             "DATABASE_URL",
             app.db.url.split('?').next().unwrap_or_default(),
         )
-        .env("PSQL", psql())
+        .env("PSQL", e2e::processes::psql())
         .kill_on_drop(true);
     if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
         let shots = repo().join("docs/screenshots");

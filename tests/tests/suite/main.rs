@@ -49,5 +49,6 @@ mod tls;
 mod tokens;
 mod unexpected_records;
 mod unreadable_events;
+mod upgrade;
 mod verify;
 mod wake_up;
