@@ -5,12 +5,10 @@ import {
   STATUS_LABELS, startSession, api, showAccount, notice, live, remembered,
   el, won, optionsLabel, newKey, linesOf, orderTitle,
 } from './common.js';
+import { Cart, MAX_QTY } from './cart.js';
 
 const STEPS = ['received', 'preparing', 'delivering', 'delivered'];
 const CANCELLABLE = new Set(['received', 'preparing']);
-// API.md: an order holds 1 to 20 lines; the page keeps a line to 20 cups.
-const MAX_LINES = 20;
-const MAX_QTY = 20;
 const STORE_KEY = 'orders.store';
 
 const state = {
@@ -18,8 +16,7 @@ const state = {
   stores: [],
   store: null,
   menu: [],
-  // [{coffee_name, temperature, size, qty}]: prices are always the menu's.
-  cart: [],
+  cart: null,
   // The idempotency key of the cart as it was last sent: a retry of the same
   // cart (the answer was lost) cannot place it twice.
   sentKey: null,
@@ -29,7 +26,6 @@ const state = {
 
 const form = document.getElementById('drink-form');
 const qty = document.getElementById('qty');
-const cartKey = () => `orders.cart.${state.session.user_id}`;
 
 function selectedDrink() {
   const checked = form.querySelector('input[name="drink"]:checked');
@@ -106,20 +102,14 @@ function renderMenu() {
   renderCart();
 }
 
-/** The menu's price of a cart line, or why it cannot be ordered now. */
-function priced(line) {
-  const drink = state.menu.find((d) => d.coffee_name === line.coffee_name);
-  if (!drink) return { problem: '메뉴에 없습니다' };
-  if (drink.sold_out) return { problem: '품절' };
-  const price = drink.prices[line.size];
-  if (price === undefined || !drink.temperatures.includes(line.temperature)) return { problem: '선택할 수 없는 옵션입니다' };
-  return { price };
+/** The cart changed: a new order, not a retry of the one last sent. */
+function cartChanged() {
+  state.sentKey = null;
+  renderCart();
 }
 
-function saveCart() {
-  state.sentKey = null;
-  remembered.set(cartKey(), state.cart);
-  renderCart();
+function renderCart() {
+  document.getElementById('place-order').disabled = !state.cart.render(state.menu, storeOpen());
 }
 
 function addToCart(event) {
@@ -130,99 +120,19 @@ function addToCart(event) {
   const n = quantity();
   if (!drink) { error.textContent = '음료를 고르세요.'; return; }
   if (!(n >= 1 && n <= MAX_QTY)) { error.textContent = `수량은 1개에서 ${MAX_QTY}개까지입니다.`; qty.focus(); return; }
-  const line = { coffee_name: drink.coffee_name, temperature: choice('temperature'), size: choice('size'), qty: n };
-  // The same drink with the same options again is one line of more cups.
-  const same = state.cart.find((l) => l.coffee_name === line.coffee_name && l.temperature === line.temperature && l.size === line.size);
-  if (same) {
-    if (same.qty + n > MAX_QTY) { error.textContent = `한 음료는 ${MAX_QTY}잔까지 담을 수 있습니다.`; return; }
-    same.qty += n;
-  } else {
-    if (state.cart.length >= MAX_LINES) { error.textContent = `한 번에 ${MAX_LINES}가지까지 주문할 수 있습니다.`; return; }
-    state.cart.push(line);
-  }
+  const refused = state.cart.add({ coffee_name: drink.coffee_name, temperature: choice('temperature'), size: choice('size'), qty: n });
+  if (refused) { error.textContent = refused; return; }
   qty.value = 1;
   refreshChoices();
-  saveCart();
-  notice(`장바구니에 담았습니다: ${line.coffee_name} ${n}잔`);
-}
-
-function lineLabel(line) {
-  return `${line.coffee_name} ${optionsLabel({ temperature: line.temperature, size: line.size })}`;
-}
-
-function cartLine(line, index) {
-  const { price, problem } = priced(line);
-  const item = el('li', problem ? 'cart-line unavailable' : 'cart-line');
-  const title = el('div', 'line-title');
-  title.append(el('strong', 'drink-name', line.coffee_name));
-  title.append(el('span', 'muted', `${optionsLabel({ temperature: line.temperature, size: line.size })}${price === undefined ? '' : ` · ${won(price)}`}`));
-  if (problem) title.append(el('span', 'line-problem', problem));
-  item.append(title);
-  const stepper = el('div', 'stepper small');
-  const down = el('button', 'button', '−');
-  down.type = 'button';
-  down.disabled = line.qty <= 1;
-  down.setAttribute('aria-label', `${lineLabel(line)} 하나 빼기`);
-  down.addEventListener('click', () => { line.qty -= 1; saveCart(); focusLine(index, 'down'); });
-  const count = el('span', 'line-qty', `${line.qty}`);
-  count.setAttribute('aria-label', `${line.qty}잔`);
-  const up = el('button', 'button', '+');
-  up.type = 'button';
-  up.disabled = line.qty >= MAX_QTY;
-  up.setAttribute('aria-label', `${lineLabel(line)} 하나 더하기`);
-  up.addEventListener('click', () => { line.qty += 1; saveCart(); focusLine(index, 'up'); });
-  down.dataset.step = 'down';
-  up.dataset.step = 'up';
-  stepper.append(down, count, up);
-  item.append(stepper);
-  item.append(el('span', 'line-price', price === undefined ? '–' : won(price * line.qty)));
-  const remove = el('button', 'button quiet', '삭제');
-  remove.type = 'button';
-  remove.setAttribute('aria-label', `삭제: ${lineLabel(line)}`);
-  remove.addEventListener('click', () => {
-    state.cart.splice(index, 1);
-    saveCart();
-    // Focus stays in the cart: on the next line, or on the order button.
-    const next = document.querySelectorAll('#cart .cart-line')[Math.min(index, state.cart.length - 1)];
-    (next?.querySelector('button.quiet') || document.getElementById('place-order')).focus();
-  });
-  item.append(remove);
-  return item;
-}
-
-/** After a quantity change re-renders the cart, focus returns to the same button. */
-function focusLine(index, step) {
-  const button = document.querySelectorAll('#cart .cart-line')[index]?.querySelector(`[data-step="${step}"]`);
-  if (button && !button.disabled) button.focus();
-  else document.querySelectorAll('#cart .cart-line')[index]?.querySelector('[data-step]:not(:disabled)')?.focus();
-}
-
-function renderCart() {
-  const list = document.getElementById('cart');
-  list.replaceChildren(...state.cart.map(cartLine));
-  document.getElementById('cart-empty').hidden = state.cart.length > 0;
-  const cups = state.cart.reduce((sum, l) => sum + l.qty, 0);
-  document.getElementById('cart-count').textContent = `${cups}`;
-  const prices = state.cart.map(priced);
-  const orderable = state.cart.length > 0 && prices.every((p) => p.price !== undefined) && storeOpen();
-  const total = prices.reduce((sum, p, i) => sum + (p.price ?? 0) * state.cart[i].qty, 0);
-  document.getElementById('total').textContent = state.cart.length ? won(total) : '–';
-  document.getElementById('place-order').disabled = !orderable;
+  notice(`장바구니에 담았습니다: ${drink.coffee_name} ${n}잔`);
 }
 
 async function placeOrder() {
   const error = document.getElementById('order-error');
   error.textContent = '';
-  if (!state.cart.length) { error.textContent = '장바구니가 비어 있습니다.'; return; }
-  const items = [];
-  for (const line of state.cart) {
-    const { price, problem } = priced(line);
-    if (problem) { error.textContent = `${line.coffee_name}: ${problem}. 장바구니에서 빼 주세요.`; return; }
-    items.push({
-      coffee_name: line.coffee_name, coffee_price: price, coffee_qty: line.qty,
-      options: { temperature: line.temperature, size: line.size },
-    });
-  }
+  if (!state.cart.lines.length) { error.textContent = '장바구니가 비어 있습니다.'; return; }
+  const { items, problem } = state.cart.items(state.menu);
+  if (problem) { error.textContent = problem; return; }
   state.sentKey = state.sentKey || newKey();
   const button = document.getElementById('place-order');
   button.disabled = true;
@@ -232,8 +142,7 @@ async function placeOrder() {
   });
   button.disabled = false;
   if (answer.ok) {
-    state.cart = [];
-    saveCart();
+    state.cart.clear();
     upsert(answer.body);
     notice(`주문했습니다. ${storeName(answer.body.store_id)} 픽업 번호 ${answer.body.pickup_number ?? '–'}번`);
     document.getElementById('orders').querySelector(`[data-order-id="${answer.body.order_id}"]`)?.focus();
@@ -385,16 +294,6 @@ function signedOut() {
   showAccount(null);
 }
 
-/** The cart this browser kept for this user, without lines it cannot hold. */
-function restoreCart() {
-  const kept = remembered.get(cartKey());
-  state.cart = (Array.isArray(kept) ? kept : [])
-    .filter((l) => l && typeof l.coffee_name === 'string' && typeof l.temperature === 'string'
-      && typeof l.size === 'string' && Number.isInteger(l.qty) && l.qty >= 1 && l.qty <= MAX_QTY)
-    .slice(0, MAX_LINES)
-    .map(({ coffee_name, temperature, size, qty: n }) => ({ coffee_name, temperature, size, qty: n }));
-}
-
 async function start() {
   const session = await startSession();
   if (session === undefined) return;
@@ -404,7 +303,7 @@ async function start() {
     return;
   }
   document.getElementById('shop').hidden = false;
-  restoreCart();
+  state.cart = new Cart(`orders.cart.${session.user_id}`, cartChanged);
   form.addEventListener('change', refreshChoices);
   form.addEventListener('input', refreshChoices);
   form.addEventListener('submit', addToCart);

@@ -56,7 +56,7 @@ impl Pages {
 }
 
 /// What `/assets/{name}` serves.
-static ASSETS: LazyLock<[Asset; 4]> = LazyLock::new(|| {
+static ASSETS: LazyLock<[Asset; 5]> = LazyLock::new(|| {
     let asset = |(name, bytes): (&'static str, &'static [u8]), content_type| {
         Asset::new(name, content_type, Bytes::from_static(bytes))
     };
@@ -64,6 +64,7 @@ static ASSETS: LazyLock<[Asset; 4]> = LazyLock::new(|| {
         asset(embedded!("app.css"), "text/css; charset=utf-8"),
         asset(embedded!("common.js"), "text/javascript; charset=utf-8"),
         asset(embedded!("customer.js"), "text/javascript; charset=utf-8"),
+        asset(embedded!("cart.js"), "text/javascript; charset=utf-8"),
         asset(embedded!("board.js"), "text/javascript; charset=utf-8"),
     ]
 });
