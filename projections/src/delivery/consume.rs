@@ -205,6 +205,45 @@ async fn watch_held(pool: PgPool, fence: Fence, stop: CancellationToken) -> Resu
 /// or the loss of the lease. It holds a pooled connection only to check the
 /// partition and to commit a batch, never across a fetch, so a topic with
 /// more partitions than the pool has connections is consumed all the same.
+/// Where a partition's consumption starts (again).
+enum Start {
+    /// The generation and the next offset.
+    At((i32, i64)),
+    /// The partition is not what the model was built from: stopped, to be
+    /// checked again a little later.
+    Stopped,
+    /// The consumer is stopping.
+    Cancelled,
+}
+
+/// Reads where to start in a partition: the generation readers see and its
+/// next offset, once the partition is checked against what the generation
+/// was built from (a lost partition is stopped and waited on).
+async fn start_at(
+    pool: &PgPool,
+    pc: &Partition,
+    topic: &str,
+    stop: &CancellationToken,
+) -> Result<Start> {
+    let partition = pc.partition();
+    let Some(mut conn) = acquire_patiently(pool, stop).await? else {
+        return Ok(Start::Cancelled);
+    };
+    let generation = checkpoint::active_generation(&mut conn, NAME).await?;
+    match check_partition(&mut conn, pc, topic, generation).await {
+        Ok(()) => resume_partition(&mut conn, topic, partition).await?,
+        Err(ProjectionError::PartitionLost { reason, .. }) => {
+            stop_partition(&mut conn, topic, partition, &reason).await?;
+            drop(conn);
+            sleep_or_cancel(PARTITION_RECHECK, stop).await;
+            return Ok(Start::Stopped);
+        }
+        Err(e) => return Err(e),
+    }
+    let next = next_offset(&mut conn, generation, topic, partition).await?;
+    Ok(Start::At((generation, next)))
+}
+
 pub(super) async fn consume_partition(
     pool: PgPool,
     pc: Partition,
@@ -224,26 +263,11 @@ pub(super) async fn consume_partition(
         }
         let (generation, from) = match at {
             Some(at) => at,
-            None => {
-                let Some(mut conn) = acquire_patiently(&pool, &stop).await? else {
-                    break;
-                };
-                let generation = checkpoint::active_generation(&mut conn, NAME).await?;
-                match check_partition(&mut conn, &pc, &topic, generation).await {
-                    Ok(()) => resume_partition(&mut conn, &topic, partition).await?,
-                    Err(ProjectionError::PartitionLost { reason, .. }) => {
-                        stop_partition(&mut conn, &topic, partition, &reason).await?;
-                        drop(conn);
-                        sleep_or_cancel(PARTITION_RECHECK, &stop).await;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
-                (
-                    generation,
-                    next_offset(&mut conn, generation, &topic, partition).await?,
-                )
-            }
+            None => match start_at(&pool, &pc, &topic, &stop).await? {
+                Start::At(at) => at,
+                Start::Stopped => continue,
+                Start::Cancelled => break,
+            },
         };
         tokio::select! {
             () = stop.cancelled() => break,

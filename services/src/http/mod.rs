@@ -93,6 +93,12 @@ pub fn router(state: AppState, apis: Apis) -> Router {
                     tower_http::set_header::SetResponseHeaderLayer::if_not_present(name, value),
                 )
             });
+    around_every_request(router, &state).with_state(state)
+}
+
+/// What every request passes through first, outermost last: its request id
+/// and trace span, the load shedding and the deadline, and who the client is.
+fn around_every_request(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     router
         // Who the client is, before anything else looks at the request
         // (peer.rs): the limits and the log name the same address.
@@ -132,7 +138,6 @@ pub fn router(state: AppState, apis: Apis) -> Router {
         }).on_response(DefaultOnResponse::new().level(Level::INFO)))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(axum::middleware::map_request(drop_unsafe_request_id))
-        .with_state(state)
 }
 
 /// Answers a request still running after `timeout` with 503, telling the

@@ -233,21 +233,7 @@ async fn verdict_table(
         delivery.consumed, delivery.consumed_twice
     );
     failures.extend(delivery.failures);
-    let verify = tokio::process::Command::new(&args.orders_bin)
-        .arg("verify")
-        .env("DATABASE_URL", DATABASE)
-        .output()
-        .await?;
-    let verified = String::from_utf8_lossy(&verify.stdout)
-        .trim()
-        .replace('\n', "; ");
-    println!("orders verify   {verified}");
-    if !verify.status.success() {
-        failures.push(format!(
-            "orders verify: {verified} {}",
-            String::from_utf8_lossy(&verify.stderr).trim()
-        ));
-    }
+    failures.extend(verify(args).await?);
     let bad = stats.server_errors.load(Ordering::Relaxed);
     let unresolved = stats.unresolved.load(Ordering::Relaxed);
     println!(
@@ -270,6 +256,26 @@ async fn verdict_table(
         println!("result          FAILED: {}", failures.join("; "));
     }
     Ok(failures)
+}
+
+/// `orders verify` against the lab's database: what it printed, and its
+/// failure if it found a difference.
+async fn verify(args: &Args) -> Result<Option<String>> {
+    let verify = tokio::process::Command::new(&args.orders_bin)
+        .arg("verify")
+        .env("DATABASE_URL", DATABASE)
+        .output()
+        .await?;
+    let verified = String::from_utf8_lossy(&verify.stdout)
+        .trim()
+        .replace('\n', "; ");
+    println!("orders verify   {verified}");
+    Ok((!verify.status.success()).then(|| {
+        format!(
+            "orders verify: {verified} {}",
+            String::from_utf8_lossy(&verify.stderr).trim()
+        )
+    }))
 }
 
 /// An access token from the lab's provider (its development grant), over
