@@ -95,6 +95,36 @@ pub(crate) fn user_of(client: usize) -> String {
     format!("chaos-{client:02}")
 }
 
+/// What a client orders: the original clients' single drink (numbers as
+/// strings), or, one time in three, two or three drinks with options.
+fn order_body() -> Value {
+    let line = |name: &str| {
+        json!({
+            "coffee_name": name,
+            "coffee_price": fastrand::u32(1..=12) * 500,
+            "coffee_qty": fastrand::u32(1..=5),
+            "options": {
+                "temperature": if fastrand::bool() { "hot" } else { "iced" },
+                "size": if fastrand::bool() { "regular" } else { "large" },
+            },
+        })
+    };
+    if fastrand::u8(0..3) == 0 {
+        let drinks = ["americano", "latte", "cold brew"];
+        let lines: Vec<Value> = drinks[..fastrand::usize(2..=3)]
+            .iter()
+            .map(|name| line(name))
+            .collect();
+        json!({ "items": lines })
+    } else {
+        json!({
+            "coffee_name": "today's coffee",
+            "coffee_price": (fastrand::u32(1..=12) * 500).to_string(),
+            "coffee_qty": fastrand::u32(1..=5).to_string(),
+        })
+    }
+}
+
 pub(crate) async fn client_loop(
     client: usize,
     callers: Callers,
@@ -111,12 +141,7 @@ pub(crate) async fn client_loop(
         sleep_until(next).await;
         next += period;
         let key = Uuid::new_v4().to_string();
-        let qty = fastrand::u32(1..=5);
-        let body = json!({
-            "coffee_name": "today's coffee",
-            "coffee_price": (fastrand::u32(1..=12) * 500).to_string(),
-            "coffee_qty": qty.to_string(),
-        });
+        let body = order_body();
         let answer = until_definitive(&stats, || {
             http.post(format!("{}/order-ms/{user}/orders", any(&bases)))
                 .header("Idempotency-Key", &key)
