@@ -13,9 +13,9 @@ use utoipa_axum::routes;
 use super::access::Caller;
 use super::error::{ApiError, ApiResult, FieldError};
 use super::extract::{self, ApiPath, Fields, IfMatch, QueryPairs, RequestContext};
+use super::order_response;
 use super::state::AppState;
-use super::{order_response, settle};
-use crate::view::{DeliveryStatusView, OrderView};
+use crate::view::DeliveryStatusView;
 use projections::{delivery, held};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -160,24 +160,19 @@ async fn move_order(
         }
     };
     let metadata = ctx.metadata(actor);
-    let outcome = settle(
-        state
-            .orders
-            .handle(
-                order_id,
-                &user_id,
-                &caller.stores(),
-                Command::MoveTo { to },
-                if_match,
-                &metadata,
-            )
-            .await,
-    )?;
-    let view = OrderView::from_stream(&outcome.stream).ok_or(ApiError::OrderNotFound)?;
+    let (view, position) = super::change(
+        &state,
+        (order_id, &user_id),
+        &caller.stores(),
+        Command::MoveTo { to },
+        if_match,
+        &metadata,
+    )
+    .await?;
     Ok(order_response(
         StatusCode::OK,
         view.version,
-        outcome.log_position,
+        position,
         Json(view.delivery_status()),
     ))
 }

@@ -294,6 +294,27 @@ fn settle(handled: Handled) -> Result<Outcome, ApiError> {
     }
 }
 
+/// Changes an existing order (a move, a cancellation) of a caller who
+/// reaches `stores`: the order as it now is, and the change's log position.
+async fn change(
+    state: &AppState,
+    (order_id, user_id): (domain::OrderId, &domain::UserId),
+    stores: &crate::auth::StoreScope,
+    command: domain::Command,
+    if_match: Option<u64>,
+    metadata: &domain::Metadata,
+) -> Result<(crate::view::OrderView, i64), ApiError> {
+    let outcome = settle(
+        state
+            .orders
+            .handle(order_id, user_id, stores, command, if_match, metadata)
+            .await,
+    )?;
+    let view =
+        crate::view::OrderView::from_stream(&outcome.stream).ok_or(ApiError::OrderNotFound)?;
+    Ok((view, outcome.log_position))
+}
+
 /// A write's response: the body, its `ETag` and the `X-Log-Position`.
 fn order_response(
     status: StatusCode,

@@ -240,24 +240,19 @@ async fn cancel_order(
     let actor = caller.acts_for(&user_id)?;
     let order_id = extract::order_id(&order)?;
     let metadata = ctx.metadata(actor);
-    let outcome = settle(
-        state
-            .orders
-            .handle(
-                order_id,
-                &user_id,
-                &crate::auth::StoreScope::Every,
-                Command::Cancel,
-                if_match,
-                &metadata,
-            )
-            .await,
-    )?;
-    let view = OrderView::from_stream(&outcome.stream).ok_or(ApiError::OrderNotFound)?;
+    let (view, position) = super::change(
+        &state,
+        (order_id, &user_id),
+        &crate::auth::StoreScope::Every,
+        Command::Cancel,
+        if_match,
+        &metadata,
+    )
+    .await?;
     Ok(order_response(
         StatusCode::OK,
         view.version,
-        outcome.log_position,
+        position,
         Json(&view),
     ))
 }

@@ -113,6 +113,29 @@ pub async fn spawn_app_without_workers() -> TestApp {
 /// ([`services::app::App`]) with the production connection budgets, on the
 /// test's own database and an ephemeral port. Only the pace differs: workers
 /// poll every 50 ms and the relay every 100 ms, so tests run fast.
+/// Tokens from `provider` (none: authentication off), refreshing its keys
+/// every `keys_refresh`; the pages sign in through it too (its
+/// `orders-web` client accepts a callback on any loopback port).
+fn sign_in_through(
+    serve: &mut ServeConfig,
+    provider: Option<&Provider>,
+    keys_refresh: Option<Duration>,
+) {
+    serve.auth = provider.map(|p| {
+        let mut config = services::auth::AuthConfig::new(p.issuer.clone(), AUDIENCE);
+        config.ca = p.ca.clone();
+        if let Some(every) = keys_refresh {
+            config.refresh = every;
+        }
+        config
+    });
+    serve.web = provider.map(|_| services::http::pages::WebConfig {
+        client_id: crate::oidc::WEB_CLIENT.0.to_owned(),
+        client_secret: crate::oidc::WEB_CLIENT.1.into(),
+        public_url: None,
+    });
+}
+
 pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
     let db = if opts.alone {
         TestDb::alone().await
@@ -133,21 +156,7 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         Auth::Own(provider) => Some(provider),
         Auth::Off => None,
     };
-    serve.auth = provider.as_ref().map(|p| {
-        let mut config = services::auth::AuthConfig::new(p.issuer.clone(), AUDIENCE);
-        config.ca = p.ca.clone();
-        if let Some(every) = opts.keys_refresh {
-            config.refresh = every;
-        }
-        config
-    });
-    // The pages sign in through the same provider (its `orders-web` client
-    // accepts a callback on any loopback port).
-    serve.web = provider.as_ref().map(|_| services::http::pages::WebConfig {
-        client_id: crate::oidc::WEB_CLIENT.0.to_owned(),
-        client_secret: crate::oidc::WEB_CLIENT.1.into(),
-        public_url: None,
-    });
+    sign_in_through(&mut serve, provider.as_deref(), opts.keys_refresh);
     serve.rate_limits = opts.rate_limits;
     if let Some(prefix) = opts.path_prefix {
         serve.path_prefix = services::http::PathPrefix::parse(prefix).expect("a valid prefix");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{eventually, read_topic, spawn_app, spawn_app_opts, test_kafka, AppOptions};
+use e2e::{eventually, read_topic, spawn_app, spawn_app_opts, test_kafka, AppOptions, TestApp};
 use serde_json::{json, Value};
 
 use super::{refused, set_menu};
@@ -86,7 +86,12 @@ async fn an_order_of_two_drinks_is_one_order_through_the_api_the_topic_and_both_
     let board = app.get("/delivery-ms/received?store=main").await.ok(200);
     assert_eq!(board[0]["items"], order["items"]);
 
-    // The topic carries the new shape and its version.
+    the_topic_and_verify_agree(&app).await;
+}
+
+/// The topic carries the new shape and its version; `orders verify` finds
+/// both read models equal to the log.
+async fn the_topic_and_verify_agree(app: &TestApp) {
     let records = read_topic(app.kafka.as_ref().expect("kafka")).await;
     assert_eq!(records.len(), 1);
     let domain::Event::OrderPlaced(placed) = &records[0].envelope.event else {

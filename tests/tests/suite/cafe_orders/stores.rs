@@ -124,13 +124,70 @@ async fn staff_at(user: &str, stores: &str) -> String {
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn staff_of_one_store_neither_see_nor_move_another_stores_orders() {
-    use e2e::As;
+type Events = std::pin::Pin<
+    Box<
+        dyn futures::Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<reqwest::Error>,
+                >,
+            > + Send,
+    >,
+>;
+
+/// The board stream of the holder of `token`, past its `ready`.
+async fn board_stream(app: &TestApp, token: &str) -> Events {
     use eventsource_stream::Eventsource;
     use futures::StreamExt;
-    use reqwest::Method;
+    let stream = reqwest::Client::new()
+        .get(format!("{}/events/board", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the stream answers");
+    assert_eq!(stream.status(), 200);
+    let mut events: Events = Box::pin(stream.bytes_stream().eventsource());
+    let first = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("ready within 10 s")
+        .expect("an event")
+        .expect("a well-formed event");
+    assert_eq!(first.event, "ready");
+    events
+}
 
+/// The stores of the status changes `events` brings, up to order `id`'s.
+async fn stores_seen_until(events: &mut Events, id: &str) -> Vec<String> {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut stores = Vec::new();
+        while let Some(Ok(event)) = events.next().await {
+            if event.event != "status" {
+                continue;
+            }
+            let status: Value = serde_json::from_str(&event.data).expect("JSON");
+            stores.push(status["store_id"].as_str().unwrap_or_default().to_owned());
+            if status["order_id"] == json!(id) {
+                return stores;
+            }
+        }
+        stores
+    })
+    .await
+    .expect("the order on the stream within 20 s")
+}
+
+/// The order ids of a list answer.
+fn ids(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|o| o["order_id"].as_str())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_of_one_store_neither_see_nor_move_another_stores_orders() {
     let app = spawn_app_opts(AppOptions {
         kafka: Some(test_kafka()),
         ..AppOptions::default()
@@ -142,22 +199,8 @@ async fn staff_of_one_store_neither_see_nor_move_another_stores_orders() {
     )
     .await;
     let kim = staff_at("kim", "gangnam").await;
-    let as_kim = || As::Header(format!("Bearer {kim}"));
     // Kim's board stream, open before anything happens.
-    let stream = reqwest::Client::new()
-        .get(format!("{}/events/board", app.base))
-        .bearer_auth(&kim)
-        .send()
-        .await
-        .expect("the stream answers");
-    assert_eq!(stream.status(), 200);
-    let mut events = Box::pin(stream.bytes_stream().eventsource());
-    let first = tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("ready within 10 s")
-        .expect("an event")
-        .expect("a well-formed event");
-    assert_eq!(first.event, "ready");
+    let mut events = board_stream(&app, &kim).await;
 
     let at = |store: &str| json!({"store_id": store, "coffee_name": "latte", "coffee_price": 5000});
     let main_order = app.place("USER0001", at("main")).await.ok(201);
@@ -181,41 +224,34 @@ async fn staff_of_one_store_neither_see_nor_move_another_stores_orders() {
         .expect("an id")
         .to_owned();
     // The stream brings the gangnam order, and brought nothing of main's.
-    let seen = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut stores = Vec::new();
-        while let Some(Ok(event)) = events.next().await {
-            if event.event != "status" {
-                continue;
-            }
-            let status: Value = serde_json::from_str(&event.data).expect("JSON");
-            stores.push(status["store_id"].as_str().unwrap_or_default().to_owned());
-            if status["order_id"] == json!(gangnam_id) {
-                return stores;
-            }
-        }
-        stores
-    })
-    .await
-    .expect("the gangnam order on kim's stream within 20 s");
     assert_eq!(
-        seen,
+        stores_seen_until(&mut events, &gangnam_id).await,
         ["gangnam"],
         "kim's stream carried only gangnam's orders"
     );
+    staff_at_gangnam_reach_only_its_orders(&app, &kim, &main_id, &gangnam_id).await;
+    // The default store's staff see main's orders and not gangnam's.
+    let barista = app.get("/delivery-ms/received").await.ok(200);
+    assert_eq!(ids(&barista), [main_id.as_str()]);
+}
 
-    // Lists are filtered; another store's order is not found; a list of
-    // another store is refused.
+/// Kim (gangnam's staff): lists are filtered; main's order is not found,
+/// read or moved; a list of main is refused; gangnam's order moves on; of
+/// the customer's orders only gangnam's are read.
+async fn staff_at_gangnam_reach_only_its_orders(
+    app: &TestApp,
+    kim: &str,
+    main_id: &str,
+    gangnam_id: &str,
+) {
+    use e2e::As;
+    use reqwest::Method;
+    let as_kim = || As::Header(format!("Bearer {kim}"));
     let listed = app
         .request_as(as_kim(), Method::GET, "/delivery-ms/received", None, &[])
         .await
         .ok(200);
-    let ids: Vec<&str> = listed
-        .as_array()
-        .expect("an array")
-        .iter()
-        .filter_map(|o| o["order_id"].as_str())
-        .collect();
-    assert_eq!(ids, [gangnam_id.as_str()]);
+    assert_eq!(ids(&listed), [gangnam_id]);
     let foreign = app
         .request_as(
             as_kim(),
@@ -228,7 +264,7 @@ async fn staff_of_one_store_neither_see_nor_move_another_stores_orders() {
     assert_eq!(foreign.status, 403, "{}", foreign.text);
     let single = |id: &str| format!("/delivery-ms/USER0001/{id}");
     let hidden = app
-        .request_as(as_kim(), Method::GET, &single(&main_id), None, &[])
+        .request_as(as_kim(), Method::GET, &single(main_id), None, &[])
         .await;
     assert_eq!(hidden.status, 404);
     let before = app.db.events().await;
@@ -236,7 +272,7 @@ async fn staff_of_one_store_neither_see_nor_move_another_stores_orders() {
         .request_as(
             as_kim(),
             Method::POST,
-            &format!("{}/status", single(&main_id)),
+            &format!("{}/status", single(main_id)),
             Some(&json!({"status": "preparing"})),
             &[],
         )
@@ -246,7 +282,7 @@ async fn staff_of_one_store_neither_see_nor_move_another_stores_orders() {
     app.request_as(
         as_kim(),
         Method::POST,
-        &format!("{}/status", single(&gangnam_id)),
+        &format!("{}/status", single(gangnam_id)),
         Some(&json!({"status": "preparing"})),
         &[],
     )
@@ -275,13 +311,4 @@ async fn staff_of_one_store_neither_see_nor_move_another_stores_orders() {
         )
         .await;
     assert_eq!(detail.status, 404);
-    // The default store's staff see main's orders and not gangnam's.
-    let barista = app.get("/delivery-ms/received").await.ok(200);
-    let ids: Vec<&str> = barista
-        .as_array()
-        .expect("an array")
-        .iter()
-        .filter_map(|o| o["order_id"].as_str())
-        .collect();
-    assert_eq!(ids, [main_id.as_str()]);
 }

@@ -65,24 +65,7 @@ impl Supervised {
         let (kill, mut kills) = mpsc::channel::<()>(1);
         let (requests, mut signal_requests) = mpsc::channel::<SignalRequest>(4);
         let restarts = Arc::new(AtomicU32::new(0));
-        let spawn = {
-            let bin = bin.to_owned();
-            move || -> Result<Child> {
-                let out = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log)?;
-                Ok(Command::new(&bin)
-                    .args(&args)
-                    .envs(env.iter().cloned())
-                    .env_remove("ORDERS_FAILPOINT")
-                    .stdin(Stdio::null())
-                    .stdout(out.try_clone()?)
-                    .stderr(out)
-                    .kill_on_drop(true)
-                    .spawn()?)
-            }
-        };
+        let spawn = spawner(bin.to_owned(), args, env, log);
         let mut child = spawn()?;
         let pid = Arc::new(AtomicU32::new(child.id().unwrap_or_default()));
         let counter = restarts.clone();
@@ -158,4 +141,28 @@ async fn signal(pid: u32, name: &str) -> bool {
         .status()
         .await
         .is_ok_and(|s| s.success())
+}
+
+/// Starts the process (again), its output appended to `log`.
+fn spawner(
+    bin: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+) -> impl Fn() -> Result<Child> {
+    move || -> Result<Child> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        Ok(Command::new(&bin)
+            .args(&args)
+            .envs(env.iter().cloned())
+            .env_remove("ORDERS_FAILPOINT")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()?)
+    }
 }
