@@ -49,7 +49,7 @@ pub fn handle() -> &'static PrometheusHandle {
 
 /// Middleware: counts every request by route template and status, and times it.
 pub async fn track(
-    axum::extract::State(prefix): axum::extract::State<crate::http::PathPrefix>,
+    axum::extract::State(prefix): axum::extract::State<crate::http::prefix::PathPrefix>,
     req: Request,
     next: Next,
 ) -> Response {

@@ -14,7 +14,7 @@ mod order_body;
 mod orders;
 pub mod pages;
 pub mod peer;
-mod prefix;
+pub(crate) mod prefix;
 mod readiness;
 pub mod session;
 mod state;
