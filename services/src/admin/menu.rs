@@ -8,7 +8,7 @@ use crate::config::MenuCmd;
 
 pub async fn run(pool: &PgPool, cmd: MenuCmd) -> anyhow::Result<()> {
     match cmd {
-        MenuCmd::Show { json } => {
+        MenuCmd::Show(crate::config::Show { json }) => {
             // As `GET /menu` shows it: the default store's sold-outs.
             let catalog = crate::catalog::Catalog::load(pool).await?;
             let menu = catalog.menu_at(&domain::StoreId::default_store());
@@ -21,7 +21,7 @@ pub async fn run(pool: &PgPool, cmd: MenuCmd) -> anyhow::Result<()> {
                 print!("{}", table(menu));
             }
         }
-        MenuCmd::Set { file, if_empty } => {
+        MenuCmd::Set(crate::config::SetFile { file, if_empty }) => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
             } else {

@@ -8,7 +8,7 @@ use crate::config::StoresCmd;
 
 pub async fn run(pool: &PgPool, cmd: StoresCmd) -> anyhow::Result<()> {
     match cmd {
-        StoresCmd::Show { json } => {
+        StoresCmd::Show(crate::config::Show { json }) => {
             let stores = crate::stores::load(pool).await?;
             if json {
                 println!(
@@ -19,7 +19,7 @@ pub async fn run(pool: &PgPool, cmd: StoresCmd) -> anyhow::Result<()> {
                 print!("{}", table(&stores));
             }
         }
-        StoresCmd::Set { file, if_empty } => {
+        StoresCmd::Set(crate::config::SetFile { file, if_empty }) => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
             } else {

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use access::{check_issuer, AccessArgs};
 pub use kafka::{KafkaArgs, KafkaSecurityArgs};
-pub use operators::{LogClockCmd, MenuCmd, ProjectionsCmd, StoresCmd};
+pub use operators::{LogClockCmd, MenuCmd, ProjectionsCmd, SetFile, Show, StoresCmd};
 pub use serve::ServeArgs;
 
 use projections::registry::{self, Source};
@@ -244,7 +244,7 @@ mod secrets_tests {
 
     #[test]
     fn no_configuration_prints_a_secret() {
-        let cli = super::Cli::try_parse_from([
+        let global = [
             "orders",
             "--database-url",
             "postgres://orders:db-hunter2@db.example/orders",
@@ -254,15 +254,10 @@ mod secrets_tests {
             "orders",
             "--kafka-sasl-password",
             "kafka-hunter2",
-            "serve",
-            "--oidc-issuer",
-            "https://login.example.com",
-            "--oidc-web-client-id",
-            "orders-web",
-            "--oidc-web-client-secret",
-            "web-hunter2",
-        ])
-        .expect("the command line parses");
+        ];
+        let serve = super::serve::serve_with_pages("web-hunter2");
+        let cli = super::Cli::try_parse_from(global.iter().chain(serve.iter()))
+            .expect("the command line parses");
         let mut printed = vec![format!("{cli:?}")];
         if let super::Cmd::Serve(serve) = &cli.command {
             printed.push(format!("{:?}", serve.config().expect("a serve config")));

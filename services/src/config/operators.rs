@@ -1,24 +1,35 @@
 //! The operators' subcommands: the menu, the log's clock, and the
 //! projections (list, status, replay, rebuild, held events and parking).
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+
+/// What `show` takes (the menu's and the stores').
+#[derive(Debug, Args)]
+pub struct Show {
+    /// Print JSON (the shape the API's GET answers) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `set` takes (the menu's and the stores').
+#[derive(Debug, Args)]
+pub struct SetFile {
+    /// A JSON file in the shape the API's GET answers (`-` reads standard
+    /// input).
+    pub file: std::path::PathBuf,
+    /// Only while nothing was set yet, as a new database has it (`just
+    /// run`'s samples).
+    #[arg(long)]
+    pub if_empty: bool,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum MenuCmd {
-    /// The menu as customers see it.
-    Show {
-        /// Print JSON (GET /menu's shape) instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Replace the whole menu with a JSON file in GET /menu's shape
-    /// (`-` reads standard input); `[]` clears it.
-    Set {
-        file: std::path::PathBuf,
-        /// Only when no menu is set yet (`just run`'s sample menu).
-        #[arg(long)]
-        if_empty: bool,
-    },
+    /// The menu as customers see it (GET /menu).
+    Show(Show),
+    /// Replace the whole menu with a JSON file in GET /menu's shape; `[]`
+    /// clears it. With --if-empty: only when no menu is set.
+    Set(SetFile),
     /// Mark a drink sold out, at every store or at one (`--store`): orders
     /// of it there are refused until it is available again.
     SoldOut {
@@ -41,21 +52,12 @@ pub enum MenuCmd {
 #[derive(Debug, Subcommand)]
 pub enum StoresCmd {
     /// The stores as customers see them (GET /stores).
-    Show {
-        /// Print JSON (GET /stores's shape) instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Replace the stores with a JSON file in GET /stores's shape (`-` reads
-    /// standard input). The default store (`main`) must be in it; stores
-    /// left out take no new orders (their orders stay).
-    Set {
-        file: std::path::PathBuf,
-        /// Only while the chain is the default store alone, as a new
-        /// database has it (`just run`'s sample stores).
-        #[arg(long)]
-        if_empty: bool,
-    },
+    Show(Show),
+    /// Replace the stores with a JSON file in GET /stores's shape. The
+    /// default store (`main`) must be in it; stores left out take no new
+    /// orders (their orders stay). With --if-empty: only while the chain is
+    /// the default store alone.
+    Set(SetFile),
 }
 
 #[derive(Debug, Subcommand)]

@@ -143,22 +143,30 @@ impl ServeArgs {
     }
 }
 
+/// `serve` with the pages' sign-in configured, its client secret `secret`:
+/// the command line the tests parse.
+#[cfg(test)]
+pub(crate) fn serve_with_pages(secret: &str) -> [&str; 7] {
+    [
+        "serve",
+        "--oidc-issuer",
+        "https://login.example.com",
+        "--oidc-web-client-id",
+        "orders-web",
+        "--oidc-web-client-secret",
+        secret,
+    ]
+}
+
 #[cfg(test)]
 mod prefix_tests {
     use clap::Parser;
 
     fn serve(args: &[&str]) -> anyhow::Result<crate::app::ServeConfig> {
-        let base = [
-            "orders",
-            "serve",
-            "--oidc-issuer",
-            "https://login.example.com",
-            "--oidc-web-client-id",
-            "orders-web",
-            "--oidc-web-client-secret",
-            "web-secret",
-        ];
-        let cli = crate::config::Cli::try_parse_from(base.iter().chain(args))?;
+        let base = super::serve_with_pages("web-secret");
+        let cli = crate::config::Cli::try_parse_from(
+            std::iter::once(&"orders").chain(base.iter()).chain(args),
+        )?;
         match &cli.command {
             crate::config::Cmd::Serve(serve) => serve.config(),
             _ => anyhow::bail!("not serve"),

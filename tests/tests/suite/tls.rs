@@ -299,31 +299,13 @@ async fn an_issuer_behind_a_private_ca_is_trusted_through_oidc_ca_file() {
         }
         (cmd.spawn().expect("start orders serve"), port)
     };
-    let http = reqwest::Client::new();
-    // The first answer of the process on `port` to the token.
-    let answer = |port: u16| {
-        let (http, token) = (&http, &token);
-        eventually(
-            Duration::from_secs(30),
-            "orders serve answers",
-            move || async move {
-                let reply = http
-                    .get(format!("http://127.0.0.1:{port}/order-ms/rita/orders"))
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .ok()?;
-                Some(reply.status().as_u16())
-            },
-        )
-    };
     let (_untrusting, port) = run(None);
-    let status = answer(port).await;
+    let status = first_answer(port, &token).await;
     assert_eq!(status, 503, "a provider whose certificate it cannot check");
 
     // And with the CA: the same token is accepted.
     let (_trusting, port) = run(Some(&ca.ca));
-    let status = answer(port).await;
+    let status = first_answer(port, &token).await;
     assert_eq!(status, 200, "OIDC_CA_FILE trusted");
 
     // A file that is not certificates: refused at start.
@@ -338,4 +320,19 @@ async fn an_issuer_behind_a_private_ca_is_trusted_through_oidc_ca_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("OIDC_CA_FILE"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The first answer of the process on `port` to rita's orders with `token`.
+async fn first_answer(port: u16, token: &str) -> u16 {
+    let http = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "orders serve answers", || async {
+        let reply = http
+            .get(format!("http://127.0.0.1:{port}/order-ms/rita/orders"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?;
+        Some(reply.status().as_u16())
+    })
+    .await
 }

@@ -41,10 +41,16 @@ pub struct Pages {
 
 impl Pages {
     /// Every `{{base}}` in the pages becomes `prefix` (`""` or `/coffee`):
-    /// their links, and the `orders-base` the scripts read.
+    /// their links, and the `orders-base` the scripts read. Every `{{head}}`
+    /// first becomes what every page's head holds (`head.html`:
+    /// the character set, the viewport, the base, the style sheet).
     pub fn new(prefix: &PathPrefix) -> Pages {
+        let (_, head) = embedded!("head.html");
+        let head = String::from_utf8_lossy(head);
         let page = |(name, bytes): (&'static str, &'static [u8])| {
-            let text = String::from_utf8_lossy(bytes).replace("{{base}}", prefix.as_str());
+            let text = String::from_utf8_lossy(bytes)
+                .replace("{{head}}", head.trim_end())
+                .replace("{{base}}", prefix.as_str());
             Asset::new(name, HTML, Bytes::from(text))
         };
         Pages {
