@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Place-order throughput and latency under wrk at 8, 32 and 64 connections,
+# Place-order throughput and latency under wrk at 1, 8, 32 and 64 connections,
 # against pgbench running the very statement the service's append runs (one
 # event row, one outbox row, the idempotency CTE; prepared, as sqlx runs it)
 # at the same concurrency on the same database, in the same run.
@@ -123,49 +123,108 @@ sql = open(sys.argv[1]).read().replace("VERSION", version).replace("PAYLOAD", pa
 open(sys.argv[2], "w").write(sql)' "$tmp/append.template" "$tmp/append$n.sql"
 }
 
+# wrk prints 812.00us, 40.30ms or 1.02s: milliseconds.
+ms() { echo "$1" | awk '/us$/ {print $0/1000; next} /ms$/ {print $0+0; next} /s$/ {print $0*1000}'; }
+
+# One row: wrk placing orders on `conns` connections, then pgbench appending
+# the same event on as many, each for `seconds`. Sets last_* for the targets.
 row() { # label conns [lines: 1 or 3]
-    local out rps p99 non2xx tps n=${3:-1}
-    out=$(wrk -t2 -c"$2" -d"${seconds}s" --latency -s "$tmp/place$n.lua" "http://127.0.0.1:$port/order-ms/USER0001/orders")
+    local out bench rps p50 p99 non2xx tps lat n=${3:-1} threads=$(( $2 < 2 ? $2 : 2 ))
+    out=$(wrk -t"$threads" -c"$2" -d"${seconds}s" --latency -s "$tmp/place$n.lua" "http://127.0.0.1:$port/order-ms/USER0001/orders")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $4}')
-    last_rps=$rps
-    tps=$("$bindir/pgbench" -n -M prepared -f "$tmp/append$n.sql" -c "$2" -j 2 -T "$seconds" "$url" 2>/dev/null | sed -nE 's/^tps = ([0-9.]+).*/\1/p')
+    bench=$("$bindir/pgbench" -n -M prepared -f "$tmp/append$n.sql" -c "$2" -j "$threads" -T "$seconds" "$url" 2>/dev/null)
+    tps=$(echo "$bench" | sed -nE 's/^tps = ([0-9.]+).*/\1/p')
+    lat=$(echo "$bench" | sed -nE 's/^latency average = ([0-9.]+) ms/\1/p')
+    last_rps=$rps last_p50_ms=$(ms "$p50") last_p99_ms=$(ms "$p99") last_pg_ms=$lat
     last_ratio=$(awk -v a="$rps" -v b="$tps" 'BEGIN{print a/b}')
-    # wrk prints 812.00us, 40.30ms or 1.02s.
-    last_p99_ms=$(echo "$p99" | awk '/us$/ {print $0/1000; next} /ms$/ {print $0+0; next} /s$/ {print $0*1000}')
-    printf '%-11s %-6s %14.0f %14.0f %8.2f %12s%s\n' "$1" "$2" "$rps" "$tps" "$last_ratio" "$p99" \
+    printf '%-11s %5s %12.0f %12.0f %7.2f %10s %10s %12s%s\n' "$1" "$2" "$rps" "$tps" "$last_ratio" "$p50" "$p99" "${lat} ms" \
         "${non2xx:+   ($non2xx non-2xx answers)}"
 }
 
-printf '\nplace order: POST /order-ms/USER0001/orders (wrk) against pgbench running the same append\n'
-printf '(the rows marked open run without an issuer: the cost of checking a token per request;\n'
-printf ' serve 3 places orders of three drinks, pgbench appending their event)\n'
-printf '%-11s %-6s %14s %14s %8s %12s\n' orders conns "orders req/s" "pgbench tps" ratio "orders p99"
+# The place-order stages' histograms (`/metrics`, an operator's token).
+operator=$(scripts/token.sh bench-ops --role operator --ttl 3600)
+scrape() { curl -sf -H "Authorization: Bearer $operator" "http://127.0.0.1:$port/metrics" \
+    | grep '^place_order_stage_seconds_bucket' > "$1" || true; }
+# Each stage's p50 and p99 between two scrapes (the upper bound of the
+# bucket the quantile falls in).
+stage_table() {
+    python3 - "$1" "$2" <<'PY'
+import re, sys
+def read(path):
+    counts = {}
+    for line in open(path):
+        m = re.match(r'place_order_stage_seconds_bucket\{(.*)\} (\S+)', line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        counts[(labels["stage"], labels["le"])] = float(m.group(2))
+    return counts
+before, after = read(sys.argv[1]), read(sys.argv[2])
+stages = {}
+for (stage, le), n in after.items():
+    stages.setdefault(stage, []).append((float("inf") if le == "+Inf" else float(le), n - before.get((stage, le), 0)))
+print("stage        requests   p50 <=      p99 <=")
+for stage in ["auth", "idempotency", "menu", "draw", "append"]:
+    buckets = sorted(stages.get(stage, []))
+    if not buckets or buckets[-1][1] == 0:
+        continue
+    total = buckets[-1][1]
+    def q(f):
+        le = next(le for le, n in buckets if n >= f * total)
+        return "inf" if le == float("inf") else f"{le * 1000:g} ms"
+    print(f"{stage:<12} {total:>8.0f}   {q(0.5):>9}   {q(0.99):>9}")
+PY
+}
+
+# Each target with its same-run figures: "holds" or "MISSED".
+verdicts=()
+judge() { # holds(1/0) text
+    verdicts+=("$(printf 'target: %s: %s' "$2" "$([ "$1" = 1 ] && echo holds || echo MISSED)")")
+}
+at_least() { awk -v a="$1" -v b="$2" 'BEGIN{print (a >= b) ? 1 : 0}'; }
+at_most() { awk -v a="$1" -v b="$2" 'BEGIN{print (a <= b) ? 1 : 0}'; }
+
+printf '\nplace order: POST /order-ms/USER0001/orders (wrk) against pgbench running the same append, at each concurrency\n'
+printf '(authentication on; the row marked open runs without an issuer: the cost of checking a token per request;\n'
+printf ' serve 3 places orders of three drinks, pgbench appending their event; pgbench lat = its latency per transaction)\n'
+printf '%-11s %5s %12s %12s %7s %10s %10s %12s\n' orders conns "orders req/s" "pgbench tps" ratio "p50" "p99" "pgbench lat"
 start_orders all auth
 idle_kib=$(rss)
 payload_of 1
 payload_of 3
-for c in 8 32 64; do row all "$c"; done
+for c in 1 8 32 64; do
+    row all "$c"
+    [ "$c" = 1 ] || judge "$(at_least "$last_ratio" 0.6)" "orders all, $c connections: >= 0.60 of pgbench ($(printf %.2f "$last_ratio"))"
+done
 loaded_kib=$(rss)
 stop_orders
 start_orders serve auth
-row serve 64
-serve_ratio=$last_ratio serve_p99=$last_p99_ms one_rps=$last_rps one_ratio=$last_ratio
+for c in 1 8 32 64; do
+    [ "$c" = 64 ] && scrape "$tmp/stages-before"
+    row serve "$c"
+    [ "$c" = 64 ] && scrape "$tmp/stages-after"
+    if [ "$c" = 1 ]; then
+        judge "$(at_most "$last_p50_ms" "$(awk -v l="$last_pg_ms" 'BEGIN{print 2*l}')")" \
+            "orders serve, 1 connection: p50 <= 2x pgbench's latency per transaction ($last_p50_ms ms against $last_pg_ms ms)"
+    else
+        judge "$(at_least "$last_ratio" 0.8)" "orders serve, $c connections: >= 0.80 of pgbench ($(printf %.2f "$last_ratio"))"
+    fi
+done
+judge "$(at_most "$last_p99_ms" 25)" "orders serve, 64 connections: p99 <= 25 ms ($last_p99_ms ms)"
+one_rps=$last_rps one_ratio=$last_ratio
 row "serve 3" 64 3
 three_rps=$last_rps three_ratio=$last_ratio
 stop_orders
 start_orders serve open
 row "serve open" 64
 stop_orders
-awk -v r="$serve_ratio" -v p="$serve_p99" 'BEGIN {
-    printf "target: orders serve, 64 connections, authentication on: >= 0.80 of pgbench (%.2f, %s), p99 <= 25 ms (%.1f ms, %s)\n",
-        r, (r >= 0.8 ? "holds" : "MISSED"), p, (p <= 25 ? "holds" : "MISSED")
-}'
-awk -v a="$one_rps" -v b="$three_rps" -v r1="$one_ratio" -v r3="$three_ratio" 'BEGIN {
-    c = a / b
-    printf "target: a three-drink order costs <= 1.2 of a one-drink order (orders serve, 64 connections): %.2f, %s (of pgbench: one %.2f, three %.2f)\n",
-        c, (c <= 1.2 ? "holds" : "MISSED"), r1, r3
-}'
+cost=$(awk -v a="$one_rps" -v b="$three_rps" 'BEGIN{printf "%.2f", a / b}')
+judge "$(at_most "$cost" 1.2)" "a three-drink order costs <= 1.2 of a one-drink order (orders serve, 64 connections): $cost (of pgbench: one $(printf %.2f "$one_ratio"), three $(printf %.2f "$three_ratio"))"
+printf '\nwhere a place-order waits (orders serve, 64 connections, from its /metrics):\n'
+stage_table "$tmp/stages-before" "$tmp/stages-after"
+printf '%s\n' "${verdicts[@]}"
 printf '\npeak RSS of orders all: idle %.1f MiB, after the 64-connection load %.1f MiB\n' \
     "$(awk -v k="$idle_kib" 'BEGIN{print k/1024}')" "$(awk -v k="$loaded_kib" 'BEGIN{print k/1024}')"

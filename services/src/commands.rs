@@ -43,6 +43,8 @@ pub struct Outcome {
     pub log_position: i64,
     /// True when an earlier request with the same idempotency key did the work.
     pub replayed: bool,
+    /// What the command waited on, and for how long (a placement's).
+    pub stages: crate::timing::Stages,
 }
 
 pub type Handled = Result<Result<Outcome, Rejection>, StoreError>;
@@ -97,15 +99,22 @@ impl Orders {
         metadata: &Metadata,
         key: Option<IdempotencyKey>,
     ) -> Handled {
+        let mut stages = crate::timing::Stages::default();
         if let Some(key) = &key {
-            if let Some(record) = self.store.idempotency_record(&key.scope, &key.key).await? {
+            let found = stages
+                .time(
+                    "idempotency",
+                    self.store.idempotency_record(&key.scope, &key.key),
+                )
+                .await?;
+            if let Some(record) = found {
                 return self.replay(record, key).await;
             }
         }
         // After the replay check: a retry of an order placed before the menu
         // changed still gets its first answer.
         let store_id = request.store_id.unwrap_or_default();
-        let catalog = self.catalog.get().await?;
+        let catalog = stages.time("menu", self.catalog.get()).await?;
         let refuse = |why: String| Ok(Err(Rejection::OffMenu(vec![("store_id".to_owned(), why)])));
         match catalog.store(&store_id) {
             None => {
@@ -134,7 +143,7 @@ impl Orders {
         let place = PlaceOrder {
             order_id: request.order_id,
             user_id: request.user_id,
-            pickup_number: Some(self.pickups.next(&store_id).await?),
+            pickup_number: Some(stages.time("draw", self.pickups.next(&store_id)).await?),
             store_id,
             lines,
         };
@@ -143,15 +152,19 @@ impl Orders {
             Ok(events) => events,
             Err(rejection) => return Ok(Err(Rejection::Domain(rejection))),
         };
-        match self
-            .store
-            .append(stream, 0, &events, metadata, key.as_ref())
-            .await
-        {
+        let appended = stages
+            .time(
+                "append",
+                self.store
+                    .append(stream, 0, &events, metadata, key.as_ref()),
+            )
+            .await;
+        match appended {
             Ok(appended) => Ok(Ok(Outcome {
                 stream: appended.events,
                 log_position: appended.last_position,
                 replayed: false,
+                stages,
             })),
             Err(StoreError::IdempotencyKeyTaken) => {
                 // A concurrent request with the same key committed first.
@@ -181,6 +194,7 @@ impl Orders {
             stream,
             log_position: record.log_position,
             replayed: true,
+            stages: crate::timing::Stages::default(),
         }))
     }
 
@@ -230,6 +244,7 @@ impl Orders {
                         stream,
                         log_position: appended.last_position,
                         replayed: false,
+                        stages: crate::timing::Stages::default(),
                     }));
                 }
                 Err(StoreError::Conflict { .. }) if if_match.is_some() => {

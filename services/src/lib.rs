@@ -19,5 +19,6 @@ pub mod shutdown;
 pub mod store;
 pub mod stores;
 pub mod telemetry;
+pub mod timing;
 pub mod view;
 pub mod workers;

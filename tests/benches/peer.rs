@@ -34,7 +34,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 const SECONDS: u64 = 5;
-const CLIENTS: [usize; 3] = [8, 32, 64];
+const CLIENTS: [usize; 4] = [1, 8, 32, 64];
+/// Ours as deployed against the peer, at every concurrency (issue 33).
+const TARGET: f64 = 1.5;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
@@ -56,7 +58,7 @@ async fn main() {
         "ours/cq",
         "ours/cq+o"
     );
-    let mut held = 0;
+    let (mut held, mut held_outbox) = (0, 0);
     for clients in CLIENTS {
         let grouped = ours(clients, true).await;
         let single = ours(clients, false).await;
@@ -64,8 +66,11 @@ async fn main() {
         let peer = theirs(clients, false).await;
         let peer_outbox = theirs(clients, true).await;
         let cell = |r: &Rate| format!("{:.0} ({:.1})", r.per_second, r.p99_ms);
-        if grouped.per_second >= peer_outbox.per_second {
+        if grouped.per_second >= TARGET * peer.per_second {
             held += 1;
+        }
+        if grouped.per_second >= TARGET * peer_outbox.per_second {
+            held_outbox += 1;
         }
         println!(
             "{:<8} {:>20} {:>20} {:>20} {:>20} {:>20} {:>9.2} {:>9.2}",
@@ -79,10 +84,22 @@ async fn main() {
             grouped.per_second / peer_outbox.per_second,
         );
     }
+    let verdict = |n: usize| {
+        if n == CLIENTS.len() {
+            "holds"
+        } else {
+            "MISSED"
+        }
+    };
     println!(
-        "  target: ours (as deployed) at or above cqrs-es with an outbox row at every concurrency: {held} of {}, {}",
+        "  target: ours (as deployed) >= {TARGET}x cqrs-es at every concurrency: {held} of {}, {}",
         CLIENTS.len(),
-        if held == CLIENTS.len() { "holds" } else { "MISSED" }
+        verdict(held)
+    );
+    println!(
+        "  target: ours (as deployed) >= {TARGET}x cqrs-es with an outbox row at every concurrency: {held_outbox} of {}, {}",
+        CLIENTS.len(),
+        verdict(held_outbox)
     );
 }
 

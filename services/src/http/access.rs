@@ -168,6 +168,7 @@ impl Caller {
 /// A refused token is not answered here: a route that needs no caller
 /// (`/healthz`) serves the request anyway; one that does answers 401.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
     let mut gate = Gate::new(&state, client);
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
@@ -239,6 +240,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     if let Some(credentials) = credentials {
         req.extensions_mut().insert(credentials);
     }
+    req.extensions_mut()
+        .insert(crate::timing::AuthTook(started.elapsed()));
     next.run(req).await
 }
 

@@ -44,7 +44,7 @@ async fn welcome() -> &'static str {
     ),
     request_body(content((super::order_body::PlaceOrderBody = "application/json"), (super::order_body::PlaceOrderForm = "application/x-www-form-urlencoded"))),
     responses(
-        (status = 201, description = "Placed", body = OrderView, headers(("Location" = String), ("ETag" = String), ("X-Log-Position" = i64))),
+        (status = 201, description = "Placed", body = OrderView, headers(("Location" = String), ("ETag" = String), ("X-Log-Position" = i64), ("Server-Timing" = String, description = "Where the request's time went, in milliseconds: auth, idempotency (with a key), menu, draw, append"))),
         (status = 400, description = "Malformed body or path", body = crate::http::error::Problem, content_type = "application/problem+json"),
         (status = 413, response = inline(crate::http::docs::BodyTooLarge)),
         (status = 415, response = inline(crate::http::docs::UnsupportedBody)),
@@ -58,6 +58,7 @@ async fn place_order(
     ApiPath(user): ApiPath<String>,
     ctx: RequestContext,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    auth_took: Option<axum::Extension<crate::timing::AuthTook>>,
     Fields(body): Fields,
 ) -> ApiResult<Response> {
     let user_id = extract::user_id(&user)?;
@@ -76,7 +77,7 @@ async fn place_order(
         lines: asked.lines,
         as_items: asked.as_items,
     };
-    let outcome = settle(state.orders.place(place, &metadata, key).await)?;
+    let mut outcome = settle(state.orders.place(place, &metadata, key).await)?;
     let view = OrderView::from_stream(&outcome.stream)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a placed order folded to nothing")))?;
     let location = state.prefix.join(&format!(
@@ -98,6 +99,15 @@ async fn place_order(
             "idempotent-replayed",
             header::HeaderValue::from_static("true"),
         );
+    }
+    // Where the time went: checking the caller first, then each stage.
+    let mut stages = crate::timing::Stages::default();
+    if let Some(axum::Extension(crate::timing::AuthTook(took))) = auth_took {
+        stages.record("auth", took);
+    }
+    stages.extend(std::mem::take(&mut outcome.stages));
+    if let Ok(timing) = header::HeaderValue::from_str(&stages.server_timing()) {
+        headers.insert("server-timing", timing);
     }
     Ok(response)
 }

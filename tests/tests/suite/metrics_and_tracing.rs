@@ -90,3 +90,37 @@ async fn a_request_id_travels_to_the_response_the_event_and_the_kafka_record() {
         .header("x-request-id")
         .is_some_and(|id| !id.is_empty()));
 }
+
+/// A placement says where its time went (`Server-Timing`, milliseconds per
+/// stage, in order), and `/metrics` keeps every stage's histogram.
+#[tokio::test]
+async fn a_placement_says_where_its_time_went() {
+    let app = e2e::spawn_app().await;
+    let reply = app
+        .request(
+            Method::POST,
+            "/order-ms/timed/orders",
+            Some(&json!({"coffee_name": "latte", "coffee_price": 5000})),
+            &[("Idempotency-Key", "timed-1")],
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let timing = reply
+        .header("server-timing")
+        .expect("a Server-Timing header");
+    let stages: Vec<(&str, f64)> = timing
+        .split(", ")
+        .map(|stage| {
+            let (name, dur) = stage.split_once(";dur=").expect("name;dur=ms");
+            (name, dur.parse().expect("milliseconds"))
+        })
+        .collect();
+    let names: Vec<&str> = stages.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, ["auth", "idempotency", "menu", "draw", "append"]);
+    assert!(stages.iter().all(|(_, ms)| *ms >= 0.0), "{timing}");
+    let metrics = app.get("/metrics").await.text;
+    for stage in ["auth", "idempotency", "menu", "draw", "append"] {
+        let bucket = format!(r#"place_order_stage_seconds_count{{stage="{stage}"}}"#);
+        assert!(metrics.contains(&bucket), "{bucket} in /metrics");
+    }
+}
