@@ -1,15 +1,18 @@
 //! What a place-order request is checked against: the chain's menu, its
 //! stores (which exist, which are open) and what each has sold out. Held in
-//! memory ([`Current`]) while the menu's generation (migrations/0014, moved
-//! by any change of the menu, the stores or what is sold out) stays.
+//! memory ([`Current`]) with the menu's generation it was read at
+//! (migrations/0014, moved by any change of the menu, the stores or what is
+//! sold out). A placement is checked against the held catalog with no
+//! round trip, and its append is made on condition that the generation is
+//! still that one (`EventStore::place`): a change committed before the
+//! append fails it, the catalog is read again and the order checked again,
+//! so no change is missed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use domain::{Menu, SoldOut, Store, StoreId, Stores};
 use sqlx::PgPool;
-
-use crate::batch::{Collector, Limits};
 
 /// The menu, the stores and what each has sold out, as read together.
 #[derive(Debug, Clone, Default)]
@@ -27,9 +30,17 @@ impl Catalog {
     /// Reads all of it (in one snapshot: a change in between is one
     /// transaction, seen whole or not at all).
     pub async fn load(pool: &PgPool) -> sqlx::Result<Catalog> {
+        Ok(Catalog::load_with_generation(pool).await?.1)
+    }
+
+    /// [`Catalog::load`], with the menu's generation of the same snapshot.
+    pub async fn load_with_generation(pool: &PgPool) -> sqlx::Result<(i64, Catalog)> {
         let mut tx = pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
+            .await?;
+        let generation = sqlx::query_scalar!("SELECT generation FROM menu_generation")
+            .fetch_one(&mut *tx)
             .await?;
         let menu = crate::menu::load(&mut *tx).await?;
         let stores = crate::stores::load(&mut *tx).await?;
@@ -39,12 +50,13 @@ impl Catalog {
             .iter()
             .map(|(store, out)| (store.clone(), menu.at_store(out)))
             .collect();
-        Ok(Catalog {
+        let catalog = Catalog {
             menu,
             stores,
             sold_out,
             at_stores,
-        })
+        };
+        Ok((generation, catalog))
     }
 
     pub fn store(&self, id: &StoreId) -> Option<&Store> {
@@ -57,66 +69,54 @@ impl Catalog {
     }
 }
 
-/// Generation reads in flight at a time, and requests sharing one at most.
-const GENERATION_READS: Limits = Limits {
-    name: "menu_generation",
-    in_flight: 2,
-    max_batch: 1024,
-    queue: 4096,
-};
-
 /// A catalog and the generation it was read at.
-type Held = Option<(i64, Arc<Catalog>)>;
+pub type Held = (i64, Arc<Catalog>);
 
-/// The catalog as place-order checks it: held in memory with the generation
-/// it was read at, and read again whenever the generation in the database
-/// is another. Every check reads the generation after its request arrived
-/// (the requests waiting at the same time share one read), so it sees every
-/// change committed before that, as a read of everything per request did.
-/// Cheap to clone.
+/// The catalog as place-order checks it, held in memory with the
+/// generation it was read at. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Current {
     pool: PgPool,
-    held: Arc<Mutex<Held>>,
-    generations: Collector<(), i64>,
+    held: Arc<Mutex<Option<Held>>>,
 }
 
 impl Current {
     pub fn new(pool: PgPool) -> Self {
-        let generations = Collector::new(GENERATION_READS, {
-            let pool = pool.clone();
-            move |waiting: Vec<()>| {
-                let pool = pool.clone();
-                async move {
-                    let generation = sqlx::query_scalar!("SELECT generation FROM menu_generation")
-                        .fetch_one(&pool)
-                        .await?;
-                    Ok(vec![generation; waiting.len()])
-                }
-            }
-        });
         Current {
             pool,
             held: Arc::default(),
-            generations,
         }
     }
 
-    /// The catalog as it is now.
-    pub async fn get(&self) -> sqlx::Result<Arc<Catalog>> {
-        let generation = self.generations.ask(()).await?;
+    /// The catalog held (read on first use), and its generation: the
+    /// append that acts on it checks that the generation still holds.
+    pub async fn held(&self) -> sqlx::Result<Held> {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some((at, catalog)) = held {
-            if at == generation {
-                return Ok(catalog);
-            }
+        match held {
+            Some(held) => Ok(held),
+            None => self.refresh().await,
         }
-        // Read after the generation: at least as new as it (a change in
-        // between moves the generation again, and the next check reads).
-        let catalog = Arc::new(Catalog::load(&self.pool).await?);
-        // Two reads racing may leave the older held: the next check finds
-        // the generation moved on and reads again.
-        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, catalog.clone()));
-        Ok(catalog)
+    }
+
+    /// Whether the menu's generation is no longer `generation`: a refusal
+    /// by the held catalog is made only by a current one.
+    pub async fn moved_from(&self, generation: i64) -> sqlx::Result<bool> {
+        let now = sqlx::query_scalar!("SELECT generation FROM menu_generation")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(now != generation)
+    }
+
+    /// Reads the catalog again, with its generation (in one snapshot), and
+    /// holds it: after an append found the generation moved.
+    pub async fn refresh(&self) -> sqlx::Result<Held> {
+        let (generation, catalog) = Catalog::load_with_generation(&self.pool).await?;
+        let fresh = (generation, Arc::new(catalog));
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        // Two reads racing: the newer generation stays.
+        if held.as_ref().is_none_or(|(at, _)| *at <= generation) {
+            *held = Some(fresh.clone());
+        }
+        Ok(fresh)
     }
 }

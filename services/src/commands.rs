@@ -112,72 +112,75 @@ impl Orders {
             }
         }
         // After the replay check: a retry of an order placed before the menu
-        // changed still gets its first answer.
-        let store_id = request.store_id.unwrap_or_default();
-        let catalog = stages.time("menu", self.catalog.get()).await?;
-        let refuse = |why: String| Ok(Err(Rejection::OffMenu(vec![("store_id".to_owned(), why)])));
-        match catalog.store(&store_id) {
-            None => {
-                return refuse(format!(
-                    "there is no store {store_id} (GET /stores lists them)"
-                ))
+        // changed still gets its first answer. The order is checked against
+        // the catalog held in memory; its append holds only if the menu's
+        // generation is still the one checked against, and otherwise the
+        // catalog is read again and the order checked again.
+        let store_id = request.store_id.clone().unwrap_or_default();
+        let mut held = stages.time("menu", self.catalog.held()).await?;
+        let mut pickup_number = None;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let (generation, catalog) = held;
+            let lines = match checked(&catalog, &store_id, &request) {
+                Ok(lines) => lines,
+                // A refusal stands only if the catalog that made it is
+                // current (one read, on this path only).
+                Err(_) if attempt < MAX_ATTEMPTS && self.catalog.moved_from(generation).await? => {
+                    held = stages.time("menu", self.catalog.refresh()).await?;
+                    continue;
+                }
+                Err(refused) => return Ok(Err(refused)),
+            };
+            // Drawn once: an append retried after a menu change keeps it.
+            let number = match pickup_number {
+                Some(number) => number,
+                None => stages.time("draw", self.pickups.next(&store_id)).await?,
+            };
+            pickup_number = Some(number);
+            let place = PlaceOrder {
+                order_id: request.order_id,
+                user_id: request.user_id.clone(),
+                pickup_number: Some(number),
+                store_id: store_id.clone(),
+                lines,
+            };
+            let events = match decide(&OrderState::NotPlaced, Command::Place(place)) {
+                Ok(events) => events,
+                Err(rejection) => return Ok(Err(Rejection::Domain(rejection))),
+            };
+            let placed = self.store.place(
+                request.order_id,
+                &events,
+                metadata,
+                key.as_ref(),
+                generation,
+            );
+            match stages.time("append", placed).await {
+                Ok(appended) => {
+                    return Ok(Ok(Outcome {
+                        stream: appended.events,
+                        log_position: appended.last_position,
+                        replayed: false,
+                        stages,
+                    }))
+                }
+                Err(StoreError::MenuChanged) if attempt < MAX_ATTEMPTS => {
+                    held = stages.time("menu", self.catalog.refresh()).await?;
+                }
+                Err(StoreError::IdempotencyKeyTaken) => {
+                    // A concurrent request with the same key committed first.
+                    let key = key.as_ref().ok_or(StoreError::IdempotencyKeyTaken)?;
+                    let record = self
+                        .store
+                        .idempotency_record(&key.scope, &key.key)
+                        .await?
+                        .ok_or(StoreError::IdempotencyKeyTaken)?;
+                    return self.replay(record, key).await;
+                }
+                Err(e) => return Err(e),
             }
-            Some(store) if !store.open => {
-                return refuse(format!("{} ({store_id}) is closed", store.name))
-            }
-            Some(_) => {}
         }
-        let menu = catalog.menu_at(&store_id);
-        let as_items = request.as_items;
-        let prefix = |i: usize| {
-            if as_items {
-                format!("items[{i}].")
-            } else {
-                String::new()
-            }
-        };
-        let lines = match menu.take(&request.lines, prefix) {
-            Ok(lines) => lines,
-            Err(faults) => return Ok(Err(Rejection::OffMenu(faults))),
-        };
-        let place = PlaceOrder {
-            order_id: request.order_id,
-            user_id: request.user_id,
-            pickup_number: Some(stages.time("draw", self.pickups.next(&store_id)).await?),
-            store_id,
-            lines,
-        };
-        let stream = place.order_id;
-        let events = match decide(&OrderState::NotPlaced, Command::Place(place)) {
-            Ok(events) => events,
-            Err(rejection) => return Ok(Err(Rejection::Domain(rejection))),
-        };
-        let appended = stages
-            .time(
-                "append",
-                self.store
-                    .append(stream, 0, &events, metadata, key.as_ref()),
-            )
-            .await;
-        match appended {
-            Ok(appended) => Ok(Ok(Outcome {
-                stream: appended.events,
-                log_position: appended.last_position,
-                replayed: false,
-                stages,
-            })),
-            Err(StoreError::IdempotencyKeyTaken) => {
-                // A concurrent request with the same key committed first.
-                let key = key.as_ref().ok_or(StoreError::IdempotencyKeyTaken)?;
-                let record = self
-                    .store
-                    .idempotency_record(&key.scope, &key.key)
-                    .await?
-                    .ok_or(StoreError::IdempotencyKeyTaken)?;
-                self.replay(record, key).await
-            }
-            Err(e) => Err(e),
-        }
+        Err(StoreError::MenuChanged)
     }
 
     async fn replay(&self, record: IdempotencyRecord, key: &IdempotencyKey) -> Handled {
@@ -295,4 +298,38 @@ impl Orders {
             _ => None,
         })
     }
+}
+
+/// The order's lines as `catalog` takes them at `store_id` (options not said
+/// completed from the menu), or why it refuses them: no such store, a
+/// closed one, a line off its menu (named by its index when sent as
+/// `items`).
+fn checked(
+    catalog: &crate::catalog::Catalog,
+    store_id: &StoreId,
+    request: &PlaceRequest,
+) -> Result<domain::OrderLines, Rejection> {
+    let refuse = |why: String| Rejection::OffMenu(vec![("store_id".to_owned(), why)]);
+    match catalog.store(store_id) {
+        None => {
+            return Err(refuse(format!(
+                "there is no store {store_id} (GET /stores lists them)"
+            )))
+        }
+        Some(store) if !store.open => {
+            return Err(refuse(format!("{} ({store_id}) is closed", store.name)))
+        }
+        Some(_) => {}
+    }
+    let prefix = |i: usize| {
+        if request.as_items {
+            format!("items[{i}].")
+        } else {
+            String::new()
+        }
+    };
+    catalog
+        .menu_at(store_id)
+        .take(&request.lines, prefix)
+        .map_err(Rejection::OffMenu)
 }

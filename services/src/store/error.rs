@@ -14,6 +14,10 @@ pub enum StoreError {
     /// The idempotency key belongs to a request that committed first.
     #[error("the idempotency key was used by another request")]
     IdempotencyKeyTaken,
+    /// A placement was checked against a menu that changed before its
+    /// append: nothing was written (check it again, and place it again).
+    #[error("the menu changed while the order was placed")]
+    MenuChanged,
     #[error("stream {stream} would exceed the largest version")]
     VersionOverflow { stream: OrderId },
     /// A stored row this code cannot read: a bug or a foreign writer.
@@ -106,6 +110,9 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Database(e) => infra::pg::is_unavailable(e),
+            // Still changing after every attempt (an operator editing the
+            // menu in a loop): nothing was written; try again shortly.
+            StoreError::MenuChanged => true,
             _ => false,
         }
     }

@@ -195,6 +195,8 @@ struct Arrays<'a> {
     schema_versions: Vec<i16>,
     payloads: Vec<serde_json::Value>,
     metadata: Vec<serde_json::Value>,
+    /// Per event: the menu generation its request was checked against.
+    guards: Vec<Option<i64>>,
     keyed: Vec<i32>,
     scopes: Vec<&'a str>,
     keys: Vec<&'a str>,
@@ -215,6 +217,7 @@ impl<'a> Arrays<'a> {
             schema_versions: Vec::with_capacity(rows),
             payloads: Vec::with_capacity(rows),
             metadata: Vec::with_capacity(rows),
+            guards: Vec::with_capacity(rows),
             ..Arrays::default()
         };
         for (i, (_, (c, key))) in batch.iter().enumerate() {
@@ -228,6 +231,7 @@ impl<'a> Arrays<'a> {
                 a.schema_versions.push(c.schema_versions[n]);
                 a.payloads.push(c.payloads[n].clone());
                 a.metadata.push(c.metadata.clone());
+                a.guards.push(c.menu_generation);
             }
             if let Some(k) = key {
                 a.keyed.push(i);
@@ -245,7 +249,9 @@ impl<'a> Arrays<'a> {
 
 /// The batch's statement: keys first (a key held by another request skips
 /// its request's events), then the events of every request whose key went
-/// in or that has none, then their outbox rows; positions are drawn in the
+/// in or that has none, then their outbox rows; a request checked against
+/// a menu generation that is no longer the menu's writes nothing (its key
+/// included); positions are drawn in the
 /// batch's order, so each request's events are in version order. Returns
 /// the inserted events by stream.
 async fn insert_many(
@@ -256,13 +262,15 @@ async fn insert_many(
     // Acquired first: failing to get a connection sends nothing.
     let mut conn = pool.acquire().await?;
     let inserted = sqlx::query!(
-        r#"WITH input AS (
+        r#"WITH menu AS (SELECT generation FROM menu_generation),
+         input AS (
              SELECT u.*, nextval(pg_get_serial_sequence('events', 'position')) AS position
                FROM (SELECT * FROM UNNEST($1::int[], $2::uuid[], $3::int[], $4::uuid[], $5::text[],
-                                          $6::smallint[], $7::jsonb[], $8::jsonb[])
+                                          $6::smallint[], $7::jsonb[], $8::jsonb[], $15::bigint[])
                             WITH ORDINALITY
                             AS u(request, stream_id, version, event_id, event_type, schema_version,
-                                 payload, metadata, n)
+                                 payload, metadata, guard, n)
+                      WHERE u.guard IS NULL OR u.guard = (SELECT generation FROM menu)
                       ORDER BY n) u),
          keyed AS (
              INSERT INTO idempotency_keys (scope, key, fingerprint, stream_id, version, log_position)
@@ -271,6 +279,7 @@ async fn insert_many(
                FROM UNNEST($9::int[], $10::text[], $11::text[], $12::text[], $13::uuid[], $14::int[])
                     AS k(request, scope, key, fingerprint, stream_id, version)
               WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = k.stream_id)
+                AND EXISTS (SELECT 1 FROM input i WHERE i.request = k.request)
              ON CONFLICT (scope, key) DO NOTHING
              RETURNING stream_id),
          appended AS (
@@ -303,6 +312,7 @@ async fn insert_many(
         &a.fingerprints as &[&str],
         &a.key_streams,
         &a.key_versions,
+        &a.guards as &[Option<i64>],
     )
     .fetch_all(&mut *conn)
     .await?;

@@ -148,11 +148,54 @@ impl EventStore {
         idempotency: Option<&IdempotencyKey>,
     ) -> Result<Appended> {
         let columns = Columns::of(stream, expected, events, metadata)?;
+        self.append_columns(columns, events, metadata, idempotency)
+            .await
+    }
+
+    /// Starts a new stream with `events` (a placement) on condition that the
+    /// menu's generation is still `menu_generation`, the one the order was
+    /// checked against: if it moved, nothing is written and the answer is
+    /// [`StoreError::MenuChanged`] (check the order again, and place it
+    /// again). The condition is part of the append's one statement.
+    pub async fn place(
+        &self,
+        stream: OrderId,
+        events: &[Event],
+        metadata: &Metadata,
+        idempotency: Option<&IdempotencyKey>,
+        menu_generation: i64,
+    ) -> Result<Appended> {
+        let mut columns = Columns::of(stream, 0, events, metadata)?;
+        columns.menu_generation = Some(menu_generation);
+        self.append_columns(columns, events, metadata, idempotency)
+            .await
+    }
+
+    async fn append_columns(
+        &self,
+        columns: Columns,
+        events: &[Event],
+        metadata: &Metadata,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<Appended> {
+        let (stream, expected) = (columns.stream, columns.expected);
         let event_ids = columns.event_ids.clone();
         WriteSent::mark();
+        let guard = columns.menu_generation;
         let stored = match &self.group {
-            Some(group) if expected == 0 => group.append(columns, idempotency.cloned()).await?,
-            _ => insert_one(&self.pool, &columns, idempotency).await?,
+            Some(group) if expected == 0 => group.append(columns, idempotency.cloned()).await,
+            _ => insert_one(&self.pool, &columns, idempotency).await,
+        };
+        // A placement that wrote nothing: its menu may have changed (or its
+        // key was taken, or, for no new stream, never).
+        let stored = match stored {
+            Ok(rows) if rows.is_empty() && self.menu_moved_from(guard).await? => {
+                return Err(StoreError::MenuChanged)
+            }
+            Err(StoreError::IdempotencyKeyTaken) if self.menu_moved_from(guard).await? => {
+                return Err(StoreError::MenuChanged)
+            }
+            stored => stored?,
         };
         if stored.len() != events.len() {
             metrics::counter!("event_store_append_conflicts_total").increment(1);
@@ -184,6 +227,18 @@ impl EventStore {
             events,
             last_position,
         })
+    }
+
+    /// Whether the menu's generation is no longer `guard` (never, for an
+    /// append without one).
+    async fn menu_moved_from(&self, guard: Option<i64>) -> Result<bool> {
+        let Some(guard) = guard else {
+            return Ok(false);
+        };
+        let now = sqlx::query_scalar!("SELECT generation FROM menu_generation")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(now != guard)
     }
 
     /// What the request that first used this idempotency key did, if any.
@@ -240,6 +295,7 @@ async fn insert_one(
                FROM UNNEST($2::int[], $3::uuid[], $4::text[], $5::smallint[], $6::jsonb[])
                     AS v(version, event_id, event_type, schema_version, payload)
               WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) = $8
+                AND ($12::bigint IS NULL OR $12 = (SELECT generation FROM menu_generation))
              RETURNING position, version, recorded_at, transaction_id),
          outboxed AS (
              INSERT INTO outbox (position, stream_id, transaction_id)
@@ -262,6 +318,7 @@ async fn insert_one(
         scope as Option<&String>,
         key as Option<&String>,
         fingerprint as Option<&String>,
+        columns.menu_generation,
     )
     .fetch_all(&mut *conn)
     .await
@@ -289,6 +346,9 @@ struct Columns {
     schema_versions: Vec<i16>,
     payloads: Vec<serde_json::Value>,
     metadata: serde_json::Value,
+    /// Appended only while the menu's generation is this one (a placement
+    /// checked against the catalog read at it); `None`: unconditionally.
+    menu_generation: Option<i64>,
 }
 
 impl Columns {
@@ -326,6 +386,7 @@ impl Columns {
                 .collect(),
             payloads: events.iter().map(Event::payload).collect(),
             metadata,
+            menu_generation: None,
         })
     }
 }

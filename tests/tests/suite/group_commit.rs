@@ -191,3 +191,72 @@ async fn an_order_the_database_refuses_fails_alone() {
     assert_eq!(app.db.events().await, placed as i64);
     assert_eq!(app.db.outbox().await, placed as i64);
 }
+
+/// A placement checked against a menu generation that is no longer the
+/// menu's writes nothing, neither its events, its outbox row nor its key,
+/// alone (one statement) or beside current ones in one batch; each answer
+/// says so (`MenuChanged`), and the current ones are appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_checked_against_a_menu_that_changed_writes_nothing() {
+    use domain::{Event, Metadata, OrderId};
+    use services::store::{EventStore, IdempotencyKey, StoreError};
+
+    let db = e2e::TestDb::create().await;
+    let now: i64 = sqlx::query_scalar("SELECT generation FROM menu_generation")
+        .fetch_one(&db.pool)
+        .await
+        .expect("the generation");
+    let placed = |id: OrderId| {
+        Event::decode(
+            Event::PLACED,
+            2,
+            e2e::placed_payload(id.as_uuid(), "g", "latte", 4000, 1),
+        )
+        .expect("a placement")
+    };
+    let key = |k: &str| IdempotencyKey {
+        scope: "g".into(),
+        key: k.into(),
+        fingerprint: "f".into(),
+    };
+    for store in [
+        EventStore::new(db.pool.clone()),
+        EventStore::new(db.pool.clone()).with_group_commit(),
+    ] {
+        let store = Arc::new(store);
+        let attempts = (0..8).map(|i| {
+            let store = store.clone();
+            let id = OrderId::generate();
+            let (generation, key) = (
+                if i % 2 == 0 { now } else { now - 1 },
+                key(&format!("k{i}-{}", id.as_uuid())),
+            );
+            async move {
+                let result = store
+                    .place(
+                        id,
+                        &[placed(id)],
+                        &Metadata::default(),
+                        Some(&key),
+                        generation,
+                    )
+                    .await;
+                (generation == now, result)
+            }
+        });
+        for (current, result) in join_all(attempts).await {
+            match (current, result) {
+                (true, Ok(appended)) => assert_eq!(appended.events.len(), 1),
+                (false, Err(StoreError::MenuChanged)) => {}
+                (current, other) => panic!("current menu {current}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        db.events().await,
+        8,
+        "the current ones only, 4 of each store"
+    );
+    assert_eq!(db.outbox().await, 8);
+    assert_eq!(db.count("SELECT count(*) FROM idempotency_keys").await, 8);
+}
