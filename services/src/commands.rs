@@ -10,7 +10,7 @@ use domain::{
 use tracing::instrument;
 
 use crate::auth::StoreScope;
-use crate::store::{EventStore, IdempotencyKey, IdempotencyRecord, PickupNumbers, StoreError};
+use crate::store::{EventStore, IdempotencyKey, IdempotencyRecord, StoreError};
 
 /// How often a command without `If-Match` is re-decided after losing a race.
 /// Each retry re-reads the stream, so the decision is always made on fresh state.
@@ -65,7 +65,8 @@ pub struct PlaceRequest {
 #[derive(Debug, Clone)]
 pub struct Orders {
     store: EventStore,
-    pickups: PickupNumbers,
+    /// The shop's clock: when its day, and its pickup numbers, start again.
+    day_offset: time::UtcOffset,
     catalog: crate::catalog::Current,
 }
 
@@ -73,18 +74,17 @@ impl Orders {
     /// Pickup numbers count days in UTC; [`Orders::with_day_offset`] sets the
     /// shop's clock.
     pub fn new(store: EventStore) -> Self {
-        let pickups = PickupNumbers::new(store.pool().clone(), time::UtcOffset::UTC);
         let catalog = crate::catalog::Current::new(store.pool().clone());
         Orders {
             store,
-            pickups,
+            day_offset: time::UtcOffset::UTC,
             catalog,
         }
     }
 
     /// Pickup numbers start again at 1 at midnight of this offset from UTC.
     pub fn with_day_offset(mut self, offset: time::UtcOffset) -> Self {
-        self.pickups = PickupNumbers::new(self.store.pool().clone(), offset);
+        self.day_offset = offset;
         self
     }
 
@@ -118,7 +118,9 @@ impl Orders {
         // catalog is read again and the order checked again.
         let store_id = request.store_id.clone().unwrap_or_default();
         let mut held = stages.time("menu", self.catalog.held()).await?;
-        let mut pickup_number = None;
+        let today = time::OffsetDateTime::now_utc()
+            .to_offset(self.day_offset)
+            .date();
         for attempt in 1..=MAX_ATTEMPTS {
             let (generation, catalog) = held;
             let lines = match checked(&catalog, &store_id, &request) {
@@ -131,16 +133,11 @@ impl Orders {
                 }
                 Err(refused) => return Ok(Err(refused)),
             };
-            // Drawn once: an append retried after a menu change keeps it.
-            let number = match pickup_number {
-                Some(number) => number,
-                None => stages.time("draw", self.pickups.next(&store_id)).await?,
-            };
-            pickup_number = Some(number);
+            // The pickup number is drawn by the append itself.
             let place = PlaceOrder {
                 order_id: request.order_id,
                 user_id: request.user_id.clone(),
-                pickup_number: Some(number),
+                pickup_number: None,
                 store_id: store_id.clone(),
                 lines,
             };
@@ -153,7 +150,7 @@ impl Orders {
                 &events,
                 metadata,
                 key.as_ref(),
-                generation,
+                (generation, (&store_id, today)),
             );
             match stages.time("append", placed).await {
                 Ok(appended) => {

@@ -6,7 +6,7 @@
 //! Names:
 //! - `http_requests_total{method,route,status}`, `http_request_duration_seconds{method,route}`
 //! - `place_order_stage_seconds{stage}`: where a place-order's time goes
-//!   (`auth`, `idempotency`, `menu`, `draw`, `append`; `timing`)
+//!   (`auth`, `idempotency`, `menu`, `append`; `timing`)
 //! - `event_store_appends_total`, `event_store_append_conflicts_total`
 //! - `outbox_backlog_rows`, `outbox_oldest_age_seconds`
 //! - `relay_published_total`, `relay_errors_total`

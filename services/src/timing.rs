@@ -1,7 +1,8 @@
 //! Where a place-order's time goes. Each stage a request waits on is timed:
-//! checking its caller (`auth`), looking up its idempotency key, the menu's
-//! generation (`menu`), the pickup number draw (`draw`) and the append with
-//! its commit (`append`). The caller sees its own breakdown in a
+//! checking its caller (`auth`), looking up its idempotency key, the
+//! catalog it is checked against (`menu`: in memory, unless the menu
+//! changed), and the append with its pickup number draw and its commit
+//! (`append`). The caller sees its own breakdown in a
 //! `Server-Timing` header (milliseconds), and `/metrics` has every stage in
 //! the histogram `place_order_stage_seconds{stage}`, so a load test shows
 //! where the tail is spent.

@@ -44,7 +44,7 @@ async fn welcome() -> &'static str {
     ),
     request_body(content((super::order_body::PlaceOrderBody = "application/json"), (super::order_body::PlaceOrderForm = "application/x-www-form-urlencoded"))),
     responses(
-        (status = 201, description = "Placed", body = OrderView, headers(("Location" = String), ("ETag" = String), ("X-Log-Position" = i64), ("Server-Timing" = String, description = "Where the request's time went, in milliseconds: auth, idempotency (with a key), menu, draw, append"))),
+        (status = 201, description = "Placed", body = OrderView, headers(("Location" = String), ("ETag" = String), ("X-Log-Position" = i64), ("Server-Timing" = String, description = "Where the request's time went, in milliseconds: auth, idempotency (with a key), menu, append"))),
         (status = 400, description = "Malformed body or path", body = crate::http::error::Problem, content_type = "application/problem+json"),
         (status = 413, response = inline(crate::http::docs::BodyTooLarge)),
         (status = 415, response = inline(crate::http::docs::UnsupportedBody)),

@@ -197,6 +197,9 @@ struct Arrays<'a> {
     metadata: Vec<serde_json::Value>,
     /// Per event: the menu generation its request was checked against.
     guards: Vec<Option<i64>>,
+    /// Per event: the store and day its request draws a pickup number from.
+    draw_stores: Vec<Option<&'a str>>,
+    draw_days: Vec<Option<time::Date>>,
     keyed: Vec<i32>,
     scopes: Vec<&'a str>,
     keys: Vec<&'a str>,
@@ -218,6 +221,8 @@ impl<'a> Arrays<'a> {
             payloads: Vec::with_capacity(rows),
             metadata: Vec::with_capacity(rows),
             guards: Vec::with_capacity(rows),
+            draw_stores: Vec::with_capacity(rows),
+            draw_days: Vec::with_capacity(rows),
             ..Arrays::default()
         };
         for (i, (_, (c, key))) in batch.iter().enumerate() {
@@ -232,6 +237,9 @@ impl<'a> Arrays<'a> {
                 a.payloads.push(c.payloads[n].clone());
                 a.metadata.push(c.metadata.clone());
                 a.guards.push(c.menu_generation);
+                a.draw_stores
+                    .push(c.draw.as_ref().map(|(store, _)| store.as_str()));
+                a.draw_days.push(c.draw.as_ref().map(|(_, day)| *day));
             }
             if let Some(k) = key {
                 a.keyed.push(i);
@@ -266,10 +274,11 @@ async fn insert_many(
          input AS (
              SELECT u.*, nextval(pg_get_serial_sequence('events', 'position')) AS position
                FROM (SELECT * FROM UNNEST($1::int[], $2::uuid[], $3::int[], $4::uuid[], $5::text[],
-                                          $6::smallint[], $7::jsonb[], $8::jsonb[], $15::bigint[])
+                                          $6::smallint[], $7::jsonb[], $8::jsonb[], $15::bigint[],
+                                          $16::text[], $17::date[])
                             WITH ORDINALITY
                             AS u(request, stream_id, version, event_id, event_type, schema_version,
-                                 payload, metadata, guard, n)
+                                 payload, metadata, guard, store_id, day, n)
                       WHERE u.guard IS NULL OR u.guard = (SELECT generation FROM menu)
                       ORDER BY n) u),
          keyed AS (
@@ -282,21 +291,40 @@ async fn insert_many(
                 AND EXISTS (SELECT 1 FROM input i WHERE i.request = k.request)
              ON CONFLICT (scope, key) DO NOTHING
              RETURNING stream_id),
+         accepted AS (
+             SELECT i.* FROM input i
+              WHERE (i.request <> ALL($9) OR i.stream_id IN (SELECT stream_id FROM keyed))
+                AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = i.stream_id)),
+         asked AS (
+             SELECT request, store_id, day FROM accepted
+              WHERE version = 1 AND store_id IS NOT NULL),
+         drawn AS (
+             INSERT INTO pickup_counters AS c (store_id, day, last)
+             SELECT store_id, day, count(*)::int FROM asked GROUP BY store_id, day ORDER BY store_id, day
+             ON CONFLICT (store_id, day) DO UPDATE SET last = c.last + EXCLUDED.last
+             RETURNING store_id, day, last),
+         numbered AS (
+             SELECT a.request,
+                    d.last - count(*) OVER (PARTITION BY a.store_id, a.day)
+                           + row_number() OVER (PARTITION BY a.store_id, a.day ORDER BY a.request)
+                      AS number
+               FROM asked a JOIN drawn d ON d.store_id = a.store_id AND d.day = a.day),
          appended AS (
              INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version,
                                  payload, metadata)
              OVERRIDING SYSTEM VALUE
-             SELECT i.position, i.stream_id, i.version, i.event_id, i.event_type, i.schema_version,
-                    i.payload, i.metadata
-               FROM input i
-              WHERE (i.request <> ALL($9) OR i.stream_id IN (SELECT stream_id FROM keyed))
-                AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = i.stream_id)
-             RETURNING position, stream_id, version, recorded_at, transaction_id),
+             SELECT a.position, a.stream_id, a.version, a.event_id, a.event_type, a.schema_version,
+                    CASE WHEN n.number IS NULL OR a.version <> 1 THEN a.payload
+                         ELSE jsonb_set(a.payload, '{pickup_number}', to_jsonb(n.number)) END,
+                    a.metadata
+               FROM accepted a LEFT JOIN numbered n ON n.request = a.request
+             RETURNING position, stream_id, version, recorded_at, transaction_id,
+                       (payload->>'pickup_number')::int AS pickup_number),
          outboxed AS (
              INSERT INTO outbox (position, stream_id, transaction_id)
              SELECT position, stream_id, transaction_id FROM appended)
          SELECT stream_id AS "stream_id!", position AS "position!", version AS "version!",
-                recorded_at AS "recorded_at!"
+                recorded_at AS "recorded_at!", pickup_number
            FROM appended ORDER BY position"#,
         &a.request,
         &a.streams,
@@ -313,6 +341,8 @@ async fn insert_many(
         &a.key_streams,
         &a.key_versions,
         &a.guards as &[Option<i64>],
+        &a.draw_stores as &[Option<&str>],
+        &a.draw_days as &[Option<time::Date>],
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -322,6 +352,7 @@ async fn insert_many(
             row.position,
             row.version,
             row.recorded_at,
+            row.pickup_number,
         ));
     }
     Ok(by_stream)

@@ -4,10 +4,9 @@
 
 mod error;
 mod group;
-mod pickup;
 mod signal;
 
-use domain::{Event, EventEnvelope, Metadata, OrderId};
+use domain::{Event, EventEnvelope, Metadata, OrderId, StoreId};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tracing::instrument;
@@ -15,7 +14,6 @@ use uuid::Uuid;
 
 pub use error::{Result, StoreError};
 pub use group::GroupCommit;
-pub use pickup::PickupNumbers;
 pub use signal::CommitSignal;
 
 tokio::task_local! {
@@ -74,7 +72,9 @@ pub struct Appended {
 }
 
 /// Each inserted event's position, version and time, in version order.
-type Inserted = Vec<(i64, i32, OffsetDateTime)>;
+/// Each inserted event's position, version, time, and the pickup number the
+/// append drew into it (a placement's first event).
+type Inserted = Vec<(i64, i32, OffsetDateTime, Option<i32>)>;
 
 #[derive(Debug, Clone)]
 pub struct EventStore {
@@ -156,17 +156,21 @@ impl EventStore {
     /// menu's generation is still `menu_generation`, the one the order was
     /// checked against: if it moved, nothing is written and the answer is
     /// [`StoreError::MenuChanged`] (check the order again, and place it
-    /// again). The condition is part of the append's one statement.
+    /// again). The placement's pickup number is drawn from `pickup` (its
+    /// store's day) in the same statement, and written into its first
+    /// event: it commits with the order or not at all, so a refused or
+    /// failed placement leaves no gap in the day's numbers.
     pub async fn place(
         &self,
         stream: OrderId,
         events: &[Event],
         metadata: &Metadata,
         idempotency: Option<&IdempotencyKey>,
-        menu_generation: i64,
+        (menu_generation, pickup): (i64, (&StoreId, time::Date)),
     ) -> Result<Appended> {
         let mut columns = Columns::of(stream, 0, events, metadata)?;
         columns.menu_generation = Some(menu_generation);
+        columns.draw = Some((pickup.0.to_string(), pickup.1));
         self.append_columns(columns, events, metadata, idempotency)
             .await
     }
@@ -201,7 +205,11 @@ impl EventStore {
             metrics::counter!("event_store_append_conflicts_total").increment(1);
             return Err(StoreError::Conflict { stream, expected });
         }
-        let last_position = stored.iter().map(|(p, _, _)| *p).max().unwrap_or_default();
+        let last_position = stored
+            .iter()
+            .map(|(p, _, _, _)| *p)
+            .max()
+            .unwrap_or_default();
         if let Some(signal) = &self.committed {
             signal.poke();
         }
@@ -212,12 +220,12 @@ impl EventStore {
             .zip(stored)
             .zip(event_ids)
             .map(
-                |((event, (position, version, recorded_at)), event_id)| EventEnvelope {
+                |((event, (position, version, recorded_at, pickup)), event_id)| EventEnvelope {
                     event_id,
                     stream_id: stream,
                     version: u64::try_from(version).unwrap_or_default(),
                     position: Some(position),
-                    event,
+                    event: with_pickup_number(event, pickup),
                     metadata: metadata.clone(),
                     recorded_at,
                 },
@@ -288,15 +296,28 @@ async fn insert_one(
     // Acquired first: a failure to get a connection sent nothing; one of
     // the statement may have committed (`StoreError::from_append`).
     let mut conn = pool.acquire().await?;
+    let (draw_store, draw_day) = columns.draw.as_ref().map(|(s, d)| (s.as_str(), *d)).unzip();
     let rows = sqlx::query!(
-        r#"WITH appended AS (
+        r#"WITH go AS (
+             SELECT (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) = $8
+                AND ($12::bigint IS NULL OR $12 = (SELECT generation FROM menu_generation)) AS ok),
+         drawn AS (
+             INSERT INTO pickup_counters AS c (store_id, day, last)
+             SELECT $13::text, $14::date, 1 FROM go WHERE go.ok AND $13::text IS NOT NULL
+             ON CONFLICT (store_id, day) DO UPDATE SET last = c.last + 1
+             RETURNING last),
+         appended AS (
              INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata)
-             SELECT $1, v.version, v.event_id, v.event_type, v.schema_version, v.payload, $7
+             SELECT $1, v.version, v.event_id, v.event_type, v.schema_version,
+                    CASE WHEN d.last IS NULL OR v.version <> 1 THEN v.payload
+                         ELSE jsonb_set(v.payload, '{pickup_number}', to_jsonb(d.last)) END,
+                    $7
                FROM UNNEST($2::int[], $3::uuid[], $4::text[], $5::smallint[], $6::jsonb[])
                     AS v(version, event_id, event_type, schema_version, payload)
-              WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) = $8
-                AND ($12::bigint IS NULL OR $12 = (SELECT generation FROM menu_generation))
-             RETURNING position, version, recorded_at, transaction_id),
+                    LEFT JOIN drawn d ON true
+              WHERE (SELECT ok FROM go)
+             RETURNING position, version, recorded_at, transaction_id,
+                       (payload->>'pickup_number')::int AS pickup_number),
          outboxed AS (
              INSERT INTO outbox (position, stream_id, transaction_id)
              SELECT position, $1, transaction_id FROM appended),
@@ -305,7 +326,8 @@ async fn insert_one(
              SELECT $9, $10, $11, $1, max(version), max(position) FROM appended
               WHERE $9::text IS NOT NULL
              HAVING count(*) > 0)
-         SELECT position AS "position!", version AS "version!", recorded_at AS "recorded_at!"
+         SELECT position AS "position!", version AS "version!", recorded_at AS "recorded_at!",
+                pickup_number
            FROM appended ORDER BY version"#,
         stream.as_uuid(),
         &columns.versions,
@@ -319,6 +341,8 @@ async fn insert_one(
         key as Option<&String>,
         fingerprint as Option<&String>,
         columns.menu_generation,
+        draw_store as Option<&str>,
+        draw_day,
     )
     .fetch_all(&mut *conn)
     .await
@@ -330,8 +354,19 @@ async fn insert_one(
     })?;
     Ok(rows
         .into_iter()
-        .map(|r| (r.position, r.version, r.recorded_at))
+        .map(|r| (r.position, r.version, r.recorded_at, r.pickup_number))
         .collect())
+}
+
+/// `event` with the pickup number its append drew into it (a placement's).
+fn with_pickup_number(event: Event, drawn: Option<i32>) -> Event {
+    match (event, drawn.and_then(|n| u32::try_from(n).ok())) {
+        (Event::OrderPlaced(mut placed), Some(number)) => {
+            placed.pickup_number = Some(number);
+            Event::OrderPlaced(placed)
+        }
+        (event, _) => event,
+    }
 }
 
 /// An append's events as the columns of its statement, checked: versions
@@ -349,6 +384,9 @@ struct Columns {
     /// Appended only while the menu's generation is this one (a placement
     /// checked against the catalog read at it); `None`: unconditionally.
     menu_generation: Option<i64>,
+    /// A placement's pickup number, drawn in the append's statement from
+    /// this store's day (so it commits or rolls back with the order).
+    draw: Option<(String, time::Date)>,
 }
 
 impl Columns {
@@ -387,6 +425,7 @@ impl Columns {
             payloads: events.iter().map(Event::payload).collect(),
             metadata,
             menu_generation: None,
+            draw: None,
         })
     }
 }

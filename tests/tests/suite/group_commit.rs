@@ -193,12 +193,14 @@ async fn an_order_the_database_refuses_fails_alone() {
 }
 
 /// A placement checked against a menu generation that is no longer the
-/// menu's writes nothing, neither its events, its outbox row nor its key,
-/// alone (one statement) or beside current ones in one batch; each answer
-/// says so (`MenuChanged`), and the current ones are appended.
+/// menu's writes nothing, neither its events, its outbox row, its key nor a
+/// pickup number, alone (one statement) or beside current ones in one
+/// batch; each answer says so (`MenuChanged`), and the current ones are
+/// appended, each with a number of the store's day drawn by its append: 1 to
+/// 8, none twice, none skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placement_checked_against_a_menu_that_changed_writes_nothing() {
-    use domain::{Event, Metadata, OrderId};
+    use domain::{Event, Metadata, OrderId, StoreId};
     use services::store::{EventStore, IdempotencyKey, StoreError};
 
     let db = e2e::TestDb::create().await;
@@ -206,6 +208,8 @@ async fn a_placement_checked_against_a_menu_that_changed_writes_nothing() {
         .fetch_one(&db.pool)
         .await
         .expect("the generation");
+    let main = StoreId::default_store();
+    let day = time::Date::from_calendar_date(2026, time::Month::December, 24).expect("a day");
     let placed = |id: OrderId| {
         Event::decode(
             Event::PLACED,
@@ -219,18 +223,17 @@ async fn a_placement_checked_against_a_menu_that_changed_writes_nothing() {
         key: k.into(),
         fingerprint: "f".into(),
     };
+    let mut numbers = Vec::new();
     for store in [
         EventStore::new(db.pool.clone()),
         EventStore::new(db.pool.clone()).with_group_commit(),
     ] {
         let store = Arc::new(store);
         let attempts = (0..8).map(|i| {
-            let store = store.clone();
+            let (store, main) = (store.clone(), main.clone());
             let id = OrderId::generate();
-            let (generation, key) = (
-                if i % 2 == 0 { now } else { now - 1 },
-                key(&format!("k{i}-{}", id.as_uuid())),
-            );
+            let generation = if i % 2 == 0 { now } else { now - 1 };
+            let key = key(&format!("k{i}-{}", id.as_uuid()));
             async move {
                 let result = store
                     .place(
@@ -238,7 +241,7 @@ async fn a_placement_checked_against_a_menu_that_changed_writes_nothing() {
                         &[placed(id)],
                         &Metadata::default(),
                         Some(&key),
-                        generation,
+                        (generation, (&main, day)),
                     )
                     .await;
                 (generation == now, result)
@@ -246,12 +249,23 @@ async fn a_placement_checked_against_a_menu_that_changed_writes_nothing() {
         });
         for (current, result) in join_all(attempts).await {
             match (current, result) {
-                (true, Ok(appended)) => assert_eq!(appended.events.len(), 1),
+                (true, Ok(appended)) => {
+                    let Event::OrderPlaced(placed) = &appended.events[0].event else {
+                        panic!("a placement")
+                    };
+                    numbers.push(placed.pickup_number.expect("a drawn number"));
+                }
                 (false, Err(StoreError::MenuChanged)) => {}
                 (current, other) => panic!("current menu {current}: {other:?}"),
             }
         }
     }
+    numbers.sort_unstable();
+    assert_eq!(
+        numbers,
+        (1..=8).collect::<Vec<u32>>(),
+        "drawn once each, none skipped"
+    );
     assert_eq!(
         db.events().await,
         8,
@@ -259,4 +273,9 @@ async fn a_placement_checked_against_a_menu_that_changed_writes_nothing() {
     );
     assert_eq!(db.outbox().await, 8);
     assert_eq!(db.count("SELECT count(*) FROM idempotency_keys").await, 8);
+    // The number is in the stored event too.
+    let stored: i64 = db
+        .count("SELECT count(DISTINCT (payload->>'pickup_number')::int) FROM events")
+        .await;
+    assert_eq!(stored, 8);
 }

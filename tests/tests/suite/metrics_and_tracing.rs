@@ -116,10 +116,11 @@ async fn a_placement_says_where_its_time_went() {
         })
         .collect();
     let names: Vec<&str> = stages.iter().map(|(name, _)| *name).collect();
-    assert_eq!(names, ["auth", "idempotency", "menu", "draw", "append"]);
+    // The pickup number is drawn by the append itself: no stage of its own.
+    assert_eq!(names, ["auth", "idempotency", "menu", "append"]);
     assert!(stages.iter().all(|(_, ms)| *ms >= 0.0), "{timing}");
     let metrics = app.get("/metrics").await.text;
-    for stage in ["auth", "idempotency", "menu", "draw", "append"] {
+    for stage in ["auth", "idempotency", "menu", "append"] {
         let bucket = format!(r#"place_order_stage_seconds_count{{stage="{stage}"}}"#);
         assert!(metrics.contains(&bucket), "{bucket} in /metrics");
     }

@@ -5,22 +5,69 @@
 use std::collections::HashSet;
 
 use e2e::{spawn_app, test_kafka, AppOptions, TestDb};
-use services::store::PickupNumbers;
+use services::store::EventStore;
 use time::macros::date;
+
+/// One process's event store as place-order uses it (group commit), drawing
+/// numbers the only way the service does: by placing an order, whose
+/// append draws its store's next number of `day`.
+struct Placer {
+    store: EventStore,
+    generation: i64,
+}
+
+impl Placer {
+    async fn new(db: &TestDb) -> Placer {
+        let generation = sqlx::query_scalar("SELECT generation FROM menu_generation")
+            .fetch_one(&db.pool)
+            .await
+            .expect("the menu's generation");
+        Placer {
+            store: EventStore::new(db.pool.clone()).with_group_commit(),
+            generation,
+        }
+    }
+
+    /// Places an order at the default store on `day`: its pickup number.
+    async fn next_on(&self, day: time::Date) -> u32 {
+        let id = domain::OrderId::generate();
+        let placed = domain::Event::decode(
+            domain::Event::PLACED,
+            2,
+            e2e::placed_payload(id.as_uuid(), "p", "latte", 4000, 1),
+        )
+        .expect("a placement");
+        let main = domain::StoreId::default_store();
+        let appended = self
+            .store
+            .place(
+                id,
+                &[placed],
+                &domain::Metadata::default(),
+                None,
+                (self.generation, (&main, day)),
+            )
+            .await
+            .expect("placed");
+        match &appended.events[0].event {
+            domain::Event::OrderPlaced(placed) => placed.pickup_number.expect("a number"),
+            other => panic!("not a placement: {other:?}"),
+        }
+    }
+}
 
 #[tokio::test]
 async fn numbers_are_unique_within_a_day_across_processes_and_start_at_one_each_day() {
     let db = TestDb::create().await;
     // Two processes: no shared memory, only the database.
-    let a = PickupNumbers::new(db.pool.clone(), time::UtcOffset::UTC);
-    let b = PickupNumbers::new(db.pool.clone(), time::UtcOffset::UTC);
+    let a = Placer::new(&db).await;
+    let b = Placer::new(&db).await;
     let day = date!(2026 - 12 - 03);
-    let main = domain::StoreId::default_store();
     let mut draws = Vec::new();
     for round in 0..50 {
-        let (x, y) = tokio::join!(a.next_on(&main, day), b.next_on(&main, day));
-        draws.push(x.expect("a number"));
-        draws.push(y.expect("a number"));
+        let (x, y) = tokio::join!(a.next_on(day), b.next_on(day));
+        draws.push(x);
+        draws.push(y);
         assert!(draws.iter().all(|n| *n >= 1), "round {round}: {draws:?}");
     }
     let unique: HashSet<u32> = draws.iter().copied().collect();
@@ -33,20 +80,18 @@ async fn numbers_are_unique_within_a_day_across_processes_and_start_at_one_each_
     assert!(draws.iter().all(|n| *n <= 101), "{draws:?}");
     // The next day starts again at 1, whichever process asks first.
     let next_day = date!(2026 - 12 - 04);
-    assert_eq!(b.next_on(&main, next_day).await.expect("a number"), 1);
-    assert_eq!(a.next_on(&main, next_day).await.expect("a number"), 2);
+    assert_eq!(b.next_on(next_day).await, 1);
+    assert_eq!(a.next_on(next_day).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_asked_for_at_once_are_each_drawn_once_with_no_gaps() {
     let db = TestDb::create().await;
-    let numbers = PickupNumbers::new(db.pool.clone(), time::UtcOffset::UTC);
+    let numbers = Placer::new(&db).await;
     let day = date!(2026 - 12 - 05);
-    // The draws asked for together share queries: every one still gets
+    // The orders placed together share statements: every one still gets
     // its own number, and none is lost between them.
-    let main = domain::StoreId::default_store();
-    let draws = futures::future::join_all((0..300).map(|_| numbers.next_on(&main, day))).await;
-    let mut draws: Vec<u32> = draws.into_iter().map(|d| d.expect("a number")).collect();
+    let mut draws = futures::future::join_all((0..300).map(|_| numbers.next_on(day))).await;
     draws.sort_unstable();
     assert_eq!(draws, (1..=300).collect::<Vec<u32>>());
 }
