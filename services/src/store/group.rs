@@ -269,6 +269,11 @@ async fn insert_many(
     let a = Arrays::of(batch);
     // Acquired first: failing to get a connection sends nothing.
     let mut conn = pool.acquire().await?;
+    for (_, (columns, _)) in batch {
+        if let Some(sent) = &columns.sent {
+            sent.mark();
+        }
+    }
     let inserted = sqlx::query!(
         r#"WITH menu AS (SELECT generation FROM menu_generation),
          input AS (

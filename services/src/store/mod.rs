@@ -28,8 +28,16 @@ tokio::task_local! {
 pub struct WriteSent(std::sync::Arc<std::sync::atomic::AtomicBool>);
 
 impl WriteSent {
-    fn mark() {
-        let _ = WRITE_SENT.try_with(|sent| sent.0.store(true, std::sync::atomic::Ordering::SeqCst));
+    /// The flag of the request this task serves, if it has one.
+    fn current() -> Option<WriteSent> {
+        WRITE_SENT.try_with(WriteSent::clone).ok()
+    }
+
+    /// Called once the append's connection is in hand, just before its
+    /// statement goes: until then nothing was sent (a database that does not
+    /// answer is "unavailable", not "outcome unknown").
+    fn mark(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// True once an append of this request was sent (it may have committed).
@@ -184,7 +192,6 @@ impl EventStore {
     ) -> Result<Appended> {
         let (stream, expected) = (columns.stream, columns.expected);
         let event_ids = columns.event_ids.clone();
-        WriteSent::mark();
         let guard = columns.menu_generation;
         let stored = match &self.group {
             Some(group) if expected == 0 => group.append(columns, idempotency.cloned()).await,
@@ -296,6 +303,9 @@ async fn insert_one(
     // Acquired first: a failure to get a connection sent nothing; one of
     // the statement may have committed (`StoreError::from_append`).
     let mut conn = pool.acquire().await?;
+    if let Some(sent) = &columns.sent {
+        sent.mark();
+    }
     let (draw_store, draw_day) = columns.draw.as_ref().map(|(s, d)| (s.as_str(), *d)).unzip();
     let rows = sqlx::query!(
         r#"WITH go AS (
@@ -387,6 +397,8 @@ struct Columns {
     /// A placement's pickup number, drawn in the append's statement from
     /// this store's day (so it commits or rolls back with the order).
     draw: Option<(String, time::Date)>,
+    /// The request's "write sent" flag, set when its statement goes.
+    sent: Option<WriteSent>,
 }
 
 impl Columns {
@@ -426,6 +438,7 @@ impl Columns {
             metadata,
             menu_generation: None,
             draw: None,
+            sent: WriteSent::current(),
         })
     }
 }
