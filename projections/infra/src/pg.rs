@@ -77,8 +77,13 @@ pub fn stale(age: Duration) -> bool {
 /// reported about the statement itself (a constraint, a deadlock, a
 /// cancelled statement, bad data) means it rolled back; a pool timeout
 /// means it was never sent.
+///
+/// A broken connection is also a sign that the server went away (or the
+/// primary moved): the pool's other connections, made before it, are
+/// closed rather than handed out ([`stale`]), so the next request connects
+/// afresh instead of sending its write down another dead connection.
 pub fn may_have_committed(error: &sqlx::Error) -> bool {
-    match error {
+    let broken = match error {
         sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
         // 57P01 admin_shutdown, 57P02 crash_shutdown, 08xxx connection
         // exceptions.
@@ -86,7 +91,11 @@ pub fn may_have_committed(error: &sqlx::Error) -> bool {
             .code()
             .is_some_and(|c| matches!(c.as_ref(), "57P01" | "57P02") || c.starts_with("08")),
         _ => false,
+    };
+    if broken {
+        note_failover_sign();
     }
+    broken
 }
 
 #[cfg(test)]
