@@ -166,9 +166,9 @@ async fn a_retry_of_an_order_placed_before_the_price_changed_gets_its_first_answ
 #[tokio::test]
 async fn operators_set_show_sell_out_and_clear_the_menu_with_the_command_line() {
     let app = spawn_app().await;
-    let dir = std::env::temp_dir().join(format!("orders-menu-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).expect("a directory");
-    let file = dir.join("menu.json");
+    // Removed when the test ends, failed or not.
+    let dir = e2e::scratch_dir("orders-menu-");
+    let file = dir.path().join("menu.json");
     std::fs::write(&file, sample().to_string()).expect("write the menu");
     let path = file.to_str().expect("a UTF-8 path");
 
@@ -240,7 +240,6 @@ async fn operators_set_show_sell_out_and_clear_the_menu_with_the_command_line() 
     )
     .await
     .ok(201);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -85,6 +85,18 @@ fn assert_answered_as_before(now: &Value, before: &Value, priced: bool) {
     }
 }
 
+/// Order `id`'s delivery status, as staff of the default store read it.
+async fn delivery_of(app: &TestApp, user: &str, id: &str) -> e2e::Reply {
+    app.request_as(
+        As::Staff,
+        Method::GET,
+        &format!("/delivery-ms/{user}/{id}"),
+        None,
+        &[],
+    )
+    .await
+}
+
 async fn assert_every_order_answers_as_before(app: &TestApp) {
     for (user, order, delivery, era) in old_answers() {
         let id = order["order_id"].as_str().expect("order_id");
@@ -101,15 +113,7 @@ async fn assert_every_order_answers_as_before(app: &TestApp) {
         assert_answered_as_before(&now.json(), &order, true);
         // The delivery side kept what the old builds applied: no prices
         // (they never carried them to it).
-        let now = app
-            .request_as(
-                As::Staff,
-                Method::GET,
-                &format!("/delivery-ms/{user}/{id}"),
-                None,
-                &[],
-            )
-            .await;
+        let now = delivery_of(app, &user, id).await;
         assert_eq!(now.status, 200, "{era} {id}: {}", now.text);
         assert_answered_as_before(&now.json(), &delivery, false);
     }
@@ -190,15 +194,7 @@ async fn the_old_orders_move_on(app: &TestApp, before: &[(String, Value, Value, 
             Duration::from_secs(30),
             "the delivery side applies the move",
             || async {
-                let now = app
-                    .request_as(
-                        As::Staff,
-                        Method::GET,
-                        &format!("/delivery-ms/{user}/{id}"),
-                        None,
-                        &[],
-                    )
-                    .await;
+                let now = delivery_of(app, user, id).await;
                 (now.status == 200 && now.json()["status"] == status).then_some(())
             },
         )
