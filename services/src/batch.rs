@@ -1,8 +1,9 @@
 //! Requests that arrive together, served together: the waiting callers of a
 //! query (or statement) are handed to one run of it while a slot is free,
 //! each getting its own share of the answer. The event store's group
-//! commit, the pickup-number draws and the menu's generation check are each
-//! a [`Collector`] with their own [`Limits`]; they supply only the run.
+//! commit is a [`Collector`] with its [`Limits`]; it supplies only the run
+//! (the pickup draws and the menu's generation check, once collectors too,
+//! are now part of its statement: ADR 0024).
 //!
 //! There is no timer: a lone request goes at once when a slot is free, and
 //! the wait under load is bounded by one run's time.

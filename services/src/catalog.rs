@@ -39,9 +39,7 @@ impl Catalog {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let generation = sqlx::query_scalar!("SELECT generation FROM menu_generation")
-            .fetch_one(&mut *tx)
-            .await?;
+        let generation = crate::menu::generation(&mut *tx).await?;
         let menu = crate::menu::load(&mut *tx).await?;
         let stores = crate::stores::load(&mut *tx).await?;
         let sold_out = crate::stores::load_sold_out(&mut *tx).await?;
@@ -101,10 +99,7 @@ impl Current {
     /// Whether the menu's generation is no longer `generation`: a refusal
     /// by the held catalog is made only by a current one.
     pub async fn moved_from(&self, generation: i64) -> sqlx::Result<bool> {
-        let now = sqlx::query_scalar!("SELECT generation FROM menu_generation")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(now != generation)
+        Ok(crate::menu::generation(&self.pool).await? != generation)
     }
 
     /// Reads the catalog again, with its generation (in one snapshot), and

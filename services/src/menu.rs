@@ -12,6 +12,14 @@ use anyhow::Context;
 use domain::{CoffeeName, Drink, Menu, OptionValue, Price, Size, StoreId, Temperature};
 use sqlx::PgExecutor;
 
+/// The menu's generation now (migrations/0014): moved by every change of
+/// the menu, the stores or what is sold out.
+pub async fn generation<'e>(db: impl PgExecutor<'e>) -> sqlx::Result<i64> {
+    sqlx::query_scalar!("SELECT generation FROM menu_generation")
+        .fetch_one(db)
+        .await
+}
+
 /// The chain's menu as it is now (empty: no menu set), its drinks sold out
 /// at every store marked: what one store has sold out is
 /// [`crate::stores::load_sold_out`]'s.

@@ -250,10 +250,7 @@ impl EventStore {
         let Some(guard) = guard else {
             return Ok(false);
         };
-        let now = sqlx::query_scalar!("SELECT generation FROM menu_generation")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(now != guard)
+        Ok(crate::menu::generation(&self.pool).await? != guard)
     }
 
     /// What the request that first used this idempotency key did, if any.
