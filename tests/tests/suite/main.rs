@@ -36,6 +36,7 @@ mod outcome_unknown;
 mod pages;
 mod path_prefix;
 mod pickup_numbers;
+mod plans;
 mod postgres_outage;
 mod process;
 mod projection_crash;
