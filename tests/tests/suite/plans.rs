@@ -62,7 +62,7 @@ async fn a_statement_first_run_on_an_empty_table_reads_by_index_once_the_table_h
     .await
     .expect("apply 50,000 orders");
     for (name, conn) in [("workers", &mut workers), ("consumer", &mut consumer)] {
-        let plan = plan(&mut **conn).await;
+        let plan = plan(conn).await;
         assert!(
             !plan.contains("Seq Scan"),
             "the {name} pool's statement still scans the whole table after it grew:\n{plan}"
