@@ -95,15 +95,19 @@ impl Pools {
     /// that is down fails the start), the others on first use.
     pub async fn connect(url: &str, budgets: Budgets) -> Result<Pools, anyhow::Error> {
         let options: PgConnectOptions = url.parse()?;
+        // Each pool's connections name it (`pg_stat_activity`), so an
+        // operator sees which part of the service holds a connection or
+        // spends the database's time.
+        let named = |part: &str| options.clone().application_name(&format!("orders {part}"));
         let writes = pool_options(budgets.writes)
-            .connect_with(options.clone())
+            .connect_with(named("writes"))
             .await?;
         let lazy = |n: u32, options: PgConnectOptions| pool_options(n).connect_lazy_with(options);
         Ok(Pools {
             writes,
-            reads: lazy(budgets.reads, options.clone()),
-            workers: lazy(budgets.workers, planned_per_batch(options.clone())),
-            consumer: lazy(budgets.consumer, planned_per_batch(options)),
+            reads: lazy(budgets.reads, named("reads")),
+            workers: lazy(budgets.workers, planned_per_batch(named("workers"))),
+            consumer: lazy(budgets.consumer, planned_per_batch(named("consumer"))),
         })
     }
 
