@@ -87,23 +87,35 @@ pub(super) async fn apply(
     events: &[EventEnvelope],
 ) -> Result<()> {
     let t = table(generation);
-    let ids_by_order = check_event_ids(conn, &t, events).await?;
+    let mut ids_by_order = check_event_ids(conn, &t, events).await?;
     let changes = reduce(events.iter())?;
     let (placed, moved): (Vec<_>, Vec<_>) = changes.iter().partition(|(_, c)| c.placed.is_some());
     let p = Placements::of(&placed);
     if !p.is_empty() {
-        sqlx::query(&format!(
+        // A new row takes its event ids with it: one write per order, not
+        // an insert and then an update of the same row. A row that was
+        // there already and newer (a redelivery) is left as it is: its ids
+        // go to the update below.
+        let placed_ids: Vec<serde_json::Value> = p
+            .ids
+            .iter()
+            .map(|order| ids_by_order.get(order).cloned().unwrap_or_default())
+            .collect();
+        let written: Vec<(Uuid,)> = sqlx::query_as(&format!(
             "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_qty, status, ordered_at,
                                    updated_at, version, last_position, temperature, size,
-                                   pickup_number, coffee_price, total_price, store_id, lines)
+                                   pickup_number, coffee_price, total_price, store_id, lines,
+                                   event_ids)
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[],
                                   $6::timestamptz[], $7::timestamptz[], $8::int[], $9::bigint[],
                                   $10::text[], $11::text[], $12::int[], $13::bigint[],
-                                  $14::bigint[], $15::text[], $16::jsonb[])
+                                  $14::bigint[], $15::text[], $16::jsonb[], $17::jsonb[])
              ON CONFLICT (order_id) DO UPDATE
                 SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at,
-                    version = EXCLUDED.version, last_position = EXCLUDED.last_position
-              WHERE v.version < EXCLUDED.version"
+                    version = EXCLUDED.version, last_position = EXCLUDED.last_position,
+                    event_ids = v.event_ids || EXCLUDED.event_ids
+              WHERE v.version < EXCLUDED.version
+             RETURNING order_id"
         ))
         .bind(&p.ids)
         .bind(&p.users)
@@ -121,10 +133,19 @@ pub(super) async fn apply(
         .bind(&p.totals)
         .bind(&p.stores)
         .bind(&p.lines)
-        .execute(&mut *conn)
+        .bind(&placed_ids)
+        .fetch_all(&mut *conn)
         .await?;
+        for (written,) in written {
+            ids_by_order.remove(&written);
+        }
     }
     apply_moves(conn, &t, &moved).await?;
+    if ids_by_order.is_empty() {
+        return Ok(());
+    }
+    // The other orders (only moved in this batch, or already newer): the
+    // ids their rows have not remembered yet.
     let (orders, ids): (Vec<Uuid>, Vec<serde_json::Value>) = ids_by_order.into_iter().unzip();
     sqlx::query(&format!(
         "UPDATE {t} AS v SET event_ids = v.event_ids || u.ids
