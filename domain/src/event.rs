@@ -143,50 +143,96 @@ impl Event {
 
     /// Reads a stored event of any schema version this code knows, upcasting
     /// older versions to the current shape. An unknown type or a version newer
-    /// than this build's is an error, never a guess.
+    /// than this build's is an error, never a guess. The payload is taken: an
+    /// older one is upcast in place, not copied.
     pub fn decode(
         event_type: &str,
         schema_version: u16,
         payload: Value,
     ) -> Result<Event, DecodeError> {
-        Event::decode_ref(event_type, schema_version, &payload)
+        let payload = if upcast::current_version(event_type) == Some(schema_version) {
+            payload
+        } else {
+            upcast::upcast(event_type, schema_version, payload)?
+        };
+        Event::read(event_type, schema_version, &payload)
     }
 
-    /// [`Event::decode`] without taking the payload: a payload already in the
-    /// current version is read in place (the common case, and the hot path of
-    /// a rebuild); an older one is copied and upcast.
+    /// [`Event::decode`] for a caller that keeps the payload (an event it
+    /// cannot read is kept as stored): a payload already in the current
+    /// version is read in place; only an older one is copied, to be upcast.
     pub fn decode_ref(
         event_type: &str,
         schema_version: u16,
         payload: &Value,
     ) -> Result<Event, DecodeError> {
-        let upcast;
-        let payload = if upcast::current_version(event_type) == Some(schema_version) {
-            payload
+        if upcast::current_version(event_type) == Some(schema_version) {
+            Event::read(event_type, schema_version, payload)
         } else {
-            upcast = upcast::upcast(event_type, schema_version, payload.clone())?;
-            &upcast
-        };
+            Event::decode(event_type, schema_version, payload.clone())
+        }
+    }
+
+    /// [`Event::decode`] from the payload's JSON text, as the log stores it:
+    /// a payload in the current version is read straight into its type,
+    /// with no `serde_json::Value` in between (the hot path of the
+    /// projections and of a rebuild). An older one is parsed once into a
+    /// value of its own and upcast in place.
+    pub fn decode_json(
+        event_type: &str,
+        schema_version: u16,
+        payload: &str,
+    ) -> Result<Event, DecodeError> {
         let bad_payload = |source| DecodeError::Payload {
             event_type: event_type.to_owned(),
             schema_version,
             source,
         };
-        let empty = |payload| Empty::deserialize(payload).map_err(bad_payload);
-        match event_type {
-            Self::PLACED => OrderPlaced::deserialize(payload)
-                .map(Event::OrderPlaced)
-                .map_err(bad_payload),
-            Self::PREPARATION_STARTED => empty(payload).map(|_| Event::OrderPreparationStarted),
-            Self::OUT_FOR_DELIVERY => empty(payload).map(|_| Event::OrderOutForDelivery),
-            Self::DELIVERED => empty(payload).map(|_| Event::OrderDelivered),
-            Self::CANCELLED => OrderCancelled::deserialize(payload)
-                .map(Event::OrderCancelled)
-                .map_err(bad_payload),
-            _ => Err(DecodeError::UnknownType {
+        if upcast::current_version(event_type) != Some(schema_version) {
+            let value: Value = serde_json::from_str(payload).map_err(bad_payload)?;
+            return Event::decode(event_type, schema_version, value);
+        }
+        let mut json = serde_json::Deserializer::from_str(payload);
+        let event = Event::typed(event_type, &mut json)
+            .ok_or_else(|| DecodeError::UnknownType {
                 event_type: event_type.to_owned(),
                 schema_version,
-            }),
-        }
+            })?
+            .map_err(bad_payload)?;
+        // Nothing may follow the payload's one value.
+        json.end().map_err(bad_payload)?;
+        Ok(event)
+    }
+
+    /// A current-version payload as `event_type`'s event.
+    fn read(event_type: &str, schema_version: u16, payload: &Value) -> Result<Event, DecodeError> {
+        Event::typed(event_type, payload)
+            .ok_or_else(|| DecodeError::UnknownType {
+                event_type: event_type.to_owned(),
+                schema_version,
+            })?
+            .map_err(|source| DecodeError::Payload {
+                event_type: event_type.to_owned(),
+                schema_version,
+                source,
+            })
+    }
+
+    /// `event_type`'s event read from any JSON source (a value, or text
+    /// straight from the log), in the current schema version; `None` for a
+    /// type this build does not know.
+    fn typed<'de, D>(event_type: &str, payload: D) -> Option<Result<Event, D::Error>>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        let empty = |payload: D, event: Event| Empty::deserialize(payload).map(|_| event);
+        Some(match event_type {
+            Self::PLACED => OrderPlaced::deserialize(payload).map(Event::OrderPlaced),
+            Self::PREPARATION_STARTED => empty(payload, Event::OrderPreparationStarted),
+            Self::OUT_FOR_DELIVERY => empty(payload, Event::OrderOutForDelivery),
+            Self::DELIVERED => empty(payload, Event::OrderDelivered),
+            Self::CANCELLED => OrderCancelled::deserialize(payload).map(Event::OrderCancelled),
+            _ => return None,
+        })
     }
 }

@@ -42,7 +42,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::error::{ProjectionError, Result};
-use crate::held::{Incoming, Source};
+use crate::held::{Incoming, Source, Unreadable};
 use infra::rows::EventRow;
 
 pub use infra::rows::Cursor;
@@ -75,14 +75,24 @@ impl LogEvent {
             transaction_id: row.transaction_id,
             position: row.position,
         };
+        // Decoded straight from the stored text; kept as stored only when
+        // this build cannot read it.
+        let event = match row.decode() {
+            Ok(envelope) => Ok(envelope),
+            Err(infra::Error::Unreadable(u)) => Err(Unreadable {
+                reason: u.reason,
+                stored: row.stored()?,
+            }),
+            Err(e) => return Err(e.into()),
+        };
         Ok(LogEvent {
             cursor,
-            incoming: Incoming::decode(
-                Source::Log {
+            incoming: Incoming {
+                source: Source::Log {
                     position: cursor.position,
                 },
-                row.stored()?,
-            ),
+                event,
+            },
         })
     }
 }

@@ -274,13 +274,19 @@ impl Orders {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let owned = match first.clone().decode() {
+        let owned = match first.decode() {
             Ok(placed) => fold(std::iter::once(&placed.event))
                 .order()
                 .is_some_and(|order| &order.user_id == owner),
             // A placement this build cannot read: its owner as the payload
             // names it, if it does; nobody's otherwise.
-            Err(_) => first.payload.get("user_id").and_then(|u| u.as_str()) == Some(owner.as_str()),
+            Err(_) => {
+                serde_json::from_str::<serde_json::Value>(&first.payload)
+                    .ok()
+                    .and_then(|payload| payload.get("user_id")?.as_str().map(str::to_owned))
+                    .as_deref()
+                    == Some(owner.as_str())
+            }
         };
         if !owned {
             return Ok(None);

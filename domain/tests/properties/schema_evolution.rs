@@ -99,4 +99,61 @@ proptest! {
         let unknown = matches!(Event::decode(&name, version, json!({})), Err(DecodeError::UnknownType { .. }));
         prop_assert!(unknown);
     }
+
+    #[test]
+    fn every_event_read_straight_from_its_stored_text_is_the_event_read_through_a_value(
+        first in arb_place(),
+        rest in prop::collection::vec(arb_command(), 0..10),
+        older in arb_single_place(),
+        older_version in 1u16..=3,
+    ) {
+        // The log's readers decode the payload's text straight into the
+        // event (no Value in between); an older version is parsed and
+        // upcast. Either way, the same event as through a value.
+        let mut commands = vec![Command::Place(first)];
+        commands.extend(rest);
+        let (_, log, _) = run(commands);
+        for event in log {
+            let (event_type, version) = (event.event_type(), event.schema_version());
+            let text = event.payload().to_string();
+            prop_assert_eq!(Event::decode_json(event_type, version, &text).ok(), Some(event.clone()));
+            // Whitespace as PostgreSQL's jsonb text puts it reads the same.
+            let spaced = serde_json::to_string_pretty(&event.payload()).unwrap_or_default();
+            prop_assert_eq!(Event::decode_json(event_type, version, &spaced).ok(), Some(event));
+        }
+        let payload = flat_payload(&older, older_version);
+        let through_value = Event::decode(Event::PLACED, older_version, payload.clone());
+        prop_assert!(through_value.is_ok());
+        prop_assert_eq!(
+            Event::decode_json(Event::PLACED, older_version, &payload.to_string()).ok(),
+            through_value.ok()
+        );
+    }
+
+    #[test]
+    fn stored_text_that_is_not_one_payload_of_a_known_type_and_version_is_refused(
+        place in arb_place(),
+        name in "[A-Za-z]{1,30}",
+        extra in 1u16..100,
+        garbage in "[ ]*[}\\]a-z0-9,\"]{1,8}",
+    ) {
+        prop_assume!(!Event::TYPES.contains(&name.as_str()));
+        let Ok(events) = decide(&OrderState::NotPlaced, Command::Place(place)) else {
+            panic!("a placement is decided")
+        };
+        let text = events[0].payload().to_string();
+        let current = current_version(Event::PLACED).expect("a known type");
+        // Something after the payload's one value.
+        let trailing = Event::decode_json(Event::PLACED, current, &format!("{text}{garbage}"));
+        prop_assert!(matches!(trailing, Err(DecodeError::Payload { .. })), "{:?}", trailing);
+        // Cut short, at every current or older version.
+        for version in 1..=current {
+            let cut = Event::decode_json(Event::PLACED, version, &text[..text.len() - 1]);
+            prop_assert!(matches!(cut, Err(DecodeError::Payload { .. })), "{:?}", cut);
+        }
+        let newer = Event::decode_json(Event::PLACED, current + extra, &text);
+        prop_assert!(matches!(newer, Err(DecodeError::NewerSchema { .. })), "{:?}", newer);
+        let unknown = Event::decode_json(&name, current, &text);
+        prop_assert!(matches!(unknown, Err(DecodeError::UnknownType { .. })), "{:?}", unknown);
+    }
 }

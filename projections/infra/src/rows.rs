@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
-use domain::{EventEnvelope, StoredEvent};
+use domain::{DecodeError, Event, EventEnvelope, Metadata, OrderId, StoredEvent};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -110,8 +110,12 @@ pub struct EventRow {
     pub event_id: Uuid,
     pub event_type: String,
     pub schema_version: i16,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
+    /// The payload's JSON text, as the log stores it: decoded straight
+    /// into its event ([`EventRow::decode`]), never through a
+    /// `serde_json::Value` on the way.
+    pub payload: String,
+    /// The metadata's JSON text.
+    pub metadata: String,
     pub recorded_at: OffsetDateTime,
 }
 
@@ -130,8 +134,9 @@ macro_rules! event_rows {
             $crate::rows::EventRow,
             "SELECT events.transaction_id::text::bigint AS \"transaction_id!\",
                     events.position, events.stream_id, events.version, events.event_id,
-                    events.event_type, events.schema_version, events.payload,
-                    events.metadata, events.recorded_at "
+                    events.event_type, events.schema_version,
+                    events.payload::text AS \"payload!\", events.metadata::text AS \"metadata!\",
+                    events.recorded_at "
                 + $rest
             $(, $arg)*
         )
@@ -139,47 +144,73 @@ macro_rules! event_rows {
 }
 
 impl EventRow {
-    /// The event as stored, its payload not yet understood.
+    /// The event as stored, its payload not yet understood (parsed into a
+    /// value, to be kept or held as it is).
     pub fn stored(self) -> Result<StoredEvent> {
         let position = self.position;
-        let corrupt = |what: &str| Error::Corrupt {
-            position,
-            what: what.to_owned(),
-        };
+        let corrupt = |what: String| Error::Corrupt { position, what };
+        let (version, schema_version) = self.versions()?;
         Ok(StoredEvent {
             event_id: self.event_id,
             stream_id: self.stream_id,
-            version: u64::try_from(self.version).map_err(|_| corrupt("negative version"))?,
+            version,
             position: Some(position),
             event_type: self.event_type,
-            schema_version: u16::try_from(self.schema_version)
-                .map_err(|_| corrupt("negative schema version"))?,
-            payload: self.payload,
-            metadata: self.metadata,
+            schema_version,
+            payload: serde_json::from_str(&self.payload)
+                .map_err(|e| corrupt(format!("payload: {e}")))?,
+            metadata: serde_json::from_str(&self.metadata)
+                .map_err(|e| corrupt(format!("metadata: {e}")))?,
             recorded_at: self.recorded_at,
         })
     }
 
-    /// The event decoded with this build's knowledge. A row this build cannot
-    /// read is [`Error::Unreadable`], never skipped.
-    pub fn decode(self) -> Result<EventEnvelope> {
-        let stored = self.stored()?;
-        let (order_id, event_id, position, event_type, schema_version) = (
-            stored.stream_id,
-            stored.event_id,
-            stored.position.unwrap_or_default(),
-            stored.event_type.clone(),
-            stored.schema_version,
-        );
-        stored.decode().map_err(|e| {
+    /// The event decoded with this build's knowledge, straight from the
+    /// stored text. A row this build cannot read is [`Error::Unreadable`],
+    /// never skipped.
+    pub fn decode(&self) -> Result<EventEnvelope> {
+        let (version, schema_version) = self.versions()?;
+        let unreadable = |reason: String| {
             Error::Unreadable(Box::new(UnreadableEvent {
-                order_id,
-                event_id,
-                source: Source::Log { position },
-                event_type,
+                order_id: self.stream_id,
+                event_id: self.event_id,
+                source: Source::Log {
+                    position: self.position,
+                },
+                event_type: self.event_type.clone(),
                 schema_version,
-                reason: e.to_string(),
+                reason,
             }))
+        };
+        let envelope = |what: String| unreadable(DecodeError::Envelope(what).to_string());
+        let stream_id = OrderId::try_from(self.stream_id)
+            .map_err(|e| envelope(format!("stream id {}: {e}", self.stream_id)))?;
+        let metadata = match self.metadata.as_str() {
+            "null" => Metadata::default(),
+            text => serde_json::from_str(text).map_err(|e| envelope(format!("metadata: {e}")))?,
+        };
+        let event = Event::decode_json(&self.event_type, schema_version, &self.payload)
+            .map_err(|e| unreadable(e.to_string()))?;
+        Ok(EventEnvelope {
+            event_id: self.event_id,
+            stream_id,
+            version,
+            position: Some(self.position),
+            event,
+            metadata,
+            recorded_at: self.recorded_at,
         })
+    }
+
+    /// The stream version and the schema version, checked.
+    fn versions(&self) -> Result<(u64, u16)> {
+        let corrupt = |what: &str| Error::Corrupt {
+            position: self.position,
+            what: what.to_owned(),
+        };
+        Ok((
+            u64::try_from(self.version).map_err(|_| corrupt("negative version"))?,
+            u16::try_from(self.schema_version).map_err(|_| corrupt("negative schema version"))?,
+        ))
     }
 }

@@ -97,17 +97,16 @@ pub async fn fold_log(
         infra::event_rows!("FROM events ORDER BY stream_id, version").fetch(&mut *conn)
     };
     while let Some(row) = stream.try_next().await? {
-        let stored = row.stored()?;
-        let position = stored.position.unwrap_or_default();
-        if current.as_ref().map(|c| c.id) != Some(stored.stream_id) {
+        let position = row.position;
+        if current.as_ref().map(|c| c.id) != Some(row.stream_id) {
             if let Some(done) = current.take() {
                 done.finish(&mut folded.rows);
             }
             current = Some(StreamFold {
-                id: stored.stream_id,
+                id: row.stream_id,
                 state: domain::OrderState::NotPlaced,
-                ordered_at: stored.recorded_at,
-                updated_at: stored.recorded_at,
+                ordered_at: row.recorded_at,
+                updated_at: row.recorded_at,
                 version: 0,
                 last_position: position,
                 stopped: false,
@@ -116,7 +115,7 @@ pub async fn fold_log(
         let Some(fold) = current.as_mut() else {
             continue;
         };
-        let version = i64::try_from(stored.version).unwrap_or(i64::MAX);
+        let version = i64::from(row.version);
         if fold.stopped
             || accounted
                 .held_from
@@ -126,20 +125,19 @@ pub async fn fold_log(
             fold.stopped = true;
             continue;
         }
-        match stored.decode() {
+        match row.decode() {
             Ok(e) => {
                 fold.state = domain::evolve(std::mem::take(&mut fold.state), &e.event);
                 fold.updated_at = e.recorded_at;
                 fold.version = e.version;
                 fold.last_position = position;
             }
-            Err(_) if accounted.parked.contains(&stored.event_id) => {}
-            Err(reason) => {
-                folded
-                    .unaccounted
-                    .push((fold.id, stored.event_id, reason.to_string()));
+            Err(infra::Error::Unreadable(_)) if accounted.parked.contains(&row.event_id) => {}
+            Err(infra::Error::Unreadable(u)) => {
+                folded.unaccounted.push((fold.id, row.event_id, u.reason));
                 fold.stopped = true;
             }
+            Err(e) => return Err(e.into()),
         }
     }
     if let Some(done) = current.take() {
