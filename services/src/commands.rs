@@ -100,22 +100,15 @@ impl Orders {
         key: Option<IdempotencyKey>,
     ) -> Handled {
         let mut stages = crate::timing::Stages::default();
-        if let Some(key) = &key {
-            let found = stages
-                .time(
-                    "idempotency",
-                    self.store.idempotency_record(&key.scope, &key.key),
-                )
-                .await?;
-            if let Some(record) = found {
-                return self.replay(record, key).await;
-            }
-        }
-        // After the replay check: a retry of an order placed before the menu
-        // changed still gets its first answer. The order is checked against
-        // the catalog held in memory; its append holds only if the menu's
-        // generation is still the one checked against, and otherwise the
-        // catalog is read again and the order checked again.
+        // The key is not looked up first: the append inserts it in its one
+        // statement, and a key held by an earlier request writes nothing
+        // (no event, no pickup number) and answers `IdempotencyKeyTaken`;
+        // only then is the earlier request's record read, to replay it. A
+        // refusal looks the key up too, so a retry of an order placed before
+        // the menu changed still gets its first answer. The order is checked
+        // against the catalog held in memory; its append holds only if the
+        // menu's generation is still the one checked against, and otherwise
+        // the catalog is read again and the order checked again.
         let store_id = request.store_id.clone().unwrap_or_default();
         let mut held = stages.time("menu", self.catalog.held()).await?;
         let today = time::OffsetDateTime::now_utc()
@@ -131,7 +124,12 @@ impl Orders {
                     held = stages.time("menu", self.catalog.refresh()).await?;
                     continue;
                 }
-                Err(refused) => return Ok(Err(refused)),
+                Err(refused) => {
+                    return match self.earlier(key.as_ref(), &mut stages).await? {
+                        Some((record, key)) => self.replay(record, key, stages).await,
+                        None => Ok(Err(refused)),
+                    }
+                }
             };
             // The pickup number is drawn by the append itself.
             let place = PlaceOrder {
@@ -143,7 +141,12 @@ impl Orders {
             };
             let events = match decide(&OrderState::NotPlaced, Command::Place(place)) {
                 Ok(events) => events,
-                Err(rejection) => return Ok(Err(Rejection::Domain(rejection))),
+                Err(rejection) => {
+                    return match self.earlier(key.as_ref(), &mut stages).await? {
+                        Some((record, key)) => self.replay(record, key, stages).await,
+                        None => Ok(Err(Rejection::Domain(rejection))),
+                    }
+                }
             };
             let placed = self.store.place(
                 request.order_id,
@@ -165,14 +168,13 @@ impl Orders {
                     held = stages.time("menu", self.catalog.refresh()).await?;
                 }
                 Err(StoreError::IdempotencyKeyTaken) => {
-                    // A concurrent request with the same key committed first.
-                    let key = key.as_ref().ok_or(StoreError::IdempotencyKeyTaken)?;
-                    let record = self
-                        .store
-                        .idempotency_record(&key.scope, &key.key)
+                    // An earlier request with the same key committed first
+                    // (a retry, or a concurrent request).
+                    let (record, key) = self
+                        .earlier(key.as_ref(), &mut stages)
                         .await?
                         .ok_or(StoreError::IdempotencyKeyTaken)?;
-                    return self.replay(record, key).await;
+                    return self.replay(record, key, stages).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -180,7 +182,30 @@ impl Orders {
         Err(StoreError::MenuChanged)
     }
 
-    async fn replay(&self, record: IdempotencyRecord, key: &IdempotencyKey) -> Handled {
+    /// What an earlier request with `key` did, if one committed.
+    async fn earlier<'k>(
+        &self,
+        key: Option<&'k IdempotencyKey>,
+        stages: &mut crate::timing::Stages,
+    ) -> Result<Option<(IdempotencyRecord, &'k IdempotencyKey)>, StoreError> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let found = stages
+            .time(
+                "idempotency",
+                self.store.idempotency_record(&key.scope, &key.key),
+            )
+            .await?;
+        Ok(found.map(|record| (record, key)))
+    }
+
+    async fn replay(
+        &self,
+        record: IdempotencyRecord,
+        key: &IdempotencyKey,
+        stages: crate::timing::Stages,
+    ) -> Handled {
         if record.fingerprint != key.fingerprint {
             return Ok(Err(Rejection::IdempotencyKeyReused));
         }
@@ -194,7 +219,7 @@ impl Orders {
             stream,
             log_position: record.log_position,
             replayed: true,
-            stages: crate::timing::Stages::default(),
+            stages,
         }))
     }
 
