@@ -91,17 +91,35 @@ impl Default for Budgets {
 }
 
 impl Pools {
-    /// Every budget; only the write pool connects at once (so a database
-    /// that is down fails the start), the others on first use.
+    /// Every budget of a service; only the write pool connects at once (so
+    /// a database that is down fails the start), the others on first use.
     pub async fn connect(url: &str, budgets: Budgets) -> Result<Pools, anyhow::Error> {
+        Pools::connect_as(url, budgets, false).await
+    }
+
+    /// [`Pools::connect`] for an operator's one-shot command (a rebuild, a
+    /// replay, a migration): it works through the write budget in batches,
+    /// on tables that start empty (a new generation), so its writes are
+    /// [`planned_per_batch`] too.
+    pub async fn connect_for_command(url: &str, budgets: Budgets) -> Result<Pools, anyhow::Error> {
+        Pools::connect_as(url, budgets, true).await
+    }
+
+    async fn connect_as(
+        url: &str,
+        budgets: Budgets,
+        command: bool,
+    ) -> Result<Pools, anyhow::Error> {
         let options: PgConnectOptions = url.parse()?;
         // Each pool's connections name it (`pg_stat_activity`), so an
         // operator sees which part of the service holds a connection or
         // spends the database's time.
         let named = |part: &str| options.clone().application_name(&format!("orders {part}"));
-        let writes = pool_options(budgets.writes)
-            .connect_with(named("writes"))
-            .await?;
+        let writes = match command {
+            true => planned_per_batch(named("command")),
+            false => named("writes"),
+        };
+        let writes = pool_options(budgets.writes).connect_with(writes).await?;
         let lazy = |n: u32, options: PgConnectOptions| pool_options(n).connect_lazy_with(options);
         Ok(Pools {
             writes,

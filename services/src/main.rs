@@ -57,7 +57,15 @@ async fn orders(cli: Cli) -> anyhow::Result<()> {
         shutdown::on_signal(shutdown.clone());
     }
     let patience = service.then(|| std::time::Duration::from_secs(cli.db.db_start_wait_secs));
-    let Some(pools) = database(cli.db.url()?, cli.db.budgets(), patience, &shutdown).await? else {
+    let Some(pools) = database(
+        cli.db.url()?,
+        cli.db.budgets(),
+        patience,
+        &shutdown,
+        service,
+    )
+    .await?
+    else {
         return Ok(());
     };
     // Operators' commands and the migrations use the write budget.
@@ -87,12 +95,17 @@ async fn database(
     budgets: db::Budgets,
     patience: Option<std::time::Duration>,
     stop: &CancellationToken,
+    service: bool,
 ) -> anyhow::Result<Option<db::Pools>> {
     let started = std::time::Instant::now();
     let mut delay = std::time::Duration::from_millis(250);
     loop {
         let attempt = async {
-            let pools = db::Pools::connect(url, budgets).await.context(
+            let pools = match service {
+                true => db::Pools::connect(url, budgets).await,
+                false => db::Pools::connect_for_command(url, budgets).await,
+            };
+            let pools = pools.context(
                 "cannot connect to PostgreSQL (is DATABASE_URL right, and is the server up?)",
             )?;
             db::migrate(&pools.writes)

@@ -3,7 +3,8 @@
 //! consumer first ran while its generation's table was empty must not keep
 //! that plan, a scan of the whole table, once the table has grown: a fresh
 //! database, a rebuilt generation and an outbox that fills during a broker
-//! outage all start that way.
+//! outage all start that way. So do the tables an operator's command
+//! fills (a rebuild's new generation).
 
 use e2e::TestDb;
 use services::db::{Budgets, Pools};
@@ -29,6 +30,11 @@ async fn a_statement_first_run_on_an_empty_table_reads_by_index_once_the_table_h
     let pools = Pools::connect(&db.url, Budgets::default())
         .await
         .expect("connect the service's pools");
+    // An operator's command (a rebuild into a new, empty generation) writes
+    // through its write pool.
+    let command = Pools::connect_for_command(&db.url, Budgets::default())
+        .await
+        .expect("connect a command's pools");
     // Prepared and run while the table is empty, with a batch's worth of
     // ids, as often as PostgreSQL needs to settle on a plan it would keep
     // (five times, then a generic one); then planned again after 50,000
@@ -39,7 +45,12 @@ async fn a_statement_first_run_on_an_empty_table_reads_by_index_once_the_table_h
         .acquire()
         .await
         .expect("a consumer connection");
-    for conn in [&mut workers, &mut consumer] {
+    let mut writes = command
+        .writes
+        .acquire()
+        .await
+        .expect("a command's connection");
+    for conn in [&mut workers, &mut consumer, &mut writes] {
         sqlx::query(CHECK)
             .execute(&mut **conn)
             .await
@@ -61,7 +72,11 @@ async fn a_statement_first_run_on_an_empty_table_reads_by_index_once_the_table_h
     .execute(&db.pool)
     .await
     .expect("apply 50,000 orders");
-    for (name, conn) in [("workers", &mut workers), ("consumer", &mut consumer)] {
+    for (name, conn) in [
+        ("workers", &mut workers),
+        ("consumer", &mut consumer),
+        ("command's write", &mut writes),
+    ] {
         let plan = plan(conn).await;
         assert!(
             !plan.contains("Seq Scan"),
