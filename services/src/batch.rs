@@ -6,9 +6,9 @@
 //! are now part of its statement: ADR 0024).
 //!
 //! There is no timer: a lone request goes at once when a slot is free (run
-//! by its caller, not handed through the collecting task: two task hops
-//! fewer, 0.63 → 0.51 ms per append at one connection), and the wait under
-//! load is bounded by one run's time.
+//! by its caller, not handed through the collecting task: 0.63 → 0.43 ms
+//! per append at one connection), and the wait under load is bounded by
+//! one run's time.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -101,19 +101,17 @@ impl<Q: Send + 'static, A: Send + 'static> Collector<Q, A> {
             sender
         });
         // Nobody waiting and a slot free: this request runs alone at once,
-        // without the hops through the collecting task (a quiet café's
-        // every order). Its run is a task of its own, as a batch's is, so a
-        // caller that stops waiting does not cut its statement off.
+        // in its caller's task, without the hops through the collecting
+        // task and a task of its own (a quiet café's every order; each
+        // hop is a thread's wake-up, about 0.1 ms here). A caller that
+        // stops waiting drops its run: what was sent may still commit (the
+        // caller was told its outcome is unknown), and the pool drains the
+        // connection before handing it out again.
         if queue.capacity() == queue.max_capacity() {
             if let Ok(slot) = self.slots.clone().try_acquire_owned() {
                 metrics::histogram!("batch_size", "batch" => self.limits.name).record(1.0);
-                let running = (self.run)(vec![request]);
-                let ran = tokio::spawn(async move {
-                    let ran = running.await;
-                    drop(slot);
-                    ran
-                });
-                let mut answers = ran.await.map_err(|_| sqlx::Error::PoolClosed)??;
+                let mut answers = (self.run)(vec![request]).await?;
+                drop(slot);
                 return match (answers.pop(), answers.is_empty()) {
                     (Some(answer), true) => Ok(answer),
                     (_, _) => Err(sqlx::Error::Protocol(format!(
