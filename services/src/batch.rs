@@ -164,7 +164,7 @@ async fn collect<Q: Send + 'static, A: Send + 'static>(
         let (requests, answers): (Vec<Q>, Vec<_>) =
             batch.into_iter().map(|w| (w.request, w.answer)).unzip();
         let running = run(requests);
-        tokio::spawn(async move {
+        let answering = async move {
             match running.await {
                 Ok(results) if results.len() == answers.len() => {
                     for (answer, result) in answers.into_iter().zip(results) {
@@ -191,7 +191,15 @@ async fn collect<Q: Send + 'static, A: Send + 'static>(
                 }
             }
             drop(slot);
-        });
+        };
+        // One run at a time: it runs here, and what arrives meanwhile waits
+        // in the queue for the next (a task of its own would cost a
+        // thread's wake-up per batch). Several: each runs as its own task.
+        if limits.in_flight == 1 {
+            answering.await;
+        } else {
+            tokio::spawn(answering);
+        }
     }
 }
 
