@@ -79,9 +79,22 @@ impl<Q: Send + 'static, A: Send + 'static> Collector<Q, A> {
         F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<A>, sqlx::Error>> + Send + 'static,
     {
+        // Each run's time (for group commit: the statement and its commit),
+        // beside `batch_size`: what one run of a batch costs, and so how
+        // long the requests that arrive meanwhile wait.
+        let timed = move |batch| {
+            let started = std::time::Instant::now();
+            let running = run(batch);
+            Box::pin(async move {
+                let ran = running.await;
+                metrics::histogram!("batch_run_seconds", "batch" => limits.name)
+                    .record(started.elapsed().as_secs_f64());
+                ran
+            }) as Pin<Box<dyn Future<Output = _> + Send>>
+        };
         Collector {
             limits,
-            run: Arc::new(move |batch| Box::pin(run(batch))),
+            run: Arc::new(timed),
             queue: Arc::default(),
             slots: Arc::new(Semaphore::new(limits.in_flight)),
         }
