@@ -144,4 +144,9 @@ async fn a_placement_says_where_its_time_went() {
         let bucket = format!(r#"place_order_stage_seconds_count{{stage="{stage}"}}"#);
         assert!(metrics.contains(&bucket), "{bucket} in /metrics");
     }
+    // How many placements shared a statement, and how long it took.
+    for series in ["batch_size_count", "batch_run_seconds_count"] {
+        let series = format!(r#"{series}{{batch="group_commit"}}"#);
+        assert!(metrics.contains(&series), "{series} in /metrics");
+    }
 }
