@@ -92,6 +92,16 @@ impl Orders {
     /// result and appends nothing; a different request under the same key is
     /// rejected. When a menu is set, the order must fit it (drink on sale,
     /// its size and temperature, the menu's price).
+    ///
+    /// The key is not looked up first: the append inserts it in its one
+    /// statement, and a key held by an earlier request writes nothing (no
+    /// event, no pickup number) and answers `IdempotencyKeyTaken`; only then
+    /// is the earlier request's record read, to replay it. A refusal looks
+    /// the key up too, so a retry of an order placed before the menu changed
+    /// still gets its first answer. The order is checked against the catalog
+    /// held in memory; its append holds only if the menu's generation is
+    /// still the one checked against, and otherwise the catalog is read
+    /// again and the order checked again.
     #[instrument(skip_all, fields(order_id = %request.order_id, user_id = %request.user_id), err)]
     pub async fn place(
         &self,
@@ -100,15 +110,6 @@ impl Orders {
         key: Option<IdempotencyKey>,
     ) -> Handled {
         let mut stages = crate::timing::Stages::default();
-        // The key is not looked up first: the append inserts it in its one
-        // statement, and a key held by an earlier request writes nothing
-        // (no event, no pickup number) and answers `IdempotencyKeyTaken`;
-        // only then is the earlier request's record read, to replay it. A
-        // refusal looks the key up too, so a retry of an order placed before
-        // the menu changed still gets its first answer. The order is checked
-        // against the catalog held in memory; its append holds only if the
-        // menu's generation is still the one checked against, and otherwise
-        // the catalog is read again and the order checked again.
         let store_id = request.store_id.clone().unwrap_or_default();
         let mut held = stages.time("menu", self.catalog.held()).await?;
         let today = time::OffsetDateTime::now_utc()
@@ -124,12 +125,7 @@ impl Orders {
                     held = stages.time("menu", self.catalog.refresh()).await?;
                     continue;
                 }
-                Err(refused) => {
-                    return match self.earlier(key.as_ref(), &mut stages).await? {
-                        Some((record, key)) => self.replay(record, key, stages).await,
-                        None => Ok(Err(refused)),
-                    }
-                }
+                Err(refused) => return self.refused(refused, key.as_ref(), stages).await,
             };
             // The pickup number is drawn by the append itself.
             let place = PlaceOrder {
@@ -142,10 +138,8 @@ impl Orders {
             let events = match decide(&OrderState::NotPlaced, Command::Place(place)) {
                 Ok(events) => events,
                 Err(rejection) => {
-                    return match self.earlier(key.as_ref(), &mut stages).await? {
-                        Some((record, key)) => self.replay(record, key, stages).await,
-                        None => Ok(Err(Rejection::Domain(rejection))),
-                    }
+                    let refused = Rejection::Domain(rejection);
+                    return self.refused(refused, key.as_ref(), stages).await;
                 }
             };
             let placed = self.store.place(
@@ -180,6 +174,21 @@ impl Orders {
             }
         }
         Err(StoreError::MenuChanged)
+    }
+
+    /// A refused placement's answer: the refusal, unless an earlier
+    /// request with the same key committed (a retry of an order placed
+    /// before the menu changed), whose answer is replayed.
+    async fn refused(
+        &self,
+        refused: Rejection,
+        key: Option<&IdempotencyKey>,
+        mut stages: crate::timing::Stages,
+    ) -> Handled {
+        match self.earlier(key, &mut stages).await? {
+            Some((record, key)) => self.replay(record, key, stages).await,
+            None => Ok(Err(refused)),
+        }
     }
 
     /// What an earlier request with `key` did, if one committed.
