@@ -155,7 +155,7 @@ impl Event {
         } else {
             upcast::upcast(event_type, schema_version, payload)?
         };
-        Event::read(event_type, schema_version, &payload)
+        Event::typed(event_type, schema_version, &payload)
     }
 
     /// [`Event::decode`] for a caller that keeps the payload (an event it
@@ -167,7 +167,7 @@ impl Event {
         payload: &Value,
     ) -> Result<Event, DecodeError> {
         if upcast::current_version(event_type) == Some(schema_version) {
-            Event::read(event_type, schema_version, payload)
+            Event::typed(event_type, schema_version, payload)
         } else {
             Event::decode(event_type, schema_version, payload.clone())
         }
@@ -193,46 +193,40 @@ impl Event {
             return Event::decode(event_type, schema_version, value);
         }
         let mut json = serde_json::Deserializer::from_str(payload);
-        let event = Event::typed(event_type, &mut json)
-            .ok_or_else(|| DecodeError::UnknownType {
-                event_type: event_type.to_owned(),
-                schema_version,
-            })?
-            .map_err(bad_payload)?;
+        let event = Event::typed(event_type, schema_version, &mut json)?;
         // Nothing may follow the payload's one value.
         json.end().map_err(bad_payload)?;
         Ok(event)
     }
 
-    /// A current-version payload as `event_type`'s event.
-    fn read(event_type: &str, schema_version: u16, payload: &Value) -> Result<Event, DecodeError> {
-        Event::typed(event_type, payload)
-            .ok_or_else(|| DecodeError::UnknownType {
-                event_type: event_type.to_owned(),
-                schema_version,
-            })?
-            .map_err(|source| DecodeError::Payload {
-                event_type: event_type.to_owned(),
-                schema_version,
-                source,
-            })
-    }
-
     /// `event_type`'s event read from any JSON source (a value, or text
-    /// straight from the log), in the current schema version; `None` for a
-    /// type this build does not know.
-    fn typed<'de, D>(event_type: &str, payload: D) -> Option<Result<Event, D::Error>>
+    /// straight from the log), in the current schema version.
+    fn typed<'de, D>(
+        event_type: &str,
+        schema_version: u16,
+        payload: D,
+    ) -> Result<Event, DecodeError>
     where
-        D: serde::Deserializer<'de>,
+        D: serde::Deserializer<'de, Error = serde_json::Error>,
     {
         let empty = |payload: D, event: Event| Empty::deserialize(payload).map(|_| event);
-        Some(match event_type {
+        let read = match event_type {
             Self::PLACED => OrderPlaced::deserialize(payload).map(Event::OrderPlaced),
             Self::PREPARATION_STARTED => empty(payload, Event::OrderPreparationStarted),
             Self::OUT_FOR_DELIVERY => empty(payload, Event::OrderOutForDelivery),
             Self::DELIVERED => empty(payload, Event::OrderDelivered),
             Self::CANCELLED => OrderCancelled::deserialize(payload).map(Event::OrderCancelled),
-            _ => return None,
+            _ => {
+                return Err(DecodeError::UnknownType {
+                    event_type: event_type.to_owned(),
+                    schema_version,
+                })
+            }
+        };
+        read.map_err(|source| DecodeError::Payload {
+            event_type: event_type.to_owned(),
+            schema_version,
+            source,
         })
     }
 }

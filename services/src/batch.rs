@@ -123,15 +123,11 @@ impl<Q: Send + 'static, A: Send + 'static> Collector<Q, A> {
         if queue.capacity() == queue.max_capacity() {
             if let Ok(slot) = self.slots.clone().try_acquire_owned() {
                 metrics::histogram!("batch_size", "batch" => self.limits.name).record(1.0);
-                let mut answers = (self.run)(vec![request]).await?;
+                let ran = (self.run)(vec![request]).await;
                 drop(slot);
-                return match (answers.pop(), answers.is_empty()) {
-                    (Some(answer), true) => Ok(answer),
-                    (_, _) => Err(sqlx::Error::Protocol(format!(
-                        "{}: not one answer for one request",
-                        self.limits.name
-                    ))),
-                };
+                return one_each(self.limits.name, ran, 1)?.pop().ok_or_else(|| {
+                    sqlx::Error::Protocol(format!("{}: no answer", self.limits.name))
+                });
             }
         }
         let (answer, answered) = oneshot::channel();
@@ -143,8 +139,9 @@ impl<Q: Send + 'static, A: Send + 'static> Collector<Q, A> {
     }
 }
 
-/// Takes what is waiting whenever a slot is free and runs it in a task of
-/// its own, holding its slot. Ends when every sender is gone.
+/// Takes what is waiting whenever a slot is free and runs it, holding its
+/// slot: here when there is one slot, in a task of its own when there are
+/// several. Ends when every sender is gone.
 async fn collect<Q: Send + 'static, A: Send + 'static>(
     mut queue: mpsc::Receiver<Waiting<Q, A>>,
     limits: Limits,
@@ -178,26 +175,14 @@ async fn collect<Q: Send + 'static, A: Send + 'static>(
             batch.into_iter().map(|w| (w.request, w.answer)).unzip();
         let running = run(requests);
         let answering = async move {
-            match running.await {
-                Ok(results) if results.len() == answers.len() => {
+            let n = answers.len();
+            match one_each(limits.name, running.await, n) {
+                Ok(results) => {
                     for (answer, result) in answers.into_iter().zip(results) {
                         let _ = answer.send(Ok(result));
                     }
                 }
-                Ok(results) => {
-                    let error = sqlx::Error::Protocol(format!(
-                        "{}: {} answers for {} requests",
-                        limits.name,
-                        results.len(),
-                        answers.len()
-                    ));
-                    let n = answers.len();
-                    for (answer, error) in answers.into_iter().zip(shared(error, n)) {
-                        let _ = answer.send(Err(error));
-                    }
-                }
                 Err(error) => {
-                    let n = answers.len();
                     for (answer, error) in answers.into_iter().zip(shared(error, n)) {
                         let _ = answer.send(Err(error));
                     }
@@ -213,6 +198,22 @@ async fn collect<Q: Send + 'static, A: Send + 'static>(
         } else {
             tokio::spawn(answering);
         }
+    }
+}
+
+/// A run's answers, if it gave one for each of its `n` requests; a run
+/// that gave more or fewer is an error for them all.
+fn one_each<A>(
+    name: &str,
+    ran: Result<Vec<A>, sqlx::Error>,
+    n: usize,
+) -> Result<Vec<A>, sqlx::Error> {
+    match ran {
+        Ok(results) if results.len() != n => Err(sqlx::Error::Protocol(format!(
+            "{name}: {} answers for {n} requests",
+            results.len()
+        ))),
+        ran => ran,
     }
 }
 
@@ -285,6 +286,12 @@ mod tests {
     }
 
     impl Probe {
+        /// Asks for `n`'s share from a task of its own.
+        fn ask(&self, n: u32) -> tokio::task::JoinHandle<Result<u32, sqlx::Error>> {
+            let c = self.collector.clone();
+            tokio::spawn(async move { c.ask(n).await })
+        }
+
         fn sizes(&self) -> Vec<usize> {
             self.sizes.lock().map(|s| s.clone()).unwrap_or_default()
         }
@@ -321,18 +328,10 @@ mod tests {
     #[tokio::test]
     async fn a_lone_request_runs_at_once_and_those_arriving_meanwhile_go_together() {
         let p = probe(1);
-        let first = tokio::spawn({
-            let c = p.collector.clone();
-            async move { c.ask(1).await }
-        });
+        let first = p.ask(1);
         p.started(1).await;
         // Five more while the first runs: they wait, and go as one batch.
-        let rest: Vec<_> = (2..=6)
-            .map(|n| {
-                let c = p.collector.clone();
-                tokio::spawn(async move { c.ask(n).await })
-            })
-            .collect();
+        let rest: Vec<_> = (2..=6).map(|n| p.ask(n)).collect();
         p.queued(4).await;
         p.gate.notify_one();
         assert_eq!(first.await.ok().and_then(Result::ok), Some(2));
@@ -352,10 +351,7 @@ mod tests {
             "one run at a time"
         );
         // Quiet again: the next request runs alone at once.
-        let again = tokio::spawn({
-            let c = p.collector.clone();
-            async move { c.ask(7).await }
-        });
+        let again = p.ask(7);
         p.started(3).await;
         p.gate.notify_one();
         assert_eq!(again.await.ok().and_then(Result::ok), Some(14));
@@ -365,12 +361,7 @@ mod tests {
     #[tokio::test]
     async fn no_more_runs_at_once_than_its_slots() {
         let p = probe(2);
-        let asked: Vec<_> = (1..=20)
-            .map(|n| {
-                let c = p.collector.clone();
-                tokio::spawn(async move { c.ask(n).await })
-            })
-            .collect();
+        let asked: Vec<_> = (1..=20).map(|n| p.ask(n)).collect();
         p.started(2).await;
         let mut answered = 0;
         for asked in asked {

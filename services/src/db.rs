@@ -115,9 +115,10 @@ impl Pools {
         // operator sees which part of the service holds a connection or
         // spends the database's time.
         let named = |part: &str| options.clone().application_name(&format!("orders {part}"));
-        let writes = match command {
-            true => planned_per_batch(named("command")),
-            false => named("writes"),
+        let writes = if command {
+            planned_per_batch(named("command"))
+        } else {
+            named("writes")
         };
         let writes = pool_options(budgets.writes).connect_with(writes).await?;
         let lazy = |n: u32, options: PgConnectOptions| pool_options(n).connect_lazy_with(options);

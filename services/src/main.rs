@@ -101,9 +101,10 @@ async fn database(
     let mut delay = std::time::Duration::from_millis(250);
     loop {
         let attempt = async {
-            let pools = match service {
-                true => db::Pools::connect(url, budgets).await,
-                false => db::Pools::connect_for_command(url, budgets).await,
+            let pools = if service {
+                db::Pools::connect(url, budgets).await
+            } else {
+                db::Pools::connect_for_command(url, budgets).await
             };
             let pools = pools.context(
                 "cannot connect to PostgreSQL (is DATABASE_URL right, and is the server up?)",

@@ -99,7 +99,7 @@ pub(super) async fn apply(
         let placed_ids: Vec<serde_json::Value> = p
             .ids
             .iter()
-            .map(|order| ids_by_order.get(order).cloned().unwrap_or_default())
+            .map(|order| ids_by_order.remove(order).unwrap_or_default())
             .collect();
         let written: Vec<(Uuid,)> = sqlx::query_as(&format!(
             "INSERT INTO {t} AS v (order_id, user_id, coffee_name, coffee_qty, status, ordered_at,
@@ -136,8 +136,12 @@ pub(super) async fn apply(
         .bind(&placed_ids)
         .fetch_all(&mut *conn)
         .await?;
-        for (written,) in written {
-            ids_by_order.remove(&written);
+        let written: std::collections::HashSet<Uuid> =
+            written.into_iter().map(|(order,)| order).collect();
+        for (order, ids) in p.ids.iter().zip(placed_ids) {
+            if !written.contains(order) {
+                ids_by_order.insert(*order, ids);
+            }
         }
     }
     apply_moves(conn, &t, &moved).await?;
