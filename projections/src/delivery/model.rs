@@ -145,11 +145,19 @@ pub(super) async fn apply(
         }
     }
     apply_moves(conn, &t, &moved).await?;
+    remember_ids(conn, &t, ids_by_order).await
+}
+
+/// The orders not written by this batch's insert (only moved in it, or
+/// already newer): the ids their rows have not remembered yet.
+async fn remember_ids(
+    conn: &mut PgConnection,
+    t: &str,
+    ids_by_order: std::collections::HashMap<Uuid, serde_json::Value>,
+) -> Result<()> {
     if ids_by_order.is_empty() {
         return Ok(());
     }
-    // The other orders (only moved in this batch, or already newer): the
-    // ids their rows have not remembered yet.
     let (orders, ids): (Vec<Uuid>, Vec<serde_json::Value>) = ids_by_order.into_iter().unzip();
     sqlx::query(&format!(
         "UPDATE {t} AS v SET event_ids = v.event_ids || u.ids
